@@ -1,0 +1,85 @@
+"""Who may call the hook: every configured scheme must pass, and with none configured nobody may."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Protocol
+
+from answers import HookRefused, cause, refused
+from settings import Settings
+
+
+class Headers(Protocol):
+    """What we read of a request's headers (Flask's Headers, or a dict in tests)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+class AuthScheme(Protocol):
+    name: str
+
+    def verify(self, headers: Headers) -> None:
+        """Return when the caller passes; raise HookRefused (401/403/503) when not."""
+
+
+def unauthorized(hint: str, location: str, *, status: int = 401) -> HookRefused:
+    """The one shape of every rejection: no detail an attacker could use, enough for an admin."""
+    return refused(
+        status,
+        "unauthorized" if status == 401 else "forbidden",
+        "The telephony hook refused the call: authentication failed.",
+        [cause(hint, "UNAUTHORIZED" if status == 401 else "FORBIDDEN", location)],
+    )
+
+
+class HeaderSecret:
+    """Okta's 'HTTP headers' authentication: the configured header carries a fixed secret."""
+
+    name = "header"
+
+    def __init__(self, header: str, secret: str) -> None:
+        self._header = header
+        self._secret = secret.encode()
+
+    def verify(self, headers: Headers) -> None:
+        received = headers.get(self._header)
+        if received is None:
+            raise unauthorized(f"The {self._header} header is missing.", f"header:{self._header}")
+        # Constant time, so response timing says nothing about how much of a guess was right.
+        if not hmac.compare_digest(received.encode("utf-8", "surrogateescape"), self._secret):
+            raise unauthorized(
+                f"The {self._header} header does not match the configured secret.", f"header:{self._header}"
+            )
+
+
+class Authenticator:
+    """Runs every configured scheme; fails closed when none is."""
+
+    def __init__(self, schemes: list[AuthScheme]) -> None:
+        self.schemes = schemes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        schemes: list[AuthScheme] = []
+        if settings.okta_hook_auth_secret and settings.header_secret_configured:
+            schemes.append(
+                HeaderSecret(settings.okta_hook_auth_header, settings.okta_hook_auth_secret.get_secret_value())
+            )
+        if settings.oauth_configured:
+            from oauth import OAuthBearer  # the JWT and crypto stack loads only when OAuth is on
+
+            schemes.append(OAuthBearer.from_settings(settings))
+        return cls(schemes)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.schemes)
+
+    def verify(self, headers: Headers) -> None:
+        if not self.schemes:
+            raise unauthorized(
+                "No authentication is configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*), so no call is accepted.",
+                "configuration",
+            )
+        for scheme in self.schemes:
+            scheme.verify(headers)

@@ -1,0 +1,149 @@
+"""Delivering the code through Twilio: an SMS, a voice call, or Twilio Verify with Okta's code."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+
+import requests
+from twilio.base.exceptions import TwilioException
+from twilio.rest import Client
+
+from answers import Answer, cause, refused, successful
+from models import MessageProfile
+from settings import Settings
+from twilio_errors import transport_failure, twilio_failure
+from twilio_http import TwilioTransport
+from voice import VoiceScript
+
+SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
+VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
+CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits toll-fraud cost
+DEFAULT_SMS_TEXT = "Your verification code is {code}"
+
+
+def build_client(settings: Settings) -> Client | None:
+    """One Twilio client per process, reused by every hook; None when no credentials are set."""
+    if not settings.twilio_account_sid:
+        return None
+    transport = TwilioTransport(
+        timeout_seconds=settings.twilio_timeout_seconds,
+        pool_size=settings.threads,
+        base_url=settings.twilio_api_base_url,
+    )
+    account = settings.twilio_account_sid
+    if settings.twilio_api_key and settings.twilio_api_secret:  # Twilio's advice for production
+        return Client(
+            settings.twilio_api_key, settings.twilio_api_secret.get_secret_value(), account, http_client=transport
+        )
+    if settings.twilio_auth_token:
+        return Client(account, settings.twilio_auth_token.get_secret_value(), account, http_client=transport)
+    return None
+
+
+def sms_text(profile: MessageProfile, template: str | None) -> str:
+    """The admin's SMS_TEMPLATE, else Okta's localised msgTemplate when it carries the code."""
+    if template:
+        return template.replace("{code}", profile.otp_code)
+    okta_text = profile.msg_template
+    if okta_text and profile.otp_code in okta_text and len(okta_text) <= SMS_MAX_CHARS:
+        return okta_text
+    return DEFAULT_SMS_TEXT.replace("{code}", profile.otp_code)
+
+
+def seconds_left(profile: MessageProfile, now: datetime) -> int | None:
+    """Whole seconds until the code expires (None when Okta did not say)."""
+    if profile.otp_expires is None:
+        return None
+    return math.ceil((profile.otp_expires - now).total_seconds())
+
+
+def verify_locale(locale: str | None) -> str | None:
+    """Okta's 'EN-US' / 'pt_BR' -> a Twilio Verify locale ('en', 'pt-BR'); None lets Verify choose."""
+    if not locale:
+        return None
+    language, _, region = locale.replace("_", "-").partition("-")
+    tag = f"{language.lower()}-{region.upper()}" if region else language.lower()
+    if tag in {"pt-BR", "zh-CN", "zh-HK", "en-GB"}:
+        return tag
+    return language.lower() or None
+
+
+class TwilioDelivery:
+    """Sends one code and turns Twilio's answer into Okta's."""
+
+    def __init__(self, settings: Settings, client: Client | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._voice = VoiceScript(settings.voice_phrases, settings.voice_name)
+
+    def deliver(self, profile: MessageProfile) -> Answer:
+        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused."""
+        validity = seconds_left(profile, datetime.now(UTC))
+        client = self._require_client(profile)
+        started = time.perf_counter()
+        try:
+            sid, status, api = self._send(client, profile, validity)
+        except TwilioException as error:
+            raise twilio_failure(error) from None
+        except requests.RequestException as error:
+            raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
+        elapsed_ms = round((time.perf_counter() - started) * 1000)
+        return successful(
+            provider=self._settings.okta_provider_name,
+            transaction_id=sid,
+            metadata=f"{profile.delivery_channel} {api} {status} in {elapsed_ms} ms",
+            log_fields={"twilio_sid": sid, "twilio_status": status, "twilio_ms": elapsed_ms},
+        )
+
+    def _send(self, client: Client, profile: MessageProfile, validity: int | None) -> tuple[str, str, str]:
+        """Returns Twilio's SID, its status, and which API carried the code."""
+        settings = self._settings
+        if settings.twilio_verify_service_sid:
+            verification = client.verify.v2.services(settings.twilio_verify_service_sid).verifications.create(
+                to=profile.phone_number,
+                channel="sms" if profile.delivery_channel == "sms" else "call",
+                custom_code=profile.otp_code,
+                locale=verify_locale(profile.locale),
+            )
+            return str(verification.sid), str(verification.status), "verify"
+        if profile.delivery_channel == "sms":
+            message = client.messages.create(
+                to=profile.phone_number,
+                body=sms_text(profile, settings.sms_template),
+                # The library leaves out parameters given as None.
+                messaging_service_sid=settings.twilio_messaging_service_sid,
+                from_=None if settings.twilio_messaging_service_sid else settings.twilio_from_number,
+                # Carriers drop the SMS once the code is useless, instead of delivering it late.
+                validity_period=min(max(validity, 1), VALIDITY_PERIOD_MAX) if validity is not None else None,
+            )
+            return str(message.sid), str(message.status), "message"
+        call = client.calls.create(
+            to=profile.phone_number,
+            from_=settings.twilio_from_number,
+            twiml=self._voice.twiml(profile.otp_code, profile.locale),
+            time_limit=CALL_TIME_LIMIT,
+        )
+        return str(call.sid), str(call.status), "call"
+
+    def _require_client(self, profile: MessageProfile) -> Client:
+        """The client, or a refusal naming what the admin has yet to configure."""
+        settings = self._settings
+        missing = []
+        if self._client is None:
+            missing.append("TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET)")
+        if settings.twilio_verify_service_sid or settings.twilio_from_number:
+            pass
+        elif profile.delivery_channel == "voice":
+            missing.append("TWILIO_FROM_NUMBER")
+        elif not settings.twilio_messaging_service_sid:
+            missing.append("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+        if self._client is None or missing:
+            raise refused(
+                200,
+                "not_configured",
+                "The verification code could not be sent.",
+                [cause(f"The hook is missing {' and '.join(missing)}.", "HOOK_NOT_CONFIGURED", "configuration")],
+            )
+        return self._client

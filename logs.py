@@ -1,0 +1,111 @@
+"""One logger setup for the whole process: JSON lines Cloud Logging understands, scrubbed of secrets.
+
+Every line, ours or a library's, passes through `CloudLoggingFormatter`, which removes the configured
+secrets and whatever the current hook marked as sensitive (its OTP, its phone number). Code should
+not log those values in the first place; this is the net under that rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# Python's level names are Cloud Logging's severities, except these.
+_SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
+
+
+@dataclass
+class _HookScope:
+    trace: str | None = None
+    span_id: str | None = None
+    replacements: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+
+
+_scope: ContextVar[_HookScope | None] = ContextVar("hook_log_scope", default=None)
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    """One JSON object per line: severity, message, trace, and the record's structured fields."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [re.compile(re.escape(secret)) for secret in secrets if secret]
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelname, record.levelname),
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        scope = _scope.get()
+        if scope and scope.trace:
+            entry["logging.googleapis.com/trace"] = scope.trace
+            if scope.span_id:
+                entry["logging.googleapis.com/spanId"] = scope.span_id
+        return self.scrub(json.dumps(entry, default=str, ensure_ascii=False))
+
+    def scrub(self, line: str) -> str:
+        scope = _scope.get()
+        patterns = [(pattern, REDACTED) for pattern in self._secrets]
+        patterns += scope.replacements if scope else []
+        for pattern, replacement in patterns:
+            line = pattern.sub(replacement, line)
+        return line
+
+
+def configure_logging(secrets: list[str]) -> None:
+    """Route every logger to stdout as scrubbed JSON lines (Cloud Run collects stdout)."""
+    # JSON escapes some characters; scrub the escaped spelling of each secret as well.
+    spellings = {spelling for secret in secrets for spelling in (secret, json.dumps(secret)[1:-1])}
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(CloudLoggingFormatter(sorted(spellings, key=len, reverse=True)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # At INFO, twilio's HTTP client logs URLs and headers of every call: not needed, not wanted.
+    logging.getLogger("twilio").setLevel(logging.WARNING)
+
+
+def _trace_from_header(header: str | None, project: str | None) -> tuple[str | None, str | None]:
+    """X-Cloud-Trace-Context is 'TRACE_ID/SPAN_ID;o=1'; Cloud Logging wants the project's trace path."""
+    if not header:
+        return None, None
+    match = re.fullmatch(r"([0-9a-fA-F]{1,32})(?:/([0-9]{1,20}))?(?:;o=[01])?", header.strip())
+    if not match:
+        return None, None
+    trace_id, span_id = match.groups()
+    trace = f"projects/{project}/traces/{trace_id}" if project else trace_id
+    return trace, span_id
+
+
+@contextmanager
+def hook_scope(trace_header: str | None, project: str | None) -> Iterator[None]:
+    """Everything logged inside carries the hook's trace and is scrubbed of what it marks sensitive."""
+    trace, span_id = _trace_from_header(trace_header, project)
+    token = _scope.set(_HookScope(trace=trace, span_id=span_id))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
+    """From now until the hook ends, `value` is written as `replacement` in every log line."""
+    scope = _scope.get()
+    if scope is None or len(value) < 3:
+        return
+    # Only whole tokens: a 6-digit code must not blank out part of a Twilio SID or a duration.
+    pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(value) + r"(?![0-9A-Za-z])")
+    scope.replacements.append((pattern, replacement))

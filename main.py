@@ -1,0 +1,127 @@
+"""Okta telephony inline hook: Okta's SMS and voice one-time codes, delivered through Twilio.
+
+For every code Okta POSTs a JSON request and waits up to 3 s. We authenticate the call, parse it,
+check the code may be sent, hand it to Twilio, and answer SUCCESSFUL with Twilio's SID, or with
+Okta's error object, which makes Okta fall back to its own provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+import functions_framework
+from pydantic import ValidationError
+
+from answers import Answer, HookRefused, cause, invalid_request, refused
+from auth import Authenticator
+from delivery import TwilioDelivery, build_client
+from logs import configure_logging, hook_scope, mark_sensitive
+from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
+from phone import mask
+from policy import DeliveryPolicy
+from settings import load_settings
+
+MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
+
+# Built once per instance and reused by every request it serves.
+settings = load_settings()
+configure_logging(settings.secret_values())
+log = logging.getLogger("telephony_hook")
+authenticator = Authenticator.from_settings(settings)
+policy = DeliveryPolicy(settings)
+delivery = TwilioDelivery(settings, build_client(settings))
+
+if not authenticator.configured:
+    log.critical(
+        "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
+    )
+
+
+@functions_framework.http
+def telephony_hook(request: flask.Request) -> flask.Response:
+    """Okta's telephony inline hook endpoint."""
+    started = time.perf_counter()
+    with hook_scope(request.headers.get("X-Cloud-Trace-Context"), settings.google_cloud_project):
+        facts: dict[str, Any] = {}
+        try:
+            answer = handle(request, facts)
+        except HookRefused as refusal:
+            answer = refusal.answer
+        except Exception:  # a bug of ours: still answer in Okta's shape, and log without the payload
+            log.exception("telephony hook failed unexpectedly")
+            answer = refused(500, "internal_error", "The telephony hook failed.", []).answer
+        log_hook(answer, facts, started)
+        return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+
+
+def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
+    """Authenticate, parse, check, deliver: each step answers Okta by raising HookRefused."""
+    if request.method != "POST":
+        raise refused(405, "method_not_allowed", "The telephony hook accepts POST only.", headers={"Allow": "POST"})
+    for scheme_header in {settings.okta_hook_auth_header, "Authorization"}:
+        mark_sensitive(request.headers.get(scheme_header, ""))
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise body_too_large()
+    authenticator.verify(request.headers)
+    hook = parse(request)
+    profile = hook.data.message_profile
+    mark_sensitive(profile.otp_code)
+    mark_sensitive(profile.phone_number, mask(profile.phone_number))
+    mark_sensitive(profile.phone_number[1:], mask(profile.phone_number))
+    facts.update(describe(hook))
+    number = policy.check(profile, datetime.now(UTC))
+    facts.update(country=number.country, number_type=number.number_type)
+    return delivery.deliver(profile)
+
+
+def parse(request: flask.Request) -> TelephonyHookRequest:
+    body = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even when no Content-Length was sent
+    if len(body) > MAX_BODY_BYTES:
+        raise body_too_large()
+    try:
+        return parse_hook_request(body, settings.default_country)
+    except ValidationError as error:
+        raise invalid_request(error) from None
+
+
+def body_too_large() -> HookRefused:
+    return refused(
+        413,
+        "body_too_large",
+        "The telephony hook request is too large.",
+        [cause(f"Bodies over {MAX_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
+    )
+
+
+def describe(hook: TelephonyHookRequest) -> dict[str, Any]:
+    """What the log line says about the request: never the code, a name, a login or a full number."""
+    profile = hook.data.message_profile
+    return {
+        "event_id": hook.event_id,
+        "request_type": hook.request_type,
+        "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
+        "channel": profile.delivery_channel,
+        "phone": mask(profile.phone_number),
+        "locale": profile.locale,
+        "preview": hook.is_preview,
+    }
+
+
+def log_hook(answer: Answer, facts: dict[str, Any], started: float) -> None:
+    """One line per hook: what an admin needs when a user says 'I got no code'."""
+    fields = {**facts, **answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
+    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    if answer.outcome == "delivered":
+        level = logging.INFO
+    elif answer.status >= 500 or answer.outcome.startswith(("provider", "not_configured")):
+        level = logging.ERROR
+    else:
+        level = logging.WARNING
+    message = f"telephony hook {answer.outcome}"
+    if "phone" in facts:
+        message += f": {facts['channel']} to {facts['phone']}"
+    log.log(level, message, extra={"fields": fields})

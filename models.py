@@ -1,0 +1,213 @@
+"""Okta's telephony inline hook, as pydantic models: the request Okta sends and the answers it accepts.
+
+One model per JSON object, names and nesting as in Okta's payload (snake_case here, camelCase on the
+wire). Validation lives here, so the handler receives typed, trusted objects. Parse a request with
+`parse_hook_request`; the phone number is normalised to E.164 using the `default_country` context.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.alias_generators import to_camel
+
+import phone
+
+TELEPHONY_EVENT_TYPE: Final = "com.okta.telephony.provider"
+TELEPHONY_ACTION: Final = "com.okta.telephony.action"
+KNOWN_REQUEST_TYPES = frozenset(
+    {
+        "com.okta.user.telephony.pre-enrollment",
+        "com.okta.user.telephony.mfa-verification",
+        "com.okta.user.telephony.account-unlock",
+        "com.okta.user.telephony.password-reset",
+    }
+)
+
+DeliveryChannel = Literal["sms", "voice"]
+
+# Okta's docs have said "SMS or CALL", then "SMS or voice call"; the OpenAPI spec says "voice";
+# a captured Preview request said "Voice". Letters only, lower case, decide.
+_CHANNEL_SPELLINGS: dict[str, DeliveryChannel] = {
+    "sms": "sms",
+    "text": "sms",
+    "call": "voice",
+    "voice": "voice",
+    "voicecall": "voice",
+}
+
+
+class OktaModel(BaseModel):
+    """Okta's JSON: camelCase keys, unknown keys ignored, surrounding blanks trimmed."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        str_strip_whitespace=True,
+        frozen=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------- request
+
+
+class RequestUrl(OktaModel):
+    value: str | None = Field(
+        None,
+        description="Path of the Okta request that triggered the hook; Preview ends in /generatePreview.",
+        examples=["/api/internal/v1/inlineHooks/com.okta.telephony.provider/generatePreview"],
+    )
+
+
+class OktaRequest(OktaModel):
+    id: str | None = Field(None, description="Okta's request id.", examples=["reqRgSk8IBBRhuo0YdlEDTmUw"])
+    method: str | None = Field(None, examples=["POST"])
+    url: RequestUrl | None = None
+    ip_address: str | None = Field(None, description="End user's IP address.", examples=["127.0.0.1"])
+
+
+class RequestContext(OktaModel):
+    request: OktaRequest | None = None
+
+
+class UserProfile(OktaModel):
+    """The user the code is for. Personal data: never logged."""
+
+    first_name: str | None = Field(None, examples=["test"])
+    last_name: str | None = Field(None, examples=["user"])
+    login: str | None = Field(None, examples=["test.user@okta.com"])
+    user_id: str | None = Field(None, examples=["00uyxxSknGtK8022w0g3"])
+
+
+class MessageProfile(OktaModel):
+    """What to send, where, and how. Every field is a string on the wire."""
+
+    msg_template: str | None = Field(
+        None,
+        description="Okta's rendered, localised SMS text, already containing the code. Not for voice.",
+        examples=["(HOOK)Your code is 11111"],
+    )
+    phone_number: str = Field(
+        description="Recipient, normalised here to E.164 (Okta's docs send national digits without '+').",
+        examples=["+14155550123", "9876543210"],
+    )
+    otp_expires: datetime | None = Field(
+        None, description="When the code stops working (ISO-8601, UTC).", examples=["2022-01-28T21:48:34.321Z"]
+    )
+    delivery_channel: DeliveryChannel = Field(
+        description="'sms' or 'voice', read from any spelling Okta uses: SMS, CALL, voice, Voice call.",
+        examples=["SMS", "CALL", "Voice"],
+    )
+    otp_code: str = Field(
+        pattern=r"^[0-9]{4,12}$",
+        description="The one-time code: digits only. Secret: never logged or echoed.",
+        examples=["11111"],
+    )
+    locale: str | None = Field(
+        None, description="The user's locale, as Okta writes it.", examples=["EN-US", "en", "es_ES"]
+    )
+
+    @field_validator("delivery_channel", mode="before")
+    @classmethod
+    def _read_channel(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            letters = re.sub(r"[^a-z]", "", value.lower())
+            if letters in _CHANNEL_SPELLINGS:
+                return _CHANNEL_SPELLINGS[letters]
+            raise ValueError("must be SMS or voice (also accepted: CALL, Voice call)")
+        return value
+
+    @field_validator("phone_number")
+    @classmethod
+    def _to_e164(cls, value: str, info: ValidationInfo) -> str:
+        default_country = (info.context or {}).get("default_country")
+        return phone.to_e164(value, default_country)
+
+    @field_validator("otp_expires")
+    @classmethod
+    def _assume_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class TelephonyData(OktaModel):
+    context: RequestContext | None = None
+    user_profile: UserProfile | None = None
+    message_profile: MessageProfile
+
+
+class TelephonyHookRequest(OktaModel):
+    """The body Okta POSTs for every SMS or voice one-time code."""
+
+    event_id: str | None = Field(None, examples=["uS5871kJThSsU8qlA1LTcg"])
+    event_time: str | None = Field(None, examples=["2022-01-28T21:43:40.000Z"])
+    event_type: Literal["com.okta.telephony.provider"] | None = Field(None, examples=[TELEPHONY_EVENT_TYPE])
+    event_type_version: str | None = Field(None, examples=["1.0"])
+    content_type: str | None = Field(None, examples=["application/json"])
+    cloud_event_version: str | None = Field(None, examples=["0.1"])
+    source: str | None = Field(None, examples=["https://acme.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3"])
+    request_type: str | None = Field(
+        None,
+        description="Why Okta sends a code. Unknown values are accepted (Okta may add some) and logged.",
+        examples=sorted(KNOWN_REQUEST_TYPES),
+    )
+    data: TelephonyData
+
+    @property
+    def is_preview(self) -> bool:
+        """True for requests from the Preview tab of Okta's admin console."""
+        request = self.data.context.request if self.data.context else None
+        url = request.url.value if request and request.url else None
+        return bool(url and url.endswith("/generatePreview"))
+
+
+def parse_hook_request(body: bytes, default_country: str | None) -> TelephonyHookRequest:
+    """Validate Okta's JSON body; raises pydantic.ValidationError naming each bad field."""
+    return TelephonyHookRequest.model_validate_json(body, context={"default_country": default_country})
+
+
+# --------------------------------------------------------------------------------------- answers
+
+
+class TelephonyActionResult(OktaModel):
+    status: Literal["SUCCESSFUL", "PENDING", "FAILED"] = Field(
+        description="Only SUCCESSFUL stops Okta from also sending the code through its own provider."
+    )
+    provider: str = Field(examples=["TWILIO"])
+    transaction_id: str = Field(
+        description="The provider's id: a Twilio SID.", examples=["SM49a8ece2822d44e4adaccd7ed268f954"]
+    )
+    transaction_metadata: str | None = Field(None, examples=["sms queued in 212 ms"])
+
+
+class TelephonyCommand(OktaModel):
+    type: Literal["com.okta.telephony.action"] = TELEPHONY_ACTION
+    value: list[TelephonyActionResult]
+
+
+class TelephonyHookResponse(OktaModel):
+    """Success: Okta counts the code as delivered."""
+
+    commands: list[TelephonyCommand]
+
+
+class ErrorCause(OktaModel):
+    error_summary: str = Field(examples=["Provider could not deliver OTP"])
+    reason: str = Field(examples=["TWILIO_21211"])
+    location: str = Field(examples=["data.messageProfile.phoneNumber", "https://www.twilio.com/docs/errors/21211"])
+
+
+class HookError(OktaModel):
+    error_summary: str = Field(description="Shown to admins and end users: no internals, no secrets.")
+    error_causes: list[ErrorCause] = []
+
+
+class ErrorResponse(OktaModel):
+    """Failure: Okta marks the hook failed and sends the code through its own provider."""
+
+    error: HookError

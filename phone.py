@@ -1,0 +1,89 @@
+"""Phone numbers: reading what Okta sends as E.164, masking for logs, and the toll-fraud policy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+# Separators people and consoles put into numbers (Okta's Preview tab lets admins type anything).
+_SEPARATORS = re.compile(r"[\s\-().\u00a0\u2010-\u2015/]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def to_e164(raw: str, default_country: str | None) -> str:
+    """Normalise a number to E.164: keep a leading '+', read '00' as '+', else national digits.
+
+    National digits are read in `default_country` when it is set; without it, the digits are taken
+    to include the country code already (Okta's docs sample sends '9876543210').
+    Raises ValueError with a message that never repeats the number.
+    """
+    compact = _SEPARATORS.sub("", raw)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not re.fullmatch(r"\+?[0-9]+", compact):
+        raise ValueError("must contain only digits, with an optional leading '+'")
+    if compact.startswith("+"):
+        e164 = compact
+    elif default_country:
+        try:
+            parsed = phonenumbers.parse(compact, default_country)
+        except phonenumbers.NumberParseException:
+            raise ValueError(f"cannot be read as a number in {default_country}") from None
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    else:
+        e164 = "+" + compact
+    if not _E164.fullmatch(e164):
+        raise ValueError("is not an E.164 number (a country code and 7 to 15 digits in all)")
+    return e164
+
+
+def mask(e164: str) -> str:
+    """'+14155550123' -> '+1******0123': enough to recognise a user's number, not to call it."""
+    if len(e164) <= 6:
+        return "*" * len(e164)
+    return e164[:2] + "*" * (len(e164) - 6) + e164[-4:]
+
+
+@dataclass(frozen=True)
+class NumberFacts:
+    """What the toll-fraud guard knows of a number: safe to log, unlike the number."""
+
+    country: str  # ISO 3166 alpha-2, or "ZZ" when libphonenumber does not know it
+    number_type: str  # libphonenumber's PhoneNumberType name
+    valid: bool
+
+
+def describe(e164: str) -> NumberFacts:
+    """Look the number up in libphonenumber's metadata (offline, no network)."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return NumberFacts(country="ZZ", number_type="UNKNOWN", valid=False)
+    country = phonenumbers.region_code_for_number(parsed) or "ZZ"
+    kind = phonenumbers.number_type(parsed)
+    type_name = next(
+        (name for name, value in vars(phonenumbers.PhoneNumberType).items() if value == kind and name.isupper()),
+        "UNKNOWN",
+    )
+    return NumberFacts(country=country, number_type=type_name, valid=phonenumbers.is_valid_number(parsed))
+
+
+@dataclass(frozen=True)
+class PhonePolicy:
+    """The toll-fraud guard: which numbers we will text or call at all."""
+
+    allowed_countries: frozenset[str]  # empty: every country
+    blocked_number_types: frozenset[str]
+
+    def refusal(self, facts: NumberFacts) -> str | None:
+        """Why this number is refused, in words safe for end users and logs; None when allowed."""
+        if not facts.valid:
+            return "The phone number is not a valid number."
+        if self.allowed_countries and facts.country not in self.allowed_countries:
+            return f"Codes are not sent to numbers in {facts.country}."
+        if facts.number_type in self.blocked_number_types:
+            kind = facts.number_type.replace("_", " ").lower()
+            return f"Codes are not sent to {kind} numbers."
+        return None

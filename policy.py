@@ -1,0 +1,47 @@
+"""Whether a code may be sent at all: it has not expired, and its number passes the toll-fraud guard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from answers import cause, refused
+from models import MessageProfile
+from phone import NumberFacts, PhonePolicy, describe
+from settings import Settings
+
+
+class DeliveryPolicy:
+    """Checked before Twilio is called: a refused code costs nothing and Okta falls back."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._phones = PhonePolicy(
+            allowed_countries=frozenset(settings.allowed_countries),
+            blocked_number_types=frozenset(settings.blocked_number_types),
+        )
+
+    def check(self, profile: MessageProfile, now: datetime) -> NumberFacts:
+        """Raise HookRefused (200 + error object) when the code must not be sent."""
+        if profile.otp_expires is not None and profile.otp_expires <= now:
+            raise refused(
+                200,
+                "expired",
+                "The verification code has expired.",
+                [
+                    cause(
+                        "otpExpires is in the past; the code was not sent.",
+                        "OTP_EXPIRED",
+                        "data.messageProfile.otpExpires",
+                    )
+                ],
+            )
+        facts = describe(profile.phone_number)
+        reason = self._phones.refusal(facts)
+        if reason:
+            raise refused(
+                200,
+                "number_refused",
+                reason,
+                [cause(reason, "PHONE_POLICY", "data.messageProfile.phoneNumber")],
+                log_fields={"country": facts.country, "number_type": facts.number_type},
+            )
+        return facts

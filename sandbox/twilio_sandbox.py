@@ -1,0 +1,327 @@
+"""A local stand-in for the parts of Twilio's REST API the hook uses. Nothing is really sent.
+
+    python -m sandbox.twilio_sandbox --port 8099 [--latency-ms 300]
+
+Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JSON and error JSON):
+  POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted
+  POST /2010-04-01/Accounts/{AccountSid}/Calls.json      -> 201, CA... sid, status queued
+  POST /v2/Services/{ServiceSid}/Verifications           -> 201, VE... sid, status pending
+  GET  /sandbox/stats                                    -> connections and requests served
+Twilio's magic test numbers give Twilio's errors: To +15005550001 invalid, ...0002 unroutable,
+...0003 no geo permission, ...0004 blocked/opted out, ...0009 not SMS-capable; From +15005550001 invalid.
+Each message or call it "sends" is printed, so a developer sees the SMS text and the TwiML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hmac
+import json
+import re
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+DEFAULT_ACCOUNT_SID = "AC" + "5a" * 16
+DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
+
+_MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
+_CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
+_VERIFICATIONS = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+# Twilio's magic To numbers for test credentials: (SMS error, call error, Verify error).
+MAGIC_TO: dict[str, tuple[int, int, int]] = {
+    "+15005550001": (21211, 21217, 60200),
+    "+15005550002": (21612, 21214, 60200),
+    "+15005550003": (21408, 21215, 60605),
+    "+15005550004": (21610, 21216, 60410),
+    "+15005550009": (21614, 21214, 60205),
+}
+MAGIC_FROM_INVALID = "+15005550001"
+
+ERROR_TEXT = {
+    20003: "Authenticate",
+    20404: "The requested resource was not found",
+    21211: "The 'To' number {to} is not a valid phone number.",
+    21212: "The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
+    21214: "'To' phone number cannot be reached",
+    21215: "Geo Permission configuration is not permitting call",
+    21216: "Account not allowed to call {to}",
+    21217: "Phone number does not appear to be valid",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}.",
+    21602: "Message body is required.",
+    21603: "A 'From' phone number is required.",
+    21604: "A 'To' phone number is required.",
+    21610: "Attempt to send to unsubscribed recipient",
+    21612: "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number via SMS.",
+    21614: "'To' number {to} is not a valid mobile number",
+    21617: "The concatenated message body exceeds the 1600 character limit.",
+    21205: "Url parameter is required.",
+    60200: "Invalid parameter",
+    60205: "SMS is not supported by landline phone number",
+    60410: "Verification delivery attempt blocked",
+    60605: "Verification delivery attempt blocked: geo permissions",
+    90007: "Invalid validity period value",
+}
+
+
+class TwilioError(Exception):
+    def __init__(self, code: int, status: int = 400, **context: str) -> None:
+        super().__init__(code)
+        self.code, self.status, self.context = code, status, context
+
+    def body(self) -> dict[str, Any]:
+        message = ERROR_TEXT.get(self.code, "Error").format(
+            to=self.context.get("to", ""), from_=self.context.get("from_", "")
+        )
+        return {
+            "code": self.code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+
+
+@dataclass
+class SandboxState:
+    """What the sandbox accepts and what it has seen; tests read `requests`."""
+
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    auth_token: str = DEFAULT_AUTH_TOKEN
+    api_key: str | None = None
+    api_secret: str | None = None
+    latency_seconds: float = 0.0
+    quiet: bool = False
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _mask(number: str) -> str:
+    return number[:2] + "*" * max(len(number) - 6, 0) + number[-4:] if len(number) > 6 else number
+
+
+def _now() -> str:
+    return formatdate(usegmt=False).replace("-0000", "+0000")
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API does
+    disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms to every answer
+    server: SandboxServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.state.lock:
+            self.server.state.connections += 1
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # the sandbox prints what it "sends", not access logs
+
+    def do_GET(self) -> None:
+        if self.path == "/sandbox/stats":
+            state = self.server.state
+            self._send(200, {"connections": state.connections, "requests": len(state.requests)})
+        else:
+            self._send(404, TwilioError(20404, 404).body())
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode("utf-8")
+        form = {name: values[-1] for name, values in parse_qs(raw, keep_blank_values=True).items()}
+        state = self.server.state
+        if state.latency_seconds:
+            time.sleep(state.latency_seconds)
+        try:
+            user = self._authenticate()
+            status, body = self._route(form)
+        except TwilioError as error:
+            self._send(error.status, error.body())
+            return
+        with state.lock:
+            state.requests.append({"path": self.path, "form": form, "user": user, "response": body})
+        self._send(status, body)
+
+    def _authenticate(self) -> str:
+        state = self.server.state
+        header = self.headers.get("Authorization", "")
+        try:
+            user, _, password = base64.b64decode(header.removeprefix("Basic ")).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise TwilioError(20003, 401) from None
+        valid = {state.account_sid: state.auth_token}
+        if state.api_key and state.api_secret:
+            valid[state.api_key] = state.api_secret
+        expected = valid.get(user)
+        if expected is None or not hmac.compare_digest(password.encode(), expected.encode()):
+            raise TwilioError(20003, 401)
+        return user
+
+    def _route(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        state = self.server.state
+        for pattern, create in ((_MESSAGES, self._message), (_CALLS, self._call)):
+            match = pattern.match(self.path)
+            if match:
+                if match.group(1) != state.account_sid:
+                    raise TwilioError(20404, 404)
+                return 201, create(form)
+        match = _VERIFICATIONS.match(self.path)
+        if match:
+            return 201, self._verification(match.group(1), form)
+        raise TwilioError(20404, 404)
+
+    def _check_to(self, form: dict[str, str], which: int) -> str:
+        to = form.get("To", "")
+        if not to:
+            raise TwilioError(21604)
+        if to in MAGIC_TO:
+            raise TwilioError(MAGIC_TO[to][which], to=to)
+        if not _E164.match(to):
+            raise TwilioError((21211, 21217, 60200)[which], to=to)
+        return to
+
+    def _message(self, form: dict[str, str]) -> dict[str, Any]:
+        to = self._check_to(form, 0)
+        sender, service = form.get("From"), form.get("MessagingServiceSid")
+        if not sender and not service:
+            raise TwilioError(21603)
+        if sender == MAGIC_FROM_INVALID:
+            raise TwilioError(21212, from_=sender)
+        body = form.get("Body", "")
+        if not body:
+            raise TwilioError(21602)
+        if len(body) > 1600:
+            raise TwilioError(21617)
+        validity = form.get("ValidityPeriod", "1")
+        if not validity.isdigit() or not 1 <= int(validity) <= 36000:
+            raise TwilioError(90007)
+        sid, now = _sid("SM"), _now()
+        self._announce(f"SMS {sid} to {_mask(to)}: {body}")
+        account = self.server.state.account_sid
+        return {
+            "account_sid": account, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
+            "error_code": None, "error_message": None, "from": sender, "messaging_service_sid": service,
+            "num_media": "0", "num_segments": str(1 + len(body) // 153), "price": None, "price_unit": None,
+            "sid": sid, "status": "accepted" if service else "queued",
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"},
+            "to": to, "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
+        }  # fmt: skip
+
+    def _call(self, form: dict[str, str]) -> dict[str, Any]:
+        to = self._check_to(form, 1)
+        sender = form.get("From", "")
+        if not sender:
+            raise TwilioError(21603)
+        if sender == MAGIC_FROM_INVALID:
+            raise TwilioError(21212, from_=sender)
+        if not form.get("Twiml") and not form.get("Url") and not form.get("ApplicationSid"):
+            raise TwilioError(21205)
+        if len(form.get("Twiml", "")) > 4000:
+            raise TwilioError(21205)
+        sid, now = _sid("CA"), _now()
+        self._announce(f"CALL {sid} to {_mask(to)}: {form.get('Twiml') or form.get('Url')}")
+        account = self.server.state.account_sid
+        return {
+            "account_sid": account, "answered_by": None, "api_version": "2010-04-01", "caller_name": None,
+            "date_created": now, "date_updated": now, "direction": "outbound-api", "duration": None,
+            "end_time": None, "forwarded_from": None, "from": sender, "from_formatted": sender,
+            "group_sid": None, "parent_call_sid": None, "phone_number_sid": None, "price": None,
+            "price_unit": "USD", "sid": sid, "start_time": None, "status": "queued",
+            "subresource_uris": {}, "to": to, "to_formatted": to, "trunk_sid": None,
+            "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json", "queue_time": "0",
+        }  # fmt: skip
+
+    def _verification(self, service_sid: str, form: dict[str, str]) -> dict[str, Any]:
+        to = self._check_to(form, 2)
+        channel = form.get("Channel", "")
+        if channel not in {"sms", "call", "whatsapp", "email", "sna", "auto"}:
+            raise TwilioError(60200)
+        sid, now = _sid("VE"), _now()
+        code = form.get("CustomCode", "(generated)")
+        self._announce(f"VERIFY {sid} {channel} to {_mask(to)} locale={form.get('Locale', 'auto')}: code {code}")
+        return {
+            "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
+            "to": to, "channel": channel, "status": "pending", "valid": False,
+            "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
+            "date_created": now, "date_updated": now, "sna": None,
+            "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
+        }  # fmt: skip
+
+    def _announce(self, line: str) -> None:
+        if not self.server.state.quiet:
+            print(f"[twilio-sandbox] {line}", flush=True)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # Okta's 75 concurrent hooks may arrive at once
+
+    def __init__(self, address: tuple[str, int], state: SandboxState) -> None:
+        super().__init__(address, SandboxHandler)
+        self.state = state
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+def start_in_thread(state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> SandboxServer:
+    """Start a sandbox on a free port in a daemon thread (tests); stop it with .shutdown()."""
+    server = SandboxServer((host, port), state)
+    threading.Thread(target=server.serve_forever, name="twilio-sandbox", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local Twilio-compatible sandbox: nothing is really sent.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
+    parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument("--api-key")
+    parser.add_argument("--api-secret")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
+    parser.add_argument("--quiet", action="store_true", help="do not print what is 'sent'")
+    args = parser.parse_args(argv)
+    state = SandboxState(
+        account_sid=args.account_sid, auth_token=args.auth_token, api_key=args.api_key,
+        api_secret=args.api_secret, latency_seconds=args.latency_ms / 1000, quiet=args.quiet,
+    )  # fmt: skip
+    server = SandboxServer((args.host, args.port), state)
+    print(
+        f"[twilio-sandbox] listening on {server.base_url} (account {args.account_sid}); nothing is really sent",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

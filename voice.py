@@ -1,0 +1,96 @@
+"""What a voice call says: the phrase in the user's language, then the code digit by digit, twice.
+
+Okta localises the SMS text (msgTemplate) but sends nothing for voice, so the phrases live here, one
+table, overridable per locale with VOICE_PHRASES. Voices are Amazon Polly voices through Twilio's <Say>.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from settings import SettingsError
+
+CODE_PLACEHOLDER = "{code}"
+
+
+@dataclass(frozen=True)
+class VoiceLocale:
+    language: str  # <Say language="...">
+    voice: str  # <Say voice="...">, one that speaks `language`
+    phrase: str  # contains {code}, where the spaced digits go
+
+
+# Keys are lower-case BCP 47 tags: a language alone, or language-region where a region differs.
+VOICE_LOCALES: dict[str, VoiceLocale] = {
+    "en": VoiceLocale("en-US", "Polly.Joanna", "Your verification code is {code}."),
+    "en-gb": VoiceLocale("en-GB", "Polly.Amy", "Your verification code is {code}."),
+    "en-au": VoiceLocale("en-AU", "Polly.Nicole", "Your verification code is {code}."),
+    "es": VoiceLocale("es-ES", "Polly.Lucia", "Su código de verificación es {code}."),
+    "es-us": VoiceLocale("es-US", "Polly.Lupe", "Su código de verificación es {code}."),
+    "es-mx": VoiceLocale("es-MX", "Polly.Mia", "Su código de verificación es {code}."),
+    "fr": VoiceLocale("fr-FR", "Polly.Lea", "Votre code de vérification est {code}."),
+    "fr-ca": VoiceLocale("fr-CA", "Polly.Chantal", "Votre code de vérification est {code}."),
+    "de": VoiceLocale("de-DE", "Polly.Vicki", "Ihr Bestätigungscode lautet {code}."),
+    "it": VoiceLocale("it-IT", "Polly.Bianca", "Il suo codice di verifica è {code}."),
+    "pt": VoiceLocale("pt-BR", "Polly.Camila", "Seu código de verificação é {code}."),
+    "pt-pt": VoiceLocale("pt-PT", "Polly.Ines", "O seu código de verificação é {code}."),
+    "nl": VoiceLocale("nl-NL", "Polly.Lotte", "Uw verificatiecode is {code}."),
+    "ja": VoiceLocale("ja-JP", "Polly.Mizuki", "あなたの確認コードは {code} です。"),
+    "zh": VoiceLocale("cmn-CN", "Polly.Zhiyu", "您的验证码是 {code}。"),
+    "ko": VoiceLocale("ko-KR", "Polly.Seoyeon", "인증 코드는 {code} 입니다."),
+}
+FALLBACK_LOCALE = "en"
+
+
+def _tag(locale: str | None) -> str:
+    """'EN_us' -> 'en-us': Okta writes locales in several ways."""
+    return re.sub(r"[_\s]+", "-", (locale or "").strip().lower())
+
+
+def _lookup(table: Mapping[str, VoiceLocale], locale: str | None) -> VoiceLocale | None:
+    tag = _tag(locale)
+    return table.get(tag) or table.get(tag.split("-", 1)[0])
+
+
+def spaced_digits(otp_code: str) -> str:
+    """'482913' -> '4, 8, 2, 9, 1, 3': <Say> reads each digit, with a short pause between."""
+    return ", ".join(otp_code)
+
+
+class VoiceScript:
+    """The locale table with the admin's overrides applied, built once at start-up."""
+
+    def __init__(self, phrases: Mapping[str, str], voice_name: str | None = None) -> None:
+        table = dict(VOICE_LOCALES)
+        for locale, phrase in phrases.items():
+            base = _lookup(VOICE_LOCALES, locale)
+            if base is None:
+                known = ", ".join(sorted(VOICE_LOCALES))
+                raise SettingsError(
+                    f"Invalid configuration: VOICE_PHRASES: no voice speaks {locale!r} (known: {known})"
+                )
+            if CODE_PLACEHOLDER not in phrase:
+                raise SettingsError(f"Invalid configuration: VOICE_PHRASES[{locale!r}] must contain {CODE_PLACEHOLDER}")
+            table[_tag(locale)] = replace(base, phrase=phrase)
+        if voice_name:
+            table = {key: replace(entry, voice=voice_name) for key, entry in table.items()}
+        self._table = table
+
+    def locale_for(self, locale: str | None) -> VoiceLocale:
+        """The entry for Okta's locale: exact region, else the language, else English."""
+        return _lookup(self._table, locale) or self._table[FALLBACK_LOCALE]
+
+    def twiml(self, otp_code: str, locale: str | None) -> str:
+        """A short call: a breath for the phone to reach the ear, the phrase, a pause, the phrase again."""
+        entry = self.locale_for(locale)
+        text = entry.phrase.replace(CODE_PLACEHOLDER, spaced_digits(otp_code))
+        response = VoiceResponse()
+        response.pause(length=1)
+        response.say(text, voice=entry.voice, language=entry.language)
+        response.pause(length=1)
+        response.say(text, voice=entry.voice, language=entry.language)
+        return str(response.to_xml(xml_declaration=False))
