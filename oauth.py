@@ -1,0 +1,179 @@
+"""OAuth 2.0 bearer tokens: Okta's strongest way to authenticate its calls to the hook.
+
+Okta gets an access token from the customer's authorization server and sends it as
+`Authorization: Bearer <JWT>`. We accept it only when it is RS256-signed by a key in the issuer's
+JWKS, names our issuer and audience, has not expired, and carries the configured scope.
+Imported only when OAuth is configured, so the JWT and crypto stack costs nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import requests
+
+from answers import refused
+from auth import Headers, unauthorized
+from settings import Settings
+
+log = logging.getLogger("telephony_hook.oauth")
+
+ALGORITHMS = ["RS256"]  # whatever the token's header claims: never 'none', never HMAC
+LEEWAY_SECONDS = 30  # clock skew between Okta and us
+MAX_TOKEN_BYTES = 8192
+JWKS_TIMEOUT_SECONDS = 1.0  # the fetch comes out of Okta's 3 s
+JWKS_REFETCH_INTERVAL = 30.0  # an unknown kid refetches at most this often
+JWKS_MAX_AGE = 3600.0  # known keys are refreshed hourly, so a revoked key stops working
+
+
+class JwksUnavailable(Exception):
+    """The issuer's key set could not be fetched."""
+
+
+def fetch_jwks(url: str) -> dict[str, Any]:
+    response = requests.get(url, timeout=JWKS_TIMEOUT_SECONDS, headers={"Accept": "application/json"})
+    response.raise_for_status()
+    document = response.json()
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    return document
+
+
+class JwksCache:
+    """The issuer's signing keys, fetched once and shared by every request of the instance."""
+
+    def __init__(
+        self, url: str, fetch: Callable[[str], dict[str, Any]] = fetch_jwks, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.url = url
+        self._fetch = fetch
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def key(self, kid: str) -> jwt.PyJWK | None:
+        """The key with this id; None when the issuer does not have it. Raises JwksUnavailable."""
+        known = self._keys.get(kid)
+        if known is not None and not self._stale(JWKS_MAX_AGE):
+            return known
+        with self._lock:  # one fetch at a time; concurrent callers then find the fresh keys
+            known = self._keys.get(kid)
+            if known is not None and not self._stale(JWKS_MAX_AGE):
+                return known
+            if self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
+                return known  # fetched moments ago: an unknown kid must not make us hammer the issuer
+            try:
+                self._refresh()
+            except JwksUnavailable:
+                if known is not None:  # keep serving with the keys we had
+                    log.warning("JWKS refresh failed; using the keys fetched earlier")
+                    return known
+                raise
+            return self._keys.get(kid)
+
+    def _stale(self, age: float) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at >= age
+
+    def _refresh(self) -> None:
+        self.fetches += 1
+        try:
+            document = self._fetch(self.url)
+            key_set = jwt.PyJWKSet.from_dict(document)
+        except (requests.RequestException, ValueError, jwt.PyJWKSetError) as error:
+            log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": type(error).__name__}})
+            raise JwksUnavailable from None
+        finally:
+            self._fetched_at = self._clock()
+        self._keys = {key.key_id: key for key in key_set.keys if key.key_id and key.algorithm_name in ALGORITHMS}
+
+
+class OAuthBearer:
+    """Validates the bearer token Okta sends when the hook uses OAuth 2.0."""
+
+    name = "oauth"
+
+    def __init__(self, *, issuer: str, audience: str, scope: str, jwks: JwksCache) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.scope = scope
+        self.jwks = jwks
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OAuthBearer:
+        assert settings.okta_hook_oauth_issuer and settings.okta_hook_oauth_audience and settings.okta_hook_oauth_scope
+        assert settings.jwks_url
+        return cls(
+            issuer=settings.okta_hook_oauth_issuer,
+            audience=settings.okta_hook_oauth_audience,
+            scope=settings.okta_hook_oauth_scope,
+            jwks=JwksCache(settings.jwks_url),
+        )
+
+    def verify(self, headers: Headers) -> None:
+        token = self._bearer_token(headers.get("Authorization"))
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise unauthorized("The bearer token is not a JWT.", "header:Authorization") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise unauthorized("The bearer token must be signed with RS256.", "header:Authorization")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise unauthorized("The bearer token names no signing key (kid).", "header:Authorization")
+        try:
+            key = self.jwks.key(kid)
+        except JwksUnavailable:
+            raise refused(
+                503,
+                "jwks_unavailable",
+                "The telephony hook cannot check the caller's token right now.",
+            ) from None
+        if key is None:
+            raise unauthorized(
+                "The bearer token is signed by a key the issuer does not publish.", "header:Authorization"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("The bearer token has expired.", "header:Authorization") from None
+        except jwt.InvalidTokenError as error:
+            # PyJWT's messages name the failed check (audience, issuer, signature), never the token.
+            raise unauthorized(f"The bearer token is invalid: {error}.", "header:Authorization") from None
+        if self.scope not in _scopes(claims):
+            raise unauthorized(f"The bearer token lacks the scope {self.scope}.", "header:Authorization", status=403)
+
+    @staticmethod
+    def _bearer_token(value: str | None) -> str:
+        scheme, _, token = (value or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("A bearer token is required in the Authorization header.", "header:Authorization")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise unauthorized("The bearer token is too long.", "header:Authorization")
+        return token
+
+
+def _scopes(claims: dict[str, Any]) -> set[str]:
+    """Okta puts scopes in 'scp' (a list); other servers use 'scope' (a space-separated string)."""
+    scopes: set[str] = set()
+    for claim in (claims.get("scp"), claims.get("scope")):
+        if isinstance(claim, str):
+            scopes.update(claim.split())
+        elif isinstance(claim, list):
+            scopes.update(item for item in claim if isinstance(item, str))
+    return scopes
