@@ -65,11 +65,23 @@ class CloudLoggingFormatter(logging.Formatter):
         return line
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time of writing (test captures replace it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(secrets: list[str]) -> None:
     """Route every logger to stdout as scrubbed JSON lines (Cloud Run collects stdout)."""
     # JSON escapes some characters; scrub the escaped spelling of each secret as well.
     spellings = {spelling for secret in secrets for spelling in (secret, json.dumps(secret)[1:-1])}
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(CloudLoggingFormatter(sorted(spellings, key=len, reverse=True)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -28,7 +28,7 @@ def to_e164(raw: str, default_country: str | None) -> str:
         e164 = compact
     elif default_country:
         try:
-            parsed = phonenumbers.parse(compact, default_country)
+            parsed = phonenumbers.parse(compact, default_country.upper())
         except phonenumbers.NumberParseException:
             raise ValueError(f"cannot be read as a number in {default_country}") from None
         e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,215 @@
+"""End to end: `functions-framework --target telephony_hook` as a process, Okta's requests over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    FROM_NUMBER,
+    HOOK_ENV_NAMES,
+    HOOK_SECRET,
+    OTP,
+    PHONE,
+    ROOT,
+    load_fixture,
+    okta_request,
+)
+
+from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
+
+pytestmark = pytest.mark.e2e
+
+FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
+
+
+@dataclass
+class RunningHook:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def post(
+        self, body: Any, secret: str | None = HOOK_SECRET, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, float]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if secret is not None:
+            sent["Authorization"] = secret
+        request = urllib.request.Request(self.url, data=data, headers=sent, method="POST")
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw, content_type = response.status, response.read(), response.headers["Content-Type"]
+        except urllib.error.HTTPError as error:
+            status, raw, content_type = error.code, error.read(), error.headers["Content-Type"]
+        assert content_type.startswith("application/json"), content_type
+        return status, json.loads(raw), time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
+    env.update(env_overrides)
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [FUNCTIONS_FRAMEWORK, "--target", "telephony_hook", "--source", "main.py", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"functions-framework exited: {log_path.read_text()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return RunningHook(f"http://127.0.0.1:{port}/", process, log_path)
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("functions-framework did not start listening")
+
+
+def stop(hook: RunningHook) -> None:
+    hook.process.terminate()
+    try:
+        hook.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        hook.process.kill()
+
+
+HookStarter = Callable[..., RunningHook]
+
+
+@pytest.fixture
+def start(sandbox_server: SandboxServer, sandbox: SandboxState, tmp_path: Path) -> Iterator[HookStarter]:
+    started: list[RunningHook] = []
+
+    def run(**overrides: str) -> RunningHook:
+        env = {
+            "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
+            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "TWILIO_API_BASE_URL": sandbox_server.base_url,
+            **overrides,
+        }
+        hook = start_hook(env, tmp_path / f"hook-{len(started)}.log")
+        started.append(hook)
+        return hook
+
+    yield run
+    for hook in started:
+        stop(hook)
+
+
+@pytest.fixture
+def hook(start: HookStarter) -> RunningHook:
+    return start()
+
+
+def test_oktas_sample_with_a_live_code_is_delivered(hook: RunningHook, sandbox: SandboxState) -> None:
+    body = load_fixture("okta_request_preview_sms.json")
+    body["data"]["messageProfile"].update(otpExpires="2099-01-01T00:00:00.000Z", phoneNumber="+1 415 555 0123")
+    status, answer, _ = hook.post(body)
+    assert status == 200
+    result = answer["commands"][0]["value"][0]
+    assert result["status"] == "SUCCESSFUL"
+    assert result["transactionId"] == sandbox.requests[-1]["response"]["sid"]
+    assert sandbox.requests[-1]["form"]["Body"] == "(HOOK)Your code is 11111"
+
+
+def test_oktas_sample_verbatim_is_refused_as_expired(hook: RunningHook, sandbox: SandboxState) -> None:
+    status, answer, _ = hook.post(load_fixture("okta_request_preview_sms.json"))
+    assert status == 200
+    assert answer["error"]["errorCauses"][0]["reason"] == "OTP_EXPIRED"
+    assert sandbox.requests == []
+
+
+@pytest.mark.parametrize("channel", ["CALL", "Voice", "voice call"])
+def test_voice_variants_place_a_call(hook: RunningHook, sandbox: SandboxState, channel: str) -> None:
+    status, answer, _ = hook.post(okta_request(deliveryChannel=channel, msgTemplate=None))
+    assert status == 200
+    assert answer["commands"][0]["value"][0]["transactionId"].startswith("CA")
+    assert "4, 8, 2, 9, 1, 3" in sandbox.requests[-1]["form"]["Twiml"]
+
+
+def test_national_number_and_extra_fields(start: HookStarter, sandbox: SandboxState) -> None:
+    hook = start(DEFAULT_COUNTRY="US")
+    body = okta_request(phoneNumber="415-555-0123", newField="x")
+    body["data"]["extra"] = {"nested": True}
+    status, _, _ = hook.post(body)
+    assert status == 200
+    assert sandbox.requests[-1]["form"]["To"] == PHONE
+
+
+def test_unauthenticated_calls_get_401_json(hook: RunningHook, sandbox: SandboxState) -> None:
+    status, answer, _ = hook.post(okta_request(), secret="nope")
+    assert status == 401 and "error" in answer
+    assert sandbox.requests == []
+
+
+def test_invalid_payload_gets_400_naming_the_field(hook: RunningHook) -> None:
+    status, answer, _ = hook.post(okta_request(otpCode="12-34"))
+    assert status == 400
+    assert [cause["location"] for cause in answer["error"]["errorCauses"]] == ["data.messageProfile.otpCode"]
+
+
+def test_twilio_error_by_magic_number(start: HookStarter) -> None:
+    hook = start(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
+    status, answer, _ = hook.post(okta_request(phoneNumber="+15005550009"))
+    assert status == 200
+    assert answer["error"]["errorCauses"][0]["reason"] == "TWILIO_21614"
+
+
+def test_hung_twilio_answers_within_oktas_3_seconds(start: HookStarter, hanging_twilio: str) -> None:
+    hook = start(TWILIO_API_BASE_URL=hanging_twilio)
+    status, answer, elapsed = hook.post(okta_request())
+    assert status == 200
+    assert answer["error"]["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert elapsed < 3.0
+
+
+def test_logs_are_json_lines_without_secrets(hook: RunningHook) -> None:
+    hook.post(okta_request())
+    hook.post(okta_request(), secret="wrong")
+    time.sleep(0.2)
+    lines = [line for line in hook.output().splitlines() if line.startswith("{")]
+    outcomes = [json.loads(line).get("outcome") for line in lines]
+    assert "delivered" in outcomes and "unauthorized" in outcomes
+    for forbidden in (OTP, HOOK_SECRET, PHONE, PHONE[1:], DEFAULT_AUTH_TOKEN):
+        assert forbidden not in hook.output()
+
+
+def test_invalid_configuration_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
+    env.update(TWILIO_FROM_NUMBER="0800-NOT-E164", TWILIO_AUTH_TOKEN="tok-should-not-show", PORT=str(free_port()))
+    result = subprocess.run(
+        [FUNCTIONS_FRAMEWORK, "--target", "telephony_hook", "--source", "main.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Invalid configuration: TWILIO_FROM_NUMBER" in output
+    assert "0800-NOT-E164" not in output and "tok-should-not-show" not in output

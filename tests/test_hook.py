@@ -1,0 +1,343 @@
+"""The function as functions-framework builds it, with the real twilio library talking to the sandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from conftest import (
+    FROM_NUMBER,
+    HOOK_SECRET,
+    OTP,
+    PHONE,
+    PHONE_MASKED,
+    AppFactory,
+    okta_request,
+    post_hook,
+)
+from flask.testing import FlaskClient
+
+from sandbox.twilio_sandbox import SandboxState
+
+
+def okta_error(response: Any) -> dict[str, Any]:
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["errorSummary"]
+    return dict(body["error"])
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def hook_log(output: str) -> dict[str, Any]:
+    """The one line the hook writes per request."""
+    lines = [line for line in log_lines(output) if line.get("logger") == "telephony_hook" and "outcome" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------- success
+
+
+def test_sms_is_sent_and_okta_gets_successful_with_the_twilio_sid(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request())
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    command = response.get_json()["commands"][0]
+    assert command["type"] == "com.okta.telephony.action"
+    result = command["value"][0]
+    assert result["status"] == "SUCCESSFUL"
+    assert result["provider"] == "TWILIO"
+    assert result["transactionId"] == sandbox.requests[-1]["response"]["sid"]
+    assert result["transactionId"].startswith("SM") and len(result["transactionId"]) == 34
+    assert OTP not in result["transactionMetadata"]
+
+
+def test_sms_carries_oktas_localised_text_from_our_number(client: FlaskClient, sandbox: SandboxState) -> None:
+    post_hook(client, okta_request(msgTemplate=f"Votre code est {OTP}"))
+    form = sandbox.requests[-1]["form"]
+    assert form["To"] == PHONE
+    assert form["From"] == FROM_NUMBER
+    assert form["Body"] == f"Votre code est {OTP}"
+    assert "MessagingServiceSid" not in form
+
+
+def test_sms_validity_period_ends_when_the_code_expires(client: FlaskClient, sandbox: SandboxState) -> None:
+    expires = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 300))
+    post_hook(client, okta_request(otpExpires=expires))
+    assert 295 <= int(sandbox.requests[-1]["form"]["ValidityPeriod"]) <= 301
+
+
+def test_messaging_service_replaces_the_from_number(make_client: AppFactory, sandbox: SandboxState) -> None:
+    service = "MG" + "1" * 32
+    response = post_hook(make_client(TWILIO_MESSAGING_SERVICE_SID=service), okta_request())
+    form = sandbox.requests[-1]["form"]
+    assert form["MessagingServiceSid"] == service
+    assert "From" not in form
+    assert response.get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+
+
+def test_voice_call_reads_the_digits_one_by_one_twice(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request(deliveryChannel="CALL"))
+    form = sandbox.requests[-1]["form"]
+    assert response.get_json()["commands"][0]["value"][0]["transactionId"].startswith("CA")
+    assert form["To"] == PHONE and form["From"] == FROM_NUMBER
+    assert form["Twiml"].count("4, 8, 2, 9, 1, 3") == 2
+    assert "<Pause" in form["Twiml"] and OTP not in form["Twiml"]
+    assert "Body" not in form
+
+
+def test_national_numbers_are_read_in_the_default_country(make_client: AppFactory, sandbox: SandboxState) -> None:
+    post_hook(make_client(DEFAULT_COUNTRY="US"), okta_request(phoneNumber="(415) 555-0123"))
+    assert sandbox.requests[-1]["form"]["To"] == PHONE
+
+
+def test_provider_name_is_configurable(make_client: AppFactory) -> None:
+    response = post_hook(make_client(OKTA_PROVIDER_NAME="TWILIO-EU"), okta_request())
+    assert response.get_json()["commands"][0]["value"][0]["provider"] == "TWILIO-EU"
+
+
+def test_sms_template_overrides_oktas_text(make_client: AppFactory, sandbox: SandboxState) -> None:
+    post_hook(make_client(SMS_TEMPLATE="Acme code: {code}. Do not share it."), okta_request())
+    assert sandbox.requests[-1]["form"]["Body"] == f"Acme code: {OTP}. Do not share it."
+
+
+def test_msg_template_without_the_code_falls_back_to_our_text(client: FlaskClient, sandbox: SandboxState) -> None:
+    post_hook(client, okta_request(msgTemplate="Your code is on its way"))
+    assert sandbox.requests[-1]["form"]["Body"] == f"Your verification code is {OTP}"
+
+
+# --------------------------------------------------------------------------------- authentication
+
+
+def test_missing_secret_is_401_and_twilio_is_not_called(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request(), secret=None)
+    assert response.status_code == 401
+    assert okta_error(response)["errorCauses"][0]["reason"] == "UNAUTHORIZED"
+    assert sandbox.requests == []
+
+
+def test_wrong_secret_is_401_and_twilio_is_not_called(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request(), secret=HOOK_SECRET + "x")
+    assert response.status_code == 401
+    assert sandbox.requests == []
+
+
+def test_secret_in_a_custom_header(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(OKTA_HOOK_AUTH_HEADER="X-Okta-Hook-Secret")
+    assert post_hook(client, okta_request()).status_code == 401
+    response = post_hook(client, okta_request(), secret=None, **{"X-Okta-Hook-Secret": HOOK_SECRET})
+    assert response.status_code == 200
+
+
+def test_basic_auth_secret_is_compared_verbatim(make_client: AppFactory) -> None:
+    client = make_client(OKTA_HOOK_AUTH_SECRET="Basic b2t0YTpwYXNz")
+    assert post_hook(client, okta_request(), secret="Basic b2t0YTpwYXNz").status_code == 200
+    assert post_hook(client, okta_request(), secret="basic b2t0YTpwYXNz").status_code == 401
+
+
+def test_secrets_are_compared_in_constant_time(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    post_hook(client, okta_request(), secret="wrong")
+    assert calls == [(b"wrong", HOOK_SECRET.encode())]
+
+
+def test_no_authentication_configured_serves_nothing(
+    make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(OKTA_HOOK_AUTH_SECRET=None)
+    startup = capsys.readouterr().out
+    assert "every call is refused" in startup and '"severity": "CRITICAL"' in startup
+    for secret in (None, "", HOOK_SECRET):
+        response = post_hook(client, okta_request(), secret=secret)
+        assert response.status_code == 401
+    assert sandbox.requests == []
+
+
+def test_an_empty_secret_counts_as_none(make_client: AppFactory, sandbox: SandboxState) -> None:
+    response = post_hook(make_client(OKTA_HOOK_AUTH_SECRET="  "), okta_request(), secret="")
+    assert response.status_code == 401
+    assert sandbox.requests == []
+
+
+# ----------------------------------------------------------------------------------- bad requests
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_only_post_is_served(client: FlaskClient, method: str) -> None:
+    response = client.open("/", method=method, headers={"Authorization": HOOK_SECRET})
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    okta_error(response)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b"null", b"[]", b'"text"'])
+def test_bodies_that_are_not_a_json_object_are_400(client: FlaskClient, sandbox: SandboxState, body: bytes) -> None:
+    response = post_hook(client, body)
+    assert response.status_code == 400
+    assert okta_error(response)["errorCauses"][0]["location"] == "body"
+    assert sandbox.requests == []
+
+
+def test_each_bad_field_is_named_in_a_400(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request(phoneNumber="call me", otpCode="12ab", deliveryChannel="fax"))
+    assert response.status_code == 400
+    error = okta_error(response)
+    locations = {cause["location"] for cause in error["errorCauses"]}
+    assert locations == {
+        "data.messageProfile.phoneNumber",
+        "data.messageProfile.otpCode",
+        "data.messageProfile.deliveryChannel",
+    }
+    assert "data.messageProfile.otpCode" in error["errorSummary"]
+    assert sandbox.requests == []
+
+
+def test_a_400_never_echoes_the_otp(client: FlaskClient) -> None:
+    response = post_hook(client, okta_request(otpCode=OTP + "x", deliveryChannel="fax"))
+    assert response.status_code == 400
+    assert OTP not in response.get_data(as_text=True)
+
+
+def test_json_is_read_whatever_the_content_type(client: FlaskClient) -> None:
+    response = client.post(
+        "/", data=json.dumps(okta_request()), headers={"Authorization": HOOK_SECRET}, content_type="text/plain"
+    )
+    assert response.status_code == 200
+
+
+def test_unknown_request_type_is_delivered_and_logged(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    body = okta_request()
+    body["requestType"] = "com.okta.user.telephony.brand-new"
+    assert post_hook(client, body).status_code == 200
+    line = hook_log(capsys.readouterr().out)
+    assert line["request_type"] == "com.okta.user.telephony.brand-new"
+    assert line["request_type_known"] is False
+
+
+# ------------------------------------------------------------------------------ refusals, 200+error
+
+
+def test_an_expired_code_is_not_sent(client: FlaskClient, sandbox: SandboxState) -> None:
+    response = post_hook(client, okta_request(otpExpires="2022-01-28T21:48:34.321Z"))
+    assert response.status_code == 200
+    assert okta_error(response)["errorCauses"][0]["reason"] == "OTP_EXPIRED"
+    assert sandbox.requests == []
+
+
+@pytest.mark.parametrize(
+    ("to", "channel", "code"),
+    [
+        ("+15005550001", "SMS", 21211),
+        ("+15005550002", "SMS", 21612),
+        ("+15005550003", "SMS", 21408),
+        ("+15005550004", "SMS", 21610),
+        ("+15005550009", "SMS", 21614),
+        ("+15005550001", "CALL", 21217),
+        ("+15005550003", "CALL", 21215),
+        ("+15005550004", "CALL", 21216),
+    ],
+)
+def test_twilio_refusals_become_200_with_the_code_and_docs_link(
+    make_client: AppFactory, to: str, channel: str, code: int
+) -> None:
+    # Twilio's magic numbers are PERSONAL_NUMBER in libphonenumber: let the guard pass them.
+    client = make_client(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
+    response = post_hook(client, okta_request(phoneNumber=to, deliveryChannel=channel))
+    assert response.status_code == 200
+    error = okta_error(response)
+    assert error["errorCauses"][0]["reason"] == f"TWILIO_{code}"
+    assert error["errorCauses"][0]["location"] == f"https://www.twilio.com/docs/errors/{code}"
+    assert to not in json.dumps(error)
+
+
+def test_wrong_twilio_credentials_are_explained_to_the_admin(make_client: AppFactory) -> None:
+    response = post_hook(make_client(TWILIO_AUTH_TOKEN="not-the-token"), okta_request())
+    error = okta_error(response)
+    assert response.status_code == 200
+    assert error["errorCauses"][0]["reason"] == "TWILIO_20003"
+    assert "credentials" in error["errorCauses"][0]["errorSummary"]
+
+
+def test_twilio_unreachable_answers_200_with_an_error(make_client: AppFactory, closed_port: str) -> None:
+    response = post_hook(make_client(TWILIO_API_BASE_URL=closed_port), okta_request())
+    assert response.status_code == 200
+    assert okta_error(response)["errorCauses"][0]["reason"] == "TWILIO_UNREACHABLE"
+
+
+def test_twilio_hanging_still_answers_inside_oktas_3_seconds(make_client: AppFactory, hanging_twilio: str) -> None:
+    client = make_client(TWILIO_API_BASE_URL=hanging_twilio)  # default TWILIO_TIMEOUT_SECONDS
+    started = time.monotonic()
+    response = post_hook(client, okta_request())
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert okta_error(response)["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert elapsed < 2.5
+
+
+def test_missing_twilio_configuration_is_explained(make_client: AppFactory, sandbox: SandboxState) -> None:
+    response = post_hook(make_client(TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None), okta_request())
+    assert response.status_code == 200
+    assert okta_error(response)["errorCauses"][0]["reason"] == "HOOK_NOT_CONFIGURED"
+    assert sandbox.requests == []
+
+
+def test_voice_needs_a_from_number_even_with_a_messaging_service(make_client: AppFactory) -> None:
+    client = make_client(TWILIO_FROM_NUMBER=None, TWILIO_MESSAGING_SERVICE_SID="MG" + "2" * 32)
+    assert post_hook(client, okta_request()).status_code == 200
+    error = okta_error(post_hook(client, okta_request(deliveryChannel="voice")))
+    assert "TWILIO_FROM_NUMBER" in error["errorCauses"][0]["errorSummary"]
+
+
+# ------------------------------------------------------------------------------------------- logs
+
+
+def test_one_json_log_line_per_hook_with_what_an_admin_needs(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    response = post_hook(client, okta_request(), **{"X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"})
+    line = hook_log(capsys.readouterr().out)
+    assert line["severity"] == "INFO"
+    assert line["outcome"] == "delivered"
+    assert line["event_id"] == "uS5871kJThSsU8qlA1LTcg"
+    assert line["request_type"] == "com.okta.user.telephony.pre-enrollment"
+    assert line["channel"] == "sms"
+    assert line["phone"] == PHONE_MASKED
+    assert line["twilio_sid"] == response.get_json()["commands"][0]["value"][0]["transactionId"]
+    assert isinstance(line["duration_ms"], float)
+    assert line["logging.googleapis.com/trace"] == "105445aa7843bc8bf206b12000100000"
+
+
+def test_trace_is_qualified_with_the_project_when_known(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(GOOGLE_CLOUD_PROJECT="acme-prod")
+    capsys.readouterr()
+    post_hook(client, okta_request(), **{"X-Cloud-Trace-Context": "abc123/42;o=1"})
+    line = hook_log(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == "projects/acme-prod/traces/abc123"
+    assert line["logging.googleapis.com/spanId"] == "42"
+
+
+def test_provider_failures_log_the_twilio_code_at_error(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
+    capsys.readouterr()
+    post_hook(client, okta_request(phoneNumber="+15005550004"))
+    line = hook_log(capsys.readouterr().out)
+    assert (line["severity"], line["outcome"], line["twilio_error_code"]) == ("ERROR", "provider_error", 21610)

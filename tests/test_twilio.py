@@ -1,0 +1,201 @@
+"""The real twilio library, through our transport, over HTTP to the sandbox: what goes on the wire."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+import requests
+from conftest import FIXTURES, FROM_NUMBER, OTP, PHONE, okta_request
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from delivery import TwilioDelivery, build_client
+from models import MessageProfile, parse_hook_request
+from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
+from settings import load_settings
+from twilio_http import TwilioTransport
+
+
+def sandbox_client(server: SandboxServer, timeout: float = 2.0, pool: int = 8) -> Client:
+    transport = TwilioTransport(timeout_seconds=timeout, pool_size=pool, base_url=server.base_url)
+    return Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+
+
+def profile(**fields: object) -> MessageProfile:
+    return parse_hook_request(json.dumps(okta_request(**fields)).encode(), None).data.message_profile
+
+
+def delivery_for(server: SandboxServer, **env: str) -> TwilioDelivery:
+    settings = load_settings(
+        {
+            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "TWILIO_API_BASE_URL": server.base_url,
+            **env,
+        }
+    )
+    return TwilioDelivery(settings, build_client(settings))
+
+
+def test_rebase_sends_every_twilio_host_to_the_base_url() -> None:
+    transport = TwilioTransport(timeout_seconds=1, pool_size=1, base_url="http://127.0.0.1:9/")
+    assert transport.rebase("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json") == (
+        "http://127.0.0.1:9/2010-04-01/Accounts/AC1/Messages.json"
+    )
+    assert transport.rebase("https://verify.twilio.com/v2/Services/VA1/Verifications") == (
+        "http://127.0.0.1:9/v2/Services/VA1/Verifications"
+    )
+    assert transport.rebase("https://api.dublin.ie1.twilio.com/x") == "http://127.0.0.1:9/x"
+    assert transport.rebase("https://example.com/twilio.com/x") == "https://example.com/twilio.com/x"
+
+
+def test_without_a_base_url_requests_go_to_twilio_unchanged() -> None:
+    transport = TwilioTransport(timeout_seconds=1, pool_size=1)
+    assert transport.rebase("https://api.twilio.com/a") == "https://api.twilio.com/a"
+
+
+def test_message_create_posts_twilios_form_fields(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    message = sandbox_client(sandbox_server).messages.create(
+        to=PHONE, from_=FROM_NUMBER, body="Your code is 1", validity_period=120
+    )
+    request = sandbox.requests[-1]
+    assert request["path"] == f"/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
+    assert request["form"] == {"To": PHONE, "From": FROM_NUMBER, "Body": "Your code is 1", "ValidityPeriod": "120"}
+    assert request["user"] == DEFAULT_ACCOUNT_SID
+    assert message.sid.startswith("SM") and message.status == "queued"
+
+
+def test_sandbox_answers_match_twilios_published_shapes(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    client = sandbox_client(sandbox_server)
+    client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    client.calls.create(to=PHONE, from_=FROM_NUMBER, twiml="<Response/>")
+    published_message = json.loads((FIXTURES / "twilio_message_created.json").read_text())
+    published_call = json.loads((FIXTURES / "twilio_call_created.json").read_text())
+    assert set(published_message) <= set(sandbox.requests[-2]["response"])
+    assert set(published_call) <= set(sandbox.requests[-1]["response"])
+
+
+def test_sms_delivery_sends_exactly_these_fields(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    delivery_for(sandbox_server).deliver(profile(otpExpires=expires))
+    form = sandbox.requests[-1]["form"]
+    assert set(form) == {"To", "From", "Body", "ValidityPeriod"}
+    assert (form["To"], form["From"], form["Body"]) == (PHONE, FROM_NUMBER, f"(HOOK)Your code is {OTP}")
+    assert 595 <= int(form["ValidityPeriod"]) <= 601
+
+
+def test_validity_period_is_capped_at_twilios_maximum(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    delivery_for(sandbox_server).deliver(profile())  # expires in 2099
+    assert sandbox.requests[-1]["form"]["ValidityPeriod"] == "36000"
+
+
+def test_no_validity_period_when_okta_gives_no_expiry(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    delivery_for(sandbox_server).deliver(profile(otpExpires=None))
+    assert "ValidityPeriod" not in sandbox.requests[-1]["form"]
+
+
+def test_voice_delivery_sends_twiml_with_spaced_digits(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    delivery_for(sandbox_server).deliver(profile(deliveryChannel="voice"))
+    request = sandbox.requests[-1]
+    assert request["path"].endswith("/Calls.json")
+    assert set(request["form"]) == {"To", "From", "Twiml", "TimeLimit"}
+    twiml = request["form"]["Twiml"]
+    assert twiml.startswith("<Response>") and twiml.count("<Say") == 2
+    assert "Your verification code is 4, 8, 2, 9, 1, 3." in twiml
+
+
+def test_verify_delivers_oktas_code_as_a_custom_code(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    service = "VA" + "3" * 32
+    answer = delivery_for(sandbox_server, TWILIO_VERIFY_SERVICE_SID=service).deliver(profile(locale="es-ES"))
+    request = sandbox.requests[-1]
+    assert request["path"] == f"/v2/Services/{service}/Verifications"
+    assert request["form"] == {"To": PHONE, "Channel": "sms", "CustomCode": OTP, "Locale": "es"}
+    assert answer.json().count('"transactionId":"VE') == 1
+
+
+def test_verify_calls_for_the_voice_channel(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    service = "VA" + "3" * 32
+    delivery_for(sandbox_server, TWILIO_VERIFY_SERVICE_SID=service).deliver(
+        profile(deliveryChannel="CALL", locale=None)
+    )
+    assert sandbox.requests[-1]["form"] == {"To": PHONE, "Channel": "call", "CustomCode": OTP}
+
+
+def test_api_key_authenticates_instead_of_the_auth_token(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    sandbox.api_key, sandbox.api_secret = "SK" + "4" * 32, "api-key-secret"
+    delivery = delivery_for(
+        sandbox_server, TWILIO_AUTH_TOKEN="", TWILIO_API_KEY=sandbox.api_key, TWILIO_API_SECRET="api-key-secret"
+    )
+    answer = delivery.deliver(profile())
+    assert answer.outcome == "delivered"
+    assert sandbox.requests[-1]["user"] == sandbox.api_key
+    assert sandbox.requests[-1]["path"].startswith(f"/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/")
+
+
+def test_the_sandbox_checks_basic_auth(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    transport = TwilioTransport(timeout_seconds=2, pool_size=1, base_url=sandbox_server.base_url)
+    client = Client(DEFAULT_ACCOUNT_SID, "wrong-token", http_client=transport)
+    with pytest.raises(TwilioRestException) as caught:
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert (caught.value.status, caught.value.code) == (401, 20003)
+    assert sandbox.requests == []
+
+
+def test_requests_reuse_one_connection(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    client = sandbox_client(sandbox_server)
+    before = sandbox.connections
+    for _ in range(20):
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert sandbox.connections - before == 1
+
+
+def test_the_pool_is_sized_to_the_threads_served() -> None:
+    transport = TwilioTransport(timeout_seconds=1, pool_size=80)
+    assert transport.session is not None
+    assert transport.session.get_adapter("https://api.twilio.com")._pool_maxsize == 80
+    assert transport.session.get_adapter("http://127.0.0.1")._pool_maxsize == 80
+
+
+def test_a_hung_twilio_times_out_at_the_deadline(hanging_twilio: str) -> None:
+    transport = TwilioTransport(timeout_seconds=0.5, pool_size=1, base_url=hanging_twilio)
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert time.monotonic() - started < 1.0
+
+
+def test_sandbox_latency_delays_answers(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    sandbox.latency_seconds = 0.2
+    client = sandbox_client(sandbox_server)
+    started = time.monotonic()
+    client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_sandbox_refuses_bodies_over_1600_characters(sandbox_server: SandboxServer) -> None:
+    with pytest.raises(TwilioRestException) as caught:
+        sandbox_client(sandbox_server).messages.create(to=PHONE, from_=FROM_NUMBER, body="x" * 1601)
+    assert caught.value.code == 21617
+
+
+def test_sandbox_error_bodies_are_twilios_json(sandbox_server: SandboxServer) -> None:
+    url = f"{sandbox_server.base_url}/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
+    auth = base64.b64encode(f"{DEFAULT_ACCOUNT_SID}:{DEFAULT_AUTH_TOKEN}".encode()).decode()
+    response = requests.post(
+        url,
+        data={"To": "+15005550001", "From": FROM_NUMBER, "Body": "x"},
+        headers={"Authorization": f"Basic {auth}"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": 21211,
+        "message": "The 'To' number +15005550001 is not a valid phone number.",
+        "more_info": "https://www.twilio.com/docs/errors/21211",
+        "status": 400,
+    }

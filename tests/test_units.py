@@ -1,0 +1,239 @@
+"""Unit tests: settings, phone handling, the error table, and dispatch with a mocked Twilio client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+import requests
+from conftest import FROM_NUMBER, OTP, PHONE, okta_request
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+
+from answers import HookRefused
+from delivery import TwilioDelivery, sms_text, verify_locale
+from models import MessageProfile, parse_hook_request
+from phone import NumberFacts, PhonePolicy, describe, mask, to_e164
+from settings import SettingsError, load_settings
+from twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
+
+ACCOUNT = "AC" + "0" * 32
+
+
+def profile(**fields: object) -> MessageProfile:
+    return parse_hook_request(json.dumps(okta_request(**fields)).encode(), None).data.message_profile
+
+
+def mocked_delivery(**env: str) -> tuple[TwilioDelivery, MagicMock]:
+    settings = load_settings(
+        {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": "t", "TWILIO_FROM_NUMBER": FROM_NUMBER, **env}
+    )
+    client = MagicMock()
+    client.messages.create.return_value = MagicMock(sid="SM" + "a" * 32, status="queued")
+    client.calls.create.return_value = MagicMock(sid="CA" + "b" * 32, status="queued")
+    verifications = client.verify.v2.services.return_value.verifications
+    verifications.create.return_value = MagicMock(sid="VE" + "c" * 32, status="pending")
+    return TwilioDelivery(settings, client), client
+
+
+def refusal_body(refusal: HookRefused) -> dict[str, Any]:
+    return dict(json.loads(refusal.answer.json())["error"])
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def test_settings_defaults_are_the_documented_ones() -> None:
+    settings = load_settings({})
+    assert settings.okta_hook_auth_header == "Authorization"
+    assert settings.okta_provider_name == "TWILIO"
+    assert settings.twilio_timeout_seconds == 2.0
+    assert settings.allowed_countries == []
+    assert "PREMIUM_RATE" in settings.blocked_number_types
+    assert not settings.header_secret_configured and not settings.oauth_configured
+
+
+def test_settings_errors_name_the_variable_never_the_value() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"TWILIO_FROM_NUMBER": "555-SECRET-NUMBER", "TWILIO_TIMEOUT_SECONDS": "9"})
+    message = str(caught.value.code)
+    assert "TWILIO_FROM_NUMBER" in message and "TWILIO_TIMEOUT_SECONDS" in message
+    assert "555-SECRET-NUMBER" not in message
+
+
+def test_sms_template_must_carry_the_code_placeholder() -> None:
+    with pytest.raises(SettingsError, match="SMS_TEMPLATE"):
+        load_settings({"SMS_TEMPLATE": "Your code is ready"})
+
+
+def test_country_lists_are_comma_separated_and_upper_cased() -> None:
+    settings = load_settings({"ALLOWED_COUNTRIES": "us, ca,GB", "BLOCKED_NUMBER_TYPES": "premium_rate,voip"})
+    assert settings.allowed_countries == ["US", "CA", "GB"]
+    assert settings.blocked_number_types == ["PREMIUM_RATE", "VOIP"]
+
+
+def test_unknown_number_types_are_a_configuration_error() -> None:
+    with pytest.raises(SettingsError, match="BLOCKED_NUMBER_TYPES"):
+        load_settings({"BLOCKED_NUMBER_TYPES": "PREMIUM,VOIP"})
+
+
+def test_api_key_needs_its_secret() -> None:
+    with pytest.raises(SettingsError, match="TWILIO_API_SECRET"):
+        load_settings({"TWILIO_API_KEY": "SK" + "1" * 32})
+
+
+def test_secret_values_lists_every_configured_secret() -> None:
+    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "a1", "TWILIO_AUTH_TOKEN": "b2", "TWILIO_API_SECRET": "c3",
+                              "TWILIO_API_KEY": "SK" + "1" * 32})  # fmt: skip
+    assert sorted(settings.secret_values()) == ["a1", "b2", "c3"]
+
+
+def test_secrets_are_hidden_in_the_settings_repr() -> None:
+    assert "hunter2" not in repr(load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2"}))
+
+
+# --------------------------------------------------------------------------------------------- phone
+
+
+def test_mask_keeps_the_country_prefix_and_last_four_digits() -> None:
+    assert mask("+14155550123") == "+1******0123"
+    assert mask("+442079460958") == "+4*******0958"
+
+
+def test_to_e164_errors_never_repeat_the_number() -> None:
+    with pytest.raises(ValueError, match="digits") as caught:
+        to_e164("+1 415 CALL 0123", None)
+    assert "0123" not in str(caught.value)
+
+
+def test_describe_finds_country_and_type_offline() -> None:
+    assert describe("+33612345678") == NumberFacts(country="FR", number_type="MOBILE", valid=True)
+    assert describe("+19005550123").number_type == "PREMIUM_RATE"
+    assert not describe("+9876543210").valid
+
+
+def test_phone_policy_allows_everything_valid_by_default() -> None:
+    policy = PhonePolicy(frozenset(), frozenset({"PREMIUM_RATE"}))
+    assert policy.refusal(describe("+33612345678")) is None
+    assert policy.refusal(describe(PHONE)) is None
+
+
+def test_phone_policy_refuses_countries_outside_the_allowlist() -> None:
+    policy = PhonePolicy(frozenset({"US", "CA"}), frozenset())
+    assert policy.refusal(describe("+33612345678")) == "Codes are not sent to numbers in FR."
+
+
+def test_phone_policy_refuses_blocked_number_types() -> None:
+    policy = PhonePolicy(frozenset(), frozenset({"PREMIUM_RATE"}))
+    assert policy.refusal(describe("+19005550123")) == "Codes are not sent to premium rate numbers."
+
+
+# -------------------------------------------------------------------------------------- error table
+
+
+@pytest.mark.parametrize("code", sorted(TWILIO_ERRORS))
+def test_every_mapped_twilio_code_gives_a_200_error_with_its_docs_link(code: int) -> None:
+    refusal = twilio_failure(TwilioRestException(400, "https://api.twilio.com/x", f"to {PHONE}", code=code))
+    body = refusal_body(refusal)
+    assert refusal.answer.status == 200
+    assert body["errorSummary"] == TWILIO_ERRORS[code].summary
+    assert body["errorCauses"] == [
+        {"errorSummary": TWILIO_ERRORS[code].hint, "reason": f"TWILIO_{code}",
+         "location": f"https://www.twilio.com/docs/errors/{code}"}
+    ]  # fmt: skip
+    assert PHONE not in refusal.answer.json()
+
+
+def test_unmapped_twilio_codes_still_name_the_code() -> None:
+    body = refusal_body(twilio_failure(TwilioRestException(400, "u", "m", code=99999)))
+    assert body["errorCauses"][0]["reason"] == "TWILIO_99999"
+    assert "99999" in body["errorCauses"][0]["errorSummary"]
+
+
+def test_rfc9457_service_errors_are_mapped_by_code() -> None:
+    error = TwilioServiceException("https://t/e", "Bad", 400, 60410, detail=f"blocked {PHONE}")
+    assert refusal_body(twilio_failure(error))["errorCauses"][0]["reason"] == "TWILIO_60410"
+
+
+def test_a_timeout_is_reported_as_such() -> None:
+    body = refusal_body(transport_failure(requests.ReadTimeout("read timed out"), 2.0))
+    assert body["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert "2 s" in body["errorCauses"][0]["errorSummary"]
+
+
+def test_a_connection_failure_is_reported_as_unreachable() -> None:
+    body = refusal_body(transport_failure(requests.ConnectionError("refused"), 2.0))
+    assert body["errorCauses"][0]["reason"] == "TWILIO_UNREACHABLE"
+
+
+# --------------------------------------------------------------------------- dispatch (mocked client)
+
+
+def test_sms_goes_to_messages_create() -> None:
+    delivery, client = mocked_delivery()
+    answer = delivery.deliver(profile(otpExpires=None))
+    client.messages.create.assert_called_once_with(
+        to=PHONE, body=f"(HOOK)Your code is {OTP}", messaging_service_sid=None, from_=FROM_NUMBER, validity_period=None
+    )
+    client.calls.create.assert_not_called()
+    assert '"transactionId":"SMaaaa' in answer.json()
+
+
+def test_voice_goes_to_calls_create_with_a_time_limit() -> None:
+    delivery, client = mocked_delivery()
+    delivery.deliver(profile(deliveryChannel="Voice"))
+    kwargs = client.calls.create.call_args.kwargs
+    assert (kwargs["to"], kwargs["from_"], kwargs["time_limit"]) == (PHONE, FROM_NUMBER, 60)
+    assert "4, 8, 2, 9, 1, 3" in kwargs["twiml"]
+    client.messages.create.assert_not_called()
+
+
+def test_verify_replaces_messages_and_calls_when_configured() -> None:
+    delivery, client = mocked_delivery(TWILIO_VERIFY_SERVICE_SID="VA" + "9" * 32)
+    delivery.deliver(profile(locale="pt_BR"))
+    client.verify.v2.services.assert_called_once_with("VA" + "9" * 32)
+    client.verify.v2.services.return_value.verifications.create.assert_called_once_with(
+        to=PHONE, channel="sms", custom_code=OTP, locale="pt-BR"
+    )
+    client.messages.create.assert_not_called()
+
+
+def test_twilio_exceptions_become_okta_errors() -> None:
+    delivery, client = mocked_delivery()
+    client.messages.create.side_effect = TwilioRestException(400, "u", f"bad {PHONE}", code=21211)
+    with pytest.raises(HookRefused) as caught:
+        delivery.deliver(profile())
+    assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_21211"
+
+
+def test_requests_exceptions_become_okta_errors() -> None:
+    delivery, client = mocked_delivery()
+    client.calls.create.side_effect = requests.ConnectTimeout()
+    with pytest.raises(HookRefused) as caught:
+        delivery.deliver(profile(deliveryChannel="call"))
+    assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+
+
+@pytest.mark.parametrize(
+    ("template", "msg_template", "expected"),
+    [
+        (None, f"(HOOK)Your code is {OTP}", f"(HOOK)Your code is {OTP}"),
+        (None, None, f"Your verification code is {OTP}"),
+        (None, "no code here", f"Your verification code is {OTP}"),
+        (None, OTP + "x" * 1600, f"Your verification code is {OTP}"),
+        ("{code} is your Acme code", f"(HOOK)Your code is {OTP}", f"{OTP} is your Acme code"),
+        ("{code} {name}", None, f"{OTP} {{name}}"),
+    ],
+)
+def test_sms_text_choice(template: str | None, msg_template: str | None, expected: str) -> None:
+    assert sms_text(profile(msgTemplate=msg_template), template) == expected
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [("EN-US", "en"), ("en", "en"), ("es_ES", "es"), ("pt-br", "pt-BR"), ("zh-CN", "zh-CN"), ("en-GB", "en-GB"),
+     (None, None), ("", None)],
+)  # fmt: skip
+def test_verify_locale_from_oktas_locale(locale: str | None, expected: str | None) -> None:
+    assert verify_locale(locale) == expected
