@@ -341,3 +341,17 @@ def test_provider_failures_log_the_twilio_code_at_error(
     post_hook(client, okta_request(phoneNumber="+15005550004"))
     line = hook_log(capsys.readouterr().out)
     assert (line["severity"], line["outcome"], line["twilio_error_code"]) == ("ERROR", "provider_error", 21610)
+
+
+def test_voice_phrase_overrides_come_from_the_environment(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(VOICE_PHRASES='{"es": "Su clave de Acme es {code}."}')
+    post_hook(client, okta_request(deliveryChannel="voice", locale="es-ES"))
+    twiml = sandbox.requests[-1]["form"]["Twiml"]
+    assert 'language="es-ES"' in twiml
+    assert "Su clave de Acme es 4, 8, 2, 9, 1, 3." in twiml
+
+
+def test_voice_speaks_the_users_locale(client: FlaskClient, sandbox: SandboxState) -> None:
+    post_hook(client, okta_request(deliveryChannel="voice", locale="fr"))
+    twiml = sandbox.requests[-1]["form"]["Twiml"]
+    assert 'language="fr-FR"' in twiml and "Votre code de vérification est 4, 8, 2, 9, 1, 3." in twiml

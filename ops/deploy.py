@@ -1,0 +1,124 @@
+"""`make deploy`: deploy the hook as a Cloud Run function (gen2), secrets from Secret Manager.
+
+Reads its inputs from the environment (make passes its command-line variables through):
+  FUNCTION_NAME   service name                       (default okta-telephony-hook)
+  REGION          Cloud Run region                   (default us-central1)
+  PROJECT         Google Cloud project               (default: gcloud's configured project)
+  SECRETS         ENV=secret:version,...             Secret Manager versions, pinned (no 'latest')
+  MIN_INSTANCES   instances kept warm                (default 1: cold starts eat into Okta's 3 s)
+  THREADS         threads per instance = --concurrency (default 80: Okta sends up to 75 at once)
+  MEMORY, CPU     instance size                      (default 512Mi, 1)
+  SERVICE_ACCOUNT runtime service account            (optional)
+  DRY_RUN=1       print the gcloud command, run nothing
+Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+
+SECRET_SETTINGS = ("OKTA_HOOK_AUTH_SECRET", "TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET")
+PLAIN_SETTINGS = (
+    "OKTA_HOOK_AUTH_HEADER",
+    "OKTA_HOOK_OAUTH_ISSUER",
+    "OKTA_HOOK_OAUTH_AUDIENCE",
+    "OKTA_HOOK_OAUTH_SCOPE",
+    "OKTA_HOOK_OAUTH_JWKS_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_API_KEY",
+    "TWILIO_FROM_NUMBER",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_VERIFY_SERVICE_SID",
+    "TWILIO_TIMEOUT_SECONDS",
+    "DEFAULT_COUNTRY",
+    "SMS_TEMPLATE",
+    "VOICE_PHRASES",
+    "VOICE_NAME",
+    "OKTA_PROVIDER_NAME",
+    "ALLOWED_COUNTRIES",
+    "BLOCKED_NUMBER_TYPES",
+)
+_SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
+
+
+class DeployError(SystemExit):
+    pass
+
+
+def parse_secrets(spec: str) -> dict[str, str]:
+    """'OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,...' -> {env: secret:version}, versions pinned."""
+    secrets: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        match = _SECRET_REF.match(item)
+        if not match:
+            raise DeployError(f"deploy: SECRETS entry {item!r} is not ENV=secret:version (a pinned number, not latest)")
+        env, secret, version = match.groups()
+        if env not in SECRET_SETTINGS:
+            raise DeployError(f"deploy: {env} is not a secret setting ({', '.join(SECRET_SETTINGS)})")
+        secrets[env] = f"{secret}:{version}"
+    return secrets
+
+
+def env_vars_flag(values: Mapping[str, str]) -> str:
+    """--set-env-vars with a delimiter no value contains (gcloud's ^DELIM^ escaping), for lists and JSON."""
+    delimiter = next(d for d in ("|", "~", "#", "@@", "%%") if not any(d in value for value in values.values()))
+    pairs = [f"{name}={value}" for name, value in values.items()]
+    return f"--set-env-vars=^{delimiter}^" + delimiter.join(pairs)
+
+
+def gcloud_command(env: Mapping[str, str]) -> list[str]:
+    for name in SECRET_SETTINGS:
+        if env.get(name):
+            raise DeployError(f"deploy: {name} must come from Secret Manager (SECRETS=...), not the environment")
+    secrets = parse_secrets(env.get("SECRETS", ""))
+    if "OKTA_HOOK_AUTH_SECRET" not in secrets and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
+        raise DeployError("deploy: no hook authentication: give SECRETS=OKTA_HOOK_AUTH_SECRET=... or OAuth settings")
+    threads = env.get("THREADS") or "80"
+    if not threads.isdigit() or int(threads) < 1:
+        raise DeployError("deploy: THREADS must be a whole number")
+    plain = {name: env[name] for name in PLAIN_SETTINGS if env.get(name)}
+    plain["THREADS"] = threads
+    if env.get("PROJECT"):
+        plain["GOOGLE_CLOUD_PROJECT"] = env["PROJECT"]
+    command = [
+        "gcloud", "functions", "deploy", env.get("FUNCTION_NAME") or "okta-telephony-hook",
+        "--gen2",
+        "--runtime=python312",
+        f"--region={env.get('REGION') or 'us-central1'}",
+        "--source=.",
+        "--entry-point=telephony_hook",
+        "--trigger-http",
+        # Okta cannot present Google credentials: the hook authenticates Okta itself, failing closed.
+        "--allow-unauthenticated",
+        f"--min-instances={env.get('MIN_INSTANCES') or '1'}",
+        f"--concurrency={threads}",
+        f"--cpu={env.get('CPU') or '1'}",
+        f"--memory={env.get('MEMORY') or '512Mi'}",
+        "--timeout=10s",
+        env_vars_flag(plain),
+    ]  # fmt: skip
+    if secrets:
+        command.append("--set-secrets=" + ",".join(f"{name}={ref}" for name, ref in secrets.items()))
+    if env.get("PROJECT"):
+        command.append(f"--project={env['PROJECT']}")
+    if env.get("SERVICE_ACCOUNT"):
+        command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
+    return command
+
+
+def main() -> None:
+    command = gcloud_command(os.environ)
+    if os.environ.get("DRY_RUN") not in (None, "", "0"):
+        print(shlex.join(command))
+        return
+    print("+ " + shlex.join(command), flush=True)
+    sys.exit(subprocess.call(command))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`make deploy DRY_RUN=1` prints the exact gcloud command, and refuses unsafe inputs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+from ops.deploy import DeployError, env_vars_flag, gcloud_command
+
+BASE = {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1"}
+
+
+def make_deploy(**variables: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key not in {"SECRETS", "THREADS", "PROJECT"}}
+    arguments = [f"{name}={value}" for name, value in variables.items()]
+    return subprocess.run(
+        ["make", "--no-print-directory", "-s", "deploy", "DRY_RUN=1", *arguments],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_dry_run_prints_the_exact_gcloud_command() -> None:
+    result = make_deploy(
+        SECRETS=BASE["SECRETS"], REGION="europe-west1", FUNCTION_NAME="okta-otp", PROJECT="acme-prod",
+        THREADS="80", MIN_INSTANCES="2", TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_FROM_NUMBER="+15005550006",
+        ALLOWED_COUNTRIES="US,CA",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert shlex.split(result.stdout.strip()) == [
+        "gcloud", "functions", "deploy", "okta-otp", "--gen2", "--runtime=python312", "--region=europe-west1",
+        "--source=.", "--entry-point=telephony_hook", "--trigger-http", "--allow-unauthenticated",
+        "--min-instances=2", "--concurrency=80", "--cpu=1", "--memory=512Mi", "--timeout=10s",
+        "--set-env-vars=^|^TWILIO_ACCOUNT_SID=AC11111111111111111111111111111111|TWILIO_FROM_NUMBER=+15005550006"
+        "|ALLOWED_COUNTRIES=US,CA|THREADS=80|GOOGLE_CLOUD_PROJECT=acme-prod",
+        "--set-secrets=OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1",
+        "--project=acme-prod",
+    ]  # fmt: skip
+
+
+def test_concurrency_follows_threads() -> None:
+    command = gcloud_command({**BASE, "THREADS": "40"})
+    assert "--concurrency=40" in command
+    assert any(part.startswith("--set-env-vars=") and "THREADS=40" in part for part in command)
+
+
+def test_secret_versions_must_be_pinned() -> None:
+    with pytest.raises(DeployError, match="pinned"):
+        gcloud_command({"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:latest"})
+
+
+def test_secrets_in_plain_environment_are_refused() -> None:
+    with pytest.raises(DeployError, match="Secret Manager"):
+        gcloud_command({**BASE, "TWILIO_AUTH_TOKEN": "plain-token"})
+
+
+def test_deploying_without_hook_authentication_is_refused() -> None:
+    with pytest.raises(DeployError, match="no hook authentication"):
+        gcloud_command({"SECRETS": "TWILIO_AUTH_TOKEN=twilio-auth-token:1"})
+
+
+def test_env_var_delimiter_avoids_characters_in_values() -> None:
+    assert (
+        env_vars_flag({"VOICE_PHRASES": '{"es": "a|b {code}"}'})
+        == '--set-env-vars=^~^VOICE_PHRASES={"es": "a|b {code}"}'
+    )
+
+
+def test_dry_run_runs_nothing_and_make_fails_on_bad_input() -> None:
+    result = make_deploy(SECRETS="OKTA_HOOK_AUTH_SECRET=s:latest")
+    assert result.returncode != 0
+    assert "pinned" in result.stderr
