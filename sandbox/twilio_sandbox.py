@@ -290,7 +290,9 @@ class SandboxServer(ThreadingHTTPServer):
 def start_in_thread(state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> SandboxServer:
     """Start a sandbox on a free port in a daemon thread (tests); stop it with .shutdown()."""
     server = SandboxServer((host, port), state)
-    threading.Thread(target=server.serve_forever, name="twilio-sandbox", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="twilio-sandbox", daemon=True
+    ).start()
     return server
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -213,3 +214,15 @@ def test_invalid_configuration_stops_the_start_with_a_clear_message(tmp_path: Pa
     assert result.returncode != 0
     assert "Invalid configuration: TWILIO_FROM_NUMBER" in output
     assert "0800-NOT-E164" not in output and "tok-should-not-show" not in output
+
+
+def test_a_chunked_body_over_64_kb_is_refused_with_413(hook: RunningHook, sandbox: SandboxState) -> None:
+    host, port = hook.url.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    chunks = iter([b'{"pad": "', b"x" * 70_000, b'"}'])
+    headers = {"Authorization": HOOK_SECRET, "Content-Type": "application/json"}
+    connection.request("POST", "/", body=chunks, headers=headers, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["errorCauses"][0]["reason"] == "BODY_TOO_LARGE"
+    assert sandbox.requests == []

@@ -1,0 +1,272 @@
+"""OAuth 2.0 bearer tokens: only an RS256 token from our issuer, for us, unexpired, with the scope."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from conftest import HOOK_SECRET, OTP, AppFactory, okta_request, post_hook
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask.testing import FlaskClient
+
+from oauth import JwksCache, JwksUnavailable
+from sandbox.twilio_sandbox import SandboxState
+
+ISSUER = "https://acme.okta.com/oauth2/aus1hook"
+AUDIENCE = "api://okta-telephony-hook"
+SCOPE = "okta.telephony.hook"
+KID = "key-2026"
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+SIGNING_KEY = new_key()
+OTHER_KEY = new_key()
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+@dataclass
+class Issuer:
+    """A local authorization server's JWKS endpoint, counting fetches."""
+
+    keys: list[dict[str, Any]] = field(default_factory=lambda: [public_jwk(SIGNING_KEY, KID)])
+    fetches: int = 0
+    down: bool = False
+    url: str = ""
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    state = Issuer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.fetches += 1
+            status, body = (503, b"{}") if state.down else (200, json.dumps({"keys": state.keys}).encode())
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/oauth2/aus1hook/v1/keys"
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture
+def oauth_client(make_client: AppFactory, issuer: Issuer) -> FlaskClient:
+    return make_client(
+        OKTA_HOOK_AUTH_SECRET=None,
+        OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+        OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+        OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+        OKTA_HOOK_OAUTH_JWKS_URL=issuer.url,
+    )
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "sub": "0oa1hookclient",
+        "cid": "0oa1hookclient", "scp": [SCOPE],
+    }  # fmt: skip
+    base.update(overrides)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+def token(key: rsa.RSAPrivateKey = SIGNING_KEY, kid: str | None = KID, **claim_overrides: Any) -> str:
+    headers = {"kid": kid} if kid else {}
+    return jwt.encode(claims(**claim_overrides), key, algorithm="RS256", headers=headers)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_token(alg: str, secret: bytes | None = None) -> str:
+    head = b64(json.dumps({"alg": alg, "typ": "JWT", "kid": KID}).encode())
+    body = b64(json.dumps(claims()).encode())
+    signature = b64(hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()) if secret else ""
+    return f"{head}.{body}.{signature}"
+
+
+def bearer(client: FlaskClient, value: str) -> Any:
+    return post_hook(client, okta_request(), secret=f"Bearer {value}")
+
+
+def test_a_valid_token_is_accepted(oauth_client: FlaskClient, sandbox: SandboxState) -> None:
+    response = bearer(oauth_client, token())
+    assert response.status_code == 200
+    assert response.get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert len(sandbox.requests) == 1
+
+
+def test_scope_as_a_space_separated_string_is_accepted(oauth_client: FlaskClient) -> None:
+    assert bearer(oauth_client, token(scp=None, scope=f"openid {SCOPE}")).status_code == 200
+
+
+PUBLIC_PEM = SIGNING_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+
+REFUSED_TOKENS = {
+    "expired": lambda: token(exp=int(time.time()) - 120, iat=int(time.time()) - 600),
+    "wrong audience": lambda: token(aud="api://someone-else"),
+    "wrong issuer": lambda: token(iss="https://evil.example.com/oauth2/default"),
+    "signed by another key": lambda: token(key=OTHER_KEY),
+    "alg none": lambda: unsigned_token("none"),
+    "HS256 signed with the public key": lambda: unsigned_token("HS256", PUBLIC_PEM),
+    "unknown kid": lambda: token(key=OTHER_KEY, kid="rotated-away"),
+    "no kid": lambda: token(kid=None),
+    "garbage": lambda: "not-a-jwt",
+    "no exp": lambda: token(exp=None),
+    "no aud": lambda: token(aud=None),
+    "empty": lambda: "",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_TOKENS))
+def test_bad_tokens_are_refused_with_401(oauth_client: FlaskClient, sandbox: SandboxState, case: str) -> None:
+    response = bearer(oauth_client, REFUSED_TOKENS[case]())
+    assert response.status_code == 401, response.get_json()
+    assert response.get_json()["error"]["errorCauses"][0]["reason"] == "UNAUTHORIZED"
+    assert sandbox.requests == []
+
+
+def test_a_token_without_the_scope_is_403(oauth_client: FlaskClient, sandbox: SandboxState) -> None:
+    response = bearer(oauth_client, token(scp=["okta.users.read"]))
+    assert response.status_code == 403
+    assert response.get_json()["error"]["errorCauses"][0]["reason"] == "FORBIDDEN"
+    assert sandbox.requests == []
+
+
+def test_the_header_secret_is_no_bearer_token(oauth_client: FlaskClient) -> None:
+    assert post_hook(oauth_client, okta_request(), secret=HOOK_SECRET).status_code == 401
+
+
+def test_a_small_clock_skew_is_tolerated(oauth_client: FlaskClient) -> None:
+    assert bearer(oauth_client, token(exp=int(time.time()) - 10)).status_code == 200
+
+
+def test_one_jwks_fetch_serves_many_hooks(oauth_client: FlaskClient, issuer: Issuer) -> None:
+    valid = token()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: bearer(oauth_client, valid).status_code, range(24)))
+    assert statuses == [200] * 24
+    assert issuer.fetches == 1
+
+
+def test_a_flood_of_unknown_kids_does_not_hammer_the_issuer(oauth_client: FlaskClient, issuer: Issuer) -> None:
+    bearer(oauth_client, token())
+    for index in range(20):
+        assert bearer(oauth_client, token(kid=f"forged-{index}")).status_code == 401
+    assert issuer.fetches == 1  # the keys were fetched moments ago: no refetch inside the interval
+
+
+def test_key_rotation_is_picked_up_through_one_refetch(issuer: Issuer) -> None:
+    clock = [1000.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    assert cache.key(KID) is not None
+    issuer.keys.append(public_jwk(OTHER_KEY, "key-2027"))
+    clock[0] += 31
+    assert cache.key("key-2027") is not None
+    assert issuer.fetches == 2
+
+
+def test_unreachable_jwks_answers_503_never_accepts(oauth_client: FlaskClient, issuer: Issuer) -> None:
+    issuer.down = True
+    response = bearer(oauth_client, token())
+    assert response.status_code == 503
+    assert "error" in response.get_json()
+
+
+def test_cached_keys_keep_serving_when_the_issuer_goes_down(issuer: Issuer) -> None:
+    clock = [0.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    assert cache.key(KID) is not None
+    issuer.down = True
+    clock[0] += 7200  # keys are stale, the refresh fails
+    assert cache.key(KID) is not None
+
+
+def test_a_first_fetch_failure_raises(issuer: Issuer) -> None:
+    issuer.down = True
+    with pytest.raises(JwksUnavailable):
+        JwksCache(issuer.url).key(KID)
+
+
+def test_both_schemes_configured_means_both_must_pass(make_client: AppFactory, issuer: Issuer) -> None:
+    client = make_client(
+        OKTA_HOOK_AUTH_HEADER="X-Hook-Secret",
+        OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+        OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+        OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+        OKTA_HOOK_OAUTH_JWKS_URL=issuer.url,
+    )
+    both = {"Authorization": f"Bearer {token()}", "X-Hook-Secret": HOOK_SECRET}
+    assert client.post("/", json=okta_request(), headers=both).status_code == 200
+    assert client.post("/", json=okta_request(), headers={"Authorization": f"Bearer {token()}"}).status_code == 401
+    assert client.post("/", json=okta_request(), headers={"X-Hook-Secret": HOOK_SECRET}).status_code == 401
+
+
+def test_oauth_and_header_secret_cannot_share_the_authorization_header() -> None:
+    from settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="OKTA_HOOK_AUTH_HEADER"):
+        load_settings(
+            {
+                "OKTA_HOOK_AUTH_SECRET": "s",
+                "OKTA_HOOK_OAUTH_ISSUER": ISSUER,
+                "OKTA_HOOK_OAUTH_AUDIENCE": AUDIENCE,
+                "OKTA_HOOK_OAUTH_SCOPE": SCOPE,
+            }
+        )
+
+
+def test_tokens_never_reach_logs_or_answers(oauth_client: FlaskClient, capfd: pytest.CaptureFixture[str]) -> None:
+    sent = [token(), token(aud="x"), token(scp=["other"]), REFUSED_TOKENS["HS256 signed with the public key"]()]
+    bodies = [bearer(oauth_client, value).get_data(as_text=True) for value in sent]
+    output = capfd.readouterr()
+    everything = output.out + output.err + "".join(bodies)
+    for value in sent:
+        assert value not in everything
+        assert value.split(".")[2][:20] not in everything
+    assert OTP not in everything
+
+
+def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    probe = "import sys, main; print('jwt' in sys.modules, 'cryptography' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "OKTA_HOOK_AUTH_SECRET": "x"},
+    )  # fmt: skip
+    assert result.stdout.split()[-2:] == ["False", "False"], result.stderr
