@@ -6,7 +6,6 @@ import math
 import time
 from datetime import UTC, datetime
 
-import requests
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
@@ -14,7 +13,7 @@ from answers import Answer, cause, refused, successful
 from models import MessageProfile
 from settings import Settings
 from twilio_errors import transport_failure, twilio_failure
-from twilio_http import TwilioTransport
+from twilio_http import TwilioTransport, TwilioUnavailable
 from voice import VoiceScript
 
 SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
@@ -87,7 +86,7 @@ class TwilioDelivery:
             sid, status, api = self._send(client, profile, validity)
         except TwilioException as error:
             raise twilio_failure(error) from None
-        except requests.RequestException as error:
+        except TwilioUnavailable as error:
             raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
 from answers import HookRefused, cause, refused
+from twilio_http import TwilioUnavailable
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ def twilio_failure(error: TwilioException) -> HookRefused:
     )
 
 
-def transport_failure(error: requests.RequestException, timeout_seconds: float) -> HookRefused:
+def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> HookRefused:
     """Twilio did not answer in time, or could not be reached: answer Okta before its 3 s run out."""
-    if isinstance(error, requests.Timeout):
+    if error.timed_out:
         hint, reason = f"Twilio did not answer within {timeout_seconds:g} s.", "TWILIO_TIMEOUT"
     else:
         hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"
@@ -108,5 +108,5 @@ def transport_failure(error: requests.RequestException, timeout_seconds: float) 
         "provider_unavailable",
         _NOT_DELIVERED,
         [cause(hint, reason, "https://status.twilio.com")],
-        log_fields={"twilio_error": reason, "error_type": type(error).__name__},
+        log_fields={"twilio_error": reason, "error_type": error.error_type},
     )

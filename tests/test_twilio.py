@@ -16,7 +16,7 @@ from delivery import TwilioDelivery, build_client
 from models import MessageProfile, parse_hook_request
 from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 from settings import load_settings
-from twilio_http import TwilioTransport
+from twilio_http import TwilioTransport, TwilioUnavailable
 
 
 def sandbox_client(server: SandboxServer, timeout: float = 2.0, pool: int = 8) -> Client:
@@ -155,18 +155,41 @@ def test_requests_reuse_one_connection(sandbox_server: SandboxServer, sandbox: S
 
 def test_the_pool_is_sized_to_the_threads_served() -> None:
     transport = TwilioTransport(timeout_seconds=1, pool_size=80)
-    assert transport.session is not None
-    assert transport.session.get_adapter("https://api.twilio.com")._pool_maxsize == 80
-    assert transport.session.get_adapter("http://127.0.0.1")._pool_maxsize == 80
+    assert transport.pool.connection_pool_kw["maxsize"] == 80
+    pool = transport.pool.connection_from_url("https://api.twilio.com").pool
+    assert pool is not None and pool.maxsize == 80
+
+
+def test_concurrent_requests_share_the_pool_without_reconnecting(
+    sandbox_server: SandboxServer, sandbox: SandboxState
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = sandbox_client(sandbox_server, pool=8)
+    sandbox.latency_seconds = 0.05
+    before = sandbox.connections
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            list(pool.map(lambda _: client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x"), range(8)))
+    assert sandbox.connections - before <= 8
 
 
 def test_a_hung_twilio_times_out_at_the_deadline(hanging_twilio: str) -> None:
     transport = TwilioTransport(timeout_seconds=0.5, pool_size=1, base_url=hanging_twilio)
     client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
     started = time.monotonic()
-    with pytest.raises(requests.Timeout):
+    with pytest.raises(TwilioUnavailable) as caught:
         client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert caught.value.timed_out
     assert time.monotonic() - started < 1.0
+
+
+def test_a_closed_port_is_unreachable_not_a_timeout(closed_port: str) -> None:
+    transport = TwilioTransport(timeout_seconds=1, pool_size=1, base_url=closed_port)
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    with pytest.raises(TwilioUnavailable) as caught:
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert not caught.value.timed_out
 
 
 def test_sandbox_latency_delays_answers(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:

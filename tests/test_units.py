@@ -7,7 +7,6 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-import requests
 from conftest import FROM_NUMBER, OTP, PHONE, okta_request
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
@@ -17,6 +16,7 @@ from models import MessageProfile, parse_hook_request
 from phone import NumberFacts, PhonePolicy, describe, mask, to_e164
 from settings import SettingsError, load_settings
 from twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
+from twilio_http import TwilioUnavailable
 
 ACCOUNT = "AC" + "0" * 32
 
@@ -157,13 +157,13 @@ def test_rfc9457_service_errors_are_mapped_by_code() -> None:
 
 
 def test_a_timeout_is_reported_as_such() -> None:
-    body = refusal_body(transport_failure(requests.ReadTimeout("read timed out"), 2.0))
+    body = refusal_body(transport_failure(TwilioUnavailable(True, "ReadTimeoutError"), 2.0))
     assert body["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
     assert "2 s" in body["errorCauses"][0]["errorSummary"]
 
 
 def test_a_connection_failure_is_reported_as_unreachable() -> None:
-    body = refusal_body(transport_failure(requests.ConnectionError("refused"), 2.0))
+    body = refusal_body(transport_failure(TwilioUnavailable(False, "NewConnectionError"), 2.0))
     assert body["errorCauses"][0]["reason"] == "TWILIO_UNREACHABLE"
 
 
@@ -207,9 +207,9 @@ def test_twilio_exceptions_become_okta_errors() -> None:
     assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_21211"
 
 
-def test_requests_exceptions_become_okta_errors() -> None:
+def test_transport_failures_become_okta_errors() -> None:
     delivery, client = mocked_delivery()
-    client.calls.create.side_effect = requests.ConnectTimeout()
+    client.calls.create.side_effect = TwilioUnavailable(True, "ConnectTimeoutError")
     with pytest.raises(HookRefused) as caught:
         delivery.deliver(profile(deliveryChannel="call"))
     assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
