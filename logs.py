@@ -27,7 +27,7 @@ _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
 class _HookScope:
     trace: str | None = None
     span_id: str | None = None
-    replacements: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    replacements: list[tuple[str, str]] = field(default_factory=list)
 
 
 _scope: ContextVar[_HookScope | None] = ContextVar("hook_log_scope", default=None)
@@ -38,7 +38,7 @@ class CloudLoggingFormatter(logging.Formatter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [re.compile(re.escape(secret)) for secret in secrets if secret]
+        self._secrets = [secret for secret in secrets if secret]
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -57,11 +57,11 @@ class CloudLoggingFormatter(logging.Formatter):
         return self.scrub(json.dumps(entry, default=str, ensure_ascii=False))
 
     def scrub(self, line: str) -> str:
+        for secret in self._secrets:
+            line = line.replace(secret, REDACTED)
         scope = _scope.get()
-        patterns = [(pattern, REDACTED) for pattern in self._secrets]
-        patterns += scope.replacements if scope else []
-        for pattern, replacement in patterns:
-            line = pattern.sub(replacement, line)
+        for value, replacement in scope.replacements if scope else ():
+            line = _replace_whole(line, value, replacement)
         return line
 
 
@@ -116,8 +116,27 @@ def hook_scope(trace_header: str | None, project: str | None) -> Iterator[None]:
 def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
     """From now until the hook ends, `value` is written as `replacement` in every log line."""
     scope = _scope.get()
-    if scope is None or len(value) < 3:
-        return
-    # Only whole tokens: a 6-digit code must not blank out part of a Twilio SID or a duration.
-    pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(value) + r"(?![0-9A-Za-z])")
-    scope.replacements.append((pattern, replacement))
+    if scope is not None and len(value) >= 3:
+        scope.replacements.append((value, replacement))
+
+
+_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _replace_whole(line: str, value: str, replacement: str) -> str:
+    """Replace `value` where it stands as a whole token: a 6-digit code must not blank out part of
+    a Twilio SID or a duration. (No regex: a new pattern per hook would be compiled every time.)"""
+    start = line.find(value)
+    if start < 0:
+        return line
+    check_left, check_right = value[0] in _WORD, value[-1] in _WORD
+    parts, kept = [], 0
+    while start >= 0:
+        end = start + len(value)
+        left_ok = not check_left or start == 0 or line[start - 1] not in _WORD
+        right_ok = not check_right or end == len(line) or line[end] not in _WORD
+        if left_ok and right_ok:
+            parts += [line[kept:start], replacement]
+            kept = end
+        start = line.find(value, end if kept == end else start + 1)
+    return "".join(parts) + line[kept:]
