@@ -10,6 +10,11 @@ import phonenumbers
 # Separators people and consoles put into numbers (Okta's Preview tab lets admins type anything).
 _SEPARATORS = re.compile(r"[\s\-().\u00a0\u2010-\u2015/]")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_TYPE_NAMES = {
+    value: name
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
 
 
 def to_e164(raw: str, default_country: str | None) -> str:
@@ -62,12 +67,10 @@ def describe(e164: str) -> NumberFacts:
     except phonenumbers.NumberParseException:
         return NumberFacts(country="ZZ", number_type="UNKNOWN", valid=False)
     country = phonenumbers.region_code_for_number(parsed) or "ZZ"
-    kind = phonenumbers.number_type(parsed)
-    type_name = next(
-        (name for name, value in vars(phonenumbers.PhoneNumberType).items() if value == kind and name.isupper()),
-        "UNKNOWN",
-    )
-    return NumberFacts(country=country, number_type=type_name, valid=phonenumbers.is_valid_number(parsed))
+    # A number is valid exactly when it matches one of its region's typed ranges, so the type
+    # lookup answers validity too (is_valid_number would run the same patterns again).
+    type_name = _TYPE_NAMES.get(phonenumbers.number_type(parsed), "UNKNOWN")
+    return NumberFacts(country=country, number_type=type_name, valid=type_name != "UNKNOWN")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from twilio.twiml.voice_response import VoiceResponse
-
 from settings import SettingsError
 
 CODE_PLACEHOLDER = "{code}"
@@ -86,6 +84,8 @@ class VoiceScript:
 
     def twiml(self, otp_code: str, locale: str | None) -> str:
         """A short call: a breath for the phone to reach the ear, the phrase, a pause, the phrase again."""
+        from twilio.twiml.voice_response import VoiceResponse  # only voice calls need TwiML
+
         entry = self.locale_for(locale)
         text = entry.phrase.replace(CODE_PLACEHOLDER, spaced_digits(otp_code))
         response = VoiceResponse()
