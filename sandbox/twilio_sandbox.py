@@ -6,7 +6,7 @@ Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JS
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted
   POST /2010-04-01/Accounts/{AccountSid}/Calls.json      -> 201, CA... sid, status queued
   POST /v2/Services/{ServiceSid}/Verifications           -> 201, VE... sid, status pending
-  GET  /sandbox/stats                                    -> connections and requests served
+  GET  /sandbox/stats                                    -> connections that made API calls, requests
 Twilio's magic test numbers give Twilio's errors: To +15005550001 invalid, ...0002 unroutable,
 ...0003 no geo permission, ...0004 blocked/opted out, ...0009 not SMS-capable; From +15005550001 invalid.
 Each message or call it "sends" is printed, so a developer sees the SMS text and the TwiML.
@@ -20,12 +20,12 @@ import hmac
 import json
 import re
 import secrets
+import socketserver
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -117,30 +117,50 @@ def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
-class SandboxHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API does
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+
+
+class SandboxHandler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, as Twilio's API speaks it; parsed by hand to answer in ~0.1 ms, so a
+    "0 ms" sandbox adds as little as it can to what the benchmark measures."""
+
     disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms to every answer
     server: SandboxServer
+    path = ""
+    headers: dict[str, str]
 
-    def setup(self) -> None:
-        super().setup()
-        with self.server.state.lock:
-            self.server.state.connections += 1
+    def handle(self) -> None:
+        counted = False  # connections are counted when they carry API calls, not stats reads
+        while True:
+            request_line = self.rfile.readline(65537)
+            parts = request_line.decode("latin-1").split()
+            if len(parts) != 3:
+                return
+            method, self.path, version = parts
+            self.headers = {}
+            while True:
+                line = self.rfile.readline(65537)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                self.headers[name.strip().lower()] = value.strip()
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if method == "POST":
+                if not counted:
+                    counted = True
+                    with self.server.state.lock:
+                        self.server.state.connections += 1
+                self._post(body)
+            elif method == "GET" and self.path == "/sandbox/stats":
+                state = self.server.state
+                self._send(200, {"connections": state.connections, "requests": len(state.requests)})
+            else:
+                self._send(404, TwilioError(20404, 404).body())
+            if version == "HTTP/1.0" or self.headers.get("connection", "").lower() == "close":
+                return
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # the sandbox prints what it "sends", not access logs
-
-    def do_GET(self) -> None:
-        if self.path == "/sandbox/stats":
-            state = self.server.state
-            self._send(200, {"connections": state.connections, "requests": len(state.requests)})
-        else:
-            self._send(404, TwilioError(20404, 404).body())
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode("utf-8")
-        form = {name: values[-1] for name, values in parse_qs(raw, keep_blank_values=True).items()}
+    def _post(self, raw: bytes) -> None:
+        form = {name: values[-1] for name, values in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
         state = self.server.state
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
@@ -156,7 +176,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _authenticate(self) -> str:
         state = self.server.state
-        header = self.headers.get("Authorization", "")
+        header = self.headers.get("authorization", "")
         try:
             user, _, password = base64.b64decode(header.removeprefix("Basic ")).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
@@ -266,15 +286,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nDate: {formatdate(usegmt=True)}\r\n\r\n"
+        )
+        self.wfile.write(head.encode() + payload)  # one write: one packet for small answers
 
 
-class SandboxServer(ThreadingHTTPServer):
+class SandboxServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 128  # Okta's 75 concurrent hooks may arrive at once
 
     def __init__(self, address: tuple[str, int], state: SandboxState) -> None:
