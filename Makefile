@@ -26,6 +26,10 @@ test: $(VENV)/.dev
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# Timings against Okta's limits, side by side with baselines; not part of `make test`.
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/bench.py
+
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
