@@ -237,3 +237,26 @@ def test_sms_text_choice(template: str | None, msg_template: str | None, expecte
 )  # fmt: skip
 def test_verify_locale_from_oktas_locale(locale: str | None, expected: str | None) -> None:
     assert verify_locale(locale) == expected
+
+
+# ------------------------------------------------------------------------------------------- logs
+
+
+def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
+    from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+
+    formatter = CloudLoggingFormatter(["s3cr3t-value"])
+    with hook_scope(None, None):
+        mark_sensitive(OTP)
+        mark_sensitive(PHONE, "+1******0123")
+        line = formatter.scrub(f"code {OTP} to {PHONE} sid SM{OTP}ab secret s3cr3t-value")
+    assert line == "code [redacted] to +1******0123 sid SM482913ab secret [redacted]"
+
+
+def test_marks_end_with_the_hook() -> None:
+    from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+
+    formatter = CloudLoggingFormatter([])
+    with hook_scope(None, None):
+        mark_sensitive(OTP)
+    assert formatter.scrub(f"code {OTP}") == f"code {OTP}"
