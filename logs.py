@@ -90,22 +90,28 @@ def configure_logging(secrets: list[str]) -> None:
     logging.getLogger("twilio").setLevel(logging.WARNING)
 
 
-def _trace_from_header(header: str | None, project: str | None) -> tuple[str | None, str | None]:
-    """X-Cloud-Trace-Context is 'TRACE_ID/SPAN_ID;o=1'; Cloud Logging wants the project's trace path."""
-    if not header:
+def _trace_from_headers(
+    cloud_trace: str | None, traceparent: str | None, project: str | None
+) -> tuple[str | None, str | None]:
+    """The request's trace and span: X-Cloud-Trace-Context is 'TRACE_ID/SPAN_ID;o=1', W3C traceparent
+    is '00-TRACE_ID-SPAN_ID-01' (hex span). Cloud Logging wants the project's trace path."""
+    trace_id = span_id = None
+    match = re.fullmatch(r"([0-9a-fA-F]{1,32})(?:/([0-9]{1,20}))?(?:;o=[01])?", (cloud_trace or "").strip())
+    if match:
+        trace_id, span_id = match.groups()
+    else:
+        match = re.fullmatch(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}", (traceparent or "").strip())
+        if match:
+            trace_id, span_id = match.group(1), match.group(2)
+    if trace_id is None:
         return None, None
-    match = re.fullmatch(r"([0-9a-fA-F]{1,32})(?:/([0-9]{1,20}))?(?:;o=[01])?", header.strip())
-    if not match:
-        return None, None
-    trace_id, span_id = match.groups()
-    trace = f"projects/{project}/traces/{trace_id}" if project else trace_id
-    return trace, span_id
+    return (f"projects/{project}/traces/{trace_id}" if project else trace_id), span_id
 
 
 @contextmanager
-def hook_scope(trace_header: str | None, project: str | None) -> Iterator[None]:
+def hook_scope(project: str | None, cloud_trace: str | None = None, traceparent: str | None = None) -> Iterator[None]:
     """Everything logged inside carries the hook's trace and is scrubbed of what it marks sensitive."""
-    trace, span_id = _trace_from_header(trace_header, project)
+    trace, span_id = _trace_from_headers(cloud_trace, traceparent, project)
     token = _scope.set(_HookScope(trace=trace, span_id=span_id))
     try:
         yield

@@ -45,7 +45,8 @@ if not authenticator.configured:
 def telephony_hook(request: flask.Request) -> flask.Response:
     """Okta's telephony inline hook endpoint."""
     started = time.perf_counter()
-    with hook_scope(request.headers.get("X-Cloud-Trace-Context"), settings.google_cloud_project):
+    headers = request.headers
+    with hook_scope(settings.google_cloud_project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
         facts: dict[str, Any] = {}
         try:
             answer = handle(request, facts)

@@ -355,3 +355,14 @@ def test_voice_speaks_the_users_locale(client: FlaskClient, sandbox: SandboxStat
     post_hook(client, okta_request(deliveryChannel="voice", locale="fr"))
     twiml = sandbox.requests[-1]["form"]["Twiml"]
     assert 'language="fr-FR"' in twiml and "Votre code de vérification est 4, 8, 2, 9, 1, 3." in twiml
+
+
+def test_w3c_traceparent_is_used_when_cloud_trace_header_is_absent(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(GOOGLE_CLOUD_PROJECT="acme-prod")
+    capsys.readouterr()
+    post_hook(client, okta_request(), traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    line = hook_log(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == "projects/acme-prod/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    assert line["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"

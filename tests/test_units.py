@@ -246,7 +246,7 @@ def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
     from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
 
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
-    with hook_scope(None, None):
+    with hook_scope(None):
         mark_sensitive(OTP)
         mark_sensitive(PHONE, "+1******0123")
         line = formatter.scrub(f"code {OTP} to {PHONE} sid SM{OTP}ab secret s3cr3t-value")
@@ -257,6 +257,6 @@ def test_marks_end_with_the_hook() -> None:
     from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
 
     formatter = CloudLoggingFormatter([])
-    with hook_scope(None, None):
+    with hook_scope(None):
         mark_sensitive(OTP)
     assert formatter.scrub(f"code {OTP}") == f"code {OTP}"
