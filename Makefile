@@ -34,5 +34,5 @@ clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Deploy to Cloud Run functions; DRY_RUN=1 prints the gcloud command only. See README "Deploy".
-deploy:
-	$(PYTHON) ops/deploy.py
+deploy: $(VENV)/.runtime
+	$(BIN)/python -m ops.deploy

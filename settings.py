@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     AliasChoices,
@@ -212,6 +212,24 @@ class Settings(BaseModel):
         """Every configured secret, so the log setup can make sure none is ever written."""
         secrets = (self.okta_hook_auth_secret, self.twilio_auth_token, self.twilio_api_secret)
         return [secret.get_secret_value() for secret in secrets if secret and secret.get_secret_value()]
+
+
+def env_names(all_spellings: bool = False) -> list[str]:
+    """Every variable the hook reads, by its documented name (or with every accepted spelling)."""
+    names: list[str] = []
+    for field in Settings.model_fields.values():
+        if field.alias:
+            names.append(field.alias)
+        elif isinstance(field.validation_alias, AliasChoices):
+            spellings = [choice for choice in field.validation_alias.choices if isinstance(choice, str)]
+            names += spellings if all_spellings else spellings[:1]
+    return names
+
+
+def secret_env_names() -> list[str]:
+    """The variables that hold secrets: they come from Secret Manager, never from plain settings."""
+    secret_fields = [name for name, field in Settings.model_fields.items() if SecretStr in get_args(field.annotation)]
+    return [name.upper() for name in secret_fields]
 
 
 class SettingsError(SystemExit):

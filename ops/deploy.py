@@ -22,26 +22,12 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-SECRET_SETTINGS = ("OKTA_HOOK_AUTH_SECRET", "TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET")
-PLAIN_SETTINGS = (
-    "OKTA_HOOK_AUTH_HEADER",
-    "OKTA_HOOK_OAUTH_ISSUER",
-    "OKTA_HOOK_OAUTH_AUDIENCE",
-    "OKTA_HOOK_OAUTH_SCOPE",
-    "OKTA_HOOK_OAUTH_JWKS_URL",
-    "TWILIO_ACCOUNT_SID",
-    "TWILIO_API_KEY",
-    "TWILIO_FROM_NUMBER",
-    "TWILIO_MESSAGING_SERVICE_SID",
-    "TWILIO_VERIFY_SERVICE_SID",
-    "TWILIO_TIMEOUT_SECONDS",
-    "DEFAULT_COUNTRY",
-    "SMS_TEMPLATE",
-    "VOICE_PHRASES",
-    "VOICE_NAME",
-    "OKTA_PROVIDER_NAME",
-    "ALLOWED_COUNTRIES",
-    "BLOCKED_NUMBER_TYPES",
+from settings import env_names, secret_env_names
+
+SECRET_SETTINGS = tuple(secret_env_names())
+# Set by the deploy itself: THREADS from its own variable, the project for log traces.
+PLAIN_SETTINGS = tuple(
+    name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
 _SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
 

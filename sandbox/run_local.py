@@ -42,21 +42,23 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    """Return once `process` listens on `port`; exit with a message if it dies or never does."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"run: {process.args!r} exited with {process.returncode}")
+            sys.exit(f"{process.args!r} exited with {process.returncode}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.05)
-    sys.exit(f"run: nothing listens on port {port} after {seconds} s")
+        time.sleep(0.01)
+    sys.exit(f"nothing listens on port {port} after {seconds} s")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from sandbox.twilio_sandbox import (
     SandboxState,
     start_in_thread,
 )
+from settings import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -33,37 +34,20 @@ PHONE_MASKED = "+1******0123"
 FROM_NUMBER = "+15005550006"
 FUTURE = "2099-12-31T23:59:59.000Z"
 
-HOOK_ENV_NAMES = (
-    "OKTA_HOOK_AUTH_HEADER",
-    "OKTA_HOOK_AUTH_SECRET",
-    "OKTA_HOOK_OAUTH_ISSUER",
-    "OKTA_HOOK_OAUTH_AUDIENCE",
-    "OKTA_HOOK_OAUTH_SCOPE",
-    "OKTA_HOOK_OAUTH_JWKS_URL",
-    "TWILIO_ACCOUNT_SID",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_API_KEY",
-    "TWILIO_API_SECRET",
-    "TWILIO_API_KEY_SID",
-    "TWILIO_API_KEY_SECRET",
-    "TWILIO_FROM_NUMBER",
-    "TWILIO_MESSAGING_SERVICE_SID",
-    "TWILIO_VERIFY_SERVICE_SID",
-    "TWILIO_API_BASE_URL",
-    "TWILIO_TIMEOUT_SECONDS",
-    "DEFAULT_COUNTRY",
-    "SMS_TEMPLATE",
-    "VOICE_PHRASES",
-    "VOICE_NAME",
-    "OKTA_PROVIDER_NAME",
-    "ALLOWED_COUNTRIES",
-    "BLOCKED_NUMBER_TYPES",
-    "THREADS",
-    "GOOGLE_CLOUD_PROJECT",
-    "GCP_PROJECT",
-    "TWILIO_REGION",
-    "TWILIO_EDGE",
-)
+# Every variable the hook reads, plus the two twilio reads itself: cleared so the machine's own do not leak in.
+HOOK_ENV_NAMES = (*env_names(all_spellings=True), "TWILIO_REGION", "TWILIO_EDGE")
+
+
+def sandbox_env(base_url: str, **overrides: str) -> dict[str, str]:
+    """A complete configuration of the hook against the sandbox at `base_url`."""
+    return {
+        "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
+        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": FROM_NUMBER,
+        "TWILIO_API_BASE_URL": base_url,
+        **overrides,
+    }
 
 
 def load_fixture(name: str) -> Any:
@@ -105,13 +89,7 @@ def hook_env(monkeypatch: pytest.MonkeyPatch, sandbox_server: SandboxServer, san
     """A complete configuration against the sandbox; tests change it with monkeypatch.setenv/delenv."""
     for name in HOOK_ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
-    env = {
-        "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
-        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-        "TWILIO_FROM_NUMBER": FROM_NUMBER,
-        "TWILIO_API_BASE_URL": sandbox_server.base_url,
-    }
+    env = sandbox_env(sandbox_server.base_url)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

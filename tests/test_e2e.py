@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 from conftest import (
-    FROM_NUMBER,
     HOOK_ENV_NAMES,
     HOOK_SECRET,
     OTP,
@@ -26,9 +24,11 @@ from conftest import (
     ROOT,
     load_fixture,
     okta_request,
+    sandbox_env,
 )
 
-from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
+from sandbox.run_local import free_port, wait_for_port
+from sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 pytestmark = pytest.mark.e2e
 
@@ -62,12 +62,6 @@ class RunningHook:
         return status, json.loads(raw), time.monotonic() - started
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
@@ -80,16 +74,12 @@ def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"functions-framework exited: {log_path.read_text()}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return RunningHook(f"http://127.0.0.1:{port}/", process, log_path)
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("functions-framework did not start listening")
+    try:
+        wait_for_port(port, process)
+    except SystemExit as failure:
+        process.kill()
+        raise AssertionError(f"{failure}: {log_path.read_text()}") from None
+    return RunningHook(f"http://127.0.0.1:{port}/", process, log_path)
 
 
 def stop(hook: RunningHook) -> None:
@@ -108,15 +98,7 @@ def start(sandbox_server: SandboxServer, sandbox: SandboxState, tmp_path: Path) 
     started: list[RunningHook] = []
 
     def run(**overrides: str) -> RunningHook:
-        env = {
-            "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
-            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-            "TWILIO_FROM_NUMBER": FROM_NUMBER,
-            "TWILIO_API_BASE_URL": sandbox_server.base_url,
-            **overrides,
-        }
-        hook = start_hook(env, tmp_path / f"hook-{len(started)}.log")
+        hook = start_hook(sandbox_env(sandbox_server.base_url, **overrides), tmp_path / f"hook-{len(started)}.log")
         started.append(hook)
         return hook
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HOOK_ENV_NAMES, HOOK_SECRET, OTP, PHONE, ROOT, okta_request
+from conftest import HOOK_ENV_NAMES, HOOK_SECRET, OTP, PHONE, ROOT, okta_request, sandbox_env
 from flask.testing import FlaskClient
 from functions_framework import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
+from sandbox.twilio_sandbox import SandboxServer, SandboxState
 
 PROFILE_FIELDS = ["msgTemplate", "phoneNumber", "otpExpires", "deliveryChannel", "otpCode", "locale"]
 HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -25,14 +25,7 @@ def hook(sandbox_server: SandboxServer) -> Iterator[tuple[FlaskClient, SandboxSt
     patch = pytest.MonkeyPatch()
     for name in HOOK_ENV_NAMES:
         patch.delenv(name, raising=False)
-    env = {
-        "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
-        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-        "TWILIO_FROM_NUMBER": "+15005550006",
-        "TWILIO_API_BASE_URL": sandbox_server.base_url,
-        "BLOCKED_NUMBER_TYPES": "PREMIUM_RATE",
-    }
+    env = sandbox_env(sandbox_server.base_url, BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
     for name, value in env.items():
         patch.setenv(name, value)
     client = create_app("telephony_hook", str(ROOT / "main.py")).test_client()
