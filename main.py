@@ -73,7 +73,7 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     mark_sensitive(profile.otp_code)
     mark_sensitive(profile.phone_number, mask(profile.phone_number))
     mark_sensitive(profile.phone_number[1:], mask(profile.phone_number))
-    facts.update(describe(hook))
+    facts.update(request_facts(hook))
     number = policy.check(profile, datetime.now(UTC))
     facts.update(country=number.country, number_type=number.number_type)
     return delivery.deliver(profile)
@@ -98,16 +98,17 @@ def body_too_large() -> HookRefused:
     )
 
 
-def describe(hook: TelephonyHookRequest) -> dict[str, Any]:
-    """What the log line says about the request: never the code, a name, a login or a full number."""
+def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
+    """What the log line says about the request: never the code, a name, a login or a full number.
+    Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
     profile = hook.data.message_profile
     return {
-        "event_id": hook.event_id,
-        "request_type": hook.request_type,
+        "event_id": (hook.event_id or "")[:64] or None,
+        "request_type": (hook.request_type or "")[:128] or None,
         "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
         "channel": profile.delivery_channel,
         "phone": mask(profile.phone_number),
-        "locale": profile.locale,
+        "locale": (profile.locale or "")[:35] or None,
         "preview": hook.is_preview,
     }
 

@@ -366,3 +366,12 @@ def test_w3c_traceparent_is_used_when_cloud_trace_header_is_absent(
     line = hook_log(capsys.readouterr().out)
     assert line["logging.googleapis.com/trace"] == "projects/acme-prod/traces/4bf92f3577b34da6a3ce929d0e0e4736"
     assert line["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
+
+
+def test_caller_supplied_text_is_clipped_in_the_log(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    body = okta_request(locale="x" * 5000)
+    body["eventId"] = "e" * 5000
+    capsys.readouterr()
+    post_hook(client, body)
+    line = hook_log(capsys.readouterr().out)
+    assert len(line["event_id"]) == 64 and len(line["locale"]) == 35
