@@ -55,6 +55,7 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        self._failed = False
         self._lock = threading.Lock()
         self.fetches = 0
 
@@ -68,7 +69,11 @@ class JwksCache:
             if known is not None and not self._stale(JWKS_MAX_AGE):
                 return known
             if self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
-                return known  # fetched moments ago: an unknown kid must not make us hammer the issuer
+                # Fetched moments ago: an unknown kid must not make us hammer the issuer, and an
+                # issuer that just failed is not asked again yet.
+                if not self._keys and self._failed:
+                    raise JwksUnavailable
+                return known
             try:
                 self._refresh()
             except JwksUnavailable:
@@ -83,14 +88,15 @@ class JwksCache:
 
     def _refresh(self) -> None:
         self.fetches += 1
+        self._fetched_at = self._clock()
         try:
             document = self._fetch(self.url)
             key_set = jwt.PyJWKSet.from_dict(document)
         except (requests.RequestException, ValueError, jwt.PyJWKSetError) as error:
+            self._failed = True
             log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": type(error).__name__}})
             raise JwksUnavailable from None
-        finally:
-            self._fetched_at = self._clock()
+        self._failed = False
         self._keys = {key.key_id: key for key in key_set.keys if key.key_id and key.algorithm_name in ALGORITHMS}
 
 

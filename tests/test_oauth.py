@@ -199,9 +199,11 @@ def test_key_rotation_is_picked_up_through_one_refetch(issuer: Issuer) -> None:
 
 def test_unreachable_jwks_answers_503_never_accepts(oauth_client: FlaskClient, issuer: Issuer) -> None:
     issuer.down = True
-    response = bearer(oauth_client, token())
-    assert response.status_code == 503
-    assert "error" in response.get_json()
+    for _ in range(3):  # the first call fetches; the next ones, inside the interval, do not
+        response = bearer(oauth_client, token())
+        assert response.status_code == 503
+        assert "error" in response.get_json()
+    assert issuer.fetches == 1
 
 
 def test_cached_keys_keep_serving_when_the_issuer_goes_down(issuer: Issuer) -> None:
@@ -217,6 +219,19 @@ def test_a_first_fetch_failure_raises(issuer: Issuer) -> None:
     issuer.down = True
     with pytest.raises(JwksUnavailable):
         JwksCache(issuer.url).key(KID)
+
+
+def test_a_failed_issuer_stays_unavailable_without_being_asked_again_at_once(issuer: Issuer) -> None:
+    clock = [0.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    issuer.down = True
+    for _ in range(5):
+        with pytest.raises(JwksUnavailable):
+            cache.key(KID)
+    assert issuer.fetches == 1
+    issuer.down = False
+    clock[0] += 31
+    assert cache.key(KID) is not None
 
 
 def test_both_schemes_configured_means_both_must_pass(make_client: AppFactory, issuer: Issuer) -> None:
