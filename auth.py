@@ -29,6 +29,7 @@ def unauthorized(hint: str, location: str, *, status: int = 401) -> HookRefused:
         "unauthorized" if status == 401 else "forbidden",
         "The telephony hook refused the call: authentication failed.",
         [cause(hint, "UNAUTHORIZED" if status == 401 else "FORBIDDEN", location)],
+        log_fields={"auth_problem": hint},
     )
 
 

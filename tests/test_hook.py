@@ -127,6 +127,12 @@ def test_wrong_secret_is_401_and_twilio_is_not_called(client: FlaskClient, sandb
     assert sandbox.requests == []
 
 
+def test_the_log_says_why_authentication_failed(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    post_hook(client, okta_request(), secret=None)
+    assert hook_log(capsys.readouterr().out)["auth_problem"] == "The Authorization header is missing."
+
+
 def test_secret_in_a_custom_header(make_client: AppFactory, sandbox: SandboxState) -> None:
     client = make_client(OKTA_HOOK_AUTH_HEADER="X-Okta-Hook-Secret")
     assert post_hook(client, okta_request()).status_code == 401
