@@ -21,7 +21,9 @@ def to_e164(raw: str, default_country: str | None) -> str:
     """Normalise a number to E.164: keep a leading '+', read '00' as '+', else national digits.
 
     National digits are read in `default_country` when it is set; without it, the digits are taken
-    to include the country code already (Okta's docs sample sends '9876543210').
+    to include the country code already (Okta's docs sample sends '9876543210'). Formatted input
+    ('+44 (0)20 7946 0958') goes through libphonenumber, which knows each country's trunk prefix;
+    plain '+digits', what Okta sends, is taken as it is.
     Raises ValueError with a message that never repeats the number.
     """
     compact = _SEPARATORS.sub("", raw)
@@ -29,13 +31,14 @@ def to_e164(raw: str, default_country: str | None) -> str:
         compact = "+" + compact[2:]
     if not re.fullmatch(r"\+?[0-9]+", compact):
         raise ValueError("must contain only digits, with an optional leading '+'")
-    if compact.startswith("+"):
+    if compact.startswith("+") and compact == raw.strip():
         e164 = compact
-    elif default_country:
+    elif compact.startswith("+") or default_country:
+        region = None if compact.startswith("+") or not default_country else default_country.upper()
         try:
-            parsed = phonenumbers.parse(compact, default_country.upper())
+            parsed = phonenumbers.parse(compact, region)
         except phonenumbers.NumberParseException:
-            raise ValueError(f"cannot be read as a number in {default_country}") from None
+            raise ValueError(f"cannot be read as a phone number{f' in {region}' if region else ''}") from None
         e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     else:
         e164 = "+" + compact

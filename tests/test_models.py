@@ -86,6 +86,9 @@ def test_unknown_channels_are_refused_naming_the_field(spelling: str) -> None:
         ("(415) 555-0123", "us", "+14155550123"),
         ("020 7946 0958", "GB", "+442079460958"),
         ("+33 6 12 34 56 78", "US", "+33612345678"),
+        ("+44 (0)20 7946 0958", None, "+442079460958"),
+        ("+39 06 1234 5678", None, "+390612345678"),
+        ("011 44 20 7946 0958", "US", "+442079460958"),
     ],
 )
 def test_phone_numbers_are_normalised_to_e164(raw: str, default_country: str | None, e164: str) -> None:
