@@ -87,13 +87,19 @@ def twilio_failure(error: TwilioException) -> HookRefused:
     code = 0
     if isinstance(error, TwilioRestException | TwilioServiceException):
         code = error.code if isinstance(error.code, int) else int(error.status or 0)
-    problem = TWILIO_ERRORS.get(code, ProviderProblem(_NOT_DELIVERED, f"Twilio refused the request (error {code})."))
+    if code == 429:  # rate limiting answered without a Twilio code
+        code = 20429
+    if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
+        hint, reason, location = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}", "https://status.twilio.com"
+        summary = _NOT_DELIVERED
+    else:
+        problem = TWILIO_ERRORS.get(
+            code, ProviderProblem(_NOT_DELIVERED, f"Twilio refused the request (error {code}).")
+        )
+        summary, hint = problem.summary, problem.hint
+        reason, location = f"TWILIO_{code}", f"https://www.twilio.com/docs/errors/{code}"
     return refused(
-        200,
-        "provider_error",
-        problem.summary,
-        [cause(problem.hint, f"TWILIO_{code}", f"https://www.twilio.com/docs/errors/{code}")],
-        log_fields={"twilio_error_code": code},
+        200, "provider_error", summary, [cause(hint, reason, location)], log_fields={"twilio_error_code": code}
     )
 
 

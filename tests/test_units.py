@@ -151,6 +151,18 @@ def test_unmapped_twilio_codes_still_name_the_code() -> None:
     assert "99999" in body["errorCauses"][0]["errorSummary"]
 
 
+def test_an_http_error_without_a_twilio_code_names_the_status() -> None:
+    body = refusal_body(twilio_failure(TwilioRestException(503, "u", "Service Unavailable", code=None)))
+    assert body["errorCauses"][0]["reason"] == "TWILIO_HTTP_503"
+    assert body["errorCauses"][0]["location"] == "https://status.twilio.com"
+
+
+def test_a_bare_429_is_read_as_twilios_rate_limit() -> None:
+    body = refusal_body(twilio_failure(TwilioRestException(429, "u", "Too Many Requests", code=429)))
+    assert body["errorCauses"][0]["reason"] == "TWILIO_20429"
+    assert body["errorSummary"] == TWILIO_ERRORS[20429].summary
+
+
 def test_rfc9457_service_errors_are_mapped_by_code() -> None:
     error = TwilioServiceException("https://t/e", "Bad", 400, 60410, detail=f"blocked {PHONE}")
     assert refusal_body(twilio_failure(error))["errorCauses"][0]["reason"] == "TWILIO_60410"
