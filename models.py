@@ -70,22 +70,22 @@ class RequestUrl(OktaModel):
 
 class OktaRequest(OktaModel):
     id: str | None = Field(None, description="Okta's request id.", examples=["reqRgSk8IBBRhuo0YdlEDTmUw"])
-    method: str | None = Field(None, examples=["POST"])
-    url: RequestUrl | None = None
+    method: str | None = Field(None, description="HTTP method of Okta's request.", examples=["POST"])
+    url: RequestUrl | None = Field(None, description="The URL of the Okta request that triggered the hook.")
     ip_address: str | None = Field(None, description="End user's IP address.", examples=["127.0.0.1"])
 
 
 class RequestContext(OktaModel):
-    request: OktaRequest | None = None
+    request: OktaRequest | None = Field(None, description="The end user's request to Okta.")
 
 
 class UserProfile(OktaModel):
     """The user the code is for. Personal data: never logged."""
 
-    first_name: str | None = Field(None, examples=["test"])
-    last_name: str | None = Field(None, examples=["user"])
-    login: str | None = Field(None, examples=["test.user@okta.com"])
-    user_id: str | None = Field(None, examples=["00uyxxSknGtK8022w0g3"])
+    first_name: str | None = Field(None, description="User's first name.", examples=["test"])
+    last_name: str | None = Field(None, description="User's last name.", examples=["user"])
+    login: str | None = Field(None, description="User's Okta login.", examples=["test.user@okta.com"])
+    user_id: str | None = Field(None, description="User's Okta id.", examples=["00uyxxSknGtK8022w0g3"])
 
 
 class MessageProfile(OktaModel):
@@ -141,27 +141,35 @@ class MessageProfile(OktaModel):
 
 
 class TelephonyData(OktaModel):
-    context: RequestContext | None = None
-    user_profile: UserProfile | None = None
-    message_profile: MessageProfile
+    context: RequestContext | None = Field(None, description="What triggered the code.")
+    user_profile: UserProfile | None = Field(None, description="Who the code is for.")
+    message_profile: MessageProfile = Field(description="What to send, where, and how.")
 
 
 class TelephonyHookRequest(OktaModel):
     """The body Okta POSTs for every SMS or voice one-time code."""
 
-    event_id: str | None = Field(None, examples=["uS5871kJThSsU8qlA1LTcg"])
-    event_time: str | None = Field(None, examples=["2022-01-28T21:43:40.000Z"])
-    event_type: Literal["com.okta.telephony.provider"] | None = Field(None, examples=[TELEPHONY_EVENT_TYPE])
-    event_type_version: str | None = Field(None, examples=["1.0"])
-    content_type: str | None = Field(None, examples=["application/json"])
-    cloud_event_version: str | None = Field(None, examples=["0.1"])
-    source: str | None = Field(None, examples=["https://acme.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3"])
+    event_id: str | None = Field(None, description="Unique id of this hook call.", examples=["uS5871kJThSsU8qlA1LTcg"])
+    event_time: str | None = Field(None, description="When Okta sent the call.", examples=["2022-01-28T21:43:40.000Z"])
+    event_type: Literal["com.okta.telephony.provider"] | None = Field(
+        None,
+        description="Always the telephony hook's type; another hook's call is refused.",
+        examples=[TELEPHONY_EVENT_TYPE],
+    )
+    event_type_version: str | None = Field(None, description="Version of the event type.", examples=["1.0"])
+    content_type: str | None = Field(None, description="Content type of `data`.", examples=["application/json"])
+    cloud_event_version: str | None = Field(None, description="CloudEvents version.", examples=["0.1"])
+    source: str | None = Field(
+        None,
+        description="The inline hook's URL in the Okta API.",
+        examples=["https://acme.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3"],
+    )
     request_type: str | None = Field(
         None,
         description="Why Okta sends a code. Unknown values are accepted (Okta may add some) and logged.",
         examples=sorted(KNOWN_REQUEST_TYPES),
     )
-    data: TelephonyData
+    data: TelephonyData = Field(description="The request's payload.")
 
     @property
     def is_preview(self) -> bool:
@@ -183,22 +191,26 @@ class TelephonyActionResult(OktaModel):
     status: Literal["SUCCESSFUL", "PENDING", "FAILED"] = Field(
         description="Only SUCCESSFUL stops Okta from also sending the code through its own provider."
     )
-    provider: str = Field(examples=["TWILIO"])
+    provider: str = Field(description="Who delivered the code (OKTA_PROVIDER_NAME).", examples=["TWILIO"])
     transaction_id: str = Field(
         description="The provider's id: a Twilio SID.", examples=["SM49a8ece2822d44e4adaccd7ed268f954"]
     )
-    transaction_metadata: str | None = Field(None, examples=["sms queued in 212 ms"])
+    transaction_metadata: str | None = Field(
+        None,
+        description="A short note for the admin: channel, API, status, time.",
+        examples=["sms message queued in 212 ms"],
+    )
 
 
 class TelephonyCommand(OktaModel):
-    type: Literal["com.okta.telephony.action"] = TELEPHONY_ACTION
-    value: list[TelephonyActionResult]
+    type: Literal["com.okta.telephony.action"] = Field(TELEPHONY_ACTION, description="The only command type.")
+    value: list[TelephonyActionResult] = Field(description="One result: the delivery of this code.")
 
 
 class TelephonyHookResponse(OktaModel):
     """Success: Okta counts the code as delivered."""
 
-    commands: list[TelephonyCommand]
+    commands: list[TelephonyCommand] = Field(description="One telephony action command.")
 
 
 class OktaErrorModel(OktaModel):
@@ -208,17 +220,22 @@ class OktaErrorModel(OktaModel):
 
 
 class ErrorCause(OktaErrorModel):
-    error_summary: str = Field(examples=["Provider could not deliver OTP"])
-    reason: str = Field(examples=["TWILIO_21211"])
-    location: str = Field(examples=["data.messageProfile.phoneNumber", "https://www.twilio.com/docs/errors/21211"])
+    error_summary: str = Field(
+        description="What went wrong, for the admin.", examples=["Provider could not deliver OTP"]
+    )
+    reason: str = Field(description="A stable code for it.", examples=["TWILIO_21211", "OTP_EXPIRED"])
+    location: str = Field(
+        description="The request field at fault, or where to read more.",
+        examples=["data.messageProfile.phoneNumber", "https://www.twilio.com/docs/errors/21211"],
+    )
 
 
 class HookError(OktaErrorModel):
     error_summary: str = Field(description="Shown to admins and end users: no internals, no secrets.")
-    error_causes: list[ErrorCause] = []
+    error_causes: list[ErrorCause] = Field(default_factory=list, description="The details, one per cause.")
 
 
 class ErrorResponse(OktaErrorModel):
     """Failure: Okta marks the hook failed and sends the code through its own provider."""
 
-    error: HookError
+    error: HookError = Field(description="Why the code was not delivered.")

@@ -182,3 +182,5 @@ def test_models_publish_a_json_schema_with_descriptions_and_examples() -> None:
     schema = TelephonyHookRequest.model_json_schema(by_alias=True)
     profile = schema["$defs"]["MessageProfile"]["properties"]
     assert "otpCode" in profile and "description" in profile["otpCode"] and profile["otpCode"]["examples"]
+    every_field = [field for model in schema["$defs"].values() for field in model["properties"].values()]
+    assert all("description" in field for field in every_field)
