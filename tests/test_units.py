@@ -89,6 +89,12 @@ def test_secret_values_lists_every_configured_secret() -> None:
     assert sorted(settings.secret_values()) == ["a1", "b2", "c3"]
 
 
+def test_secrets_lose_surrounding_whitespace_as_header_values_do() -> None:
+    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2\n"})
+    assert settings.okta_hook_auth_secret is not None
+    assert settings.okta_hook_auth_secret.get_secret_value() == "hunter2"
+
+
 def test_secrets_are_hidden_in_the_settings_repr() -> None:
     assert "hunter2" not in repr(load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2"}))
 
