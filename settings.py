@@ -33,6 +33,16 @@ DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL
 _CSV = re.compile(r"[,\s]+")
 
 
+def _check_regions(countries: list[str]) -> None:
+    """ISO 3166 alpha-2 codes libphonenumber knows: 'UK' is a classic typo for GB."""
+    import phonenumbers  # already loaded by the models; imported here to keep settings standalone
+
+    bad = [country for country in countries if country not in phonenumbers.SUPPORTED_REGIONS]
+    if bad:
+        hint = " (the United Kingdom is GB)" if "UK" in bad else ""
+        raise ValueError(f"not ISO 3166 alpha-2 country codes: {', '.join(bad)}{hint}")
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item for item in _CSV.split(value.strip()) if item]
@@ -126,8 +136,11 @@ class Settings(BaseModel):
 
     @field_validator("default_country")
     @classmethod
-    def _upper_country(cls, value: str | None) -> str | None:
-        return value.upper() if value else None
+    def _known_country(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        _check_regions([value.upper()])
+        return value.upper()
 
     @field_validator("sms_template")
     @classmethod
@@ -157,9 +170,7 @@ class Settings(BaseModel):
     @classmethod
     def _iso_countries(cls, value: list[str]) -> list[str]:
         countries = [country.upper() for country in value]
-        bad = [country for country in countries if not re.fullmatch(r"[A-Z]{2}", country)]
-        if bad:
-            raise ValueError(f"not ISO 3166 alpha-2 codes: {', '.join(bad)}")
+        _check_regions(countries)
         return countries
 
     @field_validator("blocked_number_types")

@@ -73,6 +73,13 @@ def test_country_lists_are_comma_separated_and_upper_cased() -> None:
     assert settings.blocked_number_types == ["PREMIUM_RATE", "VOIP"]
 
 
+def test_unknown_countries_are_a_configuration_error() -> None:
+    with pytest.raises(SettingsError, match="United Kingdom is GB"):
+        load_settings({"ALLOWED_COUNTRIES": "US,UK"})
+    with pytest.raises(SettingsError, match="DEFAULT_COUNTRY"):
+        load_settings({"DEFAULT_COUNTRY": "XX"})
+
+
 def test_unknown_number_types_are_a_configuration_error() -> None:
     with pytest.raises(SettingsError, match="BLOCKED_NUMBER_TYPES"):
         load_settings({"BLOCKED_NUMBER_TYPES": "PREMIUM,VOIP"})
