@@ -18,6 +18,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlencode
 
+import certifi
 import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
@@ -44,6 +45,8 @@ class TwilioTransport(HttpClient):
         self.deadline = urllib3.Timeout(total=timeout_seconds, connect=timeout_seconds / 2)
         # Hosts are few (api. and verify.twilio.com, or one base URL): no pool is ever evicted.
         options: dict[str, Any] = {"num_pools": 16, "maxsize": pool_size, "block": False, "retries": False}
+        # The CA bundle twilio's default client (requests) verifies Twilio against, whatever the image has.
+        options.update(cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
         proxy = None if self.base_url else urllib.request.getproxies().get("https")
         self.pool: urllib3.PoolManager = (
             urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)

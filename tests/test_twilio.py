@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+import urllib3
 from conftest import FIXTURES, FROM_NUMBER, OTP, PHONE, okta_request
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
@@ -158,6 +159,16 @@ def test_the_pool_is_sized_to_the_threads_served() -> None:
     assert transport.pool.connection_pool_kw["maxsize"] == 80
     pool = transport.pool.connection_from_url("https://api.twilio.com").pool
     assert pool is not None and pool.maxsize == 80
+
+
+def test_https_to_twilio_is_verified_against_certifis_bundle() -> None:
+    import certifi
+
+    transport = TwilioTransport(timeout_seconds=1, pool_size=1)
+    pool = transport.pool.connection_from_url("https://api.twilio.com")
+    assert isinstance(pool, urllib3.HTTPSConnectionPool)
+    assert pool.cert_reqs == "CERT_REQUIRED"
+    assert pool.ca_certs == certifi.where()
 
 
 def test_concurrent_requests_share_the_pool_without_reconnecting(
