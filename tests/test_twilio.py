@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
-import urllib3
 from conftest import FIXTURES, FROM_NUMBER, OTP, PHONE, okta_request
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
@@ -161,14 +162,78 @@ def test_the_pool_is_sized_to_the_threads_served() -> None:
     assert pool is not None and pool.maxsize == 80
 
 
-def test_https_to_twilio_is_verified_against_certifis_bundle() -> None:
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[str]:
+    """A loopback TLS server with a self-signed certificate: handshakes happen, verification fails."""
+    import datetime
+    import socket
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                context.wrap_socket(connection, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_https_connections_share_one_tls_context_with_certifis_bundle(
+    tls_listener: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
     import certifi
 
-    transport = TwilioTransport(timeout_seconds=1, pool_size=1)
-    pool = transport.pool.connection_from_url("https://api.twilio.com")
-    assert isinstance(pool, urllib3.HTTPSConnectionPool)
-    assert pool.cert_reqs == "CERT_REQUIRED"
-    assert pool.ca_certs == certifi.where()
+    loaded: list[str] = []
+    real_load = ssl.SSLContext.load_verify_locations
+
+    def spy(self: ssl.SSLContext, cafile: str | None = None, *args: object, **kwargs: object) -> None:
+        loaded.append(str(cafile))
+        real_load(self, cafile, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    transport = TwilioTransport(timeout_seconds=1, pool_size=2)
+    assert "ssl_context" not in transport.pool.connection_pool_kw  # nothing is loaded before HTTPS is used
+    for _ in range(3):  # each attempt opens a new connection: the self-signed certificate is refused
+        with pytest.raises(TwilioUnavailable):
+            transport.request("POST", f"{tls_listener}/2010-04-01/x", data={"a": "b"})
+    assert transport.pool.connection_pool_kw["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    assert loaded == [certifi.where()]  # once for the process, not once per connection
 
 
 def test_concurrent_requests_share_the_pool_without_reconnecting(
