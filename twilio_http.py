@@ -54,6 +54,8 @@ class TwilioTransport(HttpClient):
         self._direct = proxy is None  # without a proxy, each host's pool is used directly (below)
         self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+        if self.base_url is None:  # real Twilio: every hook will need TLS, so build it before traffic
+            self._share_tls_context()
         self._auth_headers: dict[tuple[str, str], str] = {}
 
     def rebase(self, url: str) -> str:
@@ -117,8 +119,8 @@ class TwilioTransport(HttpClient):
 
         Loading a CA bundle costs ~38 ms of CPU (measured); urllib3, like requests under twilio's
         default client, does it for every new connection, so a burst of 75 hooks opening connections
-        would spend seconds on it. Built lazily: starts that never reach Twilio over HTTPS (the
-        sandbox) never pay for it. The bundle is certifi's, as requests uses, whatever the image has.
+        would spend seconds on it. Built at start-up for real Twilio, on first use otherwise (the
+        sandbox never needs it). The bundle is certifi's, as requests uses, whatever the image has.
         """
         if "ssl_context" in self.pool.connection_pool_kw:
             return
