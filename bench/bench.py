@@ -341,7 +341,7 @@ def memory_row(fast: Sandbox) -> Row:
 def cold_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("cold start ...", flush=True)
     hook_starts, base_starts, bare_starts = [], [], []
-    for _ in range(max(rounds, 5)):  # alternated, so all see the same machine
+    for _ in range(max(rounds, 9)):  # alternated, so all see the same machine; starts are noisy
         hook_starts.append(cold_start(hook_function, fast.url))
         base_starts.append(cold_start(baseline_function, fast.url))
         bare_starts.append(cold_start(bare_baseline_function, fast.url))
