@@ -16,8 +16,6 @@ class Headers(Protocol):
 
 
 class AuthScheme(Protocol):
-    name: str
-
     def verify(self, headers: Headers) -> None:
         """Return when the caller passes; raise HookRefused (401/403/503) when not."""
 
@@ -35,8 +33,6 @@ def unauthorized(hint: str, location: str, *, status: int = 401) -> HookRefused:
 
 class HeaderSecret:
     """Okta's 'HTTP headers' authentication: the configured header carries a fixed secret."""
-
-    name = "header"
 
     def __init__(self, header: str, secret: str) -> None:
         self._header = header

@@ -103,8 +103,6 @@ class JwksCache:
 class OAuthBearer:
     """Validates the bearer token Okta sends when the hook uses OAuth 2.0."""
 
-    name = "oauth"
-
     def __init__(self, *, issuer: str, audience: str, scope: str, jwks: JwksCache) -> None:
         self.issuer = issuer
         self.audience = audience
