@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -107,9 +106,8 @@ def main() -> None:
             env["OKTA_HOOK_AUTH_SECRET"] = secret_file.read_text().strip()
             env.pop("OKTA_HOOK_AUTH_HEADER", None)
             print(" No OKTA_HOOK_AUTH_SECRET configured: made one up, kept in .run/hook-secret")
-            print(" Try it:")
-            header = shlex.quote(f"Authorization: {env['OKTA_HOOK_AUTH_SECRET']}")
-            print(f"   curl -sS -X POST http://localhost:{port}/ -H {header} \\")
+            print(" Try it (the secret is read from the file, so it never lands in a terminal log):")
+            print(f'   curl -sS -X POST http://localhost:{port}/ -H "Authorization: $(cat .run/hook-secret)" \\')
             print("     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json")
             print("=" * 78, flush=True)
 
