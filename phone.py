@@ -15,6 +15,8 @@ _TYPE_NAMES = {
     for name, value in vars(phonenumbers.PhoneNumberType).items()
     if name.isupper() and isinstance(value, int)
 }
+NUMBER_TYPES = frozenset(_TYPE_NAMES.values())  # what BLOCKED_NUMBER_TYPES may name
+REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)  # what ALLOWED_COUNTRIES and DEFAULT_COUNTRY may name
 
 
 def to_e164(raw: str, default_country: str | None) -> str:

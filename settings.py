@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+import phone
+
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 
 # Number types an OTP never needs to reach: calling or texting them earns someone else money (SMS
@@ -35,9 +37,7 @@ _CSV = re.compile(r"[,\s]+")
 
 def _check_regions(countries: list[str]) -> None:
     """ISO 3166 alpha-2 codes libphonenumber knows: 'UK' is a classic typo for GB."""
-    import phonenumbers  # already loaded by the models; imported here to keep settings standalone
-
-    bad = [country for country in countries if country not in phonenumbers.SUPPORTED_REGIONS]
+    bad = [country for country in countries if country not in phone.REGIONS]
     if bad:
         hint = " (the United Kingdom is GB)" if "UK" in bad else ""
         raise ValueError(f"not ISO 3166 alpha-2 country codes: {', '.join(bad)}{hint}")
@@ -176,14 +176,11 @@ class Settings(BaseModel):
     @field_validator("blocked_number_types")
     @classmethod
     def _known_number_types(cls, value: list[str]) -> list[str]:
-        known = {
-            "FIXED_LINE", "MOBILE", "FIXED_LINE_OR_MOBILE", "TOLL_FREE", "PREMIUM_RATE",
-            "SHARED_COST", "VOIP", "PERSONAL_NUMBER", "PAGER", "UAN", "VOICEMAIL", "UNKNOWN",
-        }  # fmt: skip
         types = [kind.upper() for kind in value]
-        bad = [kind for kind in types if kind not in known]
+        bad = [kind for kind in types if kind not in phone.NUMBER_TYPES]
         if bad:
-            raise ValueError(f"unknown number types: {', '.join(bad)} (known: {', '.join(sorted(known))})")
+            known = ", ".join(sorted(phone.NUMBER_TYPES))
+            raise ValueError(f"unknown number types: {', '.join(bad)} (known: {known})")
         return types
 
     @model_validator(mode="after")
@@ -221,7 +218,7 @@ class Settings(BaseModel):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so the log setup can make sure none is ever written."""
-        secrets = (self.okta_hook_auth_secret, self.twilio_auth_token, self.twilio_api_secret)
+        secrets = (getattr(self, name) for name in _secret_fields())
         return [secret.get_secret_value() for secret in secrets if secret and secret.get_secret_value()]
 
 
@@ -237,10 +234,14 @@ def env_names(all_spellings: bool = False) -> list[str]:
     return names
 
 
+def _secret_fields() -> list[str]:
+    """The settings that hold secrets: the SecretStr ones, so a new secret cannot be forgotten."""
+    return [name for name, field in Settings.model_fields.items() if SecretStr in get_args(field.annotation)]
+
+
 def secret_env_names() -> list[str]:
     """The variables that hold secrets: they come from Secret Manager, never from plain settings."""
-    secret_fields = [name for name, field in Settings.model_fields.items() if SecretStr in get_args(field.annotation)]
-    return [name.upper() for name in secret_fields]
+    return [name.upper() for name in _secret_fields()]
 
 
 class SettingsError(SystemExit):
