@@ -11,7 +11,7 @@ from twilio.rest import Client
 
 from answers import Answer, cause, refused, successful
 from models import MessageProfile
-from settings import Settings
+from settings import CODE_PLACEHOLDER, Settings
 from twilio_errors import transport_failure, twilio_failure
 from twilio_http import TwilioTransport, TwilioUnavailable
 from voice import VoiceScript
@@ -19,7 +19,7 @@ from voice import VoiceScript
 SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
 CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits toll-fraud cost
-DEFAULT_SMS_TEXT = "Your verification code is {code}"
+DEFAULT_SMS_TEXT = f"Your verification code is {CODE_PLACEHOLDER}"
 
 
 def build_client(settings: Settings) -> Client | None:
@@ -47,12 +47,10 @@ def build_client(settings: Settings) -> Client | None:
 
 def sms_text(profile: MessageProfile, template: str | None) -> str:
     """The admin's SMS_TEMPLATE, else Okta's localised msgTemplate when it carries the code."""
-    if template:
-        return template.replace("{code}", profile.otp_code)
     okta_text = profile.msg_template
-    if okta_text and profile.otp_code in okta_text and len(okta_text) <= SMS_MAX_CHARS:
+    if not template and okta_text and profile.otp_code in okta_text and len(okta_text) <= SMS_MAX_CHARS:
         return okta_text
-    return DEFAULT_SMS_TEXT.replace("{code}", profile.otp_code)
+    return (template or DEFAULT_SMS_TEXT).replace(CODE_PLACEHOLDER, profile.otp_code)
 
 
 def seconds_left(profile: MessageProfile, now: datetime) -> int | None:

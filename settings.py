@@ -27,6 +27,7 @@ from pydantic import (
 import phone
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-time code
 
 # Number types an OTP never needs to reach: calling or texting them earns someone else money (SMS
 # pumping). Names are libphonenumber's PhoneNumberType members.
@@ -145,8 +146,8 @@ class Settings(BaseModel):
     @field_validator("sms_template")
     @classmethod
     def _template_has_code(cls, value: str | None) -> str | None:
-        if value is not None and "{code}" not in value:
-            raise ValueError("must contain the {code} placeholder")
+        if value is not None and CODE_PLACEHOLDER not in value:
+            raise ValueError(f"must contain the {CODE_PLACEHOLDER} placeholder")
         return value
 
     @field_validator("voice_phrases", mode="before")

@@ -10,9 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from settings import SettingsError
-
-CODE_PLACEHOLDER = "{code}"
+from settings import CODE_PLACEHOLDER, SettingsError
 
 
 @dataclass(frozen=True)
