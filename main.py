@@ -64,16 +64,19 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     if request.method != "POST":
         raise refused(405, "method_not_allowed", "The telephony hook accepts POST only.", headers={"Allow": "POST"})
     for scheme_header in {settings.okta_hook_auth_header, "Authorization"}:
-        mark_sensitive(request.headers.get(scheme_header, ""))
+        credentials = request.headers.get(scheme_header, "")
+        mark_sensitive(credentials)
+        mark_sensitive(credentials.partition(" ")[2])  # the token alone, without 'Bearer' or 'Basic'
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise body_too_large()
     authenticator.verify(request.headers)
     hook = parse(request)
     profile = hook.data.message_profile
+    masked = mask(profile.phone_number)
     mark_sensitive(profile.otp_code)
-    mark_sensitive(profile.phone_number, mask(profile.phone_number))
-    mark_sensitive(profile.phone_number[1:], mask(profile.phone_number))
-    facts.update(request_facts(hook))
+    mark_sensitive(profile.phone_number, masked)
+    mark_sensitive(profile.phone_number[1:], masked)
+    facts.update(request_facts(hook), phone=masked)
     number = policy.check(profile, datetime.now(UTC))
     facts.update(country=number.country, number_type=number.number_type)
     return delivery.deliver(profile)
@@ -99,7 +102,7 @@ def body_too_large() -> HookRefused:
 
 
 def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
-    """What the log line says about the request: never the code, a name, a login or a full number.
+    """What the log line says about the request: never the code, a name, a login or a number.
     Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
     profile = hook.data.message_profile
     return {
@@ -107,7 +110,6 @@ def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
         "request_type": (hook.request_type or "")[:128] or None,
         "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
         "channel": profile.delivery_channel,
-        "phone": mask(profile.phone_number),
         "locale": (profile.locale or "")[:35] or None,
         "preview": hook.is_preview,
     }

@@ -285,3 +285,21 @@ def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
         env={"PATH": "/usr/bin:/bin", "OKTA_HOOK_AUTH_SECRET": "x"},
     )  # fmt: skip
     assert result.stdout.split()[-2:] == ["False", "False"], result.stderr
+
+
+def test_a_bare_token_in_an_unexpected_error_is_scrubbed(
+    oauth_client: FlaskClient, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from delivery import TwilioDelivery
+
+    sent = token()
+
+    def explode(self: TwilioDelivery, profile: Any) -> Any:
+        raise RuntimeError(f"bug that quotes the caller's token {sent}")
+
+    monkeypatch.setattr(TwilioDelivery, "deliver", explode)
+    capfd.readouterr()
+    assert bearer(oauth_client, sent).status_code == 500
+    output = capfd.readouterr().out
+    assert "RuntimeError" in output and "[redacted]" in output
+    assert sent not in output
