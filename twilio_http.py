@@ -56,7 +56,6 @@ class TwilioTransport(HttpClient):
         self._lock = threading.Lock()
         if self.base_url is None:  # real Twilio: every hook will need TLS, so build it before traffic
             self._share_tls_context()
-        self._auth_headers: dict[tuple[str, str], str] = {}
 
     def rebase(self, url: str) -> str:
         """https://api.twilio.com/2010-04-01/... -> {base_url}/2010-04-01/... when a base URL is set."""
@@ -77,7 +76,7 @@ class TwilioTransport(HttpClient):
     ) -> Response:
         sent = dict(headers or {})
         if auth:
-            sent["Authorization"] = self._basic(auth)
+            sent["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         target = self.rebase(url)
         if params:
             target += "?" + urlencode(params, doseq=True)
@@ -129,10 +128,3 @@ class TwilioTransport(HttpClient):
                 context = create_urllib3_context()
                 context.load_verify_locations(certifi.where())
                 self.pool.connection_pool_kw["ssl_context"] = context
-
-    def _basic(self, auth: tuple[str, str]) -> str:
-        header = self._auth_headers.get(auth)
-        if header is None:
-            header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            self._auth_headers = {auth: header}  # one set of credentials per client
-        return header
