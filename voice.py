@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from settings import CODE_PLACEHOLDER, SettingsError
 
 
-@dataclass(frozen=True)
-class VoiceLocale:
+class VoiceLocale(NamedTuple):
     language: str  # <Say language="...">
     voice: str  # <Say voice="...">, one that speaks `language`
     phrase: str  # contains {code}, where the spaced digits go
@@ -71,9 +70,9 @@ class VoiceScript:
                 )
             if CODE_PLACEHOLDER not in phrase:
                 raise SettingsError(f"Invalid configuration: VOICE_PHRASES[{locale!r}] must contain {CODE_PLACEHOLDER}")
-            table[_tag(locale)] = replace(base, phrase=phrase)
+            table[_tag(locale)] = base._replace(phrase=phrase)
         if voice_name:
-            table = {key: replace(entry, voice=voice_name) for key, entry in table.items()}
+            table = {key: entry._replace(voice=voice_name) for key, entry in table.items()}
         self._table = table
 
     def locale_for(self, locale: str | None) -> VoiceLocale:
