@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from typing import Any
@@ -381,3 +382,13 @@ def test_caller_supplied_text_is_clipped_in_the_log(client: FlaskClient, capsys:
     post_hook(client, body)
     line = hook_log(capsys.readouterr().out)
     assert len(line["event_id"]) == 64 and len(line["locale"]) == 35
+
+
+def test_start_up_leaves_the_collector_on_with_what_it_built_frozen(make_client: AppFactory) -> None:
+    """main.py pauses the collector while it loads (cold-start cost, README "Performance"): it must turn it
+    back on, and freeze the start-up objects so the forked worker's collections skip them."""
+    gc.unfreeze()  # whatever an earlier start in this test process froze
+    client = make_client()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 10_000
+    assert post_hook(client, okta_request()).status_code == 200
