@@ -18,7 +18,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
-	$(BIN)/python -m sandbox.run_local
+	$(BIN)/python -m tools.sandbox.run_local
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -28,11 +28,11 @@ test: $(VENV)/.dev
 
 # Timings against Okta's limits, side by side with baselines; not part of `make test`.
 bench: $(VENV)/.runtime
-	$(BIN)/python bench/bench.py
+	$(BIN)/python -m tools.bench.bench
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Deploy to Cloud Run functions; DRY_RUN=1 prints the gcloud command only. See README "Deploy".
 deploy: $(VENV)/.runtime
-	$(BIN)/python -m ops.deploy
+	$(BIN)/python -m tools.deploy

@@ -25,14 +25,14 @@ import flask
 import functions_framework
 from pydantic import ValidationError
 
-from answers import Answer, HookRefused, cause, invalid_request, refused
-from auth import Authenticator
-from delivery import TwilioDelivery, build_client
-from logs import configure_logging, hook_scope, mark_sensitive
 from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
-from phone import mask
-from policy import DeliveryPolicy
-from settings import load_settings
+from telephony.answers import Answer, HookRefused, cause, invalid_request, refused
+from telephony.auth import Authenticator
+from telephony.delivery import TwilioDelivery, build_client
+from telephony.logs import configure_logging, hook_scope, mark_sensitive
+from telephony.phone import mask
+from telephony.policy import DeliveryPolicy
+from telephony.settings import load_settings
 
 MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
 

@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
-import phone
+from telephony import phone
 
 TELEPHONY_EVENT_TYPE: Final = "com.okta.telephony.provider"
 TELEPHONY_ACTION: Final = "com.okta.telephony.action"

@@ -7,9 +7,9 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import ROOT
 
-from ops.deploy import DeployError, env_vars_flag, gcloud_command
+from tests.helpers import ROOT
+from tools.deploy import DeployError, env_vars_flag, gcloud_command
 
 BASE = {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1"}
 

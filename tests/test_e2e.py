@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,23 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+
+from tests.helpers import (
     HOOK_ENV_NAMES,
     HOOK_SECRET,
     OTP,
     PHONE,
     ROOT,
+    first_reason,
     load_fixture,
     okta_request,
     sandbox_env,
 )
-
-from sandbox.run_local import free_port, wait_for_port
-from sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
+from tools.processes import FUNCTIONS_FRAMEWORK, StartFailed, free_port, start_function, stop
+from tools.sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 pytestmark = pytest.mark.e2e
-
-FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
 
 
 @dataclass
@@ -66,28 +64,12 @@ def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
     env.update(env_overrides)
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [FUNCTIONS_FRAMEWORK, "--target", "telephony_hook", "--source", "main.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
-    except SystemExit as failure:
-        process.kill()
-        raise AssertionError(f"{failure}: {log_path.read_text()}") from None
+    with log_path.open("wb") as log_file:
+        try:
+            process = start_function("telephony_hook", "main.py", port, env, log_file)
+        except StartFailed as failure:
+            raise AssertionError(f"{failure}: {log_path.read_text()}") from None
     return RunningHook(f"http://127.0.0.1:{port}/", process, log_path)
-
-
-def stop(hook: RunningHook) -> None:
-    hook.process.terminate()
-    try:
-        hook.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        hook.process.kill()
 
 
 HookStarter = Callable[..., RunningHook]
@@ -104,7 +86,7 @@ def start(sandbox_server: SandboxServer, sandbox: SandboxState, tmp_path: Path) 
 
     yield run
     for hook in started:
-        stop(hook)
+        stop(hook.process)
 
 
 @pytest.fixture
@@ -126,7 +108,7 @@ def test_oktas_sample_with_a_live_code_is_delivered(hook: RunningHook, sandbox: 
 def test_oktas_sample_verbatim_is_refused_as_expired(hook: RunningHook, sandbox: SandboxState) -> None:
     status, answer, _ = hook.post(load_fixture("okta_request_preview_sms.json"))
     assert status == 200
-    assert answer["error"]["errorCauses"][0]["reason"] == "OTP_EXPIRED"
+    assert first_reason(answer) == "OTP_EXPIRED"
     assert sandbox.requests == []
 
 
@@ -163,14 +145,14 @@ def test_twilio_error_by_magic_number(start: HookStarter) -> None:
     hook = start(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
     status, answer, _ = hook.post(okta_request(phoneNumber="+15005550009"))
     assert status == 200
-    assert answer["error"]["errorCauses"][0]["reason"] == "TWILIO_21614"
+    assert first_reason(answer) == "TWILIO_21614"
 
 
 def test_hung_twilio_answers_within_oktas_3_seconds(start: HookStarter, hanging_twilio: str) -> None:
     hook = start(TWILIO_API_BASE_URL=hanging_twilio)
     status, answer, elapsed = hook.post(okta_request())
     assert status == 200
-    assert answer["error"]["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert first_reason(answer) == "TWILIO_TIMEOUT"
     assert elapsed < 3.0
 
 
@@ -206,5 +188,5 @@ def test_a_chunked_body_over_64_kb_is_refused_with_413(hook: RunningHook, sandbo
     connection.request("POST", "/", body=chunks, headers=headers, encode_chunked=True)
     response = connection.getresponse()
     assert response.status == 413
-    assert json.loads(response.read())["error"]["errorCauses"][0]["reason"] == "BODY_TOO_LARGE"
+    assert first_reason(json.loads(response.read())) == "BODY_TOO_LARGE"
     assert sandbox.requests == []

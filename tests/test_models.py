@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from conftest import OTP, PHONE, load_fixture, okta_request
 from pydantic import ValidationError
 
 from models import (
@@ -15,6 +14,7 @@ from models import (
     TelephonyHookResponse,
     parse_hook_request,
 )
+from tests.helpers import OTP, PHONE, load_fixture, okta_request
 
 
 def parse(body: object, default_country: str | None = None) -> TelephonyHookRequest:

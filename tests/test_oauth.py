@@ -16,13 +16,13 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import HOOK_SECRET, OTP, AppFactory, okta_request, post_hook
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 
-from oauth import JwksCache, JwksUnavailable
-from sandbox.twilio_sandbox import SandboxState
+from telephony.oauth import JwksCache, JwksUnavailable
+from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
+from tools.sandbox.twilio_sandbox import SandboxState
 
 ISSUER = "https://acme.okta.com/oauth2/aus1hook"
 AUDIENCE = "api://okta-telephony-hook"
@@ -153,14 +153,14 @@ REFUSED_TOKENS = {
 def test_bad_tokens_are_refused_with_401(oauth_client: FlaskClient, sandbox: SandboxState, case: str) -> None:
     response = bearer(oauth_client, REFUSED_TOKENS[case]())
     assert response.status_code == 401, response.get_json()
-    assert response.get_json()["error"]["errorCauses"][0]["reason"] == "UNAUTHORIZED"
+    assert first_reason(response.get_json()) == "UNAUTHORIZED"
     assert sandbox.requests == []
 
 
 def test_a_token_without_the_scope_is_403(oauth_client: FlaskClient, sandbox: SandboxState) -> None:
     response = bearer(oauth_client, token(scp=["okta.users.read"]))
     assert response.status_code == 403
-    assert response.get_json()["error"]["errorCauses"][0]["reason"] == "FORBIDDEN"
+    assert first_reason(response.get_json()) == "FORBIDDEN"
     assert sandbox.requests == []
 
 
@@ -249,7 +249,7 @@ def test_both_schemes_configured_means_both_must_pass(make_client: AppFactory, i
 
 
 def test_oauth_and_header_secret_cannot_share_the_authorization_header() -> None:
-    from settings import SettingsError, load_settings
+    from telephony.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="OKTA_HOOK_AUTH_HEADER"):
         load_settings(
@@ -277,7 +277,7 @@ def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.helpers import ROOT
 
     probe = "import sys, main; print('jwt' in sys.modules, 'cryptography' in sys.modules)"
     result = subprocess.run(
@@ -290,7 +290,7 @@ def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
 def test_a_bare_token_in_an_unexpected_error_is_scrubbed(
     oauth_client: FlaskClient, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from delivery import TwilioDelivery
+    from telephony.delivery import TwilioDelivery
 
     sent = token()
 

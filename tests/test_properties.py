@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HOOK_ENV_NAMES, HOOK_SECRET, OTP, PHONE, ROOT, okta_request, sandbox_env
 from flask.testing import FlaskClient
 from functions_framework import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.twilio_sandbox import SandboxServer, SandboxState
+from tests.helpers import HOOK_ENV_NAMES, HOOK_SECRET, OTP, PHONE, ROOT, first_reason, okta_request, sandbox_env
+from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
 
 PROFILE_FIELDS = ["msgTemplate", "phoneNumber", "otpExpires", "deliveryChannel", "otpCode", "locale"]
 HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -148,7 +148,7 @@ def test_deep_nesting_is_refused_cleanly(hook: tuple[FlaskClient, SandboxState],
 def test_a_body_over_64_kb_is_413_before_parsing(hook: tuple[FlaskClient, SandboxState]) -> None:
     body = json.dumps(okta_request(msgTemplate="x" * 70_000)).encode()
     status, answer, twilio_calls = send(hook, body)
-    assert status == 413 and answer["error"]["errorCauses"][0]["reason"] == "BODY_TOO_LARGE"
+    assert status == 413 and first_reason(answer) == "BODY_TOO_LARGE"
     assert twilio_calls == 0
 
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import HOOK_SECRET, OTP, PHONE, AppFactory, okta_request, post_hook
 from flask.testing import FlaskClient
 
-from delivery import TwilioDelivery
-from sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN
+from telephony.delivery import TwilioDelivery
+from tests.helpers import HOOK_SECRET, OTP, PHONE, AppFactory, okta_request, post_hook
+from tools.sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN
 
 API_SECRET = "api-secret-Kd93jf"
 FORBIDDEN = (OTP, HOOK_SECRET, PHONE, PHONE[1:], DEFAULT_AUTH_TOKEN, API_SECRET)

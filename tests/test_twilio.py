@@ -10,24 +10,19 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import FIXTURES, FROM_NUMBER, OTP, PHONE, okta_request
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from delivery import TwilioDelivery, build_client
-from models import MessageProfile, parse_hook_request
-from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
-from settings import load_settings
-from twilio_http import TwilioTransport, TwilioUnavailable
+from telephony.delivery import TwilioDelivery, build_client
+from telephony.settings import load_settings
+from telephony.twilio_http import TwilioTransport, TwilioUnavailable
+from tests.helpers import FIXTURES, FROM_NUMBER, OTP, PHONE, profile
+from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 
 def sandbox_client(server: SandboxServer, timeout: float = 2.0, pool: int = 8) -> Client:
     transport = TwilioTransport(timeout_seconds=timeout, pool_size=pool, base_url=server.base_url)
     return Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
-
-
-def profile(**fields: object) -> MessageProfile:
-    return parse_hook_request(json.dumps(okta_request(**fields)).encode(), None).data.message_profile
 
 
 def delivery_for(server: SandboxServer, **env: str) -> TwilioDelivery:

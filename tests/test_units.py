@@ -7,22 +7,17 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-from conftest import FROM_NUMBER, OTP, PHONE, okta_request
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
-from answers import HookRefused
-from delivery import TwilioDelivery, sms_text, verify_locale
-from models import MessageProfile, parse_hook_request
-from phone import NumberFacts, PhonePolicy, describe, mask, to_e164
-from settings import SettingsError, load_settings
-from twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
-from twilio_http import TwilioUnavailable
+from telephony.answers import HookRefused
+from telephony.delivery import TwilioDelivery, sms_text, verify_locale
+from telephony.phone import NumberFacts, PhonePolicy, describe, mask, to_e164
+from telephony.settings import SettingsError, load_settings
+from telephony.twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
+from telephony.twilio_http import TwilioUnavailable
+from tests.helpers import FROM_NUMBER, OTP, PHONE, first_reason, profile
 
 ACCOUNT = "AC" + "0" * 32
-
-
-def profile(**fields: object) -> MessageProfile:
-    return parse_hook_request(json.dumps(okta_request(**fields)).encode(), None).data.message_profile
 
 
 def mocked_delivery(**env: str) -> tuple[TwilioDelivery, MagicMock]:
@@ -160,36 +155,36 @@ def test_every_mapped_twilio_code_gives_a_200_error_with_its_docs_link(code: int
 
 def test_unmapped_twilio_codes_still_name_the_code() -> None:
     body = refusal_body(twilio_failure(TwilioRestException(400, "u", "m", code=99999)))
-    assert body["errorCauses"][0]["reason"] == "TWILIO_99999"
+    assert first_reason(body) == "TWILIO_99999"
     assert "99999" in body["errorCauses"][0]["errorSummary"]
 
 
 def test_an_http_error_without_a_twilio_code_names_the_status() -> None:
     body = refusal_body(twilio_failure(TwilioRestException(503, "u", "Service Unavailable", code=None)))
-    assert body["errorCauses"][0]["reason"] == "TWILIO_HTTP_503"
+    assert first_reason(body) == "TWILIO_HTTP_503"
     assert body["errorCauses"][0]["location"] == "https://status.twilio.com"
 
 
 def test_a_bare_429_is_read_as_twilios_rate_limit() -> None:
     body = refusal_body(twilio_failure(TwilioRestException(429, "u", "Too Many Requests", code=429)))
-    assert body["errorCauses"][0]["reason"] == "TWILIO_20429"
+    assert first_reason(body) == "TWILIO_20429"
     assert body["errorSummary"] == TWILIO_ERRORS[20429].summary
 
 
 def test_rfc9457_service_errors_are_mapped_by_code() -> None:
     error = TwilioServiceException("https://t/e", "Bad", 400, 60410, detail=f"blocked {PHONE}")
-    assert refusal_body(twilio_failure(error))["errorCauses"][0]["reason"] == "TWILIO_60410"
+    assert first_reason(refusal_body(twilio_failure(error))) == "TWILIO_60410"
 
 
 def test_a_timeout_is_reported_as_such() -> None:
     body = refusal_body(transport_failure(TwilioUnavailable(True, "ReadTimeoutError"), 2.0))
-    assert body["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert first_reason(body) == "TWILIO_TIMEOUT"
     assert "2 s" in body["errorCauses"][0]["errorSummary"]
 
 
 def test_a_connection_failure_is_reported_as_unreachable() -> None:
     body = refusal_body(transport_failure(TwilioUnavailable(False, "NewConnectionError"), 2.0))
-    assert body["errorCauses"][0]["reason"] == "TWILIO_UNREACHABLE"
+    assert first_reason(body) == "TWILIO_UNREACHABLE"
 
 
 # --------------------------------------------------------------------------- dispatch (mocked client)
@@ -229,7 +224,7 @@ def test_twilio_exceptions_become_okta_errors() -> None:
     client.messages.create.side_effect = TwilioRestException(400, "u", f"bad {PHONE}", code=21211)
     with pytest.raises(HookRefused) as caught:
         delivery.deliver(profile())
-    assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_21211"
+    assert first_reason(refusal_body(caught.value)) == "TWILIO_21211"
 
 
 def test_transport_failures_become_okta_errors() -> None:
@@ -237,7 +232,7 @@ def test_transport_failures_become_okta_errors() -> None:
     client.calls.create.side_effect = TwilioUnavailable(True, "ConnectTimeoutError")
     with pytest.raises(HookRefused) as caught:
         delivery.deliver(profile(deliveryChannel="call"))
-    assert refusal_body(caught.value)["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert first_reason(refusal_body(caught.value)) == "TWILIO_TIMEOUT"
 
 
 @pytest.mark.parametrize(
@@ -268,7 +263,7 @@ def test_verify_locale_from_oktas_locale(locale: str | None, expected: str | Non
 
 
 def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
-    from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+    from telephony.logs import CloudLoggingFormatter, hook_scope, mark_sensitive
 
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
     with hook_scope(None):
@@ -279,7 +274,7 @@ def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
 
 
 def test_marks_end_with_the_hook() -> None:
-    from logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+    from telephony.logs import CloudLoggingFormatter, hook_scope, mark_sensitive
 
     formatter = CloudLoggingFormatter([])
     with hook_scope(None):

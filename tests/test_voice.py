@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from settings import SettingsError
-from voice import VOICE_LOCALES, VoiceScript, spaced_digits
+from telephony.settings import SettingsError
+from telephony.voice import VOICE_LOCALES, VoiceScript, spaced_digits
 
 EXPECTED = {  # locale as Okta may send it -> (Say language, a word of the phrase)
     "EN-US": ("en-US", "verification code"),

@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
-from answers import HookRefused, cause, refused
-from twilio_http import TwilioUnavailable
+from telephony.answers import HookRefused, cause, refused
+from telephony.twilio_http import TwilioUnavailable
 
 
 class ProviderProblem(NamedTuple):

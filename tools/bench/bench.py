@@ -30,14 +30,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tools.processes import ROOT, free_port, start_function, start_sandbox, stop
+from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
-from sandbox.run_local import free_port, wait_for_port  # noqa: E402
-from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN  # noqa: E402
-
-FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
-SECRET = "bench-hook-secret"  # noqa: S105 - the benchmark's own throwaway secret
+SECRET = "bench-hook-secret"
 BODY = (ROOT / "examples" / "okta-sms-request.json").read_bytes()
 HEADERS = {"Authorization": SECRET, "Content-Type": "application/json"}
 BURST = 75  # Okta's largest concurrency for inline hooks
@@ -52,15 +48,6 @@ def deployed_env() -> dict[str, str]:
         if sep and not line.startswith("#") and value.strip():
             values[name.strip()] = value.strip()
     return values
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @dataclass
@@ -83,22 +70,8 @@ class Sandbox:
 @contextmanager
 def sandbox(latency_ms: float) -> Iterator[Sandbox]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox.twilio_sandbox",
-            "--port",
-            str(port),
-            "--latency-ms",
-            str(latency_ms),
-            "--quiet",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+    process = start_sandbox(port, None, "--latency-ms", str(latency_ms), "--quiet")
     try:
-        wait_for_port(port, process)
         yield Sandbox(port, process)
     finally:
         stop(process)
@@ -135,15 +108,8 @@ def function(
         TWILIO_API_BASE_URL=twilio_url,
     )
     launched = time.perf_counter()
-    process = subprocess.Popen(
-        [FUNCTIONS_FRAMEWORK, "--target", target, "--source", source, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    process = start_function(target, source, port, env, subprocess.DEVNULL, wait)
     try:
-        if wait:
-            wait_for_port(port, process)
         yield Function(port, process, launched)
     finally:
         stop(process)
@@ -154,11 +120,11 @@ def hook_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[
 
 
 def baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
-    return function("fixed_answer", "bench/baseline_main.py", twilio_url, wait)
+    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait)
 
 
 def bare_baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
-    return function("fixed_answer", "bench/baseline_main.py", twilio_url, wait, {"BARE_PYDANTIC": "1"})
+    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait, {"BARE_PYDANTIC": "1"})
 
 
 def post(conn: http.client.HTTPConnection) -> tuple[bool, float]:

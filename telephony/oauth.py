@@ -17,9 +17,9 @@ from typing import Any
 import jwt
 import requests
 
-from answers import refused
-from auth import Headers, unauthorized
-from settings import Settings
+from telephony.answers import refused
+from telephony.auth import Headers, unauthorized
+from telephony.settings import Settings
 
 log = logging.getLogger("telephony_hook.oauth")
 

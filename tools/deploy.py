@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from settings import env_names, secret_env_names
+from telephony.settings import env_names, secret_env_names
 
 SECRET_SETTINGS = tuple(secret_env_names())
 # Set by the deploy itself: THREADS from its own variable, the project for log traces.

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-import phone
+from telephony import phone
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-time code

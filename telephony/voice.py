@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from settings import CODE_PLACEHOLDER, SettingsError
+from telephony.settings import CODE_PLACEHOLDER, SettingsError
 
 
 class VoiceLocale(NamedTuple):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from answers import cause, refused
 from models import MessageProfile
-from phone import NumberFacts, PhonePolicy, describe
-from settings import Settings
+from telephony.answers import cause, refused
+from telephony.phone import NumberFacts, PhonePolicy, describe
+from telephony.settings import Settings
 
 
 class DeliveryPolicy:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
-from answers import Answer, cause, refused, successful
 from models import MessageProfile
-from settings import CODE_PLACEHOLDER, Settings
-from twilio_errors import transport_failure, twilio_failure
-from twilio_http import TwilioTransport, TwilioUnavailable
-from voice import VoiceScript
+from telephony.answers import Answer, cause, refused, successful
+from telephony.settings import CODE_PLACEHOLDER, Settings
+from telephony.twilio_errors import transport_failure, twilio_failure
+from telephony.twilio_http import TwilioTransport, TwilioUnavailable
+from telephony.voice import VoiceScript
 
 SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod

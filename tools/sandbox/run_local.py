@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from tools.processes import ROOT, free_port, start_function, start_sandbox
+from tools.processes import stop as stop_process
+from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" number
 
@@ -40,32 +40,11 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    """Return once `process` listens on `port`; exit with a message if it dies or never does."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.01)
-    sys.exit(f"nothing listens on port {port} after {seconds} s")
-
-
 def main() -> None:
     env = {**read_dotenv(ROOT / ".env"), **os.environ}
     env = {key: value for key, value in env.items() if value != ""}
     port = int(env.setdefault("PORT", "8080"))
     children: list[subprocess.Popen[bytes]] = []
-    python = sys.executable
 
     sandboxed = not env.get("TWILIO_ACCOUNT_SID")
     if sandboxed:
@@ -78,21 +57,7 @@ def main() -> None:
         env.setdefault("TWILIO_FROM_NUMBER", SANDBOX_FROM)
         env.pop("TWILIO_API_KEY", None)
         env.pop("TWILIO_API_SECRET", None)
-        sandbox = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "sandbox.twilio_sandbox",
-                "--port",
-                str(sandbox_port),
-                "--latency-ms",
-                env.get("SANDBOX_LATENCY_MS", "0"),
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        children.append(sandbox)
-        wait_for_port(sandbox_port, sandbox)
+        children.append(start_sandbox(sandbox_port, env, "--latency-ms", env.get("SANDBOX_LATENCY_MS", "0")))
         print("=" * 78)
         print(" No TWILIO_ACCOUNT_SID configured: using the LOCAL TWILIO SANDBOX.")
         print(" NOTHING IS REALLY SENT. The sandbox prints each SMS and call instead.")
@@ -111,24 +76,12 @@ def main() -> None:
             print("     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json")
             print("=" * 78, flush=True)
 
-    hook = subprocess.Popen(
-        [python, "-m", "functions_framework", "--target", "telephony_hook", "--source", "main.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-    )
-    children.append(hook)
-    wait_for_port(port, hook)
+    children.append(start_function("telephony_hook", "main.py", port, env))
     print(f"run: telephony hook listening on http://localhost:{port}/ (Ctrl-C stops)", flush=True)
 
     def stop(*_: object) -> None:
         for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            stop_process(child, grace_seconds=5)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import Protocol
 
-from answers import HookRefused, cause, refused
-from settings import Settings
+from telephony.answers import HookRefused, cause, refused
+from telephony.settings import Settings
 
 
 class Headers(Protocol):
@@ -63,7 +63,7 @@ class Authenticator:
                 HeaderSecret(settings.okta_hook_auth_header, settings.okta_hook_auth_secret.get_secret_value())
             )
         if settings.oauth_configured:
-            from oauth import OAuthBearer  # the JWT and crypto stack loads only when OAuth is on
+            from telephony.oauth import OAuthBearer  # the JWT and crypto stack loads only when OAuth is on
 
             schemes.append(OAuthBearer.from_settings(settings))
         return cls(schemes)

@@ -1,0 +1,83 @@
+"""What the tests share: Okta payloads, distinctive values, the hook's configuration, and readers of answers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from models import MessageProfile, parse_hook_request
+from telephony.settings import env_names
+from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+# Distinctive values, so a leak is found by a plain substring search.
+HOOK_SECRET = "hook-secret-Zq8wX!v2"
+OTP = "482913"
+PHONE = "+14155550123"
+PHONE_MASKED = "+1******0123"
+FROM_NUMBER = "+15005550006"
+FUTURE = "2099-12-31T23:59:59.000Z"
+
+# Every variable the hook reads, plus the two twilio reads itself: cleared so the machine's own do not leak in.
+HOOK_ENV_NAMES = (*env_names(all_spellings=True), "TWILIO_REGION", "TWILIO_EDGE")
+
+
+def sandbox_env(base_url: str, **overrides: str) -> dict[str, str]:
+    """A complete configuration of the hook against the sandbox at `base_url`."""
+    return {
+        "OKTA_HOOK_AUTH_SECRET": HOOK_SECRET,
+        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": FROM_NUMBER,
+        "TWILIO_API_BASE_URL": base_url,
+        **overrides,
+    }
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def okta_request(**message_profile: Any) -> dict[str, Any]:
+    """Okta's documented Preview request, with a future expiry, our number and code; overrides applied."""
+    body = copy.deepcopy(load_fixture("okta_request_preview_sms.json"))
+    profile = body["data"]["messageProfile"]
+    profile.update(phoneNumber=PHONE, otpCode=OTP, otpExpires=FUTURE, msgTemplate=f"(HOOK)Your code is {OTP}")
+    for key, value in message_profile.items():
+        if value is None:
+            profile.pop(key, None)
+        else:
+            profile[key] = value
+    return body
+
+
+def profile(**fields: Any) -> MessageProfile:
+    """The message profile of `okta_request(**fields)`, parsed as the hook parses it."""
+    return parse_hook_request(json.dumps(okta_request(**fields)).encode(), None).data.message_profile
+
+
+AppFactory = Callable[..., FlaskClient]
+
+
+def post_hook(client: FlaskClient, body: Any, secret: str | None = HOOK_SECRET, **headers: str) -> Any:
+    """POST like Okta does; returns the Flask test response."""
+    sent = dict(headers)
+    if secret is not None:
+        sent["Authorization"] = secret
+    if isinstance(body, bytes | str):
+        return client.post("/", data=body, headers=sent, content_type="application/json")
+    return client.post("/", json=body, headers=sent)
+
+
+def first_reason(answer: dict[str, Any]) -> str:
+    """The reason of the first cause of an Okta error answer, or of its `error` object."""
+    error = answer.get("error", answer)
+    return str(error["errorCauses"][0]["reason"])
