@@ -7,50 +7,50 @@ Okta's error object, which makes Okta fall back to its own provider.
 
 from __future__ import annotations
 
-import gc
+from telephony.startup import paused_collector
 
-# Start-up makes ~60,000 objects that live as long as the process. Left to the collector, they were
-# scanned by a full collection during the imports (13 ms) and again in the worker gunicorn forks from
-# this process, where touching each object copies its memory page (28 ms of the first request).
-# So nothing is collected while they are built, and once built they are frozen out of the collector's
-# sight, as Python's gc documentation advises for servers that fork (see the end of the set-up below).
-gc.disable()
+with paused_collector():  # everything built here lives as long as the process
+    import logging
+    import time
+    from datetime import UTC, datetime
+    from typing import Any
 
-import logging
-import time
-from datetime import UTC, datetime
-from typing import Any
+    import flask
+    import functions_framework
+    from pydantic import ValidationError
 
-import flask
-import functions_framework
-from pydantic import ValidationError
-
-from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
-from telephony.answers import Answer, HookRefused, cause, invalid_request, refused
-from telephony.auth import Authenticator
-from telephony.delivery import TwilioDelivery, build_client
-from telephony.logs import configure_logging, hook_scope, mark_sensitive
-from telephony.phone import mask
-from telephony.policy import DeliveryPolicy
-from telephony.settings import load_settings
-
-MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
-
-# Built once per instance and reused by every request it serves.
-settings = load_settings()
-configure_logging(settings.secret_values())
-log = logging.getLogger("telephony_hook")
-authenticator = Authenticator.from_settings(settings)
-policy = DeliveryPolicy(settings)
-delivery = TwilioDelivery(settings, build_client(settings))
-
-if not authenticator.configured:
-    log.critical(
-        "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
+    from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
+    from telephony.answers import (
+        MAX_BODY_BYTES,
+        Answer,
+        HookRefused,
+        body_too_large,
+        internal_error,
+        invalid_request,
+        method_not_allowed,
     )
+    from telephony.auth import Authenticator
+    from telephony.delivery import TwilioDelivery, build_client
+    from telephony.logs import configure_logging, hook_scope, mark_sensitive
+    from telephony.phone import mask
+    from telephony.policy import DeliveryPolicy
+    from telephony.settings import load_settings
 
-gc.freeze()  # everything above lives as long as the process: never scan it again
-gc.enable()
+    # Built once per instance and reused by every request it serves.
+    settings = load_settings()
+    configure_logging(settings.secret_values())
+    log = logging.getLogger("telephony_hook")
+    authenticator = Authenticator.from_settings(settings)
+    policy = DeliveryPolicy(settings)
+    delivery = TwilioDelivery(settings, build_client(settings))
+
+    if not authenticator.configured:
+        log.critical(
+            "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
+        )
+    for channel, missing in delivery.missing.items():
+        if missing:
+            log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
 
 
 @functions_framework.http
@@ -66,7 +66,7 @@ def telephony_hook(request: flask.Request) -> flask.Response:
             answer = refusal.answer
         except Exception:  # a bug of ours: still answer in Okta's shape, and log without the payload
             log.exception("telephony hook failed unexpectedly")
-            answer = refused(500, "internal_error", "The telephony hook failed.", []).answer
+            answer = internal_error().answer
         log_hook(answer, facts, started)
         return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
 
@@ -74,7 +74,7 @@ def telephony_hook(request: flask.Request) -> flask.Response:
 def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     """Authenticate, parse, check, deliver: each step answers Okta by raising HookRefused."""
     if request.method != "POST":
-        raise refused(405, "method_not_allowed", "The telephony hook accepts POST only.", headers={"Allow": "POST"})
+        raise method_not_allowed()
     for scheme_header in {settings.okta_hook_auth_header, "Authorization"}:
         credentials = request.headers.get(scheme_header, "")
         mark_sensitive(credentials)
@@ -104,15 +104,6 @@ def parse(request: flask.Request) -> TelephonyHookRequest:
         raise invalid_request(error) from None
 
 
-def body_too_large() -> HookRefused:
-    return refused(
-        413,
-        "body_too_large",
-        "The telephony hook request is too large.",
-        [cause(f"Bodies over {MAX_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
-    )
-
-
 def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
     """What the log line says about the request: never the code, a name, a login or a number.
     Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
@@ -131,13 +122,7 @@ def log_hook(answer: Answer, facts: dict[str, Any], started: float) -> None:
     """One line per hook: what an admin needs when a user says 'I got no code'."""
     fields = {**facts, **answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
     fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    if answer.outcome == "delivered":
-        level = logging.INFO
-    elif answer.status >= 500 or answer.outcome.startswith(("provider", "not_configured")):
-        level = logging.ERROR
-    else:
-        level = logging.WARNING
     message = f"telephony hook {answer.outcome}"
     if "phone" in facts:
         message += f": {facts['channel']} to {facts['phone']}"
-    log.log(level, message, extra={"fields": fields})
+    log.log(answer.outcome.severity, message, extra={"fields": fields})

@@ -5,15 +5,9 @@ wire). Validation lives here, so the handler receives typed, trusted objects. Pa
 `parse_hook_request`; the phone number is normalised to E.164 using the `default_country` context.
 """
 
-# No `from __future__ import annotations` here: pydantic would eval every annotation string when a
-# model is built, ~0.7 ms of each cold start for these models (measured).
-import os
+# No `from __future__ import annotations` here: pydantic would evaluate every annotation string when
+# a model is built, at every cold start.
 import re
-
-# pydantic scans every installed package's entry points for plugins when the first model is defined
-# (~4 ms of each cold start, measured); this function uses none. No model of ours is defined before
-# this line: main's first import (answers) imports this module before anything else.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 

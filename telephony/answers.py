@@ -1,8 +1,15 @@
-"""Every answer the hook gives Okta is built here, in Okta's shape, as JSON."""
+"""Every answer the function gives, built here: Okta's success and error shapes, and each refusal.
+
+Each outcome is one member of `Outcome`, which also says how loudly the hook's log line reports it.
+Other modules decide *that* a call is refused; this module decides what the refusal looks like.
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import logging
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import ValidationError
 
@@ -15,15 +22,56 @@ from models import (
     TelephonyHookResponse,
 )
 
+NOT_DELIVERED = "The verification code could not be sent."
+MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
 
-# Records in the function are NamedTuples, not dataclasses: creating a dataclass costs ~0.7 ms of every
-# cold start (six of them were 4 ms, measured), a NamedTuple ~0.1 ms.
+
+class Outcome(StrEnum):
+    """The short, stable label of every answer, for log queries and dashboards."""
+
+    DELIVERED = "delivered"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BODY_TOO_LARGE = "body_too_large"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    JWKS_UNAVAILABLE = "jwks_unavailable"
+    INVALID_REQUEST = "invalid_request"
+    EXPIRED = "expired"
+    NUMBER_REFUSED = "number_refused"
+    NOT_CONFIGURED = "not_configured"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY.get(self, logging.WARNING)
+
+
+# What an admin must act on is an ERROR; a code delivered is INFO; the caller's mistakes are WARNING.
+_SEVERITY: dict[Outcome, int] = {
+    Outcome.DELIVERED: logging.INFO,
+    Outcome.JWKS_UNAVAILABLE: logging.ERROR,
+    Outcome.NOT_CONFIGURED: logging.ERROR,
+    Outcome.PROVIDER_ERROR: logging.ERROR,
+    Outcome.PROVIDER_UNAVAILABLE: logging.ERROR,
+    Outcome.INTERNAL_ERROR: logging.ERROR,
+}
+
+
+class Headers(Protocol):
+    """What we read of a request's headers (Flask's Headers, or a dict in tests)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+# Records in the function are NamedTuples, not dataclasses: cheaper to define at every cold start.
 class Answer(NamedTuple):
     """An HTTP answer for Okta, plus what the hook's log line says about it."""
 
-    status: int
+    status: HTTPStatus
     body: TelephonyHookResponse | ErrorResponse
-    outcome: str  # short, stable label for logs and dashboards: "delivered", "unauthorized", ...
+    outcome: Outcome
     log_fields: dict[str, Any]
     headers: dict[str, str]
 
@@ -47,17 +95,17 @@ def successful(
         status="SUCCESSFUL", provider=provider, transaction_id=transaction_id, transaction_metadata=metadata
     )
     return Answer(
-        status=200,
+        status=HTTPStatus.OK,
         body=TelephonyHookResponse(commands=[TelephonyCommand(value=[result])]),
-        outcome="delivered",
+        outcome=Outcome.DELIVERED,
         log_fields=log_fields or {},
         headers={},
     )
 
 
 def refused(
-    status: int,
-    outcome: str,
+    status: HTTPStatus,
+    outcome: Outcome,
     summary: str,
     causes: list[ErrorCause] | None = None,
     *,
@@ -66,12 +114,52 @@ def refused(
 ) -> HookRefused:
     """An error answer, ready to raise. `summary` reaches end users: keep it plain and safe."""
     body = ErrorResponse(error=HookError(error_summary=summary, error_causes=causes or []))
-    answer = Answer(status, body, outcome, log_fields or {}, headers or {})
-    return HookRefused(answer)
+    return HookRefused(Answer(status, body, outcome, log_fields or {}, headers or {}))
 
 
 def cause(summary: str, reason: str, location: str) -> ErrorCause:
     return ErrorCause(error_summary=summary, reason=reason, location=location)
+
+
+# ------------------------------------------------------------------------- refusals before the work
+
+
+def method_not_allowed() -> HookRefused:
+    return refused(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        Outcome.METHOD_NOT_ALLOWED,
+        "The telephony hook accepts POST only.",
+        headers={"Allow": "POST"},
+    )
+
+
+def body_too_large() -> HookRefused:
+    return refused(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        Outcome.BODY_TOO_LARGE,
+        "The telephony hook request is too large.",
+        [cause(f"Bodies over {MAX_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
+    )
+
+
+def unauthorized(hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED) -> HookRefused:
+    """The one shape of every rejection: no detail an attacker could use, enough for an admin."""
+    forbidden = status == HTTPStatus.FORBIDDEN
+    return refused(
+        status,
+        Outcome.FORBIDDEN if forbidden else Outcome.UNAUTHORIZED,
+        "The telephony hook refused the call: authentication failed.",
+        [cause(hint, "FORBIDDEN" if forbidden else "UNAUTHORIZED", location)],
+        log_fields={"auth_problem": hint},
+    )
+
+
+def jwks_unavailable() -> HookRefused:
+    return refused(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        Outcome.JWKS_UNAVAILABLE,
+        "The telephony hook cannot check the caller's token right now.",
+    )
 
 
 def invalid_request(error: ValidationError) -> HookRefused:
@@ -86,9 +174,63 @@ def invalid_request(error: ValidationError) -> HookRefused:
     ]
     fields = sorted({item.location for item in causes})
     return refused(
-        400,
-        "invalid_request",
+        HTTPStatus.BAD_REQUEST,
+        Outcome.INVALID_REQUEST,
         "The telephony hook request is invalid: " + ", ".join(fields),
         causes,
         log_fields={"invalid_fields": fields},
     )
+
+
+# ------------------------------------------ refusals to send: 200 + error object, and Okta falls back
+
+
+def expired() -> HookRefused:
+    return refused(
+        HTTPStatus.OK,
+        Outcome.EXPIRED,
+        "The verification code has expired.",
+        [cause("otpExpires is in the past; the code was not sent.", "OTP_EXPIRED", "data.messageProfile.otpExpires")],
+    )
+
+
+def number_refused(reason: str, country: str, number_type: str) -> HookRefused:
+    return refused(
+        HTTPStatus.OK,
+        Outcome.NUMBER_REFUSED,
+        reason,
+        [cause(reason, "PHONE_POLICY", "data.messageProfile.phoneNumber")],
+        log_fields={"country": country, "number_type": number_type},
+    )
+
+
+def not_configured(missing: str) -> HookRefused:
+    return refused(
+        HTTPStatus.OK,
+        Outcome.NOT_CONFIGURED,
+        NOT_DELIVERED,
+        [cause(f"The hook is missing {missing}.", "HOOK_NOT_CONFIGURED", "configuration")],
+    )
+
+
+def provider_error(summary: str, hint: str, reason: str, location: str, log_fields: dict[str, Any]) -> HookRefused:
+    """Twilio refused the code: the admin sees why, Okta falls back."""
+    return refused(
+        HTTPStatus.OK, Outcome.PROVIDER_ERROR, summary, [cause(hint, reason, location)], log_fields=log_fields
+    )
+
+
+def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> HookRefused:
+    """Twilio did not answer in time, or could not be reached."""
+    return refused(
+        HTTPStatus.OK,
+        Outcome.PROVIDER_UNAVAILABLE,
+        NOT_DELIVERED,
+        [cause(hint, reason, "https://status.twilio.com")],
+        log_fields=log_fields,
+    )
+
+
+def internal_error() -> HookRefused:
+    """A bug of ours: still an answer in Okta's shape."""
+    return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, "The telephony hook failed.")

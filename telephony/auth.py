@@ -5,30 +5,13 @@ from __future__ import annotations
 import hmac
 from typing import Protocol
 
-from telephony.answers import HookRefused, cause, refused
+from telephony.answers import Headers, unauthorized
 from telephony.settings import Settings
-
-
-class Headers(Protocol):
-    """What we read of a request's headers (Flask's Headers, or a dict in tests)."""
-
-    def get(self, key: str, /) -> str | None: ...
 
 
 class AuthScheme(Protocol):
     def verify(self, headers: Headers) -> None:
         """Return when the caller passes; raise HookRefused (401/403/503) when not."""
-
-
-def unauthorized(hint: str, location: str, *, status: int = 401) -> HookRefused:
-    """The one shape of every rejection: no detail an attacker could use, enough for an admin."""
-    return refused(
-        status,
-        "unauthorized" if status == 401 else "forbidden",
-        "The telephony hook refused the call: authentication failed.",
-        [cause(hint, "UNAUTHORIZED" if status == 401 else "FORBIDDEN", location)],
-        log_fields={"auth_problem": hint},
-    )
 
 
 class HeaderSecret:

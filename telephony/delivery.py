@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
-from models import MessageProfile
-from telephony.answers import Answer, cause, refused, successful
+from models import DeliveryChannel, MessageProfile
+from telephony.answers import Answer, not_configured, successful
 from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.twilio_errors import transport_failure, twilio_failure
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable
@@ -78,6 +78,10 @@ class TwilioDelivery:
         self._settings = settings
         self._client = client
         self._voice = VoiceScript(settings.voice_phrases, settings.voice_name)
+        # Decided once: what each channel still lacks (None when it can send).
+        self.missing: dict[DeliveryChannel, str | None] = {
+            channel: missing_configuration(settings, client is not None, channel) for channel in ("sms", "voice")
+        }
 
     def deliver(self, profile: MessageProfile) -> Answer:
         """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused."""
@@ -130,21 +134,21 @@ class TwilioDelivery:
 
     def _require_client(self, profile: MessageProfile) -> Client:
         """The client, or a refusal naming what the admin has yet to configure."""
-        settings = self._settings
-        missing = []
-        if self._client is None:
-            missing.append("TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET)")
-        if settings.twilio_verify_service_sid or settings.twilio_from_number:
-            pass
-        elif profile.delivery_channel == "voice":
-            missing.append("TWILIO_FROM_NUMBER")
-        elif not settings.twilio_messaging_service_sid:
-            missing.append("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
-        if self._client is None or missing:
-            raise refused(
-                200,
-                "not_configured",
-                "The verification code could not be sent.",
-                [cause(f"The hook is missing {' and '.join(missing)}.", "HOOK_NOT_CONFIGURED", "configuration")],
-            )
+        missing = self.missing[profile.delivery_channel]
+        if missing is not None or self._client is None:
+            raise not_configured(missing or "Twilio credentials")
         return self._client
+
+
+def missing_configuration(settings: Settings, has_client: bool, channel: DeliveryChannel) -> str | None:
+    """What the admin has yet to configure before `channel` can send, in words for the log and Okta."""
+    missing = []
+    if not has_client:
+        missing.append("TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET)")
+    if settings.twilio_verify_service_sid or settings.twilio_from_number:
+        pass
+    elif channel == "voice":
+        missing.append("TWILIO_FROM_NUMBER")
+    elif not settings.twilio_messaging_service_sid:
+        missing.append("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+    return " and ".join(missing) or None

@@ -12,13 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import jwt
 import requests
 
-from telephony.answers import refused
-from telephony.auth import Headers, unauthorized
+from telephony.answers import Headers, jwks_unavailable, unauthorized
 from telephony.settings import Settings
 
 log = logging.getLogger("telephony_hook.oauth")
@@ -134,11 +134,7 @@ class OAuthBearer:
         try:
             key = self.jwks.key(kid)
         except JwksUnavailable:
-            raise refused(
-                503,
-                "jwks_unavailable",
-                "The telephony hook cannot check the caller's token right now.",
-            ) from None
+            raise jwks_unavailable() from None
         if key is None:
             raise unauthorized(
                 "The bearer token is signed by a key the issuer does not publish.", "header:Authorization"
@@ -159,7 +155,9 @@ class OAuthBearer:
             # PyJWT's messages name the failed check (audience, issuer, signature), never the token.
             raise unauthorized(f"The bearer token is invalid: {error}.", "header:Authorization") from None
         if self.scope not in _scopes(claims):
-            raise unauthorized(f"The bearer token lacks the scope {self.scope}.", "header:Authorization", status=403)
+            raise unauthorized(
+                f"The bearer token lacks the scope {self.scope}.", "header:Authorization", status=HTTPStatus.FORBIDDEN
+            )
 
     @staticmethod
     def _bearer_token(value: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from models import MessageProfile
-from telephony.answers import cause, refused
+from telephony.answers import expired, number_refused
 from telephony.phone import NumberFacts, PhonePolicy, describe
 from telephony.settings import Settings
 
@@ -22,26 +22,9 @@ class DeliveryPolicy:
     def check(self, profile: MessageProfile, now: datetime) -> NumberFacts:
         """Raise HookRefused (200 + error object) when the code must not be sent."""
         if profile.otp_expires is not None and profile.otp_expires <= now:
-            raise refused(
-                200,
-                "expired",
-                "The verification code has expired.",
-                [
-                    cause(
-                        "otpExpires is in the past; the code was not sent.",
-                        "OTP_EXPIRED",
-                        "data.messageProfile.otpExpires",
-                    )
-                ],
-            )
+            raise expired()
         facts = describe(profile.phone_number)
         reason = self._phones.refusal(facts)
         if reason:
-            raise refused(
-                200,
-                "number_refused",
-                reason,
-                [cause(reason, "PHONE_POLICY", "data.messageProfile.phoneNumber")],
-                log_fields={"country": facts.country, "number_type": facts.number_type},
-            )
+            raise number_refused(reason, facts.country, facts.number_type)
         return facts

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
-from telephony.answers import HookRefused, cause, refused
+from telephony.answers import NOT_DELIVERED, HookRefused, provider_error, provider_unavailable
 from telephony.twilio_http import TwilioUnavailable
 
 
@@ -20,9 +20,8 @@ class ProviderProblem(NamedTuple):
     hint: str  # for the admin reading Okta's hook error or our logs
 
 
-_NOT_DELIVERED = "The verification code could not be sent."
 _SENDER = ProviderProblem(
-    _NOT_DELIVERED, "The Twilio sender (TWILIO_FROM_NUMBER or Messaging Service) cannot send this."
+    NOT_DELIVERED, "The Twilio sender (TWILIO_FROM_NUMBER or Messaging Service) cannot send this."
 )
 _INVALID_TO = ProviderProblem(
     "The phone number is not valid.", "Twilio says the To number is not a valid phone number."
@@ -30,9 +29,9 @@ _INVALID_TO = ProviderProblem(
 
 TWILIO_ERRORS: dict[int, ProviderProblem] = {
     20003: ProviderProblem(
-        _NOT_DELIVERED, "Twilio rejected the hook's credentials: check the account SID and auth token or API key."
+        NOT_DELIVERED, "Twilio rejected the hook's credentials: check the account SID and auth token or API key."
     ),
-    20404: ProviderProblem(_NOT_DELIVERED, "Twilio does not know the account, service or resource the hook addressed."),
+    20404: ProviderProblem(NOT_DELIVERED, "Twilio does not know the account, service or resource the hook addressed."),
     20429: ProviderProblem(
         "Too many codes are being sent right now; try again shortly.", "Twilio is rate-limiting this account."
     ),
@@ -53,7 +52,7 @@ TWILIO_ERRORS: dict[int, ProviderProblem] = {
         "This number has opted out of text messages.",
         "The recipient replied STOP; they must text START to opt back in.",
     ),
-    21611: ProviderProblem(_NOT_DELIVERED, "The sender's outgoing message queue is full."),
+    21611: ProviderProblem(NOT_DELIVERED, "The sender's outgoing message queue is full."),
     21612: ProviderProblem(
         "The phone number cannot receive this message.",
         "Twilio cannot route a message from this sender to this number.",
@@ -61,10 +60,10 @@ TWILIO_ERRORS: dict[int, ProviderProblem] = {
     21614: ProviderProblem(
         "The phone number cannot receive text messages.", "The number is not a mobile number; use a voice call."
     ),
-    21617: ProviderProblem(_NOT_DELIVERED, "The SMS text is longer than 1600 characters: check SMS_TEMPLATE."),
-    90007: ProviderProblem(_NOT_DELIVERED, "Twilio refused the message's validity period."),
+    21617: ProviderProblem(NOT_DELIVERED, "The SMS text is longer than 1600 characters: check SMS_TEMPLATE."),
+    90007: ProviderProblem(NOT_DELIVERED, "Twilio refused the message's validity period."),
     60200: ProviderProblem(
-        _NOT_DELIVERED, "Twilio Verify refused a parameter: are custom codes enabled on the account?"
+        NOT_DELIVERED, "Twilio Verify refused a parameter: are custom codes enabled on the account?"
     ),
     60203: ProviderProblem(
         "Too many codes were sent to this number; try again later.",
@@ -74,7 +73,7 @@ TWILIO_ERRORS: dict[int, ProviderProblem] = {
         "The phone number cannot receive text messages.",
         "Twilio Verify: SMS is not supported by a landline; use a voice call.",
     ),
-    60410: ProviderProblem(_NOT_DELIVERED, "Twilio Verify Fraud Guard blocked this number's country prefix."),
+    60410: ProviderProblem(NOT_DELIVERED, "Twilio Verify Fraud Guard blocked this number's country prefix."),
     60605: ProviderProblem(
         "Codes cannot be sent to this country.", "Twilio Verify Geo Permissions do not allow this country."
     ),
@@ -90,16 +89,12 @@ def twilio_failure(error: TwilioException) -> HookRefused:
         code = 20429
     if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
         hint, reason, location = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}", "https://status.twilio.com"
-        summary = _NOT_DELIVERED
+        summary = NOT_DELIVERED
     else:
-        problem = TWILIO_ERRORS.get(
-            code, ProviderProblem(_NOT_DELIVERED, f"Twilio refused the request (error {code}).")
-        )
+        problem = TWILIO_ERRORS.get(code, ProviderProblem(NOT_DELIVERED, f"Twilio refused the request (error {code})."))
         summary, hint = problem.summary, problem.hint
         reason, location = f"TWILIO_{code}", f"https://www.twilio.com/docs/errors/{code}"
-    return refused(
-        200, "provider_error", summary, [cause(hint, reason, location)], log_fields={"twilio_error_code": code}
-    )
+    return provider_error(summary, hint, reason, location, log_fields={"twilio_error_code": code})
 
 
 def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> HookRefused:
@@ -108,10 +103,4 @@ def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> HookR
         hint, reason = f"Twilio did not answer within {timeout_seconds:g} s.", "TWILIO_TIMEOUT"
     else:
         hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"
-    return refused(
-        200,
-        "provider_unavailable",
-        _NOT_DELIVERED,
-        [cause(hint, reason, "https://status.twilio.com")],
-        log_fields={"twilio_error": reason, "error_type": error.error_type},
-    )
+    return provider_unavailable(hint, reason, log_fields={"twilio_error": reason, "error_type": error.error_type})
