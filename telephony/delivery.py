@@ -39,8 +39,7 @@ def build_client(settings: Settings) -> Client | None:
     else:
         return None
     client = Client(username, password.get_secret_value(), account, http_client=transport)
-    # The library imports each API on first use (~45 ms for Messages and Calls): pay that at start-up,
-    # not inside the first hook's 3 s.
+    # The library imports each API on first use: pay that at start-up, not inside the first hook's 3 s.
     _ = client.verify.v2.services if settings.twilio_verify_service_sid else client.api.v2010.account.messages
     return client
 

@@ -1,8 +1,8 @@
 """The hook's configuration: read from the environment once, validated, and the only place that does so.
 
-A plain pydantic model rather than pydantic-settings: pydantic-settings costs ~70 ms of imports at
-every cold start (measured), time that comes out of Okta's 3 s budget, and the environment is the only
-source we read.
+A plain pydantic model rather than pydantic-settings: pydantic-settings' imports would be paid at
+every cold start, time that comes out of Okta's 3 s budget, and the environment is the only source
+we read.
 """
 
 # No `from __future__ import annotations`: see models.py.

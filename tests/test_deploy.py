@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,32 @@ def test_dry_run_runs_nothing_and_make_fails_on_bad_input() -> None:
     result = make_deploy(SECRETS="OKTA_HOOK_AUTH_SECRET=s:latest")
     assert result.returncode != 0
     assert "pinned" in result.stderr
+
+
+def uploaded(tree: Path) -> set[str]:
+    """The files `gcloud functions deploy --source TREE` uploads: .gcloudignore has gitignore syntax,
+    so git applies its rules, to every file, with no other ignore file in play."""
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    listed = subprocess.run(
+        ["git", "-c", "core.excludesFile=", "ls-files", "--others", "--exclude-from=.gcloudignore"],
+        cwd=tree, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return set(listed.stdout.split())
+
+
+def test_only_the_function_is_uploaded(tmp_path: Path) -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    if not tracked:  # not a git checkout: the working tree is the project
+        tracked = [
+            str(path.relative_to(ROOT)) for path in ROOT.rglob("*") if path.is_file() and ".venv" not in path.parts
+        ]
+    litter = [".env", ".venv/bin/python", ".run/hook-secret", "telephony/__pycache__/settings.cpython-313.pyc"]
+    for name in [*tracked, *litter]:
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copyfile(ROOT / name, target)
+        else:
+            target.write_text("planted")
+    package = {str(path.relative_to(ROOT)) for path in (ROOT / "telephony").glob("*.py")}
+    assert uploaded(tmp_path) == {"main.py", "models.py", "requirements.txt", *package}

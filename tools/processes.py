@@ -48,11 +48,13 @@ def start_function(
     env: Mapping[str, str],
     output: IO[bytes] | int | None = None,
     wait: bool = True,
+    root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
-    """`functions-framework --target TARGET --source SOURCE` from the project root, as Cloud Run runs it."""
+    """`functions-framework --target TARGET --source SOURCE` from the project root (or another
+    checkout's), as Cloud Run runs it."""
     process = subprocess.Popen(
         [FUNCTIONS_FRAMEWORK, "--target", target, "--source", source, "--port", str(port)],
-        cwd=ROOT,
+        cwd=root,
         env=dict(env),
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,

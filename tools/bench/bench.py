@@ -11,6 +11,10 @@ Starts the Twilio sandbox (with a chosen latency) and the function the way it is
                dependencies and answers a fixed dict (bench/baseline_main.py says what it loads)
   memory       worker RSS after 2,000 hooks <= 1.10 x its RSS after 100
 Medians over rounds, min-max beside them. Exits 1 when a target is missed.
+
+  --against REF  also runs the hook as it was at git REF (a temporary worktree), alternated with this
+                 one in the burst, warm and cold scenarios, and reports this/REF ratios with their
+                 per-round spread: before and after a change, side by side in one run.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +101,12 @@ class Function:
 
 @contextmanager
 def function(
-    target: str, source: str, twilio_url: str, wait: bool = True, extra_env: dict[str, str] | None = None
+    target: str,
+    source: str,
+    twilio_url: str,
+    wait: bool = True,
+    extra_env: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[Function]:
     port = free_port()
     env = {**os.environ, **deployed_env(), **(extra_env or {})}
@@ -108,7 +118,7 @@ def function(
         TWILIO_API_BASE_URL=twilio_url,
     )
     launched = time.perf_counter()
-    process = start_function(target, source, port, env, subprocess.DEVNULL, wait)
+    process = start_function(target, source, port, env, subprocess.DEVNULL, wait, root)
     try:
         yield Function(port, process, launched)
     finally:
@@ -117,6 +127,41 @@ def function(
 
 def hook_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
     return function("telephony_hook", "main.py", twilio_url, wait)
+
+
+PREVIOUS: dict[str, Path] = {}  # --against: the git ref and its temporary worktree
+
+
+def previous_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+    (checkout,) = PREVIOUS.values()
+    return function("telephony_hook", "main.py", twilio_url, wait, root=checkout)
+
+
+@contextmanager
+def previous_checkout(ref: str | None) -> Iterator[None]:
+    """The hook as it was at `ref`, in a temporary git worktree, for the side-by-side rows."""
+    if not ref:
+        yield
+        return
+    checkout = Path(tempfile.mkdtemp(prefix="bench-against-"))
+    subprocess.run(["git", "worktree", "add", "--quiet", "--detach", str(checkout), ref], cwd=ROOT, check=True)
+    PREVIOUS[ref] = checkout
+    try:
+        yield
+    finally:
+        PREVIOUS.clear()
+        subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False)
+
+
+def versus_previous(scenario: str, ours: list[float], theirs: list[float]) -> Row:
+    """This hook / the hook at --against REF: median of the rounds' ratios, their spread beside it."""
+    (ref,) = PREVIOUS
+    ratios = [mine / previous for mine, previous in zip(ours, theirs, strict=True)]
+    return Row(
+        f"{scenario}: this / {ref}", "-", ms(statistics.median(theirs)),
+        f"{ms(statistics.median(ours))} ({statistics.median(ratios):.3f}x)",
+        f"{min(ratios):.3f}–{max(ratios):.3f}x", True,
+    )  # fmt: skip
 
 
 def baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
@@ -224,7 +269,7 @@ def run(rounds: int, only: set[str]) -> list[Row]:
         rows += burst_rows(rounds)
     with sandbox(0) as fast:
         if "warm" in only:
-            rows.append(warm_row(rounds, fast))
+            rows += warm_rows(rounds, fast)
         if "reuse" in only:
             rows.append(reuse_row(fast))
         if "memory" in only:
@@ -235,47 +280,69 @@ def run(rounds: int, only: set[str]) -> list[Row]:
 
 
 def burst_rows(rounds: int) -> list[Row]:
-    rows = []
     print("burst ...", flush=True)
-    with sandbox(BURST_LATENCY_MS) as slow, hook_function(slow.url) as hook:
-        sequential(hook.port, 3)  # a first request, as after a deploy's health check
-        p99s, errors, reopened = [], 0, 0
-        for index in range(rounds + 1):
-            before = slow.connections()
+    with ExitStack() as running:
+        slow = running.enter_context(sandbox(BURST_LATENCY_MS))
+        hook = running.enter_context(hook_function(slow.url))
+        before_change = None
+        if PREVIOUS:  # its own sandbox, so connection counts stay this hook's
+            before_change = running.enter_context(
+                previous_function(running.enter_context(sandbox(BURST_LATENCY_MS)).url)
+            )
+        p99s, previous_p99s, errors, reopened = [], [], 0, 0
+        for port in (hook.port, before_change.port if before_change else None):
+            if port:
+                sequential(port, 3)  # a first request, as after a deploy's health check
+        for index in range(rounds + 1):  # the first burst opens the pool's connections: not counted
+            opened = slow.connections()
             latencies, failures = burst(hook.port, BURST)
-            if index == 0:
-                continue  # the first burst opens the pool's connections
-            p99s.append(p99(latencies))
-            errors += failures
-            reopened += slow.connections() - before
-        limit = 1.5 * BURST_LATENCY_MS / 1000
-        rows.append(Row(
+            if index:
+                p99s.append(p99(latencies))
+                errors += failures
+                reopened += slow.connections() - opened
+            if before_change:  # alternated, so both see the same machine
+                latencies, _ = burst(before_change.port, BURST)
+                if index:
+                    previous_p99s.append(p99(latencies))
+    limit = 1.5 * BURST_LATENCY_MS / 1000
+    rows = [
+        Row(
             f"burst: {BURST} concurrent, p99", f"<= {ms(limit)}, 0 errors", f"{BURST_LATENCY_MS} ms sandbox",
             f"{ms(statistics.median(p99s))}, {errors} errors", spread_ms(p99s),
             statistics.median(p99s) <= limit and errors == 0,
-        ))  # fmt: skip
-        rows.append(Row(
+        ),
+        Row(
             "burst: new Twilio connections after the first", "0", "-", str(reopened), f"{rounds} bursts",
             reopened == 0,
-        ))  # fmt: skip
+        ),
+    ]  # fmt: skip
+    if PREVIOUS:
+        rows.append(versus_previous("burst p99", p99s, previous_p99s))
     return rows
 
 
-def warm_row(rounds: int, fast: Sandbox) -> Row:
+def warm_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("warm overhead ...", flush=True)
-    hook_medians, base_medians = [], []
-    with hook_function(fast.url) as hook, baseline_function(fast.url) as base:
-        for _ in range(rounds):  # interleaved, so both see the same machine
+    hook_medians, base_medians, previous_medians = [], [], []
+    previous = previous_function if PREVIOUS else baseline_function  # a second baseline stands in, unused
+    with hook_function(fast.url) as hook, baseline_function(fast.url) as base, previous(fast.url) as before:
+        for _ in range(rounds):  # interleaved, so all see the same machine
             sequential(hook.port, 50)
             sequential(base.port, 50)
             hook_medians.append(statistics.median(sequential(hook.port, 300)[0]))
             base_medians.append(statistics.median(sequential(base.port, 300)[0]))
+            if PREVIOUS:
+                sequential(before.port, 50)
+                previous_medians.append(statistics.median(sequential(before.port, 300)[0]))
     extra = statistics.median(hook_medians) - statistics.median(base_medians)
-    return Row(
+    rows = [Row(
         "warm: median latency, keep-alive", "<= baseline + 1 ms", ms(statistics.median(base_medians)),
         f"{ms(statistics.median(hook_medians))} (+{extra * 1000:.2f} ms)", spread_ms(hook_medians),
         extra <= 0.001,
-    )  # fmt: skip
+    )]  # fmt: skip
+    if PREVIOUS:
+        rows.append(versus_previous("warm median", hook_medians, previous_medians))
+    return rows
 
 
 def reuse_row(fast: Sandbox) -> Row:
@@ -306,14 +373,16 @@ def memory_row(fast: Sandbox) -> Row:
 
 def cold_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("cold start ...", flush=True)
-    hook_starts, base_starts, bare_starts = [], [], []
+    hook_starts, base_starts, bare_starts, previous_starts = [], [], [], []
     for _ in range(max(rounds, 9)):  # alternated, so all see the same machine; starts are noisy
         hook_starts.append(cold_start(hook_function, fast.url))
         base_starts.append(cold_start(baseline_function, fast.url))
         bare_starts.append(cold_start(bare_baseline_function, fast.url))
+        if PREVIOUS:
+            previous_starts.append(cold_start(previous_function, fast.url))
     hook = statistics.median(hook_starts)
     ratio, bare_ratio = hook / statistics.median(base_starts), hook / statistics.median(bare_starts)
-    return [
+    rows = [
         Row(
             "cold start: launch to first SUCCESSFUL", "<= 1.15x baseline", ms(statistics.median(base_starts)),
             f"{ms(hook)} ({ratio:.3f}x)", spread_ms(hook_starts), ratio <= 1.15,
@@ -323,6 +392,9 @@ def cold_rows(rounds: int, fast: Sandbox) -> list[Row]:
             f"{ms(hook)} ({bare_ratio:.3f}x)", spread_ms(bare_starts), True,
         ),
     ]  # fmt: skip
+    if PREVIOUS:
+        rows.append(versus_previous("cold start", hook_starts, previous_starts))
+    return rows
 
 
 def table(rows: list[Row]) -> str:
@@ -339,8 +411,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--against", metavar="REF", help="also run the hook at this git ref, side by side")
     args = parser.parse_args()
-    rows = run(args.rounds, set(args.only))
+    with previous_checkout(args.against):
+        rows = run(args.rounds, set(args.only))
     print(f"\n{os.cpu_count()} cores, THREADS={deployed_env().get('THREADS')}, {args.rounds} rounds\n")
     print(table(rows))
     missed = [row.scenario for row in rows if not row.passed]
