@@ -12,6 +12,7 @@ from telephony.startup import paused_collector
 with paused_collector():  # everything built here lives as long as the process
     import logging
     import time
+    from collections.abc import Callable
     from datetime import UTC, datetime
     from typing import Any
 
@@ -53,9 +54,16 @@ with paused_collector():  # everything built here lives as long as the process
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
 
 
+# The function's other routes, by exact path; every other path is Okta's telephony hook.
+ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {}
+
+
 @functions_framework.http
 def telephony_hook(request: flask.Request) -> flask.Response:
-    """Okta's telephony inline hook endpoint."""
+    """Okta's telephony inline hook endpoint (and the entry point of the function's other routes)."""
+    route = ROUTES.get(request.path)
+    if route is not None:
+        return route(request)
     started = time.perf_counter()
     headers = request.headers
     with hook_scope(settings.google_cloud_project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
