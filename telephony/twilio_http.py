@@ -15,14 +15,9 @@ twilio's default client (requests) gives a hook with a 3 s budget too little and
 from __future__ import annotations
 
 import base64
-import contextlib
-import heapq
-import itertools
 import json
 import re
-import socket
 import threading
-import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlencode
@@ -31,9 +26,9 @@ import certifi
 import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
+
+from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
 
 _TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com(?=/|$)")
 
@@ -45,111 +40,6 @@ class TwilioUnavailable(Exception):
         super().__init__("timeout" if timed_out else "unreachable")
         self.timed_out = timed_out
         self.error_type = error_type
-
-
-class _Call:
-    """One call to Twilio against its deadline: the connection it uses, and whether time ran out."""
-
-    __slots__ = ("connection", "deadline", "done", "expired", "lock")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.connection: HTTPConnection | None = None
-        self.expired = False
-        self.done = False
-        self.lock = threading.Lock()
-
-    def attach(self, connection: HTTPConnection) -> None:
-        with self.lock:
-            if self.expired:
-                raise urllib3.exceptions.TimeoutError("the call's deadline passed")
-            self.connection = connection
-
-    def finish(self) -> None:
-        with self.lock:
-            self.done = True
-
-    def expire(self) -> None:
-        """Shut the call's socket: whatever read or write it blocks in fails at once."""
-        with self.lock:
-            if self.done:
-                return
-            self.expired = True
-            sock = self.connection.sock if self.connection is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One thread that expires calls whose deadline has passed; started on first use, after any fork."""
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, _Call]] = []
-        self._order = itertools.count()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, call: _Call) -> None:
-        with self._wake:
-            earliest = self._due[0][0] if self._due else None
-            heapq.heappush(self._due, (call.deadline, next(self._order), call))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="twilio-deadlines", daemon=True)
-                self._thread.start()
-            elif earliest is None or call.deadline < earliest:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        with self._wake:
-            while True:
-                now = time.monotonic()
-                while self._due and (self._due[0][2].done or self._due[0][0] <= now):
-                    heapq.heappop(self._due)[2].expire()
-                self._wake.wait(self._due[0][0] - now if self._due else None)
-
-
-_watchdog = _Watchdog()
-_current = threading.local()  # the _Call of the thread's request in flight
-
-
-class _DeadlineMixin:
-    """A connection that registers with the call in flight, so the watchdog can shut its socket."""
-
-    def connect(self) -> None:
-        call: _Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.attach(self)  # type: ignore[arg-type]
-        super().connect()  # type: ignore[misc]
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        call: _Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.attach(self)  # type: ignore[arg-type]
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-    def getresponse(self) -> Any:
-        answer = super().getresponse()  # type: ignore[misc]  # the body is read in here (preloaded)
-        call: _Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.finish()  # read in time: the socket goes back to the pool intact
-        return answer
-
-
-class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
-    pass
-
-
-class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
-    pass
-
-
-class _DeadlineHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
 
 
 class TwilioTransport(HttpClient):
@@ -164,7 +54,7 @@ class TwilioTransport(HttpClient):
         self.pool: urllib3.PoolManager = (
             urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
         )
-        self.pool.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+        self.pool.pool_classes_by_scheme = DEADLINE_POOL_CLASSES
         self._direct = proxy is None  # without a proxy, each host's pool is used directly (below)
         self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
@@ -203,22 +93,13 @@ class TwilioTransport(HttpClient):
         seconds = self.timeout if timeout is None else timeout
         if seconds is None or seconds <= 0:
             raise ValueError("a Twilio call needs a positive timeout")
-        call = _Call(time.monotonic() + seconds)
-        # urllib3's timeouts bound each connect and read; the watchdog bounds the call as a whole.
+        # urllib3's timeouts bound each connect and read; the overall deadline bounds the call.
         limits = urllib3.Timeout(connect=seconds / 2, read=seconds)
-        _current.call = call
-        _watchdog.watch(call)
-        try:
-            answer = self._send(method.upper(), target, body, sent, allow_redirects, limits)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            timed_out = call.expired or (
-                isinstance(error, urllib3.exceptions.TimeoutError)
-                and not isinstance(error, urllib3.exceptions.NewConnectionError)  # refused: a subclass
-            )
-            raise TwilioUnavailable(timed_out, type(error).__name__) from None
-        finally:
-            call.finish()
-            _current.call = None
+        with overall_deadline(seconds) as call:
+            try:
+                answer = self._send(method.upper(), target, body, sent, allow_redirects, limits)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise TwilioUnavailable(timed_out(call, error), type(error).__name__) from None
         return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
 
     def _send(
