@@ -59,13 +59,7 @@ def start_function(
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,
     )
-    if wait:
-        try:
-            wait_for_port(port, process)
-        except StartFailed:
-            stop(process)
-            raise
-    return process
+    return listening(process, port) if wait else process
 
 
 def start_sandbox(port: int, env: Mapping[str, str] | None = None, *arguments: str) -> subprocess.Popen[bytes]:
@@ -76,6 +70,11 @@ def start_sandbox(port: int, env: Mapping[str, str] | None = None, *arguments: s
         env=None if env is None else dict(env),
         stdout=subprocess.DEVNULL if "--quiet" in arguments else None,
     )
+    return listening(process, port)
+
+
+def listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    """`process`, once it listens on `port`; stopped, and StartFailed raised, if it never does."""
     try:
         wait_for_port(port, process)
     except StartFailed:
