@@ -19,8 +19,8 @@ CONTRACTS = Path(__file__).resolve().parent.parent / "tests" / "contracts"
 @cache
 def contract(name: str) -> dict[str, Any]:
     """A vendored document, `nullable` turned into JSON Schema."""
-    document: dict[str, Any] = json.loads((CONTRACTS / name).read_text())
-    return json_schema(document)
+    converted: dict[str, Any] = json_schema(json.loads((CONTRACTS / name).read_text()))
+    return converted
 
 
 def json_schema(node: Any) -> Any:
