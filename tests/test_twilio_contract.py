@@ -204,3 +204,13 @@ def test_a_sandbox_answer_off_twilios_shape_is_recorded(sandbox_server: SandboxS
     ]
     pointer = "/components/schemas/verify.v2.service.verification"
     assert problems("twilio_verify_v2.json", pointer, good.json()) == []
+
+
+def test_a_refusal_never_echoes_the_value_sent(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    """A code sent where Twilio wants a number is refused by name and rule, never repeated back."""
+    response = post(
+        sandbox_server, MESSAGES, {"To": PHONE, "From": FROM_NUMBER, "Body": "x", "ValidityPeriod": OTP + "s"}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == 'Invalid parameter `ValidityPeriod`: must satisfy type: "integer"'
+    assert OTP not in response.text and all(OTP not in violation["problem"] for violation in sandbox.violations)

@@ -8,12 +8,13 @@ checked against the operation's response schema, so the sandbox cannot drift fro
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from tools.oracles import contract, problems
 
@@ -72,7 +73,7 @@ class Operation:
             if parameter["in"] == "path":
                 value = match.group(parameter["name"])
                 if not Draft202012Validator(parameter["schema"]).is_valid(value):
-                    raise ContractViolation(parameter["name"], f"{value!r} is not a valid {parameter['name']}")
+                    raise ContractViolation(parameter["name"], f"does not match {parameter['schema'].get('pattern')}")
         properties = self.form_schema.get("properties", {})
         for name in form:
             if name not in properties:
@@ -83,7 +84,7 @@ class Operation:
         typed = {name: self._typed(properties[name], values) for name, values in form.items()}
         for problem in sorted(self._validator.iter_errors(typed), key=lambda error: list(error.absolute_path)):
             name = str(problem.absolute_path[0]) if problem.absolute_path else "body"
-            raise ContractViolation(name, problem.message)
+            raise ContractViolation(name, _without_value(problem))
 
     @cached_property
     def _escaped(self) -> str:
@@ -117,6 +118,14 @@ class Operation:
             return [] if status >= 400 else [f"status {status} is not one Twilio answers"]
         pointer = f"/paths/{self._escaped}/post/responses/{status}/content/application~1json/schema"
         return problems(self.document, pointer, body)
+
+
+def _without_value(problem: ValidationError) -> str:
+    """What the schema asks ('must satisfy type: integer'), never the value sent: it may be a code."""
+    expected = problem.validator_value
+    if isinstance(expected, list | dict) and len(json.dumps(expected)) > 120:
+        expected = "..."
+    return f"must satisfy {problem.validator}: {json.dumps(expected)}"
 
 
 TABLE = tuple(Operation(*row) for row in OPERATIONS)
