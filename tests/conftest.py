@@ -26,6 +26,7 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state = sandbox_server.state
     state.requests.clear()
     state.violations.clear()
+    state.verifications.clear()
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state

@@ -121,11 +121,16 @@ def test_verify_feedback_satisfies_the_contract(
     """Verify feedback: the verification updated by its SID or by the number it went to."""
     client = library(sandbox_server)
     service = client.verify.v2.services(VERIFY_SERVICE)
-    sid = service.verifications.create(to=PHONE, channel="sms", custom_code=OTP).sid
-    by_sid = service.verifications(sid).update(status=status)
+    first = service.verifications.create(to=PHONE, channel="sms", custom_code=OTP).sid
+    second = service.verifications.create(to=PHONE, channel="call", custom_code=OTP).sid
     by_number = service.verifications(PHONE).update(status=status)
-    assert_conforms(sandbox, calls=3)
-    assert (by_sid.sid, by_sid.status, by_number.status) == (sid, status, status)
+    by_sid = service.verifications(first).update(status=status)
+    assert_conforms(sandbox, calls=4)
+    assert (by_number.sid, by_number.status, by_number.valid) == (second, status, status == "approved")
+    assert (by_sid.sid, by_sid.status, by_sid.to) == (first, status, PHONE)
+    with pytest.raises(TwilioRestException) as raised:  # nothing pending any more
+        service.verifications(PHONE).update(status=status)
+    assert raised.value.status == 404
 
 
 # ------------------------------------------------------------------ the sandbox refuses like Twilio

@@ -59,6 +59,8 @@ MAGIC_TO: dict[str, tuple[int, int, int]] = {
 }
 MAGIC_FROM_INVALID = "+15005550001"
 
+VERIFICATIONS_KEPT = 10_000  # the newest, for Verify feedback; a long `make bench` stays bounded
+
 # Twilio's "request does not match the API's expected schema"; the message names the parameter.
 CONTRACT_ERROR = 70002
 
@@ -118,6 +120,7 @@ class SandboxState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Breaches of Twilio's contract: requests it refused, and answers of its own that broke the schema.
     violations: list[dict[str, Any]] = field(default_factory=list)
+    verifications: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, for Verify feedback
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -313,30 +316,39 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         sid, now = _sid("VE"), _now()
         code = form.get("CustomCode", "(generated)")
         self._announce(f"VERIFY {sid} {channel} to {_mask(to)} locale={form.get('Locale', 'auto')}: code {code}")
-        return {
+        verification = {
             "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
             "to": to, "channel": channel, "status": "pending", "valid": False,
             "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
             "date_created": now, "date_updated": now, "sna": None,
             "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
         }  # fmt: skip
+        with self.server.state.lock:
+            pending = self.server.state.verifications
+            pending[sid] = dict(verification)  # a copy: feedback changes it, not the answer recorded
+            if len(pending) > VERIFICATIONS_KEPT:
+                del pending[next(iter(pending))]
+        return verification
 
     def _verification_update(self, service_sid: str, sid_or_to: str, form: dict[str, str]) -> dict[str, Any]:
-        """Verify feedback: Okta's code was used (approved) or abandoned (canceled)."""
+        """Verify feedback: the pending verification, by its SID or its number, approved or canceled."""
         status = form.get("Status", "")
-        if status not in {"approved", "canceled"}:
-            raise TwilioError(60200)
-        sid = sid_or_to if sid_or_to.startswith("VE") else _sid("VE")
-        to = sid_or_to if _E164.match(sid_or_to) else "+15005550006"
-        now = _now()
-        self._announce(f"VERIFY {sid} {status}")
-        return {
-            "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
-            "to": to, "channel": "sms", "status": status, "valid": status == "approved",
-            "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": "sms"}],
-            "date_created": now, "date_updated": now, "sna": None,
-            "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
-        }  # fmt: skip
+        state = self.server.state
+        with state.lock:
+            pending = [
+                verification
+                for verification in state.verifications.values()
+                if verification["service_sid"] == service_sid
+                and sid_or_to in (verification["sid"], verification["to"])
+                and verification["status"] == "pending"
+            ]
+            if not pending:
+                raise TwilioError(20404, 404)
+            verification = pending[-1]
+            verification.update(status=status, valid=status == "approved", date_updated=_now())
+            answer = dict(verification)
+        self._announce(f"VERIFY {answer['sid']} {status}")
+        return answer
 
     def _announce(self, line: str) -> None:
         if not self.server.state.quiet:
