@@ -17,7 +17,8 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-run: $(VENV)/.runtime
+# The sandbox checks requests against Twilio's contract with jsonschema, a dev dependency.
+run: $(VENV)/.dev
 	$(BIN)/python -m tools.sandbox.run_local
 
 test: $(VENV)/.dev

@@ -7,11 +7,12 @@ wire). Validation lives here, so the handler receives typed, trusted objects. Pa
 
 # No `from __future__ import annotations` here: pydantic would evaluate every annotation string when
 # a model is built, at every cold start.
+import json
 import re
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
 from telephony import phone
@@ -40,6 +41,25 @@ _CHANNEL_SPELLINGS: dict[str, DeliveryChannel] = {
 }
 
 
+def _as_text(value: Any) -> Any:
+    """A JSON scalar as text ('1', '0.1', 'true'); anything else is left for pydantic to refuse."""
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return value
+
+
+def _object_or_none(value: Any) -> Any:
+    """An object is read; anything else in its place means the same as its absence (objects the hook
+    reads only for its log line or the Preview flag; the published schema shows the object)."""
+    return value if isinstance(value, dict) else None
+
+
+_SCALAR_TYPES = ["string", "number", "integer", "boolean", "null"]
+# Fields the hook never acts on: Okta's spec types them as strings yet shows `1` and `0.1` as examples,
+# and a number there must not send every code to Okta's fallback provider. Kept as text.
+LenientText = Annotated[str | None, BeforeValidator(_as_text), WithJsonSchema({"type": _SCALAR_TYPES})]
+
+
 class OktaModel(BaseModel):
     """Okta's JSON: camelCase keys, unknown keys ignored, surrounding blanks trimmed."""
 
@@ -56,7 +76,7 @@ class OktaModel(BaseModel):
 
 
 class RequestUrl(OktaModel):
-    value: str | None = Field(
+    value: LenientText = Field(
         None,
         description="Path of the Okta request that triggered the hook; Preview ends in /generatePreview.",
         examples=["/api/internal/v1/inlineHooks/com.okta.telephony.provider/generatePreview"],
@@ -64,23 +84,27 @@ class RequestUrl(OktaModel):
 
 
 class OktaRequest(OktaModel):
-    id: str | None = Field(None, description="Okta's request id.", examples=["reqRgSk8IBBRhuo0YdlEDTmUw"])
-    method: str | None = Field(None, description="HTTP method of Okta's request.", examples=["POST"])
-    url: RequestUrl | None = Field(None, description="The URL of the Okta request that triggered the hook.")
-    ip_address: str | None = Field(None, description="End user's IP address.", examples=["127.0.0.1"])
+    id: LenientText = Field(None, description="Okta's request id.", examples=["reqRgSk8IBBRhuo0YdlEDTmUw"])
+    method: LenientText = Field(None, description="HTTP method of Okta's request.", examples=["POST"])
+    url: Annotated[RequestUrl | None, BeforeValidator(_object_or_none)] = Field(
+        None, description="The URL of the Okta request that triggered the hook."
+    )
+    ip_address: LenientText = Field(None, description="End user's IP address.", examples=["127.0.0.1"])
 
 
 class RequestContext(OktaModel):
-    request: OktaRequest | None = Field(None, description="The end user's request to Okta.")
+    request: Annotated[OktaRequest | None, BeforeValidator(_object_or_none)] = Field(
+        None, description="The end user's request to Okta."
+    )
 
 
 class UserProfile(OktaModel):
     """The user the code is for. Personal data: never logged."""
 
-    first_name: str | None = Field(None, description="User's first name.", examples=["test"])
-    last_name: str | None = Field(None, description="User's last name.", examples=["user"])
-    login: str | None = Field(None, description="User's Okta login.", examples=["test.user@okta.com"])
-    user_id: str | None = Field(None, description="User's Okta id.", examples=["00uyxxSknGtK8022w0g3"])
+    first_name: LenientText = Field(None, description="User's first name.", examples=["test"])
+    last_name: LenientText = Field(None, description="User's last name.", examples=["user"])
+    login: LenientText = Field(None, description="User's Okta login.", examples=["test.user@okta.com"])
+    user_id: LenientText = Field(None, description="User's Okta id.", examples=["00uyxxSknGtK8022w0g3"])
 
 
 class MessageProfile(OktaModel):
@@ -121,6 +145,13 @@ class MessageProfile(OktaModel):
             raise ValueError("must be SMS or voice (also accepted: CALL, Voice call)")
         return value
 
+    @field_validator("otp_code", mode="before")
+    @classmethod
+    def _code_as_sent(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("must be a string of digits: a number would lose the code's leading zeros")
+        return value
+
     @field_validator("phone_number")
     @classmethod
     def _to_e164(cls, value: str, info: ValidationInfo) -> str:
@@ -136,25 +167,29 @@ class MessageProfile(OktaModel):
 
 
 class TelephonyData(OktaModel):
-    context: RequestContext | None = Field(None, description="What triggered the code.")
-    user_profile: UserProfile | None = Field(None, description="Who the code is for.")
+    context: Annotated[RequestContext | None, BeforeValidator(_object_or_none)] = Field(
+        None, description="What triggered the code."
+    )
+    user_profile: Annotated[UserProfile | None, BeforeValidator(_object_or_none)] = Field(
+        None, description="Who the code is for."
+    )
     message_profile: MessageProfile = Field(description="What to send, where, and how.")
 
 
 class TelephonyHookRequest(OktaModel):
     """The body Okta POSTs for every SMS or voice one-time code."""
 
-    event_id: str | None = Field(None, description="Unique id of this hook call.", examples=["uS5871kJThSsU8qlA1LTcg"])
-    event_time: str | None = Field(None, description="When Okta sent the call.", examples=["2022-01-28T21:43:40.000Z"])
+    event_id: LenientText = Field(None, description="Unique id of this hook call.", examples=["uS5871kJThSsU8qlA1LTcg"])
+    event_time: LenientText = Field(None, description="When Okta sent the call.", examples=["2022-01-28T21:43:40.000Z"])
     event_type: Literal["com.okta.telephony.provider"] | None = Field(
         None,
         description="Always the telephony hook's type; another hook's call is refused.",
         examples=[TELEPHONY_EVENT_TYPE],
     )
-    event_type_version: str | None = Field(None, description="Version of the event type.", examples=["1.0"])
-    content_type: str | None = Field(None, description="Content type of `data`.", examples=["application/json"])
-    cloud_event_version: str | None = Field(None, description="CloudEvents version.", examples=["0.1"])
-    source: str | None = Field(
+    event_type_version: LenientText = Field(None, description="Version of the event type.", examples=["1.0"])
+    content_type: LenientText = Field(None, description="Content type of `data`.", examples=["application/json"])
+    cloud_event_version: LenientText = Field(None, description="CloudEvents version.", examples=["0.1"])
+    source: LenientText = Field(
         None,
         description="The inline hook's URL in the Okta API.",
         examples=["https://acme.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3"],

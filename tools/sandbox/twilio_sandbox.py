@@ -6,10 +6,14 @@ Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JS
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted
   POST /2010-04-01/Accounts/{AccountSid}/Calls.json      -> 201, CA... sid, status queued
   POST /v2/Services/{ServiceSid}/Verifications           -> 201, VE... sid, status pending
+  POST /v2/Services/{ServiceSid}/Verifications/{Sid|To}  -> 200, the verification, Status approved/canceled
   GET  /sandbox/stats                                    -> connections that made API calls, requests
 Twilio's magic test numbers give Twilio's errors: To +15005550001 invalid, ...0002 unroutable,
 ...0003 no geo permission, ...0004 blocked/opted out, ...0009 not SMS-capable; From +15005550001 invalid.
 Each message or call it "sends" is printed, so a developer sees the SMS text and the TwiML.
+Every request is checked against Twilio's published contract (tools/sandbox/contract.py) and refused
+as Twilio would (400 naming the parameter); every answer is checked too. Both kinds of breach are
+recorded in `SandboxState.violations`. Without jsonschema (a dev dependency) the checks are off, said once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
+
+try:
+    from tools.sandbox.contract import ContractViolation, operation_for
+except ImportError as missing:  # `make run` and `make test` install it; a bare runtime venv does not
+    CONTRACT_OFF: str | None = f"Twilio contract checks are off ({missing.name} is not installed)"
+else:
+    CONTRACT_OFF = None
 
 DEFAULT_ACCOUNT_SID = "AC" + "5a" * 16
 DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
@@ -35,6 +46,7 @@ DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
 _MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 _VERIFICATIONS = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications$")
+_VERIFICATION = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications/([^/]+)$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 # Twilio's magic To numbers for test credentials: (SMS error, call error, Verify error).
@@ -46,6 +58,11 @@ MAGIC_TO: dict[str, tuple[int, int, int]] = {
     "+15005550009": (21614, 21214, 60205),
 }
 MAGIC_FROM_INVALID = "+15005550001"
+
+VERIFICATIONS_KEPT = 10_000  # the newest, for Verify feedback; a long `make bench` stays bounded
+
+# Twilio's "request does not match the API's expected schema"; the message names the parameter.
+CONTRACT_ERROR = 70002
 
 ERROR_TEXT = {
     20003: "Authenticate",
@@ -79,7 +96,7 @@ class TwilioError(Exception):
         self.code, self.status, self.context = code, status, context
 
     def body(self) -> dict[str, Any]:
-        message = ERROR_TEXT.get(self.code, "Error").format(
+        message = self.context.get("message") or ERROR_TEXT.get(self.code, "Error").format(
             to=self.context.get("to", ""), from_=self.context.get("from_", "")
         )
         return {
@@ -101,6 +118,9 @@ class SandboxState:
     latency_seconds: float = 0.0
     quiet: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # Breaches of Twilio's contract: requests it refused, and answers of its own that broke the schema.
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    verifications: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, for Verify feedback
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -160,19 +180,40 @@ class SandboxHandler(socketserver.StreamRequestHandler):
                 return
 
     def _post(self, raw: bytes) -> None:
-        form = {name: values[-1] for name, values in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
+        fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+        form = {name: values[-1] for name, values in fields.items()}
         state = self.server.state
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
+        operation = operation_for("POST", self.path) if CONTRACT_OFF is None else None
         try:
             user = self._authenticate()
+            if operation is not None:
+                self._check_contract(operation, fields)
             status, body = self._route(form)
         except TwilioError as error:
             self._send(error.status, error.body())
             return
+        if operation is not None:
+            for problem in operation.answer_problems(status, body):
+                self._violation(f"answer: {problem}")
         with state.lock:
             state.requests.append({"path": self.path, "form": form, "user": user, "response": body})
         self._send(status, body)
+
+    def _check_contract(self, operation: Any, fields: dict[str, list[str]]) -> None:
+        try:
+            operation.check_request(self.path, fields)
+        except ContractViolation as violation:
+            self._violation(f"request: {violation}")
+            message = f"Invalid parameter `{violation.parameter}`: {violation.message}"
+            raise TwilioError(CONTRACT_ERROR, message=message) from None
+
+    def _violation(self, what: str) -> None:
+        state = self.server.state
+        with state.lock:
+            state.violations.append({"path": self.path, "problem": what})
+        self._announce(f"CONTRACT VIOLATION {self.path}: {what}")
 
     def _authenticate(self) -> str:
         state = self.server.state
@@ -200,6 +241,9 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         match = _VERIFICATIONS.match(self.path)
         if match:
             return 201, self._verification(match.group(1), form)
+        match = _VERIFICATION.match(self.path)
+        if match:
+            return 200, self._verification_update(match.group(1), unquote(match.group(2)), form)
         raise TwilioError(20404, 404)
 
     def _check_to(self, form: dict[str, str], which: int) -> str:
@@ -272,13 +316,39 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         sid, now = _sid("VE"), _now()
         code = form.get("CustomCode", "(generated)")
         self._announce(f"VERIFY {sid} {channel} to {_mask(to)} locale={form.get('Locale', 'auto')}: code {code}")
-        return {
+        verification = {
             "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
             "to": to, "channel": channel, "status": "pending", "valid": False,
             "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
             "date_created": now, "date_updated": now, "sna": None,
             "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
         }  # fmt: skip
+        with self.server.state.lock:
+            pending = self.server.state.verifications
+            pending[sid] = dict(verification)  # a copy: feedback changes it, not the answer recorded
+            if len(pending) > VERIFICATIONS_KEPT:
+                del pending[next(iter(pending))]
+        return verification
+
+    def _verification_update(self, service_sid: str, sid_or_to: str, form: dict[str, str]) -> dict[str, Any]:
+        """Verify feedback: the pending verification, by its SID or its number, approved or canceled."""
+        status = form.get("Status", "")
+        state = self.server.state
+        with state.lock:
+            pending = [
+                verification
+                for verification in state.verifications.values()
+                if verification["service_sid"] == service_sid
+                and sid_or_to in (verification["sid"], verification["to"])
+                and verification["status"] == "pending"
+            ]
+            if not pending:
+                raise TwilioError(20404, 404)
+            verification = pending[-1]
+            verification.update(status=status, valid=status == "approved", date_updated=_now())
+            answer = dict(verification)
+        self._announce(f"VERIFY {answer['sid']} {status}")
+        return answer
 
     def _announce(self, line: str) -> None:
         if not self.server.state.quiet:
@@ -337,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         f"[twilio-sandbox] listening on {server.base_url} (account {args.account_sid}); nothing is really sent",
         flush=True,
     )
+    if CONTRACT_OFF is not None:
+        print(f"[twilio-sandbox] {CONTRACT_OFF}: `make run` installs it", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

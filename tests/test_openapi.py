@@ -1,0 +1,94 @@
+"""Our own contract: openapi.json is what the models say, and a live functions-framework process keeps
+it under schemathesis: no 5xx, answers that conform, and no Twilio call for a request it refuses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.helpers import HOOK_ENV_NAMES, HOOK_SECRET, OTP, okta_request, sandbox_env
+from tools.openapi import DOCUMENT, ROUTES, render
+from tools.processes import StartFailed, free_port, start_function, stop
+from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
+
+pytestmark = pytest.mark.e2e
+
+schema = schemathesis.openapi.from_path(str(DOCUMENT))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def test_the_committed_document_is_the_one_the_models_generate() -> None:
+    assert DOCUMENT.read_text() == render(), "openapi.json is out of date: run python -m tools.openapi"
+
+
+def test_every_route_is_documented_with_its_answers() -> None:
+    document = schema.raw_schema
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method]
+        assert set(operation["responses"]) == {str(status) for status in route.answers}
+    assert document["openapi"] == "3.1.0"
+    hook = document["paths"]["/"]["post"]
+    assert hook["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TelephonyHookRequest"
+    }
+
+
+@pytest.fixture(scope="module")
+def live_hook(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """functions-framework serving main.py against the sandbox, as Cloud Run runs it."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
+    env.update(sandbox_env(sandbox_server.base_url))
+    log_path: Path = tmp_path_factory.mktemp("openapi") / "hook.log"
+    with log_path.open("wb") as log_file:
+        try:
+            process = start_function("telephony_hook", "main.py", port, env, log_file)
+        except StartFailed as failure:
+            raise AssertionError(f"{failure}: {log_path.read_text()}") from None
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
+    assert OTP not in log_path.read_text()
+
+
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_live_function_keeps_its_published_contract(
+    case: schemathesis.Case[Any], live_hook: str, sandbox_server: SandboxServer
+) -> None:
+    sandbox: SandboxState = sandbox_server.state
+    before = len(sandbox.requests)
+    response = case.call_and_validate(base_url=live_hook, headers={"Authorization": HOOK_SECRET}, checks=CHECKS)
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert len(sandbox.requests) == before, "a refused request reached Twilio"
+    if response.status_code == 200 and "commands" in response.json():
+        assert len(sandbox.requests) == before + 1
+
+
+def test_the_live_function_delivers_a_documented_example(live_hook: str, sandbox_server: SandboxServer) -> None:
+    """The property above may meet few deliverable requests (random phone numbers are refused):
+    one that must be delivered, checked against the same document."""
+    case = schema["/"]["POST"].Case(body=okta_request(), media_type="application/json")
+    before = len(sandbox_server.state.requests)
+    response = case.call_and_validate(base_url=live_hook, headers={"Authorization": HOOK_SECRET}, checks=CHECKS)
+    assert response.status_code == 200 and "commands" in response.json()
+    assert len(sandbox_server.state.requests) == before + 1

@@ -1,0 +1,166 @@
+"""Our own contract: the OpenAPI 3.1 document of the function's routes, generated from the pydantic models.
+
+    python -m tools.openapi            # rewrite openapi.json
+    python -m tools.openapi --check    # exit 1 when openapi.json differs from what the models say
+
+The document is kept in the repository (openapi.json) for Okta admins and for schemathesis, which
+`make test` runs against a live functions-framework process; tests/test_openapi.py fails when the
+committed document and the models drift apart. A route is one row of ROUTES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from models import ErrorResponse, TelephonyHookRequest, TelephonyHookResponse
+
+DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One documented status: what it means, and the models its JSON body may be (none: no body)."""
+
+    description: str
+    models: tuple[type[BaseModel], ...] = ()
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)  # header name -> description
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    method: str
+    summary: str
+    description: str
+    answers: dict[int, Answer]
+    body: type[BaseModel] | None = None
+    body_content_type: str = JSON
+    security: tuple[str, ...] = ()  # names in SECURITY_SCHEMES; any one of them is enough
+    parameters: tuple[dict[str, Any], ...] = ()
+
+
+OKTA_ERROR = (ErrorResponse,)
+
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "hookSecret": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "Okta's HTTP-header authentication: the header (OKTA_HOOK_AUTH_HEADER, default "
+        "Authorization) carries OKTA_HOOK_AUTH_SECRET verbatim.",
+    },
+    "oktaOAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Okta's OAuth 2.0 authentication: an access token from the configured issuer "
+        "(OKTA_HOOK_OAUTH_*).",
+    },
+}
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        path="/",
+        method="post",
+        summary="Okta's telephony inline hook: deliver one SMS or voice one-time code through Twilio",
+        description="Every path other than the function's own routes is this hook. Okta waits 3 s; any "
+        "answer but 200 with `commands` makes Okta send the code through its own provider.",
+        body=TelephonyHookRequest,
+        security=("hookSecret", "oktaOAuth"),
+        answers={
+            200: Answer(
+                "Delivered (`commands`), or refused with Okta's error object, which makes Okta fall back.",
+                (TelephonyHookResponse, ErrorResponse),
+            ),
+            400: Answer("The request is not a telephony hook request; each bad field is named.", OKTA_ERROR),
+            401: Answer("Authentication failed, or none is configured (fail closed).", OKTA_ERROR),
+            403: Answer("The OAuth token lacks the required scope.", OKTA_ERROR),
+            405: Answer("Only POST is served.", OKTA_ERROR, headers={"Allow": "POST"}),
+            413: Answer("The body is over 64 KiB.", OKTA_ERROR),
+            503: Answer("The OAuth issuer's keys cannot be fetched right now.", OKTA_ERROR),
+        },
+    ),
+)
+
+
+def _schema_ref(model: type[BaseModel], mode: JsonSchemaMode, names: dict[Any, Any]) -> Any:
+    return names[(model, mode)]
+
+
+def generate() -> dict[str, Any]:
+    """The document, from ROUTES and the models they name."""
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for route in ROUTES:
+        if route.body is not None:
+            wanted.append((route.body, "validation"))
+        wanted.extend((model, "serialization") for answer in route.answers.values() for model in answer.models)
+    unique = list(dict.fromkeys(wanted))
+    names, definitions = models_json_schema(unique, by_alias=True, ref_template=REF)
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {"summary": route.summary, "description": route.description}
+        if route.parameters:
+            operation["parameters"] = list(route.parameters)
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {route.body_content_type: {"schema": _schema_ref(route.body, "validation", names)}},
+            }
+        if route.security:
+            operation["security"] = [{name: []} for name in route.security]
+        responses: dict[str, Any] = {}
+        for status, answer in sorted(route.answers.items()):
+            documented: dict[str, Any] = {"description": answer.description}
+            if answer.models:
+                refs = [_schema_ref(model, "serialization", names) for model in answer.models]
+                schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
+                documented["content"] = {answer.content_type: {"schema": schema}}
+            if answer.headers:
+                documented["headers"] = {
+                    name: {"description": text, "schema": {"type": "string"}} for name, text in answer.headers.items()
+                }
+            responses[str(status)] = documented
+        operation["responses"] = responses
+        paths.setdefault(route.path, {})[route.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Okta telephony inline hook (Twilio)",
+            "version": "1",
+            "description": "Generated by tools/openapi.py from models.py: do not edit by hand.",
+        },
+        "paths": paths,
+        "components": {"schemas": definitions.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def render() -> str:
+    return json.dumps(generate(), indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate openapi.json from the models.")
+    parser.add_argument("--check", action="store_true", help="only report whether openapi.json is up to date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if DOCUMENT.read_text() != text:
+            sys.exit(f"{DOCUMENT.name} is out of date: run python -m tools.openapi")
+        return
+    DOCUMENT.write_text(text)
+    print(f"wrote {DOCUMENT.name}")
+
+
+if __name__ == "__main__":
+    main()
