@@ -3,7 +3,7 @@
     python -m tools.openapi            # rewrite openapi.json
     python -m tools.openapi --check    # exit 1 when openapi.json differs from what the models say
 
-The document is kept in the repository (openapi.json) for Okta admins and for schemathesis, which
+The document is kept in the repository (tests/contracts/openapi.json) for Okta admins and for schemathesis, which
 `make test` runs against a live functions-framework process; tests/test_openapi.py fails when the
 committed document and the models drift apart. A route is one row of ROUTES.
 """
@@ -22,7 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from models import ErrorResponse, TelephonyHookRequest, TelephonyHookResponse
 
-DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "openapi.json"
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 
