@@ -32,6 +32,7 @@ with paused_collector():  # everything built here lives as long as the process
     )
     from telephony.auth import Authenticator
     from telephony.delivery import TwilioDelivery, build_client
+    from telephony.events import EventHook
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
     from telephony.policy import DeliveryPolicy
@@ -44,6 +45,7 @@ with paused_collector():  # everything built here lives as long as the process
     authenticator = Authenticator.from_settings(settings)
     policy = DeliveryPolicy(settings)
     delivery = TwilioDelivery(settings, build_client(settings))
+    okta_events = EventHook(settings)  # Verify feedback from Okta's event hook
 
     if not authenticator.configured:
         log.critical(
@@ -55,7 +57,9 @@ with paused_collector():  # everything built here lives as long as the process
 
 
 # The function's other routes, by exact path; every other path is Okta's telephony hook.
-ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {}
+ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {
+    "/okta/events": okta_events,
+}
 
 
 @functions_framework.http

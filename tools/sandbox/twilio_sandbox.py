@@ -6,6 +6,8 @@ Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JS
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted
   POST /2010-04-01/Accounts/{AccountSid}/Calls.json      -> 201, CA... sid, status queued
   POST /v2/Services/{ServiceSid}/Verifications           -> 201, VE... sid, status pending
+  POST /v2/Services/{ServiceSid}/Verifications/{To|Sid}  -> 200 approved/canceled, or 404 (20404) when
+                                                            nothing is pending for that number or SID
   GET  /sandbox/stats                                    -> connections that made API calls, requests
 Twilio's magic test numbers give Twilio's errors: To +15005550001 invalid, ...0002 unroutable,
 ...0003 no geo permission, ...0004 blocked/opted out, ...0009 not SMS-capable; From +15005550001 invalid.
@@ -27,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 DEFAULT_ACCOUNT_SID = "AC" + "5a" * 16
 DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
@@ -35,6 +37,7 @@ DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
 _MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 _VERIFICATIONS = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications$")
+_VERIFICATION_UPDATE = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications/([^/?]+)$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 # Twilio's magic To numbers for test credentials: (SMS error, call error, Verify error).
@@ -49,6 +52,7 @@ MAGIC_FROM_INVALID = "+15005550001"
 
 ERROR_TEXT = {
     20003: "Authenticate",
+    20429: "Too Many Requests",
     20404: "The requested resource was not found",
     21211: "The 'To' number {to} is not a valid phone number.",
     21212: "The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
@@ -102,6 +106,10 @@ class SandboxState:
     quiet: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
+    # Verify's pending verifications, (service SID, To) -> verification SID; feedback removes them.
+    pending: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Twilio error codes to answer the next API calls with, in order (e.g. 20429 for rate limiting).
+    refuse_next: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -117,7 +125,9 @@ def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+_REASONS = {
+    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"
+}  # fmt: skip
 
 
 class SandboxHandler(socketserver.StreamRequestHandler):
@@ -165,6 +175,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
         try:
+            self._scripted_refusal(form)
             user = self._authenticate()
             status, body = self._route(form)
         except TwilioError as error:
@@ -173,6 +184,16 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         with state.lock:
             state.requests.append({"path": self.path, "form": form, "user": user, "response": body})
         self._send(status, body)
+
+    def _scripted_refusal(self, form: dict[str, str]) -> None:
+        """A refusal a test asked for: recorded like any request, so tests count attempts."""
+        state = self.server.state
+        with state.lock:
+            code = state.refuse_next.pop(0) if state.refuse_next else None
+            if code is not None:
+                state.requests.append({"path": self.path, "form": form, "user": None, "response": None})
+        if code is not None:
+            raise TwilioError(code, 429 if code == 20429 else 400)
 
     def _authenticate(self) -> str:
         state = self.server.state
@@ -200,6 +221,9 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         match = _VERIFICATIONS.match(self.path)
         if match:
             return 201, self._verification(match.group(1), form)
+        match = _VERIFICATION_UPDATE.match(self.path)
+        if match:
+            return 200, self._verification_feedback(match.group(1), unquote(match.group(2)), form)
         raise TwilioError(20404, 404)
 
     def _check_to(self, form: dict[str, str], which: int) -> str:
@@ -271,12 +295,37 @@ class SandboxHandler(socketserver.StreamRequestHandler):
             raise TwilioError(60200)
         sid, now = _sid("VE"), _now()
         code = form.get("CustomCode", "(generated)")
+        with self.server.state.lock:
+            self.server.state.pending[(service_sid, to)] = sid
         self._announce(f"VERIFY {sid} {channel} to {_mask(to)} locale={form.get('Locale', 'auto')}: code {code}")
         return {
             "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
             "to": to, "channel": channel, "status": "pending", "valid": False,
             "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
             "date_created": now, "date_updated": now, "sna": None,
+            "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
+        }  # fmt: skip
+
+    def _verification_feedback(self, service_sid: str, to_or_sid: str, form: dict[str, str]) -> dict[str, Any]:
+        """Verify's update, by number or SID: ends the pending verification, or 404 when none is."""
+        status = form.get("Status", "")
+        if status not in {"approved", "canceled"}:
+            raise TwilioError(60200)
+        state = self.server.state
+        with state.lock:
+            key = next(
+                (key for key, sid in state.pending.items() if key[0] == service_sid and to_or_sid in (key[1], sid)),
+                None,
+            )
+            if key is None:
+                raise TwilioError(20404, 404)
+            sid = state.pending.pop(key)
+        now = _now()
+        self._announce(f"VERIFY {sid} to {_mask(key[1])}: {status}")
+        return {
+            "sid": sid, "service_sid": service_sid, "account_sid": state.account_sid, "to": key[1],
+            "channel": "sms", "status": status, "valid": status == "approved", "lookup": {}, "amount": None,
+            "payee": None, "send_code_attempts": [], "date_created": now, "date_updated": now, "sna": None,
             "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
         }  # fmt: skip
 
