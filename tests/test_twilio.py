@@ -96,7 +96,7 @@ def test_no_validity_period_when_okta_gives_no_expiry(sandbox_server: SandboxSer
 
 
 def test_voice_delivery_sends_twiml_with_spaced_digits(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
-    delivery_for(sandbox_server).deliver(profile(deliveryChannel="voice"))
+    delivery_for(sandbox_server).deliver(profile(deliveryChannel="voice", msgTemplate=None))
     request = sandbox.requests[-1]
     assert request["path"].endswith("/Calls.json")
     assert set(request["form"]) == {"To", "From", "Twiml", "TimeLimit"}
