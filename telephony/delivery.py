@@ -108,16 +108,30 @@ class TwilioDelivery:
         try:
             sid, status, api = self._send(client, profile, validity)
         except TwilioException as error:
-            raise twilio_failure(error) from None
+            refusal = twilio_failure(error)
+            refusal.answer.log_fields["twilio_attempts"] = self._attempts(client)
+            raise refusal from None
         except TwilioUnavailable as error:
-            raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
+            refusal = transport_failure(error, self._settings.twilio_timeout_seconds)
+            refusal.answer.log_fields["twilio_attempts"] = error.attempts
+            raise refusal from None
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,
             transaction_id=sid,
             metadata=f"{profile.delivery_channel} {api} {status} in {elapsed_ms} ms",
-            log_fields={"twilio_sid": sid, "twilio_status": status, "twilio_ms": elapsed_ms},
+            log_fields={
+                "twilio_sid": sid,
+                "twilio_status": status,
+                "twilio_ms": elapsed_ms,
+                "twilio_attempts": self._attempts(client),
+            },
         )
+
+    @staticmethod
+    def _attempts(client: Client) -> int:
+        transport = client.http_client
+        return transport.attempts() if isinstance(transport, TwilioTransport) else 1
 
     def _send(self, client: Client, profile: MessageProfile, validity: int | None) -> tuple[str, str, str]:
         """Returns Twilio's SID, its status, and which API carried the code."""

@@ -53,6 +53,7 @@ MAGIC_FROM_INVALID = "+15005550001"
 ERROR_TEXT = {
     20003: "Authenticate",
     20429: "Too Many Requests",
+    20500: "Internal Server Error",
     20404: "The requested resource was not found",
     21211: "The 'To' number {to} is not a valid phone number.",
     21212: "The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
@@ -126,7 +127,8 @@ def _sid(prefix: str) -> str:
 
 
 _REASONS = {
-    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"
+    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+    500: "Internal Server Error",
 }  # fmt: skip
 
 
@@ -193,7 +195,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
             if code is not None:
                 state.requests.append({"path": self.path, "form": form, "user": None, "response": None})
         if code is not None:
-            raise TwilioError(code, 429 if code == 20429 else 400)
+            raise TwilioError(code, {20429: 429, 20500: 500}.get(code, 400))
 
     def _authenticate(self) -> str:
         state = self.server.state
