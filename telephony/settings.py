@@ -167,6 +167,14 @@ class Settings(BaseModel):
         _check_regions([value.upper()])
         return value.upper()
 
+    @field_validator("okta_org_url")
+    @classmethod
+    def _org_over_https(cls, value: str | None) -> str | None:
+        """The API token travels to this URL: https only (loopback excepted, for local stand-ins)."""
+        if value and not re.match(r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/?$)", value):
+            raise ValueError("must be an https:// URL (http only on loopback)")
+        return value
+
     @field_validator("sms_template")
     @classmethod
     def _template_has_code(cls, value: str | None) -> str | None:

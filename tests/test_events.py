@@ -273,3 +273,66 @@ def test_a_batch_that_is_not_oktas_shape_is_a_400_naming_the_field(events_client
     response = post_events(events_client, {"data": {"events": "nope"}})
     assert response.status_code == 400
     assert response.get_json()["error"]["errorCauses"][0]["location"] == "data.events"
+
+
+# ------------------------------------------------------------------ failures, and nothing leaks
+
+
+def test_a_guessed_secret_never_reaches_the_log_or_the_answer(
+    events_client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guess = "guessed-Secret-Qx81"
+    capsys.readouterr()
+    response = post_events(events_client, batch(), secret=guess)
+    assert response.status_code == 401
+    output = capsys.readouterr().out
+    (line,) = event_lines(output)
+    assert line["outcome"] == "unauthorized"
+    assert guess not in output and guess not in response.get_data(as_text=True)
+
+
+def test_twilio_unreachable_for_feedback_is_logged_with_the_masked_number(
+    make_client: AppFactory, okta_api: OktaState, closed_port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=closed_port))
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    output = capsys.readouterr().out
+    (line,) = event_lines(output)
+    assert line["outcome"] == "feedback_failed"
+    assert line["twilio_error"] == "TWILIO_UNREACHABLE"
+    assert line["phone"] == PHONE_MASKED
+    assert PHONE not in output and PHONE[1:] not in output
+
+
+def test_a_verify_refusal_other_than_404_is_a_failed_feedback(
+    events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.refuse_next.extend([20429, 20429])
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_failed"
+    assert line["twilio_error_code"] == 20429
+    assert line["severity"] == "ERROR"
+
+
+def test_a_user_without_a_phone_factor_is_logged_so(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE, status="PENDING_ACTIVATION"), {"factorType": "push"}]
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_no_phone"
+    assert sandbox.requests == []
+
+
+def test_the_org_url_must_be_https_except_on_loopback() -> None:
+    from telephony.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="OKTA_ORG_URL"):
+        load_settings({"OKTA_ORG_URL": "http://acme.okta.com"})
+    assert load_settings({"OKTA_ORG_URL": "https://acme.okta.com"}).okta_org_url == "https://acme.okta.com"
+    assert load_settings({"OKTA_ORG_URL": "http://127.0.0.1:8080"}).okta_org_url == "http://127.0.0.1:8080"

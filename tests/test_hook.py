@@ -421,3 +421,25 @@ def test_a_template_carrying_a_longer_code_is_never_used(
     sent = form.get("Body") or form["Twiml"]
     assert "482913" not in sent and "4, 8, 2, 9, 1, 3" not in sent
     assert "48291" in sent or "4, 8, 2, 9, 1" in sent
+
+
+def test_a_verify_code_over_10_digits_is_refused_before_twilio(
+    make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(TWILIO_VERIFY_SERVICE_SID="VA" + "7e" * 16)
+    capsys.readouterr()
+    response = post_hook(client, okta_request(otpCode="12345678901"))
+    assert response.status_code == 200
+    assert first_reason(okta_error(response)) == "VERIFY_CODE_TOO_LONG"
+    assert sandbox.requests == []
+    output = capsys.readouterr().out
+    assert hook_log(output)["outcome"] == "code_too_long"
+    assert "12345678901" not in output and "12345678901" not in response.get_data(as_text=True)
+
+
+def test_verify_gets_no_locale_it_does_not_support(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(TWILIO_VERIFY_SERVICE_SID="VA" + "7e" * 16)
+    post_hook(client, okta_request(locale="sw-KE"))
+    assert "Locale" not in sandbox.requests[-1]["form"]
+    post_hook(client, okta_request(locale="pt_BR"))
+    assert sandbox.requests[-1]["form"]["Locale"] == "pt-BR"
