@@ -51,6 +51,8 @@ with paused_collector():  # everything built here lives as long as the process
         log.critical(
             "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
         )
+    if okta_events.configured and okta_events.missing:
+        log.critical(f"Verify feedback (/okta/events) cannot work: the function is missing {okta_events.missing}.")
     for channel, missing in delivery.missing.items():
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")

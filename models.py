@@ -240,12 +240,18 @@ class ErrorResponse(OktaErrorModel):
 # Okta's event hook delivery: {"data": {"events": [LogEvent...]}}, each a System Log event.
 
 
-class EventActor(OktaModel):
+class OktaEventModel(OktaModel):
+    """Event hook models: built on first use, so the telephony hook's cold start never pays for them."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class EventActor(OktaEventModel):
     id: str | None = Field(None, description="Who acted: for a user's own MFA, the user's id.", examples=["00u1a"])
     type: str | None = Field(None, description="The actor's kind.", examples=["User", "PublicClientApp"])
 
 
-class EventTarget(OktaModel):
+class EventTarget(OktaEventModel):
     id: str | None = Field(None, description="The target's id.", examples=["00u1a", "sms1a"])
     type: str | None = Field(None, description="The target's kind.", examples=["User", "AuthenticatorEnrollment"])
     detail_entry: dict[str, Any] | None = Field(
@@ -255,11 +261,11 @@ class EventTarget(OktaModel):
     )
 
 
-class EventOutcome(OktaModel):
+class EventOutcome(OktaEventModel):
     result: str | None = Field(None, description="The event's result.", examples=["SUCCESS", "FAILURE"])
 
 
-class EventDebugContext(OktaModel):
+class EventDebugContext(OktaEventModel):
     debug_data: dict[str, Any] | None = Field(
         None,
         description="Free-form details; for user.authentication.auth_via_mfa, `factor` and `factorIntent`.",
@@ -267,7 +273,7 @@ class EventDebugContext(OktaModel):
     )
 
 
-class LogEvent(OktaModel):
+class LogEvent(OktaEventModel):
     """One System Log event, as the event hook delivers it. Personal data: never logged whole."""
 
     uuid: str | None = Field(None, description="The event's id; a retried delivery repeats it.")
@@ -278,11 +284,11 @@ class LogEvent(OktaModel):
     debug_context: EventDebugContext | None = Field(None, description="Event-specific details.")
 
 
-class EventHookData(OktaModel):
+class EventHookData(OktaEventModel):
     events: list[LogEvent] = Field(default_factory=list, description="The batch of events Okta delivers at once.")
 
 
-class EventHookRequest(OktaModel):
+class EventHookRequest(OktaEventModel):
     """Okta's event hook POST."""
 
     event_type: str | None = Field(None, description="The delivery's type.", examples=["com.okta.event_hook"])

@@ -113,6 +113,11 @@ class EventHook:
             missing.append("TWILIO_VERIFY_SERVICE_SID with Twilio credentials")
         self.missing = " and ".join(missing) or None
 
+    @property
+    def configured(self) -> bool:
+        """Whether the admin set the event hook up (its secret): only then is what it lacks worth a word."""
+        return self._auth is not None
+
     def __call__(self, request: flask.Request) -> flask.Response:
         headers = request.headers
         with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):

@@ -336,3 +336,14 @@ def test_the_org_url_must_be_https_except_on_loopback() -> None:
         load_settings({"OKTA_ORG_URL": "http://acme.okta.com"})
     assert load_settings({"OKTA_ORG_URL": "https://acme.okta.com"}).okta_org_url == "https://acme.okta.com"
     assert load_settings({"OKTA_ORG_URL": "http://127.0.0.1:8080"}).okta_org_url == "http://127.0.0.1:8080"
+
+
+def test_a_half_configured_event_hook_is_named_at_start_up(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    make_client(OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if "/okta/events" in line["message"]]
+    assert line["severity"] == "CRITICAL"
+    assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"] and "TWILIO_VERIFY_SERVICE_SID" in line["message"]
