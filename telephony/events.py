@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import flask
 from pydantic import ValidationError
@@ -97,7 +98,6 @@ class EventHook:
         )
         # Verify's update gets what the Management API read leaves of the budget.
         twilio_seconds = min(settings.twilio_timeout_seconds, EVENT_BUDGET_SECONDS - settings.okta_api_timeout_seconds)
-        self._twilio_seconds = twilio_seconds
         self._client: Client | None = (
             build_client(settings.model_copy(update={"twilio_timeout_seconds": twilio_seconds}))
             if settings.twilio_verify_service_sid
@@ -227,9 +227,10 @@ class EventHook:
         """Verify's update by number: approved, or 404 when nothing is pending (normal: not ours, or done)."""
         assert self._client is not None and self._service_sid is not None
         try:
-            verification = (
-                self._client.verify.v2.services(self._service_sid).verifications(number).update(status="approved")
-            )
+            # The number goes in the path percent-encoded (%2B…), as Twilio documents it: a bare '+' in a
+            # URL can be read as a space.
+            verifications = self._client.verify.v2.services(self._service_sid).verifications
+            verification = verifications(quote(number, safe="")).update(status="approved")
         except TwilioRestException as error:
             if error.status == HTTPStatus.NOT_FOUND:
                 return Outcome.FEEDBACK_NOT_PENDING
