@@ -116,3 +116,10 @@ def test_the_runtime_is_a_variable_defaulting_to_python313() -> None:
 def test_a_feedback_only_deployment_needs_only_the_event_hook_secret() -> None:
     command = gcloud_command({"SECRETS": "OKTA_EVENT_HOOK_AUTH_SECRET=okta-event-hook-secret:1"})
     assert "--set-secrets=OKTA_EVENT_HOOK_AUTH_SECRET=okta-event-hook-secret:1" in command
+
+
+def test_max_instances_is_passed_when_given() -> None:
+    assert not any(part.startswith("--max-instances") for part in gcloud_command(BASE))
+    assert "--max-instances=3" in gcloud_command({**BASE, "MAX_INSTANCES": "3"})
+    with pytest.raises(DeployError, match="MAX_INSTANCES"):
+        gcloud_command({**BASE, "MAX_INSTANCES": "many"})

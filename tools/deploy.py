@@ -6,6 +6,7 @@ Reads its inputs from the environment (make passes its command-line variables th
   PROJECT         Google Cloud project               (default: gcloud's configured project)
   SECRETS         ENV=secret:version,...             Secret Manager versions, pinned (no 'latest')
   MIN_INSTANCES   instances kept warm                (default 1: cold starts eat into Okta's 3 s)
+  MAX_INSTANCES   cap on instances                   (optional; see README "Sizing for Okta's concurrency")
   THREADS         threads per instance = --concurrency (default 80: Okta sends up to 75 at once)
   MEMORY, CPU     instance size                      (default 512Mi, 1)
   RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
@@ -104,6 +105,10 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         command.append("--set-secrets=" + ",".join(f"{name}={ref}" for name, ref in secrets.items()))
     if env.get("PROJECT"):
         command.append(f"--project={env['PROJECT']}")
+    if env.get("MAX_INSTANCES"):
+        if not env["MAX_INSTANCES"].isdigit() or int(env["MAX_INSTANCES"]) < 1:
+            raise DeployError("deploy: MAX_INSTANCES must be a whole number")
+        command.append(f"--max-instances={env['MAX_INSTANCES']}")
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
     return command
