@@ -32,6 +32,7 @@ with paused_collector():  # everything built here lives as long as the process
     )
     from telephony.auth import Authenticator
     from telephony.delivery import TwilioDelivery, build_client
+    from telephony.events import EventHook
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
     from telephony.policy import DeliveryPolicy
@@ -44,18 +45,23 @@ with paused_collector():  # everything built here lives as long as the process
     authenticator = Authenticator.from_settings(settings)
     policy = DeliveryPolicy(settings)
     delivery = TwilioDelivery(settings, build_client(settings))
+    okta_events = EventHook(settings)  # Verify feedback from Okta's event hook
 
     if not authenticator.configured:
         log.critical(
             "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
         )
+    if okta_events.configured and okta_events.missing:
+        log.critical(f"Verify feedback (/okta/events) cannot work: the function is missing {okta_events.missing}.")
     for channel, missing in delivery.missing.items():
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
 
 
 # The function's other routes, by exact path; every other path is Okta's telephony hook.
-ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {}
+ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {
+    "/okta/events": okta_events,
+}
 
 
 @functions_framework.http

@@ -269,3 +269,62 @@ class ErrorResponse(OktaErrorModel):
     """Failure: Okta marks the hook failed and sends the code through its own provider."""
 
     error: HookError = Field(description="Why the code was not delivered.")
+
+
+# ------------------------------------------------------------------------ event hook (/okta/events)
+# Okta's event hook delivery: {"data": {"events": [LogEvent...]}}, each a System Log event.
+
+
+class OktaEventModel(OktaModel):
+    """Event hook models: built on first use, so the telephony hook's cold start never pays for them."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class EventActor(OktaEventModel):
+    id: str | None = Field(None, description="Who acted: for a user's own MFA, the user's id.", examples=["00u1a"])
+    type: str | None = Field(None, description="The actor's kind.", examples=["User", "PublicClientApp"])
+
+
+class EventTarget(OktaEventModel):
+    id: str | None = Field(None, description="The target's id.", examples=["00u1a", "sms1a"])
+    type: str | None = Field(None, description="The target's kind.", examples=["User", "AuthenticatorEnrollment"])
+    detail_entry: dict[str, Any] | None = Field(
+        None,
+        description="Details of an authenticator enrollment; methodTypeUsed names the channel.",
+        examples=[{"methodTypeUsed": "SMS"}],
+    )
+
+
+class EventOutcome(OktaEventModel):
+    result: str | None = Field(None, description="The event's result.", examples=["SUCCESS", "FAILURE"])
+
+
+class EventDebugContext(OktaEventModel):
+    debug_data: dict[str, Any] | None = Field(
+        None,
+        description="Free-form details; for user.authentication.auth_via_mfa, `factor` and `factorIntent`.",
+        examples=[{"factor": "SMS_FACTOR", "factorIntent": "LOGIN"}],
+    )
+
+
+class LogEvent(OktaEventModel):
+    """One System Log event, as the event hook delivers it. Personal data: never logged whole."""
+
+    uuid: str | None = Field(None, description="The event's id; a retried delivery repeats it.")
+    event_type: str | None = Field(None, description="What happened.", examples=["user.authentication.auth_via_mfa"])
+    outcome: EventOutcome | None = Field(None, description="How it ended.")
+    actor: EventActor | None = Field(None, description="Who acted.")
+    target: list[EventTarget] | None = Field(None, description="What it acted on.")
+    debug_context: EventDebugContext | None = Field(None, description="Event-specific details.")
+
+
+class EventHookData(OktaEventModel):
+    events: list[LogEvent] = Field(default_factory=list, description="The batch of events Okta delivers at once.")
+
+
+class EventHookRequest(OktaEventModel):
+    """Okta's event hook POST."""
+
+    event_type: str | None = Field(None, description="The delivery's type.", examples=["com.okta.event_hook"])
+    data: EventHookData = Field(description="The delivered events.")

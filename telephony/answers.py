@@ -42,6 +42,15 @@ class Outcome(StrEnum):
     PROVIDER_ERROR = "provider_error"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INTERNAL_ERROR = "internal_error"
+    CODE_TOO_LONG = "code_too_long"
+    # Okta's event hook (/okta/events): Verify feedback, one outcome per event.
+    EVENT_HOOK_VERIFIED = "event_hook_verified"
+    EVENT_IGNORED = "event_ignored"
+    FEEDBACK_APPROVED = "feedback_approved"
+    FEEDBACK_NOT_PENDING = "feedback_not_pending"
+    FEEDBACK_NO_PHONE = "feedback_no_phone"
+    FEEDBACK_FAILED = "feedback_failed"
+    OKTA_API_UNAVAILABLE = "okta_api_unavailable"
 
     @property
     def severity(self) -> int:
@@ -56,6 +65,13 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.PROVIDER_ERROR: logging.ERROR,
     Outcome.PROVIDER_UNAVAILABLE: logging.ERROR,
     Outcome.INTERNAL_ERROR: logging.ERROR,
+    Outcome.CODE_TOO_LONG: logging.ERROR,
+    Outcome.EVENT_HOOK_VERIFIED: logging.INFO,
+    Outcome.EVENT_IGNORED: logging.INFO,
+    Outcome.FEEDBACK_APPROVED: logging.INFO,
+    Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
+    Outcome.FEEDBACK_FAILED: logging.ERROR,
+    Outcome.OKTA_API_UNAVAILABLE: logging.ERROR,
 }
 
 
@@ -210,6 +226,23 @@ def not_configured(missing: str) -> HookRefused:
         Outcome.NOT_CONFIGURED,
         NOT_DELIVERED,
         [cause(f"The hook is missing {missing}.", "HOOK_NOT_CONFIGURED", "configuration")],
+    )
+
+
+def code_too_long(length: int, maximum: int) -> HookRefused:
+    """Twilio Verify takes custom codes of 4 to 10 characters: refused before Twilio, so Okta falls back."""
+    return refused(
+        HTTPStatus.OK,
+        Outcome.CODE_TOO_LONG,
+        NOT_DELIVERED,
+        [
+            cause(
+                f"Twilio Verify accepts custom codes of at most {maximum} characters; Okta's has {length}.",
+                "VERIFY_CODE_TOO_LONG",
+                "data.messageProfile.otpCode",
+            )
+        ],
+        log_fields={"otp_length": length},
     )
 
 

@@ -34,12 +34,15 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 class Call:
     """One call against its deadline: the connection it uses, and whether time ran out."""
 
-    __slots__ = ("connection", "deadline", "done", "expired", "lock")
+    __slots__ = ("connection", "deadline", "done", "expired", "lock", "sent")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.connection: HTTPConnection | None = None
         self.expired = False
+        # Whether a byte of the request may have left: until then, a failure is certainly not
+        # something the peer acted on, and the call is safe to retry.
+        self.sent = False
         self.done = False
         self.lock = threading.Lock()
 
@@ -112,6 +115,14 @@ class _DeadlineMixin:
             call.attach(self)  # type: ignore[arg-type]
         super().request(*args, **kwargs)  # type: ignore[misc]
 
+    def send(self, data: Any) -> None:
+        if self.sock is None:  # type: ignore[attr-defined]  # http.client connects on first send
+            self.connect()
+        call: Call | None = getattr(_current, "call", None)
+        if call is not None:
+            call.sent = True
+        super().send(data)  # type: ignore[misc]
+
     def getresponse(self) -> Any:
         answer = super().getresponse()  # type: ignore[misc]  # the body is read in here (preloaded)
         call: Call | None = getattr(_current, "call", None)
@@ -150,6 +161,12 @@ def overall_deadline(seconds: float) -> Iterator[Call]:
     finally:
         call.finish()
         _current.call = None
+
+
+def never_sent(call: Call, error: BaseException) -> bool:
+    """Whether a failed call certainly never reached the peer: refused, or reset before a byte of
+    the request was written. A timeout never counts: the peer may be working on it."""
+    return not call.sent and not timed_out(call, error)
 
 
 def timed_out(call: Call, error: BaseException) -> bool:

@@ -10,14 +10,16 @@ from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from models import DeliveryChannel, MessageProfile
-from telephony.answers import Answer, not_configured, successful
+from telephony.answers import Answer, code_too_long, not_configured, successful
 from telephony.settings import CODE_PLACEHOLDER, Settings
+from telephony.templates import holds_code
 from telephony.twilio_errors import transport_failure, twilio_failure
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable
 from telephony.voice import VoiceScript
 
 SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
+VERIFY_CODE_MAX = 10  # characters; Verify takes custom codes of 4 to 10
 CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits toll-fraud cost
 DEFAULT_SMS_TEXT = f"Your verification code is {CODE_PLACEHOLDER}"
 
@@ -47,7 +49,7 @@ def build_client(settings: Settings) -> Client | None:
 def sms_text(profile: MessageProfile, template: str | None) -> str:
     """The admin's SMS_TEMPLATE, else Okta's localised msgTemplate when it carries the code."""
     okta_text = profile.msg_template
-    if not template and okta_text and profile.otp_code in okta_text and len(okta_text) <= SMS_MAX_CHARS:
+    if not template and okta_text and holds_code(okta_text, profile.otp_code) and len(okta_text) <= SMS_MAX_CHARS:
         return okta_text
     return (template or DEFAULT_SMS_TEXT).replace(CODE_PLACEHOLDER, profile.otp_code)
 
@@ -59,15 +61,31 @@ def seconds_left(profile: MessageProfile, now: datetime) -> int | None:
     return math.ceil((profile.otp_expires - now).total_seconds())
 
 
+# Twilio Verify's supported locales (twilio.com/docs/verify/supported-languages). Verify answers 404
+# to any other, which would send the user to Okta's provider: those are left out, and Verify chooses
+# the language from the number's country code.
+VERIFY_LOCALES = frozenset(
+    {
+        "af", "ar", "ca", "cs", "da", "de", "el", "en", "en-GB", "es", "et", "fi", "fr", "he", "hi", "hr",
+        "hu", "id", "it", "ja", "kn", "ko", "lt", "mr", "ms", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru",
+        "sk", "sv", "te", "th", "tl", "tr", "uk", "vi", "zh", "zh-CN", "zh-HK",
+    }
+)  # fmt: skip
+_REGION_MATTERS = frozenset({"zh"})  # zh-TW is not zh (Simplified, mainland terms): let Verify choose
+
+
 def verify_locale(locale: str | None) -> str | None:
-    """Okta's 'EN-US' / 'pt_BR' -> a Twilio Verify locale ('en', 'pt-BR'); None lets Verify choose."""
+    """Okta's 'EN-US' / 'pt_BR' -> a supported Verify locale ('en', 'pt-BR'); None lets Verify choose."""
     if not locale:
         return None
-    language, _, region = locale.replace("_", "-").partition("-")
-    tag = f"{language.lower()}-{region.upper()}" if region else language.lower()
-    if tag in {"pt-BR", "zh-CN", "zh-HK", "en-GB"}:
+    language, _, region = locale.strip().replace("_", "-").partition("-")
+    language = language.lower()
+    tag = f"{language}-{region.upper()}" if region else language
+    if tag in VERIFY_LOCALES:
         return tag
-    return language.lower() or None
+    if region and language in _REGION_MATTERS:
+        return None
+    return language if language in VERIFY_LOCALES else None
 
 
 class TwilioDelivery:
@@ -90,21 +108,37 @@ class TwilioDelivery:
         try:
             sid, status, api = self._send(client, profile, validity)
         except TwilioException as error:
-            raise twilio_failure(error) from None
+            refusal = twilio_failure(error)
+            refusal.answer.log_fields["twilio_attempts"] = self._attempts(client)
+            raise refusal from None
         except TwilioUnavailable as error:
-            raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
+            refusal = transport_failure(error, self._settings.twilio_timeout_seconds)
+            refusal.answer.log_fields["twilio_attempts"] = error.attempts
+            raise refusal from None
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,
             transaction_id=sid,
             metadata=f"{profile.delivery_channel} {api} {status} in {elapsed_ms} ms",
-            log_fields={"twilio_sid": sid, "twilio_status": status, "twilio_ms": elapsed_ms},
+            log_fields={
+                "twilio_sid": sid,
+                "twilio_status": status,
+                "twilio_ms": elapsed_ms,
+                "twilio_attempts": self._attempts(client),
+            },
         )
+
+    @staticmethod
+    def _attempts(client: Client) -> int:
+        transport = client.http_client
+        return transport.attempts() if isinstance(transport, TwilioTransport) else 1
 
     def _send(self, client: Client, profile: MessageProfile, validity: int | None) -> tuple[str, str, str]:
         """Returns Twilio's SID, its status, and which API carried the code."""
         settings = self._settings
         if settings.twilio_verify_service_sid:
+            if len(profile.otp_code) > VERIFY_CODE_MAX:
+                raise code_too_long(len(profile.otp_code), VERIFY_CODE_MAX)
             verification = client.verify.v2.services(settings.twilio_verify_service_sid).verifications.create(
                 to=profile.phone_number,
                 channel="sms" if profile.delivery_channel == "sms" else "call",
@@ -119,14 +153,15 @@ class TwilioDelivery:
                 # The library leaves out parameters given as None.
                 messaging_service_sid=settings.twilio_messaging_service_sid,
                 from_=None if settings.twilio_messaging_service_sid else settings.twilio_from_number,
-                # Carriers drop the SMS once the code is useless, instead of delivering it late.
+                # Bounds only the time the SMS may wait in Twilio's own queue (then error 30036), not
+                # carrier delivery: a code that would leave Twilio after it expires is not sent at all.
                 validity_period=min(max(validity, 1), VALIDITY_PERIOD_MAX) if validity is not None else None,
             )
             return str(message.sid), str(message.status), "message"
         call = client.calls.create(
             to=profile.phone_number,
             from_=settings.twilio_from_number,
-            twiml=self._voice.twiml(profile.otp_code, profile.locale),
+            twiml=self._voice.twiml(profile.otp_code, profile.locale, profile.msg_template),
             time_limit=CALL_TIME_LIMIT,
         )
         return str(call.sid), str(call.status), "call"

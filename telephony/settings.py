@@ -76,6 +76,31 @@ class Settings(BaseModel):
     okta_hook_oauth_scope: str | None = Field(None, alias="OKTA_HOOK_OAUTH_SCOPE")
     okta_hook_oauth_jwks_url: str | None = Field(None, alias="OKTA_HOOK_OAUTH_JWKS_URL", pattern=r"^https?://\S+$")
 
+    # --- Okta's event hook (/okta/events): Verify feedback. Its own secret: event hooks only know
+    # the header scheme, and a feedback-only deployment needs no telephony hook secret.
+    okta_event_hook_auth_header: str = Field(
+        "Authorization",
+        alias="OKTA_EVENT_HOOK_AUTH_HEADER",
+        min_length=1,
+        description="Header name the event hook sends its secret in (the event hook's 'Authentication field').",
+    )
+    okta_event_hook_auth_secret: SecretStr | None = Field(
+        None,
+        alias="OKTA_EVENT_HOOK_AUTH_SECRET",
+        description="The exact header value the event hook sends (its 'Authentication secret').",
+    )
+    okta_org_url: str | None = Field(
+        None,
+        alias="OKTA_ORG_URL",
+        pattern=r"^https?://[^\s/]+/?$",
+        description="The org whose Management API gives a user's phone numbers, e.g. https://acme.okta.com.",
+    )
+    okta_api_token: SecretStr | None = Field(
+        None, alias="OKTA_API_TOKEN", description="SSWS API token of a read-only administrator."
+    )
+    # Okta's event hooks wait 3 s too: the Management API read and Verify's update share it.
+    okta_api_timeout_seconds: float = Field(0.8, alias="OKTA_API_TIMEOUT_SECONDS", gt=0, le=1.5)
+
     # --- Twilio
     twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID", pattern=r"^AC[0-9a-fA-F]{32}$")
     twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
@@ -141,6 +166,14 @@ class Settings(BaseModel):
             return None
         _check_regions([value.upper()])
         return value.upper()
+
+    @field_validator("okta_org_url")
+    @classmethod
+    def _org_over_https(cls, value: str | None) -> str | None:
+        """The API token travels to this URL: https only (loopback excepted, for local stand-ins)."""
+        if value and not re.match(r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/?$)", value):
+            raise ValueError("must be an https:// URL (http only on loopback)")
+        return value
 
     @field_validator("sms_template")
     @classmethod

@@ -62,12 +62,14 @@ TWILIO_ERRORS: dict[int, ProviderProblem] = {
     ),
     21617: ProviderProblem(NOT_DELIVERED, "The SMS text is longer than 1600 characters: check SMS_TEMPLATE."),
     90007: ProviderProblem(NOT_DELIVERED, "Twilio refused the message's validity period."),
-    60200: ProviderProblem(
-        NOT_DELIVERED, "Twilio Verify refused a parameter: are custom codes enabled on the account?"
-    ),
+    60200: ProviderProblem(NOT_DELIVERED, "Twilio Verify refused a parameter as invalid (To or Channel, for example)."),
     60203: ProviderProblem(
         "Too many codes were sent to this number; try again later.",
         "Twilio Verify's send limit for this number was reached.",
+    ),
+    60204: ProviderProblem(
+        NOT_DELIVERED,
+        "Custom verification codes are disabled on the Verify service: turn them on in Twilio's Console.",
     ),
     60205: ProviderProblem(
         "The phone number cannot receive text messages.",

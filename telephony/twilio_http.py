@@ -18,6 +18,7 @@ import base64
 import json
 import re
 import threading
+import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +29,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from urllib3.util.ssl_ import create_urllib3_context
 
-from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
+from telephony.deadlines import DEADLINE_POOL_CLASSES, never_sent, overall_deadline, timed_out
 
 _TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com(?=/|$)")
 
@@ -36,10 +37,15 @@ _TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com(?=/|$)")
 class TwilioUnavailable(Exception):
     """Twilio did not answer: `timed_out` tells a deadline from a failed connection."""
 
-    def __init__(self, timed_out: bool, error_type: str) -> None:
+    def __init__(self, timed_out: bool, error_type: str, attempts: int = 1) -> None:
         super().__init__("timeout" if timed_out else "unreachable")
         self.timed_out = timed_out
         self.error_type = error_type
+        self.attempts = attempts
+
+
+MAX_ATTEMPTS = 2
+RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
 
 
 class TwilioTransport(HttpClient):
@@ -58,6 +64,7 @@ class TwilioTransport(HttpClient):
         self._direct = proxy is None  # without a proxy, each host's pool is used directly (below)
         self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
+        self._attempts = threading.local()
         if self.base_url is None:  # real Twilio: every hook will need TLS, so build it before traffic
             self._share_tls_context()
 
@@ -93,14 +100,33 @@ class TwilioTransport(HttpClient):
         seconds = self.timeout if timeout is None else timeout
         if seconds is None or seconds <= 0:
             raise ValueError("a Twilio call needs a positive timeout")
-        # urllib3's timeouts bound each connect and read; the overall deadline bounds the call.
-        limits = urllib3.Timeout(connect=seconds / 2, read=seconds)
-        with overall_deadline(seconds) as call:
-            try:
-                answer = self._send(method.upper(), target, body, sent, allow_redirects, limits)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                raise TwilioUnavailable(timed_out(call, error), type(error).__name__) from None
-        return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
+        # Retried once, within what is left of the deadline, only when Twilio certainly did not take
+        # the request: refused or reset before a byte was sent, or rate-limited. Never after a read
+        # timeout or a 5xx: Twilio may have accepted it, and a retry could send a second code.
+        deadline = time.monotonic() + seconds
+        attempts = 0
+        while True:
+            attempts += 1
+            self._attempts.count = attempts
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TwilioUnavailable(True, "DeadlineExceeded", attempts)
+            # urllib3's timeouts bound each connect and read; the overall deadline bounds the call.
+            limits = urllib3.Timeout(connect=left / 2, read=left)
+            with overall_deadline(left) as call:
+                try:
+                    answer = self._send(method.upper(), target, body, sent, allow_redirects, limits)
+                except (urllib3.exceptions.HTTPError, OSError) as error:
+                    if attempts < MAX_ATTEMPTS and never_sent(call, error) and deadline > time.monotonic():
+                        continue
+                    raise TwilioUnavailable(timed_out(call, error), type(error).__name__, attempts) from None
+            if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS and deadline > time.monotonic():
+                continue
+            return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
+
+    def attempts(self) -> int:
+        """How many attempts this thread's last call took."""
+        return int(getattr(self._attempts, "count", 0))
 
     def _send(
         self, method: str, url: str, body: str | None, headers: dict[str, str], redirect: bool, limits: urllib3.Timeout

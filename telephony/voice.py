@@ -1,7 +1,8 @@
 """What a voice call says: the phrase in the user's language, then the code digit by digit, twice.
 
-Okta localises the SMS text (msgTemplate) but sends nothing for voice, so the phrases live here, one
-table, overridable per locale with VOICE_PHRASES. Voices are Amazon Polly voices through Twilio's <Say>.
+Which phrase, first that applies: the admin's VOICE_PHRASES for the locale; Okta's msgTemplate (its
+org's voice template) when it holds the code as a whole number; the built-in table below. Voices are
+Amazon Polly voices through Twilio's <Say>.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from telephony.settings import CODE_PLACEHOLDER, SettingsError
+from telephony.templates import code_position, holds_code
+
+TWIML_MAX_CHARS = 4000  # Twilio's limit for the Calls Twiml parameter
 
 
 class VoiceLocale(NamedTuple):
@@ -61,6 +65,7 @@ class VoiceScript:
 
     def __init__(self, phrases: Mapping[str, str], voice_name: str | None = None) -> None:
         table = dict(VOICE_LOCALES)
+        self._overridden: set[str] = set()  # the admin's phrases outrank Okta's template
         for locale, phrase in phrases.items():
             base = _lookup(VOICE_LOCALES, locale)
             if base is None:
@@ -71,6 +76,7 @@ class VoiceScript:
             if CODE_PLACEHOLDER not in phrase:
                 raise SettingsError(f"Invalid configuration: VOICE_PHRASES[{locale!r}] must contain {CODE_PLACEHOLDER}")
             table[_tag(locale)] = base._replace(phrase=phrase)
+            self._overridden.add(_tag(locale))
         if voice_name:
             table = {key: entry._replace(voice=voice_name) for key, entry in table.items()}
         self._table = table
@@ -79,12 +85,25 @@ class VoiceScript:
         """The entry for Okta's locale: exact region, else the language, else English."""
         return _lookup(self._table, locale) or self._table[FALLBACK_LOCALE]
 
-    def twiml(self, otp_code: str, locale: str | None) -> str:
+    def _admin_phrase(self, locale: str | None) -> bool:
+        tag = _tag(locale)
+        return bool(self._overridden) and (tag in self._overridden or tag.split("-", 1)[0] in self._overridden)
+
+    def twiml(self, otp_code: str, locale: str | None, okta_template: str | None = None) -> str:
         """A short call: a breath for the phone to reach the ear, the phrase, a pause, the phrase again."""
+        entry = self.locale_for(locale)
+        if okta_template and holds_code(okta_template, otp_code) and not self._admin_phrase(locale):
+            start, end = code_position(okta_template, otp_code)
+            text = okta_template[:start] + spaced_digits(otp_code) + okta_template[end:]
+            spoken = self._say_twice(text, entry)
+            if len(spoken) <= TWIML_MAX_CHARS:
+                return spoken
+        return self._say_twice(entry.phrase.replace(CODE_PLACEHOLDER, spaced_digits(otp_code)), entry)
+
+    @staticmethod
+    def _say_twice(text: str, entry: VoiceLocale) -> str:
         from twilio.twiml.voice_response import VoiceResponse  # only voice calls need TwiML
 
-        entry = self.locale_for(locale)
-        text = entry.phrase.replace(CODE_PLACEHOLDER, spaced_digits(otp_code))
         response = VoiceResponse()
         response.pause(length=1)
         response.say(text, voice=entry.voice, language=entry.language)

@@ -9,7 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
-from tests.helpers import HOOK_ENV_NAMES, ROOT, AppFactory, sandbox_env
+from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sandbox_env
+from tests.okta_stand_in import OktaStandIn, OktaState
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
 
@@ -27,6 +28,7 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state.requests.clear()
     state.violations.clear()
     state.verifications.clear()
+    state.refuse_next.clear()
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state
@@ -79,3 +81,13 @@ def closed_port() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def okta_api() -> Iterator[OktaState]:
+    """Okta's Management API, played by a local HTTP server; its token is OKTA_API_TOKEN in events_env."""
+    server = OktaStandIn(OktaState(token=OKTA_API_TOKEN))
+    server.state.url = server.url
+    yield server.state
+    server.shutdown()
+    server.server_close()

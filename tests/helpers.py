@@ -25,6 +25,10 @@ PHONE = "+14155550123"
 PHONE_MASKED = "+1******0123"
 FROM_NUMBER = "+15005550006"
 FUTURE = "2099-12-31T23:59:59.000Z"
+EVENT_HOOK_SECRET = "event-hook-secret-Kp3#rT9"
+OKTA_API_TOKEN = "00okta-api-token-Wm4vQ7"
+VERIFY_SERVICE_SID = "VA" + "7e" * 16
+OKTA_USER_ID = "00ub0oNGTSWTBKOLGLNR"
 
 # Every variable the hook reads, plus the two twilio reads itself: cleared so the machine's own do not leak in.
 HOOK_ENV_NAMES = (*env_names(all_spellings=True), "TWILIO_REGION", "TWILIO_EDGE")

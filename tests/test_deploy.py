@@ -33,7 +33,7 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert shlex.split(result.stdout.strip()) == [
-        "gcloud", "functions", "deploy", "okta-otp", "--gen2", "--runtime=python312", "--region=europe-west1",
+        "gcloud", "functions", "deploy", "okta-otp", "--gen2", "--runtime=python313", "--region=europe-west1",
         "--source=.", "--entry-point=telephony_hook", "--trigger-http", "--allow-unauthenticated",
         "--min-instances=2", "--concurrency=80", "--cpu=1", "--memory=512Mi", "--timeout=10s",
         "--set-env-vars=^|^TWILIO_ACCOUNT_SID=AC11111111111111111111111111111111|TWILIO_FROM_NUMBER=+15005550006"
@@ -104,3 +104,22 @@ def test_only_the_function_is_uploaded(tmp_path: Path) -> None:
             target.write_text("planted")
     package = {str(path.relative_to(ROOT)) for path in (ROOT / "telephony").glob("*.py")}
     assert uploaded(tmp_path) == {"main.py", "models.py", "requirements.txt", *package}
+
+
+def test_the_runtime_is_a_variable_defaulting_to_python313() -> None:
+    assert "--runtime=python313" in gcloud_command(BASE)
+    assert "--runtime=python314" in gcloud_command({**BASE, "RUNTIME": "python314"})
+    with pytest.raises(DeployError, match="RUNTIME"):
+        gcloud_command({**BASE, "RUNTIME": "nodejs22"})
+
+
+def test_a_feedback_only_deployment_needs_only_the_event_hook_secret() -> None:
+    command = gcloud_command({"SECRETS": "OKTA_EVENT_HOOK_AUTH_SECRET=okta-event-hook-secret:1"})
+    assert "--set-secrets=OKTA_EVENT_HOOK_AUTH_SECRET=okta-event-hook-secret:1" in command
+
+
+def test_max_instances_is_passed_when_given() -> None:
+    assert not any(part.startswith("--max-instances") for part in gcloud_command(BASE))
+    assert "--max-instances=3" in gcloud_command({**BASE, "MAX_INSTANCES": "3"})
+    with pytest.raises(DeployError, match="MAX_INSTANCES"):
+        gcloud_command({**BASE, "MAX_INSTANCES": "many"})

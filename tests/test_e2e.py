@@ -17,16 +17,21 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    EVENT_HOOK_SECRET,
     HOOK_ENV_NAMES,
     HOOK_SECRET,
+    OKTA_API_TOKEN,
+    OKTA_USER_ID,
     OTP,
     PHONE,
     ROOT,
+    VERIFY_SERVICE_SID,
     first_reason,
     load_fixture,
     okta_request,
     sandbox_env,
 )
+from tests.okta_stand_in import OktaState, phone_factor
 from tools.processes import FUNCTIONS_FRAMEWORK, StartFailed, free_port, start_function, stop
 from tools.sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
@@ -190,3 +195,41 @@ def test_a_chunked_body_over_64_kb_is_refused_with_413(hook: RunningHook, sandbo
     assert response.status == 413
     assert first_reason(json.loads(response.read())) == "BODY_TOO_LARGE"
     assert sandbox.requests == []
+
+
+def test_the_event_hook_verifies_and_approves_over_http(
+    start: HookStarter, sandbox: SandboxState, okta_api: OktaState
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    hook = start(
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+    events_url = hook.url + "okta/events"
+    challenge = urllib.request.Request(
+        events_url, headers={"Authorization": EVENT_HOOK_SECRET, "X-Okta-Verification-Challenge": "chk-42"}
+    )
+    with urllib.request.urlopen(challenge, timeout=10) as response:
+        assert json.loads(response.read()) == {"verification": "chk-42"}
+
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "4c" * 16)
+    batch = json.dumps(load_fixture("okta_event_hook_mfa.json")).encode()
+    unauthenticated = urllib.request.Request(events_url, data=batch, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unauthenticated, timeout=10)
+    assert refused.value.code == 401
+    assert sandbox.pending and okta_api.requests == []
+
+    delivery = urllib.request.Request(
+        events_url, data=batch, headers={"Content-Type": "application/json", "Authorization": EVENT_HOOK_SECRET}
+    )
+    with urllib.request.urlopen(delivery, timeout=10) as response:
+        assert response.status == 200
+    assert sandbox.pending == {}
+    time.sleep(0.2)
+    output = hook.output()
+    assert '"outcome": "feedback_approved"' in output
+    for forbidden in (PHONE, PHONE[1:], EVENT_HOOK_SECRET, OKTA_API_TOKEN, DEFAULT_AUTH_TOKEN):
+        assert forbidden not in output

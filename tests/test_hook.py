@@ -360,7 +360,7 @@ def test_voice_phrase_overrides_come_from_the_environment(make_client: AppFactor
 
 
 def test_voice_speaks_the_users_locale(client: FlaskClient, sandbox: SandboxState) -> None:
-    post_hook(client, okta_request(deliveryChannel="voice", locale="fr"))
+    post_hook(client, okta_request(deliveryChannel="voice", locale="fr", msgTemplate=None))
     twiml = sandbox.requests[-1]["form"]["Twiml"]
     assert 'language="fr-FR"' in twiml and "Votre code de vérification est 4, 8, 2, 9, 1, 3." in twiml
 
@@ -393,3 +393,53 @@ def test_start_up_leaves_the_collector_on_with_what_it_built_frozen(make_client:
     assert gc.isenabled()
     assert gc.get_freeze_count() > 10_000
     assert post_hook(client, okta_request()).status_code == 200
+
+
+# ----------------------------------------------------------------------------- Okta's own templates
+
+
+def test_voice_speaks_oktas_template_digit_by_digit_twice(client: FlaskClient, sandbox: SandboxState) -> None:
+    post_hook(client, okta_request(deliveryChannel="voice", locale="fr", msgTemplate=f"Votre code Acme : {OTP}."))
+    twiml = sandbox.requests[-1]["form"]["Twiml"]
+    assert twiml.count('<Say language="fr-FR" voice="Polly.Lea">Votre code Acme : 4, 8, 2, 9, 1, 3.</Say>') == 2
+
+
+def test_voice_phrases_outrank_oktas_template(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(VOICE_PHRASES='{"es": "Su clave de Acme es {code}."}')
+    post_hook(client, okta_request(deliveryChannel="voice", locale="es", msgTemplate=f"Okta dice {OTP}"))
+    twiml = sandbox.requests[-1]["form"]["Twiml"]
+    assert "Su clave de Acme es 4, 8, 2, 9, 1, 3." in twiml and "Okta dice" not in twiml
+
+
+@pytest.mark.parametrize("channel", ["sms", "voice"])
+def test_a_template_carrying_a_longer_code_is_never_used(
+    client: FlaskClient, sandbox: SandboxState, channel: str
+) -> None:
+    """Issue 10 item 7: code 48291 inside '482913' is another code; sending it would be wrong."""
+    post_hook(client, okta_request(deliveryChannel=channel, otpCode="48291", msgTemplate="Your code is 482913"))
+    form = sandbox.requests[-1]["form"]
+    sent = form.get("Body") or form["Twiml"]
+    assert "482913" not in sent and "4, 8, 2, 9, 1, 3" not in sent
+    assert "48291" in sent or "4, 8, 2, 9, 1" in sent
+
+
+def test_a_verify_code_over_10_digits_is_refused_before_twilio(
+    make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(TWILIO_VERIFY_SERVICE_SID="VA" + "7e" * 16)
+    capsys.readouterr()
+    response = post_hook(client, okta_request(otpCode="12345678901"))
+    assert response.status_code == 200
+    assert first_reason(okta_error(response)) == "VERIFY_CODE_TOO_LONG"
+    assert sandbox.requests == []
+    output = capsys.readouterr().out
+    assert hook_log(output)["outcome"] == "code_too_long"
+    assert "12345678901" not in output and "12345678901" not in response.get_data(as_text=True)
+
+
+def test_verify_gets_no_locale_it_does_not_support(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(TWILIO_VERIFY_SERVICE_SID="VA" + "7e" * 16)
+    post_hook(client, okta_request(locale="sw-KE"))
+    assert "Locale" not in sandbox.requests[-1]["form"]
+    post_hook(client, okta_request(locale="pt_BR"))
+    assert sandbox.requests[-1]["form"]["Locale"] == "pt-BR"

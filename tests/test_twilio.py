@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from telephony.answers import HookRefused
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.settings import load_settings
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable
@@ -96,7 +99,7 @@ def test_no_validity_period_when_okta_gives_no_expiry(sandbox_server: SandboxSer
 
 
 def test_voice_delivery_sends_twiml_with_spaced_digits(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
-    delivery_for(sandbox_server).deliver(profile(deliveryChannel="voice"))
+    delivery_for(sandbox_server).deliver(profile(deliveryChannel="voice", msgTemplate=None))
     request = sandbox.requests[-1]
     assert request["path"].endswith("/Calls.json")
     assert set(request["form"]) == {"To", "From", "Twiml", "TimeLimit"}
@@ -298,3 +301,80 @@ def test_sandbox_error_bodies_are_twilios_json(sandbox_server: SandboxServer) ->
         "more_info": "https://www.twilio.com/docs/errors/21211",
         "status": 400,
     }
+
+
+# ------------------------------------------------------------------------------------- safe retries
+
+
+class SilentTwilio:
+    """Accepts connections, reads what is sent, never answers: counts the requests that arrived."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.requests = 0
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        held = []
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if connection.recv(65536):
+                self.requests += 1
+
+
+def test_a_rate_limited_request_is_retried_once_and_delivered(
+    sandbox_server: SandboxServer, sandbox: SandboxState
+) -> None:
+    sandbox.refuse_next.append(20429)
+    answer = delivery_for(sandbox_server).deliver(profile())
+    assert answer.outcome == "delivered"
+    assert [request["path"].endswith("/Messages.json") for request in sandbox.requests] == [True, True]
+    assert answer.log_fields["twilio_attempts"] == 2
+
+
+def test_rate_limiting_is_retried_only_once(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    sandbox.refuse_next.extend([20429, 20429, 20429])
+    with pytest.raises(HookRefused) as refusal:
+        delivery_for(sandbox_server).deliver(profile())
+    assert refusal.value.answer.log_fields == {"twilio_error_code": 20429, "twilio_attempts": 2}
+    assert len(sandbox.requests) == 2
+
+
+def test_a_5xx_answer_is_never_retried(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
+    sandbox.refuse_next.append(20500)
+    with pytest.raises(HookRefused) as refusal:
+        delivery_for(sandbox_server).deliver(profile())
+    assert refusal.value.answer.log_fields["twilio_attempts"] == 1
+    assert len(sandbox.requests) == 1
+    assert sandbox.refuse_next == []
+
+
+def test_a_read_timeout_is_never_retried() -> None:
+    silent = SilentTwilio()
+    try:
+        transport = TwilioTransport(timeout_seconds=0.5, pool_size=1, base_url=silent.url)
+        client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+        with pytest.raises(TwilioUnavailable) as caught:
+            client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+        time.sleep(0.1)  # a retry, had there been one, would have arrived by now
+        assert caught.value.timed_out
+        assert caught.value.attempts == 1
+        assert silent.requests == 1
+    finally:
+        silent.listener.close()
+
+
+def test_a_refused_connection_is_retried_once_within_the_deadline(closed_port: str) -> None:
+    transport = TwilioTransport(timeout_seconds=1, pool_size=1, base_url=closed_port)
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    with pytest.raises(TwilioUnavailable) as caught:
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert not caught.value.timed_out
+    assert caught.value.attempts == 2

@@ -10,9 +10,10 @@ import pytest
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from telephony.answers import HookRefused
-from telephony.delivery import TwilioDelivery, sms_text, verify_locale
+from telephony.delivery import VERIFY_LOCALES, TwilioDelivery, sms_text, verify_locale
 from telephony.phone import NumberFacts, PhonePolicy, describe, mask, to_e164
 from telephony.settings import SettingsError, load_settings
+from telephony.templates import holds_code
 from telephony.twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
 from telephony.twilio_http import TwilioUnavailable
 from tests.helpers import FROM_NUMBER, OTP, PHONE, first_reason, profile
@@ -280,3 +281,55 @@ def test_marks_end_with_the_hook() -> None:
     with hook_scope(None):
         mark_sensitive(OTP)
     assert formatter.scrub(f"code {OTP}") == f"code {OTP}"
+
+
+# ----------------------------------------------------------------- Okta's template and Verify limits
+
+
+@pytest.mark.parametrize(
+    ("template", "held"),
+    [
+        ("Your code is 48291", True),
+        ("48291 is your code", True),
+        ("Code: 48291.", True),
+        ("Your code is 482913", False),
+        ("Your code is 148291", False),
+        ("no code", False),
+        (None, False),
+    ],
+)
+def test_a_template_holds_the_code_only_as_a_whole_number(template: str | None, held: bool) -> None:
+    assert holds_code(template, "48291") is held
+
+
+def test_verify_locales_are_only_those_verify_supports() -> None:
+    assert {"en", "en-GB", "pt-BR", "zh-CN", "zh-HK", "es", "uk"} <= VERIFY_LOCALES
+    assert verify_locale("es-MX") == "es"  # a region Verify has no tag for: the language
+    assert verify_locale("zh-TW") is None  # zh means mainland terms: let Verify choose
+    assert verify_locale("sw") is None  # Swahili: not in Verify's list, so no 404
+    assert verify_locale("EN_gb") == "en-GB"
+    assert all(verify_locale(tag) == tag for tag in VERIFY_LOCALES)
+
+
+def test_a_verify_code_over_10_characters_is_refused_before_twilio() -> None:
+    settings = load_settings(
+        {
+            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "token-value",
+            "TWILIO_VERIFY_SERVICE_SID": "VA" + "2" * 32,
+            "TWILIO_API_BASE_URL": "http://127.0.0.1:9",  # nothing listens: a call would fail otherwise
+        }
+    )
+    client = MagicMock()
+    with pytest.raises(HookRefused) as refusal:
+        TwilioDelivery(settings, client).deliver(profile(otpCode="12345678901"))
+    answer = refusal.value.answer
+    assert answer.status == 200 and answer.outcome == "code_too_long"
+    assert first_reason(json.loads(answer.json())) == "VERIFY_CODE_TOO_LONG"
+    assert "12345678901" not in answer.json()
+    client.verify.v2.services.assert_not_called()
+
+
+def test_60204_says_custom_codes_are_disabled_and_60200_a_bad_parameter() -> None:
+    assert "disabled" in TWILIO_ERRORS[60204].hint and "Console" in TWILIO_ERRORS[60204].hint
+    assert "custom" not in TWILIO_ERRORS[60200].hint

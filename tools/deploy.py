@@ -6,8 +6,10 @@ Reads its inputs from the environment (make passes its command-line variables th
   PROJECT         Google Cloud project               (default: gcloud's configured project)
   SECRETS         ENV=secret:version,...             Secret Manager versions, pinned (no 'latest')
   MIN_INSTANCES   instances kept warm                (default 1: cold starts eat into Okta's 3 s)
+  MAX_INSTANCES   cap on instances                   (optional; see README "Sizing for Okta's concurrency")
   THREADS         threads per instance = --concurrency (default 80: Okta sends up to 75 at once)
   MEMORY, CPU     instance size                      (default 512Mi, 1)
+  RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
   SERVICE_ACCOUNT runtime service account            (optional)
   DRY_RUN=1       print the gcloud command, run nothing
 Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
@@ -30,6 +32,9 @@ PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
 _SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
+
+
+DEFAULT_RUNTIME = "python313"  # python312 is deprecated on Cloud Run functions in October 2028
 
 
 class DeployError(SystemExit):
@@ -62,8 +67,16 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         if env.get(name):
             raise DeployError(f"deploy: {name} must come from Secret Manager (SECRETS=...), not the environment")
     secrets = parse_secrets(env.get("SECRETS", ""))
-    if "OKTA_HOOK_AUTH_SECRET" not in secrets and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
-        raise DeployError("deploy: no hook authentication: give SECRETS=OKTA_HOOK_AUTH_SECRET=... or OAuth settings")
+    # A feedback-only deployment (Okta's built-in Twilio provider) has the event hook's secret alone.
+    hook_secrets = {"OKTA_HOOK_AUTH_SECRET", "OKTA_EVENT_HOOK_AUTH_SECRET"}
+    if not hook_secrets & set(secrets) and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
+        raise DeployError(
+            "deploy: no hook authentication: give SECRETS=OKTA_HOOK_AUTH_SECRET=... "
+            "(or OKTA_EVENT_HOOK_AUTH_SECRET=... for Verify feedback alone) or OAuth settings"
+        )
+    runtime = env.get("RUNTIME") or DEFAULT_RUNTIME
+    if not re.fullmatch(r"python3[0-9]{2}", runtime):
+        raise DeployError("deploy: RUNTIME must be a Python runtime id such as python313")
     threads = env.get("THREADS") or "80"
     if not threads.isdigit() or int(threads) < 1:
         raise DeployError("deploy: THREADS must be a whole number")
@@ -74,7 +87,7 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     command = [
         "gcloud", "functions", "deploy", env.get("FUNCTION_NAME") or "okta-telephony-hook",
         "--gen2",
-        "--runtime=python312",
+        f"--runtime={runtime}",
         f"--region={env.get('REGION') or 'us-central1'}",
         "--source=.",
         "--entry-point=telephony_hook",
@@ -92,6 +105,10 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         command.append("--set-secrets=" + ",".join(f"{name}={ref}" for name, ref in secrets.items()))
     if env.get("PROJECT"):
         command.append(f"--project={env['PROJECT']}")
+    if env.get("MAX_INSTANCES"):
+        if not env["MAX_INSTANCES"].isdigit() or int(env["MAX_INSTANCES"]) < 1:
+            raise DeployError("deploy: MAX_INSTANCES must be a whole number")
+        command.append(f"--max-instances={env['MAX_INSTANCES']}")
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
     return command

@@ -6,7 +6,8 @@ Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JS
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted
   POST /2010-04-01/Accounts/{AccountSid}/Calls.json      -> 201, CA... sid, status queued
   POST /v2/Services/{ServiceSid}/Verifications           -> 201, VE... sid, status pending
-  POST /v2/Services/{ServiceSid}/Verifications/{Sid|To}  -> 200, the verification, Status approved/canceled
+  POST /v2/Services/{ServiceSid}/Verifications/{To|Sid}  -> 200 approved/canceled, or 404 (20404) when
+                                                            nothing is pending for that number or SID
   GET  /sandbox/stats                                    -> connections that made API calls, requests
 Twilio's magic test numbers give Twilio's errors: To +15005550001 invalid, ...0002 unroutable,
 ...0003 no geo permission, ...0004 blocked/opted out, ...0009 not SMS-capable; From +15005550001 invalid.
@@ -46,7 +47,7 @@ DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
 _MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 _VERIFICATIONS = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications$")
-_VERIFICATION = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications/([^/]+)$")
+_VERIFICATION_UPDATE = re.compile(r"^/v2/Services/(VA[0-9a-fA-F]{32})/Verifications/([^/?]+)$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 # Twilio's magic To numbers for test credentials: (SMS error, call error, Verify error).
@@ -58,14 +59,15 @@ MAGIC_TO: dict[str, tuple[int, int, int]] = {
     "+15005550009": (21614, 21214, 60205),
 }
 MAGIC_FROM_INVALID = "+15005550001"
-
-VERIFICATIONS_KEPT = 10_000  # the newest, for Verify feedback; a long `make bench` stays bounded
+VERIFICATIONS_KEPT = 10_000
 
 # Twilio's "request does not match the API's expected schema"; the message names the parameter.
 CONTRACT_ERROR = 70002
 
 ERROR_TEXT = {
     20003: "Authenticate",
+    20429: "Too Many Requests",
+    20500: "Internal Server Error",
     20404: "The requested resource was not found",
     21211: "The 'To' number {to} is not a valid phone number.",
     21212: "The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
@@ -120,9 +122,32 @@ class SandboxState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Breaches of Twilio's contract: requests it refused, and answers of its own that broke the schema.
     violations: list[dict[str, Any]] = field(default_factory=list)
-    verifications: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, for Verify feedback
     connections: int = 0
+    verifications: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, for Verify feedback
+    # Twilio error codes to answer the next API calls with, in order (e.g. 20429 for rate limiting).
+    refuse_next: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def keep(self, verification: dict[str, Any]) -> None:
+        """Remember a verification for Verify feedback (a copy: feedback changes it, not the answer)."""
+        with self.lock:
+            self.verifications[verification["sid"]] = dict(verification)
+            if len(self.verifications) > VERIFICATIONS_KEPT:  # a long `make run` stays bounded
+                del self.verifications[next(iter(self.verifications))]
+
+    def pend(self, service_sid: str, to: str, sid: str) -> None:
+        """A verification pending for `to`, as if created earlier (tests)."""
+        self.keep(verification_record(sid, service_sid, self.account_sid, to, "sms"))
+
+    @property
+    def pending(self) -> dict[tuple[str, str], str]:
+        """(service SID, To) -> the newest pending verification's SID."""
+        with self.lock:
+            return {
+                (verification["service_sid"], verification["to"]): sid
+                for sid, verification in self.verifications.items()
+                if verification["status"] == "pending"
+            }
 
 
 def _mask(number: str) -> str:
@@ -137,7 +162,22 @@ def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+def verification_record(sid: str, service_sid: str, account_sid: str, to: str, channel: str) -> dict[str, Any]:
+    """A pending Verify verification, as Twilio answers it."""
+    now = _now()
+    return {
+        "sid": sid, "service_sid": service_sid, "account_sid": account_sid,
+        "to": to, "channel": channel, "status": "pending", "valid": False,
+        "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
+        "date_created": now, "date_updated": now, "sna": None,
+        "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
+    }  # fmt: skip
+
+
+_REASONS = {
+    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+    500: "Internal Server Error",
+}  # fmt: skip
 
 
 class SandboxHandler(socketserver.StreamRequestHandler):
@@ -187,6 +227,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
             time.sleep(state.latency_seconds)
         operation = operation_for("POST", self.path) if CONTRACT_OFF is None else None
         try:
+            self._scripted_refusal(form)
             user = self._authenticate()
             if operation is not None:
                 self._check_contract(operation, fields)
@@ -215,6 +256,16 @@ class SandboxHandler(socketserver.StreamRequestHandler):
             state.violations.append({"path": self.path, "problem": what})
         self._announce(f"CONTRACT VIOLATION {self.path}: {what}")
 
+    def _scripted_refusal(self, form: dict[str, str]) -> None:
+        """A refusal a test asked for: recorded like any request, so tests count attempts."""
+        state = self.server.state
+        with state.lock:
+            code = state.refuse_next.pop(0) if state.refuse_next else None
+            if code is not None:
+                state.requests.append({"path": self.path, "form": form, "user": None, "response": None})
+        if code is not None:
+            raise TwilioError(code, {20429: 429, 20500: 500}.get(code, 400))
+
     def _authenticate(self) -> str:
         state = self.server.state
         header = self.headers.get("authorization", "")
@@ -241,7 +292,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         match = _VERIFICATIONS.match(self.path)
         if match:
             return 201, self._verification(match.group(1), form)
-        match = _VERIFICATION.match(self.path)
+        match = _VERIFICATION_UPDATE.match(self.path)
         if match:
             return 200, self._verification_update(match.group(1), unquote(match.group(2)), form)
         raise TwilioError(20404, 404)
@@ -313,21 +364,11 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         channel = form.get("Channel", "")
         if channel not in {"sms", "call", "whatsapp", "email", "sna", "auto"}:
             raise TwilioError(60200)
-        sid, now = _sid("VE"), _now()
+        sid = _sid("VE")
         code = form.get("CustomCode", "(generated)")
         self._announce(f"VERIFY {sid} {channel} to {_mask(to)} locale={form.get('Locale', 'auto')}: code {code}")
-        verification = {
-            "sid": sid, "service_sid": service_sid, "account_sid": self.server.state.account_sid,
-            "to": to, "channel": channel, "status": "pending", "valid": False,
-            "lookup": {}, "amount": None, "payee": None, "send_code_attempts": [{"time": now, "channel": channel}],
-            "date_created": now, "date_updated": now, "sna": None,
-            "url": f"https://verify.twilio.com/v2/Services/{service_sid}/Verifications/{sid}",
-        }  # fmt: skip
-        with self.server.state.lock:
-            pending = self.server.state.verifications
-            pending[sid] = dict(verification)  # a copy: feedback changes it, not the answer recorded
-            if len(pending) > VERIFICATIONS_KEPT:
-                del pending[next(iter(pending))]
+        verification = verification_record(sid, service_sid, self.server.state.account_sid, to, channel)
+        self.server.state.keep(verification)
         return verification
 
     def _verification_update(self, service_sid: str, sid_or_to: str, form: dict[str, str]) -> dict[str, Any]:

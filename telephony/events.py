@@ -1,0 +1,262 @@
+"""Okta's event hook at /okta/events: Twilio Verify feedback for the codes users typed in.
+
+Twilio asks everyone who sends Verify custom codes to report each verification's outcome; without
+it, verifications stay pending and repeated codes to one number hit 60203. Okta tells us a user
+passed an SMS or voice challenge through an event hook; the event names the user, not the number,
+so Okta's Management API gives the user's phone numbers, and Verify's update by number marks the
+pending verification `approved`. Stateless: any instance handles any event, and a repeated event
+finds nothing pending (404), which is harmless. This serves Okta's built-in Twilio provider as well.
+
+Events acted on (okta-developer-docs, event-types.json), each only with outcome SUCCESS:
+- `user.authentication.auth_via_mfa` whose `debugContext.debugData.factor` is SMS_FACTOR or
+  CALL_FACTOR; its `factorIntent` says LOGIN, CREDENTIAL_ENROLLMENT or CREDENTIAL_RECOVERY, so sign-in,
+  enrolment and recovery challenges all arrive as this one type in Identity Engine;
+- `user.mfa.factor.activate` whose AuthenticatorEnrollment target's `methodTypeUsed` is SMS or VOICE
+  (a phone enrolment completed).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import flask
+from pydantic import ValidationError
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from models import EventHookRequest, LogEvent
+from telephony.answers import HookRefused, Outcome, cause, invalid_request, refused, unauthorized
+from telephony.auth import HeaderSecret
+from telephony.delivery import build_client
+from telephony.logs import hook_scope, mark_sensitive
+from telephony.okta_api import OktaApi, OktaApiUnavailable
+from telephony.phone import mask
+from telephony.settings import Settings
+from telephony.twilio_http import TwilioUnavailable
+
+MAX_EVENT_BODY_BYTES = 512 * 1024  # a batch of System Log events, a few KB each
+EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
+EVENT_WORKERS = 8  # events of one batch handled at once, per instance
+PHONE_FACTORS = frozenset({"SMS_FACTOR", "CALL_FACTOR"})
+PHONE_METHODS = frozenset({"SMS", "VOICE"})
+
+log = logging.getLogger("okta_events")
+
+
+def passed_phone_challenge(event: LogEvent) -> bool:
+    """Whether the event says a user passed an SMS or voice challenge (sign-in, enrolment, recovery)."""
+    if event.outcome is None or event.outcome.result != "SUCCESS":
+        return False
+    if event.event_type == "user.authentication.auth_via_mfa":
+        debug = (event.debug_context.debug_data if event.debug_context else None) or {}
+        return debug.get("factor") in PHONE_FACTORS
+    if event.event_type == "user.mfa.factor.activate":
+        return any(
+            target.type == "AuthenticatorEnrollment"
+            and (target.detail_entry or {}).get("methodTypeUsed") in PHONE_METHODS
+            for target in event.target or []
+        )
+    return False
+
+
+def user_of(event: LogEvent) -> str | None:
+    """The user who passed: the User target when the event has one (an admin may act), else the actor."""
+    for target in event.target or []:
+        if target.type == "User" and target.id:
+            return target.id
+    if event.actor is not None and event.actor.type == "User":
+        return event.actor.id
+    return None
+
+
+class EventHook:
+    """The /okta/events route, built once at start-up."""
+
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.okta_event_hook_auth_secret
+        self._auth = (
+            HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value())
+            if secret and secret.get_secret_value()
+            else None
+        )
+        self._credentials_header = settings.okta_event_hook_auth_header
+        self._okta = (
+            OktaApi(
+                settings.okta_org_url,
+                settings.okta_api_token.get_secret_value(),
+                settings.okta_api_timeout_seconds,
+                EVENT_WORKERS,
+            )
+            if settings.okta_org_url and settings.okta_api_token
+            else None
+        )
+        # Verify's update gets what the Management API read leaves of the budget.
+        twilio_seconds = min(settings.twilio_timeout_seconds, EVENT_BUDGET_SECONDS - settings.okta_api_timeout_seconds)
+        self._client: Client | None = (
+            build_client(settings.model_copy(update={"twilio_timeout_seconds": twilio_seconds}))
+            if settings.twilio_verify_service_sid
+            else None
+        )
+        self._service_sid = settings.twilio_verify_service_sid
+        self._project = settings.google_cloud_project
+        self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS, thread_name_prefix="okta-events")
+        missing = []
+        if self._okta is None:
+            missing.append("OKTA_ORG_URL and OKTA_API_TOKEN")
+        if self._client is None:
+            missing.append("TWILIO_VERIFY_SERVICE_SID with Twilio credentials")
+        self.missing = " and ".join(missing) or None
+
+    @property
+    def configured(self) -> bool:
+        """Whether the admin set the event hook up (its secret): only then is what it lacks worth a word."""
+        return self._auth is not None
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        headers = request.headers
+        with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
+            credentials = headers.get(self._credentials_header, "")
+            mark_sensitive(credentials)
+            mark_sensitive(credentials.partition(" ")[2])
+            try:
+                return self._handle(request)
+            except HookRefused as refusal:
+                answer = refusal.answer
+                fields = {**answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
+                log.log(answer.outcome.severity, f"okta event hook {answer.outcome}", extra={"fields": fields})
+                return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+
+    def _handle(self, request: flask.Request) -> flask.Response:
+        if request.method not in ("GET", "POST"):
+            raise refused(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                Outcome.METHOD_NOT_ALLOWED,
+                "The event hook accepts GET (verification) and POST only.",
+                headers={"Allow": "GET, POST"},
+            )
+        # Authenticated from the headers, before a byte of the body is read; fail closed.
+        if self._auth is None:
+            raise unauthorized("No event hook secret is configured (OKTA_EVENT_HOOK_AUTH_SECRET).", "configuration")
+        self._auth.verify(request.headers)
+        if request.method == "GET":
+            return self._verification(request)
+        hook = self._parse(read_event_body(request))
+        started = time.monotonic()
+        futures = [
+            self._workers.submit(contextvars.copy_context().run, self._feedback_logged, event)
+            for event in hook.data.events
+        ]
+        # Each event's calls are bounded; the batch is answered by Okta's deadline whatever is left.
+        _, unfinished = wait(futures, timeout=EVENT_BUDGET_SECONDS)
+        if unfinished:  # their own lines follow when their bounded calls end
+            fields = {"events": len(futures), "unfinished": len(unfinished), "outcome": "events_unfinished"}
+            fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+            log.warning("okta event hook answered before every event was handled", extra={"fields": fields})
+        return flask.Response("{}", HTTPStatus.OK, mimetype="application/json")
+
+    def _verification(self, request: flask.Request) -> flask.Response:
+        """Okta's one-time check of a new event hook: echo the challenge."""
+        challenge = request.headers.get("X-Okta-Verification-Challenge")
+        if not challenge:
+            raise refused(
+                HTTPStatus.BAD_REQUEST,
+                Outcome.INVALID_REQUEST,
+                "The event hook's GET is Okta's verification: X-Okta-Verification-Challenge is missing.",
+            )
+        log.info(
+            f"okta event hook {Outcome.EVENT_HOOK_VERIFIED}", extra={"fields": {"outcome": Outcome.EVENT_HOOK_VERIFIED}}
+        )
+        return flask.json.jsonify(verification=challenge)
+
+    def _parse(self, body: bytes) -> EventHookRequest:
+        try:
+            return EventHookRequest.model_validate_json(body)
+        except ValidationError as error:
+            raise invalid_request(error) from None
+
+    def _feedback_logged(self, event: LogEvent) -> None:
+        """One event, one log line: its outcome and the masked number, never the number or the user."""
+        started = time.monotonic()
+        fields: dict[str, Any] = {
+            "event_id": (event.uuid or "")[:64] or None,
+            "event_type": (event.event_type or "")[:128],
+        }
+        try:
+            outcome = self._feedback(event, fields)
+        except Exception:  # a bug of ours: the other events of the batch still get their feedback
+            log.exception("okta event hook failed on one event")
+            outcome = Outcome.INTERNAL_ERROR
+        fields.update(outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
+        message = f"okta event {outcome}"
+        if "phone" in fields:
+            message += f": {fields['phone']}"
+        log.log(outcome.severity, message, extra={"fields": fields})
+
+    def _feedback(self, event: LogEvent, fields: dict[str, Any]) -> Outcome:
+        user_id = user_of(event)
+        if not passed_phone_challenge(event) or user_id is None:
+            return Outcome.EVENT_IGNORED
+        if self._okta is None or self._client is None or self._service_sid is None:
+            fields["missing"] = self.missing
+            return Outcome.NOT_CONFIGURED
+        try:
+            numbers = self._okta.phone_numbers(user_id)
+        except OktaApiUnavailable as error:
+            fields["okta_api_error"] = error.reason
+            return Outcome.OKTA_API_UNAVAILABLE
+        if not numbers:
+            return Outcome.FEEDBACK_NO_PHONE
+        outcome = Outcome.FEEDBACK_NOT_PENDING
+        for number in numbers:
+            masked = mask(number)
+            mark_sensitive(number, masked)
+            fields["phone"] = masked
+            if self._approve(number, fields) is Outcome.FEEDBACK_APPROVED:
+                outcome = Outcome.FEEDBACK_APPROVED
+            elif "twilio_error" in fields or "twilio_error_code" in fields:
+                return Outcome.FEEDBACK_FAILED
+        return outcome
+
+    def _approve(self, number: str, fields: dict[str, Any]) -> Outcome:
+        """Verify's update by number: approved, or 404 when nothing is pending (normal: not ours, or done)."""
+        assert self._client is not None and self._service_sid is not None
+        try:
+            # The number goes in the path percent-encoded (%2B…), as Twilio documents it: a bare '+' in a
+            # URL can be read as a space.
+            verifications = self._client.verify.v2.services(self._service_sid).verifications
+            verification = verifications(quote(number, safe="")).update(status="approved")
+        except TwilioRestException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                return Outcome.FEEDBACK_NOT_PENDING
+            fields["twilio_error_code"] = error.code if isinstance(error.code, int) else error.status
+            return Outcome.FEEDBACK_FAILED
+        except TwilioException:
+            fields["twilio_error"] = "TWILIO_ERROR"
+            return Outcome.FEEDBACK_FAILED
+        except TwilioUnavailable as error:
+            fields["twilio_error"] = "TWILIO_TIMEOUT" if error.timed_out else "TWILIO_UNREACHABLE"
+            return Outcome.FEEDBACK_FAILED
+        fields["twilio_sid"] = str(verification.sid)
+        return Outcome.FEEDBACK_APPROVED
+
+
+def read_event_body(request: flask.Request) -> bytes:
+    """The event batch, read bounded whatever the framing (the one place to switch to a shared reader)."""
+    too_large = refused(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        Outcome.BODY_TOO_LARGE,
+        "The event hook request is too large.",
+        [cause(f"Bodies over {MAX_EVENT_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
+    )
+    if (request.content_length or 0) > MAX_EVENT_BODY_BYTES:
+        raise too_large
+    body = request.stream.read(MAX_EVENT_BODY_BYTES + 1)
+    if len(body) > MAX_EVENT_BODY_BYTES:
+        raise too_large
+    return body

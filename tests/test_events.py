@@ -1,0 +1,346 @@
+"""/okta/events: Okta's event hook gives Twilio Verify its feedback (approved) for codes users typed in."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from models import LogEvent
+from telephony.events import passed_phone_challenge
+from tests.helpers import (
+    EVENT_HOOK_SECRET,
+    OKTA_API_TOKEN,
+    OKTA_USER_ID,
+    PHONE,
+    PHONE_MASKED,
+    VERIFY_SERVICE_SID,
+    AppFactory,
+    load_fixture,
+)
+from tests.okta_stand_in import OktaState, phone_factor
+from tools.sandbox.twilio_sandbox import SandboxState
+
+PENDING_SID = "VE" + "4c" * 16
+
+
+def events_env(okta: OktaState, **overrides: str) -> dict[str, str]:
+    return {
+        "OKTA_EVENT_HOOK_AUTH_SECRET": EVENT_HOOK_SECRET,
+        "OKTA_ORG_URL": okta.url,
+        "OKTA_API_TOKEN": OKTA_API_TOKEN,
+        "TWILIO_VERIFY_SERVICE_SID": VERIFY_SERVICE_SID,
+        **overrides,
+    }
+
+
+def batch(*events: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(load_fixture("okta_event_hook_mfa.json"))
+    if events:
+        body["data"]["events"] = list(events)
+    return dict(body)
+
+
+def mfa_event(**changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
+    event.update(changes)
+    return dict(event)
+
+
+def post_events(client: FlaskClient, body: Any, secret: str | None = EVENT_HOOK_SECRET) -> Any:
+    headers = {"Authorization": secret} if secret is not None else {}
+    return client.post("/okta/events", json=body, headers=headers)
+
+
+def event_lines(output: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "okta_events"]
+
+
+def verify_updates(sandbox: SandboxState) -> list[dict[str, Any]]:
+    return [
+        request
+        for request in sandbox.requests
+        if request["path"].startswith(f"/v2/Services/{VERIFY_SERVICE_SID}/Verifications/")
+    ]
+
+
+@pytest.fixture
+def events_client(make_client: AppFactory, okta_api: OktaState) -> FlaskClient:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    return make_client(**events_env(okta_api))
+
+
+# ------------------------------------------------------------------------------ verification and auth
+
+
+def test_the_verification_get_echoes_oktas_challenge(events_client: FlaskClient) -> None:
+    response = events_client.get(
+        "/okta/events", headers={"Authorization": EVENT_HOOK_SECRET, "X-Okta-Verification-Challenge": "abc-123"}
+    )
+    assert response.status_code == 200
+    assert response.get_json() == {"verification": "abc-123"}
+
+
+def test_the_verification_get_needs_the_secret_too(events_client: FlaskClient) -> None:
+    response = events_client.get("/okta/events", headers={"X-Okta-Verification-Challenge": "abc-123"})
+    assert response.status_code == 401
+    assert "verification" not in response.get_json()
+
+
+def test_an_unauthenticated_event_post_is_refused_before_any_call(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    for secret in (None, "wrong-secret"):
+        response = post_events(events_client, batch(), secret=secret)
+        assert response.status_code == 401
+        assert set(response.get_json()) == {"error"}
+    assert okta_api.requests == []
+    assert sandbox.requests == []
+
+
+def test_without_an_event_hook_secret_every_call_is_refused(make_client: AppFactory, okta_api: OktaState) -> None:
+    client = make_client(**{**events_env(okta_api), "OKTA_EVENT_HOOK_AUTH_SECRET": None})
+    assert post_events(client, batch()).status_code == 401
+
+
+def test_the_telephony_hook_secret_does_not_open_the_event_hook(events_client: FlaskClient) -> None:
+    from tests.helpers import HOOK_SECRET
+
+    assert post_events(events_client, batch(), secret=HOOK_SECRET).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------- feedback
+
+
+def test_one_matching_event_approves_exactly_one_verification_for_the_users_number(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    capsys.readouterr()
+    response = post_events(events_client, batch())
+    assert response.status_code == 200
+    updates = verify_updates(sandbox)
+    assert len(updates) == 1
+    assert updates[0]["path"] == f"/v2/Services/{VERIFY_SERVICE_SID}/Verifications/%2B{PHONE[1:]}"
+    assert updates[0]["form"] == {"Status": "approved"}
+    assert sandbox.pending == {}
+    assert okta_api.requests == [
+        {"path": f"/api/v1/users/{OKTA_USER_ID}/factors", "authorization": f"SSWS {OKTA_API_TOKEN}"}
+    ]
+    output = capsys.readouterr().out
+    lines = sorted(event_lines(output), key=lambda line: line["event_id"])
+    assert [line["outcome"] for line in lines] == ["feedback_approved", "event_ignored"]
+    assert lines[0]["phone"] == PHONE_MASKED
+    assert lines[0]["twilio_sid"] == PENDING_SID
+    for secret in (PHONE, PHONE[1:], EVENT_HOOK_SECRET, OKTA_API_TOKEN):
+        assert secret not in output
+
+
+def test_a_user_with_nothing_pending_is_normal_and_answered_200(
+    events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    response = post_events(events_client, batch(mfa_event()))
+    assert response.status_code == 200
+    assert len(verify_updates(sandbox)) == 0  # the sandbox answered 404: nothing recorded as done
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_not_pending"
+    assert line["severity"] == "INFO"
+    assert line["phone"] == PHONE_MASKED
+
+
+def test_a_repeated_event_does_no_harm(
+    events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    assert [line["outcome"] for line in event_lines(capsys.readouterr().out)] == ["feedback_not_pending"]
+    assert len(verify_updates(sandbox)) == 1
+
+
+def test_a_verification_sent_through_the_hook_is_approved_by_the_event(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    from tests.helpers import okta_request, post_hook
+
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api))
+    assert post_hook(client, okta_request()).get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert list(sandbox.pending) == [(VERIFY_SERVICE_SID, PHONE)]
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    assert sandbox.pending == {}
+
+
+def test_the_batch_is_handled_concurrently(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    okta_api.latency_seconds = 0.3
+    events = [mfa_event(uuid=f"event-{index}") for index in range(6)]
+    started = time.monotonic()
+    assert post_events(events_client, batch(*events)).status_code == 200
+    elapsed = time.monotonic() - started
+    assert len(okta_api.requests) == 6
+    assert elapsed < 6 * 0.3 / 2  # one after another would take 6 latencies
+
+
+# ----------------------------------------------------------------------------- Okta's API failing
+
+
+def test_a_slow_okta_api_is_given_up_on_inside_the_budget_and_logged(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    okta_api.latency_seconds = 3.0
+    client = make_client(**events_env(okta_api, OKTA_API_TIMEOUT_SECONDS="0.3"))
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    capsys.readouterr()
+    started = time.monotonic()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    elapsed = time.monotonic() - started
+    assert elapsed < okta_api.latency_seconds / 2
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "okta_api_unavailable"
+    assert line["okta_api_error"] == "OKTA_API_TIMEOUT"
+    assert line["severity"] == "ERROR"
+    assert verify_updates(sandbox) == []
+
+
+def test_an_okta_api_that_is_down_is_logged(
+    make_client: AppFactory, closed_port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=closed_port,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["okta_api_error"] == "OKTA_API_UNREACHABLE"
+
+
+def test_an_okta_api_that_refuses_the_token_is_logged_by_status(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(**events_env(okta_api, OKTA_API_TOKEN="revoked-token-value"))
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    output = capsys.readouterr().out
+    (line,) = event_lines(output)
+    assert line["okta_api_error"] == "OKTA_API_HTTP_401"
+    assert "revoked-token-value" not in output
+
+
+# ------------------------------------------------------------------------------- which events count
+
+
+@pytest.mark.parametrize(
+    ("changes", "counts"),
+    [
+        ({}, True),
+        ({"debugContext": {"debugData": {"factor": "CALL_FACTOR", "factorIntent": "CREDENTIAL_RECOVERY"}}}, True),
+        ({"debugContext": {"debugData": {"factor": "SMS_FACTOR", "factorIntent": "CREDENTIAL_ENROLLMENT"}}}, True),
+        ({"debugContext": {"debugData": {"factor": "EMAIL_FACTOR"}}}, False),
+        ({"outcome": {"result": "FAILURE"}}, False),
+        ({"eventType": "user.session.start"}, False),
+        ({"eventType": "user.mfa.factor.activate", "debugContext": {"debugData": {}}}, True),
+        (
+            {
+                "eventType": "user.mfa.factor.activate",
+                "target": [{"id": "x", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": "EMAIL"}}],
+            },
+            False,
+        ),
+    ],
+)
+def test_only_passed_sms_and_voice_challenges_count(changes: dict[str, Any], counts: bool) -> None:
+    assert passed_phone_challenge(LogEvent.model_validate(mfa_event(**changes))) is counts
+
+
+def test_a_batch_that_is_not_oktas_shape_is_a_400_naming_the_field(events_client: FlaskClient) -> None:
+    response = post_events(events_client, {"data": {"events": "nope"}})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["errorCauses"][0]["location"] == "data.events"
+
+
+# ------------------------------------------------------------------ failures, and nothing leaks
+
+
+def test_a_guessed_secret_never_reaches_the_log_or_the_answer(
+    events_client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guess = "guessed-Secret-Qx81"
+    capsys.readouterr()
+    response = post_events(events_client, batch(), secret=guess)
+    assert response.status_code == 401
+    output = capsys.readouterr().out
+    (line,) = event_lines(output)
+    assert line["outcome"] == "unauthorized"
+    assert guess not in output and guess not in response.get_data(as_text=True)
+
+
+def test_twilio_unreachable_for_feedback_is_logged_with_the_masked_number(
+    make_client: AppFactory, okta_api: OktaState, closed_port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=closed_port))
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    output = capsys.readouterr().out
+    (line,) = event_lines(output)
+    assert line["outcome"] == "feedback_failed"
+    assert line["twilio_error"] == "TWILIO_UNREACHABLE"
+    assert line["phone"] == PHONE_MASKED
+    assert PHONE not in output and PHONE[1:] not in output
+
+
+def test_a_verify_refusal_other_than_404_is_a_failed_feedback(
+    events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.refuse_next.extend([20429, 20429])
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_failed"
+    assert line["twilio_error_code"] == 20429
+    assert line["severity"] == "ERROR"
+
+
+def test_a_user_without_a_phone_factor_is_logged_so(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE, status="PENDING_ACTIVATION"), {"factorType": "push"}]
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_no_phone"
+    assert sandbox.requests == []
+
+
+def test_the_org_url_must_be_https_except_on_loopback() -> None:
+    from telephony.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="OKTA_ORG_URL"):
+        load_settings({"OKTA_ORG_URL": "http://acme.okta.com"})
+    assert load_settings({"OKTA_ORG_URL": "https://acme.okta.com"}).okta_org_url == "https://acme.okta.com"
+    assert load_settings({"OKTA_ORG_URL": "http://127.0.0.1:8080"}).okta_org_url == "http://127.0.0.1:8080"
+
+
+def test_a_half_configured_event_hook_is_named_at_start_up(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    make_client(OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if "/okta/events" in line["message"]]
+    assert line["severity"] == "CRITICAL"
+    assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"] and "TWILIO_VERIFY_SERVICE_SID" in line["message"]
