@@ -42,6 +42,11 @@ class Outcome(StrEnum):
     PROVIDER_ERROR = "provider_error"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # Twilio's delivery receipts, on /twilio/status
+    RECEIPT = "receipt"
+    RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
+    RECEIPT_FORBIDDEN = "receipt_forbidden"
+    RECEIPT_INVALID = "receipt_invalid"
 
     @property
     def severity(self) -> int:
@@ -56,6 +61,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.PROVIDER_ERROR: logging.ERROR,
     Outcome.PROVIDER_UNAVAILABLE: logging.ERROR,
     Outcome.INTERNAL_ERROR: logging.ERROR,
+    Outcome.RECEIPT: logging.INFO,
 }
 
 
@@ -234,3 +240,32 @@ def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> 
 def internal_error() -> HookRefused:
     """A bug of ours: still an answer in Okta's shape."""
     return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, "The telephony hook failed.")
+
+
+# ---------------------------------------------------------- answers to Twilio's delivery receipts
+
+
+class ReceiptRefused(Exception):
+    """Raised at any step of a receipt: Twilio gets `status` and no body; the log line says why."""
+
+    def __init__(self, status: HTTPStatus, outcome: Outcome, problem: str) -> None:
+        super().__init__(outcome)
+        self.status, self.outcome, self.problem = status, outcome, problem
+
+
+def receipt_forbidden(problem: str) -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.FORBIDDEN, Outcome.RECEIPT_FORBIDDEN, problem)
+
+
+def receipt_invalid(problem: str) -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
+
+
+def receipt_too_large() -> ReceiptRefused:
+    return ReceiptRefused(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {MAX_BODY_BYTES} bytes are refused"
+    )
+
+
+def receipt_method_not_allowed() -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, "receipts are POSTed")

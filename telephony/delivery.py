@@ -82,13 +82,14 @@ class TwilioDelivery:
             channel: missing_configuration(settings, client is not None, channel) for channel in ("sms", "voice")
         }
 
-    def deliver(self, profile: MessageProfile) -> Answer:
-        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused."""
+    def deliver(self, profile: MessageProfile, status_callback: str | None = None) -> Answer:
+        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused.
+        `status_callback`: where Twilio posts the message's or call's receipts (Verify has none)."""
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
         try:
-            sid, status, api = self._send(client, profile, validity)
+            sid, status, api = self._send(client, profile, validity, status_callback)
         except TwilioException as error:
             raise twilio_failure(error) from None
         except TwilioUnavailable as error:
@@ -101,7 +102,9 @@ class TwilioDelivery:
             log_fields={"twilio_sid": sid, "twilio_status": status, "twilio_ms": elapsed_ms},
         )
 
-    def _send(self, client: Client, profile: MessageProfile, validity: int | None) -> tuple[str, str, str]:
+    def _send(
+        self, client: Client, profile: MessageProfile, validity: int | None, status_callback: str | None
+    ) -> tuple[str, str, str]:
         """Returns Twilio's SID, its status, and which API carried the code."""
         settings = self._settings
         if settings.twilio_verify_service_sid:
@@ -121,6 +124,7 @@ class TwilioDelivery:
                 from_=None if settings.twilio_messaging_service_sid else settings.twilio_from_number,
                 # Carriers drop the SMS once the code is useless, instead of delivering it late.
                 validity_period=min(max(validity, 1), VALIDITY_PERIOD_MAX) if validity is not None else None,
+                status_callback=status_callback,
             )
             return str(message.sid), str(message.status), "message"
         call = client.calls.create(
@@ -128,6 +132,7 @@ class TwilioDelivery:
             from_=settings.twilio_from_number,
             twiml=self._voice.twiml(profile.otp_code, profile.locale),
             time_limit=CALL_TIME_LIMIT,
+            status_callback=status_callback,  # Twilio posts the call's final status (completed, busy, ...)
         )
         return str(call.sid), str(call.status), "call"
 
