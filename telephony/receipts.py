@@ -277,7 +277,7 @@ class Receipts:
         if request.mimetype != "application/x-www-form-urlencoded":
             raise receipt_invalid("the body is not form-encoded")
         try:
-            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
+            form = dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body), errors="strict"))
         except (UnicodeDecodeError, ValueError):
             raise receipt_invalid("the body is not form-encoded") from None
         for name in ("To", "From"):  # the net under the rule: never written, even by mistake

@@ -25,6 +25,8 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     """The running sandbox, emptied of earlier tests' requests, no latency, default credentials."""
     state = sandbox_server.state
     state.requests.clear()
+    state.receipts.clear()
+    state.receipt_delay_seconds = 0.05
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state
