@@ -115,7 +115,8 @@ def outcome_for(status: str) -> Outcome:
 
 
 def public_base(request: flask.Request, configured: str | None) -> str:
-    """'https://host': PUBLIC_URL, else what the caller called, as the proxy in front reports it."""
+    """'https://host': PUBLIC_URL (with the path a platform strips in front, if any), else what the
+    caller called, as the proxy in front reports it."""
     if configured:
         return configured.rstrip("/")
     # Cloud Run keeps the public Host and says in X-Forwarded-Proto whether the caller used https.
@@ -212,6 +213,7 @@ class Receipts:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
         self._validator = RequestValidator(token) if token else None
         self._public_url = settings.public_url
+        self._project = settings.google_cloud_project
         self._derivation_reported = False
         self._log = logging.getLogger("telephony_hook.receipts")
 
@@ -246,7 +248,8 @@ class Receipts:
     def handle(self, request: flask.Request) -> flask.Response:
         """Check the signature, log the receipt, answer 204: Twilio needs nothing more."""
         started = time.perf_counter()
-        with hook_scope(None):
+        headers = request.headers
+        with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
             fields: dict[str, Any] = {}
             try:
                 receipt = self._receive(request)
