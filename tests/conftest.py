@@ -27,6 +27,7 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state.requests.clear()
     state.receipts.clear()
     state.receipt_delay_seconds = 0.05
+    state.receipts_on = True
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state

@@ -398,3 +398,11 @@ def test_magic_numbers_end_as_documented(
     assert last["severity"] == ("INFO" if final == "completed" else "WARNING")
     if channel == "voice":
         assert last["call_duration_s"] == (0 if final == "no-answer" else 19)
+
+
+def test_a_sandbox_without_receipts_posts_none(served: str, sandbox: SandboxState) -> None:
+    sandbox.receipts_on = False
+    sid = post_json(served + "/", okta_request())["commands"][0]["value"][0]["transactionId"]
+    assert sandbox.requests[-1]["form"]["StatusCallback"] == served + "/twilio/status"  # asked for, not posted
+    time.sleep(0.5)  # ten times the configured receipt delay
+    assert [item for item in sandbox.receipts if sid in item["form"].values()] == []

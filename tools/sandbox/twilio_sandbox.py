@@ -116,6 +116,7 @@ class SandboxState:
     latency_seconds: float = 0.0
     quiet: bool = False
     receipt_delay_seconds: float = 1.0
+    receipts_on: bool = True
     requests: list[dict[str, Any]] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)  # posted: url, form, answer status
     connections: int = 0
@@ -302,7 +303,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
     def _schedule_receipts(self, kind: str, sid: str, form: dict[str, str]) -> None:
         """Post the receipts the create asked for, from a thread, after this answer has gone."""
         url = form.get("StatusCallback")
-        if not url:
+        if not url or not self.server.state.receipts_on:
             return
         state = self.server.state
         events = receipt_events(kind, sid, form, state.account_sid)
@@ -404,12 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--receipt-delay-ms", type=float, default=1000.0, help="delay before a message's or call's final receipt"
     )
+    parser.add_argument("--no-receipts", action="store_true", help="never post status callbacks")
     parser.add_argument("--quiet", action="store_true", help="do not print what is 'sent'")
     args = parser.parse_args(argv)
     state = SandboxState(
         account_sid=args.account_sid, auth_token=args.auth_token, api_key=args.api_key,
         api_secret=args.api_secret, latency_seconds=args.latency_ms / 1000, quiet=args.quiet,
-        receipt_delay_seconds=args.receipt_delay_ms / 1000,
+        receipt_delay_seconds=args.receipt_delay_ms / 1000, receipts_on=not args.no_receipts,
     )  # fmt: skip
     server = SandboxServer((args.host, args.port), state)
     print(
