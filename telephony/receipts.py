@@ -263,10 +263,18 @@ class Receipts:
                 status, outcome = refusal.status, refusal.outcome
                 fields["receipt_problem"] = refusal.problem
                 message = f"delivery receipt refused: {refusal.problem}"
+            except Exception:  # a bug of ours: logged without the receipt, and Twilio will retry
+                self._log.exception("delivery receipt failed unexpectedly")
+                status, outcome, message = (
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    Outcome.INTERNAL_ERROR,
+                    "delivery receipt failed",
+                )
             fields.update(outcome=outcome, http_status=status)
             fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
             self._log.log(outcome.severity, message, extra={"fields": fields})
-        return flask.Response(status=status)
+        allow = {"Allow": "POST"} if status == HTTPStatus.METHOD_NOT_ALLOWED else None
+        return flask.Response(status=status, headers=allow)
 
     def _receive(self, request: flask.Request) -> Receipt:
         if request.method != "POST":

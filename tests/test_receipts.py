@@ -151,7 +151,23 @@ def test_a_body_over_64_kb_with_a_signature_is_refused_413(client: FlaskClient) 
 
 
 def test_get_is_refused_405(client: FlaskClient) -> None:
-    assert client.get("/twilio/status").status_code == 405
+    response = client.get("/twilio/status")
+    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+
+
+def test_a_bug_while_reading_a_receipt_is_logged_without_the_receipt(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def explode(form: dict[str, str]) -> Any:
+        raise RuntimeError(f"bug while reading a receipt for {form['To']}")
+
+    monkeypatch.setattr("telephony.receipts.parse_receipt", explode)
+    capfd.readouterr()
+    response = post_receipt(client, message_receipt())
+    output = capfd.readouterr().out
+    assert response.status_code == 500
+    assert "RuntimeError" in output and PHONE not in output and PHONE_MASKED in output
+    assert only_receipt_line(output)["outcome"] == "internal_error"
 
 
 # --------------------------------------------------------------------------- URL reconstruction
