@@ -36,6 +36,7 @@ with paused_collector():  # everything built here lives as long as the process
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
     from telephony.policy import DeliveryPolicy
+    from telephony.receipts import RECEIPTS_PATH, Receipts
     from telephony.settings import load_settings
 
     # Built once per instance and reused by every request it serves.
@@ -46,6 +47,7 @@ with paused_collector():  # everything built here lives as long as the process
     policy = DeliveryPolicy(settings)
     delivery = TwilioDelivery(settings, build_client(settings))
     okta_events = EventHook(settings)  # Verify feedback from Okta's event hook
+    receipts = Receipts(settings)
 
     if not authenticator.configured:
         log.critical(
@@ -56,11 +58,13 @@ with paused_collector():  # everything built here lives as long as the process
     for channel, missing in delivery.missing.items():
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
+    log.log(logging.INFO if receipts.on else logging.WARNING, receipts.startup_message())
 
 
 # The function's other routes, by exact path; every other path is Okta's telephony hook.
 ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {
     "/okta/events": okta_events,
+    RECEIPTS_PATH: receipts.handle,  # Twilio's delivery receipts
 }
 
 
@@ -105,7 +109,7 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     facts.update(request_facts(hook), phone=masked)
     number = policy.check(profile, datetime.now(UTC))
     facts.update(country=number.country, number_type=number.number_type)
-    return delivery.deliver(profile)
+    return delivery.deliver(profile, receipts.callback_url(request))
 
 
 def parse(request: flask.Request) -> TelephonyHookRequest:

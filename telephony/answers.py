@@ -51,6 +51,11 @@ class Outcome(StrEnum):
     FEEDBACK_NO_PHONE = "feedback_no_phone"
     FEEDBACK_FAILED = "feedback_failed"
     OKTA_API_UNAVAILABLE = "okta_api_unavailable"
+    # Twilio's delivery receipts, on /twilio/status
+    RECEIPT = "receipt"
+    RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
+    RECEIPT_FORBIDDEN = "receipt_forbidden"
+    RECEIPT_INVALID = "receipt_invalid"
 
     @property
     def severity(self) -> int:
@@ -72,6 +77,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
     Outcome.FEEDBACK_FAILED: logging.ERROR,
     Outcome.OKTA_API_UNAVAILABLE: logging.ERROR,
+    Outcome.RECEIPT: logging.INFO,
 }
 
 
@@ -267,3 +273,32 @@ def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> 
 def internal_error() -> HookRefused:
     """A bug of ours: still an answer in Okta's shape."""
     return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, "The telephony hook failed.")
+
+
+# ---------------------------------------------------------- answers to Twilio's delivery receipts
+
+
+class ReceiptRefused(Exception):
+    """Raised at any step of a receipt: Twilio gets `status` and no body; the log line says why."""
+
+    def __init__(self, status: HTTPStatus, outcome: Outcome, problem: str) -> None:
+        super().__init__(outcome)
+        self.status, self.outcome, self.problem = status, outcome, problem
+
+
+def receipt_forbidden(problem: str) -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.FORBIDDEN, Outcome.RECEIPT_FORBIDDEN, problem)
+
+
+def receipt_invalid(problem: str) -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
+
+
+def receipt_too_large() -> ReceiptRefused:
+    return ReceiptRefused(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {MAX_BODY_BYTES} bytes are refused"
+    )
+
+
+def receipt_method_not_allowed() -> ReceiptRefused:
+    return ReceiptRefused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, "receipts are POSTed")

@@ -100,13 +100,14 @@ class TwilioDelivery:
             channel: missing_configuration(settings, client is not None, channel) for channel in ("sms", "voice")
         }
 
-    def deliver(self, profile: MessageProfile) -> Answer:
-        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused."""
+    def deliver(self, profile: MessageProfile, status_callback: str | None = None) -> Answer:
+        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused.
+        `status_callback`: where Twilio posts the message's or call's receipts (Verify has none)."""
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
         try:
-            sid, status, api = self._send(client, profile, validity)
+            sid, status, api = self._send(client, profile, validity, status_callback)
         except TwilioException as error:
             refusal = twilio_failure(error)
             refusal.answer.log_fields["twilio_attempts"] = self._attempts(client)
@@ -133,7 +134,9 @@ class TwilioDelivery:
         transport = client.http_client
         return transport.attempts() if isinstance(transport, TwilioTransport) else 1
 
-    def _send(self, client: Client, profile: MessageProfile, validity: int | None) -> tuple[str, str, str]:
+    def _send(
+        self, client: Client, profile: MessageProfile, validity: int | None, status_callback: str | None
+    ) -> tuple[str, str, str]:
         """Returns Twilio's SID, its status, and which API carried the code."""
         settings = self._settings
         if settings.twilio_verify_service_sid:
@@ -156,6 +159,7 @@ class TwilioDelivery:
                 # Bounds only the time the SMS may wait in Twilio's own queue (then error 30036), not
                 # carrier delivery: a code that would leave Twilio after it expires is not sent at all.
                 validity_period=min(max(validity, 1), VALIDITY_PERIOD_MAX) if validity is not None else None,
+                status_callback=status_callback,
             )
             return str(message.sid), str(message.status), "message"
         call = client.calls.create(
@@ -163,6 +167,7 @@ class TwilioDelivery:
             from_=settings.twilio_from_number,
             twiml=self._voice.twiml(profile.otp_code, profile.locale, profile.msg_template),
             time_limit=CALL_TIME_LIMIT,
+            status_callback=status_callback,  # Twilio posts the call's final status (completed, busy, ...)
         )
         return str(call.sid), str(call.status), "call"
 

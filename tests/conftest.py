@@ -29,6 +29,9 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state.violations.clear()
     state.verifications.clear()
     state.refuse_next.clear()
+    state.receipts.clear()
+    state.receipt_delay_seconds = 0.05
+    state.receipts_on = True
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state

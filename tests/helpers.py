@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +88,49 @@ def first_reason(answer: dict[str, Any]) -> str:
     """The reason of the first cause of an Okta error answer, or of its `error` object."""
     error = answer.get("error", answer)
     return str(error["errorCauses"][0]["reason"])
+
+
+# ------------------------------------------------------------------------------ delivery receipts
+
+RECEIPT_URL = "http://localhost/twilio/status"  # what the Flask test client calls
+
+
+def twilio_signature(url: str, form: dict[str, str], auth_token: str = DEFAULT_AUTH_TOKEN) -> str:
+    """Twilio's documented algorithm, written out here so the tests do not trust the library alone:
+    HMAC-SHA1 of the URL followed by each parameter's name and value, sorted by name, in base64."""
+    signed = url + "".join(name + form[name] for name in sorted(form))
+    return base64.b64encode(hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+
+
+def message_receipt(status: str = "delivered", **extra: str) -> dict[str, str]:
+    """A message's status callback as Twilio posts it."""
+    sid = "SM" + "c" * 32
+    return {
+        "AccountSid": DEFAULT_ACCOUNT_SID, "ApiVersion": "2010-04-01", "From": FROM_NUMBER, "To": PHONE,
+        "MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status, **extra,
+    }  # fmt: skip
+
+
+def call_receipt(status: str = "completed", **extra: str) -> dict[str, str]:
+    """A call's status callback as Twilio posts it."""
+    return {
+        "AccountSid": DEFAULT_ACCOUNT_SID, "ApiVersion": "2010-04-01", "From": FROM_NUMBER, "To": PHONE,
+        "CallSid": "CA" + "d" * 32, "CallStatus": status, "Direction": "outbound-api", **extra,
+    }  # fmt: skip
+
+
+def post_receipt(
+    client: FlaskClient,
+    form: dict[str, str],
+    *,
+    signed_url: str = RECEIPT_URL,
+    path: str = "/twilio/status",
+    signature: str | None = None,
+    **headers: str,
+) -> Any:
+    """POST a receipt like Twilio, signed over `signed_url` unless `signature` is given ('' sends none)."""
+    sent = dict(headers)
+    value = twilio_signature(signed_url, form) if signature is None else signature
+    if value:
+        sent["X-Twilio-Signature"] = value
+    return client.post(path, data=form, headers=sent, content_type="application/x-www-form-urlencoded")

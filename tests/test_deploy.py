@@ -32,7 +32,8 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
         ALLOWED_COUNTRIES="US,CA",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert shlex.split(result.stdout.strip()) == [
+    deploy, *metrics = result.stdout.strip().splitlines()
+    assert shlex.split(deploy) == [
         "gcloud", "functions", "deploy", "okta-otp", "--gen2", "--runtime=python313", "--region=europe-west1",
         "--source=.", "--entry-point=telephony_hook", "--trigger-http", "--allow-unauthenticated",
         "--min-instances=2", "--concurrency=80", "--cpu=1", "--memory=512Mi", "--timeout=10s",
@@ -40,6 +41,12 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
         "|ALLOWED_COUNTRIES=US,CA|THREADS=80|GOOGLE_CLOUD_PROJECT=acme-prod",
         "--set-secrets=OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1",
         "--project=acme-prod",
+    ]  # fmt: skip
+    assert [shlex.split(line) for line in metrics] == [
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_hook_outcomes",
+         "--config-from-file=tools/monitoring/hook-outcomes.metric.json", "--project=acme-prod"],
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_delivery_statuses",
+         "--config-from-file=tools/monitoring/delivery-statuses.metric.json", "--project=acme-prod"],
     ]  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from tests.helpers import (
     EVENT_HOOK_SECRET,
@@ -233,3 +235,55 @@ def test_the_event_hook_verifies_and_approves_over_http(
     assert '"outcome": "feedback_approved"' in output
     for forbidden in (PHONE, PHONE[1:], EVENT_HOOK_SECRET, OKTA_API_TOKEN, DEFAULT_AUTH_TOKEN):
         assert forbidden not in output
+
+
+def post_form(url: str, form: dict[str, str], signature: str) -> int:
+    data = urllib.parse.urlencode(form).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def lines_for(hook: RunningHook, sid: str, count: int, seconds: float = 15) -> list[dict[str, Any]]:
+    """The function's log lines that carry `sid`, once there are `count` of them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in hook.output().splitlines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("twilio_sid") == sid]
+        if len(mine) >= count:
+            return mine
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} lines for {sid}: {hook.output()}")
+
+
+@pytest.mark.parametrize(
+    ("channel", "statuses"), [("sms", ["sent", "delivered"]), ("voice", ["completed"])], ids=["sms", "voice"]
+)
+def test_the_hook_line_and_the_receipt_lines_share_the_sid(
+    hook: RunningHook, sandbox: SandboxState, channel: str, statuses: list[str]
+) -> None:
+    status, answer, _ = hook.post(okta_request(deliveryChannel=channel))
+    assert status == 200
+    sid = answer["commands"][0]["value"][0]["transactionId"]
+    assert sandbox.requests[-1]["form"]["StatusCallback"] == hook.url + "twilio/status"
+    lines = lines_for(hook, sid, 1 + len(statuses))
+    assert [line["outcome"] for line in lines] == ["delivered", *["receipt"] * len(statuses)]
+    assert [line.get("delivery_status") for line in lines[1:]] == statuses
+    assert all(line["channel"] == channel for line in lines)
+    assert PHONE not in hook.output() and OTP not in hook.output()
+
+
+def test_a_forged_receipt_is_refused_by_the_process(hook: RunningHook) -> None:
+    form = {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered", "To": PHONE}
+    forged = RequestValidator("not-the-auth-token").compute_signature(hook.url + "twilio/status", form)
+    assert post_form(hook.url + "twilio/status", form, forged) == 403
+    genuine = RequestValidator(DEFAULT_AUTH_TOKEN).compute_signature(hook.url + "twilio/status", form)
+    assert post_form(hook.url + "twilio/status", form, genuine) == 204
+    lines = lines_for(hook, "SM" + "f" * 32, 1)
+    assert [line["outcome"] for line in lines] == ["receipt"]
+    refused = [line for line in hook.output().splitlines() if '"receipt_forbidden"' in line]
+    assert len(refused) == 1 and PHONE not in hook.output()

@@ -294,7 +294,7 @@ def test_a_bare_token_in_an_unexpected_error_is_scrubbed(
 
     sent = token()
 
-    def explode(self: TwilioDelivery, profile: Any) -> Any:
+    def explode(self: TwilioDelivery, profile: Any, status_callback: str | None = None) -> Any:
         raise RuntimeError(f"bug that quotes the caller's token {sent}")
 
     monkeypatch.setattr(TwilioDelivery, "deliver", explode)

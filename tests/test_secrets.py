@@ -11,7 +11,18 @@ import pytest
 from flask.testing import FlaskClient
 
 from telephony.delivery import TwilioDelivery
-from tests.helpers import HOOK_SECRET, OTP, PHONE, AppFactory, okta_request, post_hook
+from tests.helpers import (
+    FROM_NUMBER,
+    HOOK_SECRET,
+    OTP,
+    PHONE,
+    AppFactory,
+    call_receipt,
+    message_receipt,
+    okta_request,
+    post_hook,
+    post_receipt,
+)
 from tools.sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN
 
 API_SECRET = "api-secret-Kd93jf"
@@ -74,7 +85,7 @@ def test_no_secret_reaches_any_output(
 def test_an_unexpected_error_is_answered_and_logged_without_secrets(
     make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    def explode(self: TwilioDelivery, profile: Any) -> Any:
+    def explode(self: TwilioDelivery, profile: Any, status_callback: str | None = None) -> Any:
         raise RuntimeError(f"bug while sending {profile.otp_code} to {profile.phone_number} with {HOOK_SECRET}")
 
     monkeypatch.setattr(TwilioDelivery, "deliver", explode)
@@ -85,3 +96,32 @@ def test_an_unexpected_error_is_answered_and_logged_without_secrets(
     assert "RuntimeError" in captured.out  # the admin still learns what failed
     for forbidden in (OTP, HOOK_SECRET, PHONE, PHONE[1:]):
         assert forbidden not in captured.out + captured.err + response.get_data(as_text=True)
+
+
+# Delivery receipts: Twilio posts the full numbers (To, From), sometimes the text; none is ever written.
+
+SECRET_BODY = f"Your code is {OTP}"
+RECEIPT_SCENARIOS: dict[str, dict[str, Any]] = {
+    "delivered": {"form": message_receipt("delivered", Body=SECRET_BODY)},
+    "undelivered": {"form": message_receipt("undelivered", ErrorCode="30003", Body=SECRET_BODY)},
+    "call no-answer": {"form": call_receipt("no-answer", CallDuration="0")},
+    "wrong signature": {"form": message_receipt(Body=SECRET_BODY), "signature": "Zm9yZ2Vk"},
+    "no signature": {"form": message_receipt(Body=SECRET_BODY), "signature": ""},
+    "malformed": {"form": message_receipt("teleported", Body=SECRET_BODY)},
+    "too large": {"form": message_receipt(Body=SECRET_BODY, Pad="x" * 70_000)},
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(RECEIPT_SCENARIOS))
+def test_no_receipt_path_writes_a_number_the_text_or_the_token(
+    scenario: str, client: FlaskClient, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    capfd.readouterr()
+    response = post_receipt(client, **RECEIPT_SCENARIOS[scenario])
+    captured = capfd.readouterr()
+    assert '"telephony_hook.receipts"' in captured.out, "the receipt was logged"
+    everything = "\n".join([response.get_data(as_text=True), str(dict(response.headers)), captured.out, captured.err])
+    for forbidden in (OTP, PHONE, PHONE[1:], FROM_NUMBER, FROM_NUMBER[1:], DEFAULT_AUTH_TOKEN, HOOK_SECRET):
+        assert forbidden not in everything, f"{scenario} leaked {forbidden!r}"
+    assert response.status_code < 500

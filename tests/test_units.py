@@ -195,7 +195,12 @@ def test_sms_goes_to_messages_create() -> None:
     delivery, client = mocked_delivery()
     answer = delivery.deliver(profile(otpExpires=None))
     client.messages.create.assert_called_once_with(
-        to=PHONE, body=f"(HOOK)Your code is {OTP}", messaging_service_sid=None, from_=FROM_NUMBER, validity_period=None
+        to=PHONE,
+        body=f"(HOOK)Your code is {OTP}",
+        messaging_service_sid=None,
+        from_=FROM_NUMBER,
+        validity_period=None,
+        status_callback=None,
     )
     client.calls.create.assert_not_called()
     assert '"transactionId":"SMaaaa' in answer.json()

@@ -11,18 +11,22 @@ Reads its inputs from the environment (make passes its command-line variables th
   MEMORY, CPU     instance size                      (default 512Mi, 1)
   RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
   SERVICE_ACCOUNT runtime service account            (optional)
-  DRY_RUN=1       print the gcloud command, run nothing
+  DRY_RUN=1       print the gcloud commands, run nothing
 Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
+After the function, the log-based metrics in tools/monitoring/*.metric.json are created (or updated): the
+alert policy in tools/monitoring/alert-policy.json counts on them (README: "Alerts").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from telephony.settings import env_names, secret_env_names
 
@@ -31,6 +35,8 @@ SECRET_SETTINGS = tuple(secret_env_names())
 PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
+MONITORING = Path(__file__).resolve().parent / "monitoring"
+LOG_METRICS = ("hook-outcomes.metric.json", "delivery-statuses.metric.json")
 _SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
 
 
@@ -114,13 +120,35 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     return command
 
 
+def metric_commands(env: Mapping[str, str], verb: str = "create") -> list[list[str]]:
+    """`gcloud logging metrics create|update NAME --config-from-file=...`, one per log-based metric."""
+    commands = []
+    for file_name in LOG_METRICS:
+        name = json.loads((MONITORING / file_name).read_text())["name"]
+        command = ["gcloud", "logging", "metrics", verb, name, f"--config-from-file=tools/monitoring/{file_name}"]
+        if env.get("PROJECT"):
+            command.append(f"--project={env['PROJECT']}")
+        commands.append(command)
+    return commands
+
+
 def main() -> None:
     command = gcloud_command(os.environ)
+    metrics = metric_commands(os.environ)
     if os.environ.get("DRY_RUN") not in (None, "", "0"):
-        print(shlex.join(command))
+        for each in [command, *metrics]:
+            print(shlex.join(each))
         return
     print("+ " + shlex.join(command), flush=True)
-    sys.exit(subprocess.call(command))
+    status = subprocess.call(command)
+    if status:
+        sys.exit(status)
+    for create, update in zip(metrics, metric_commands(os.environ, "update"), strict=True):
+        print("+ " + shlex.join(create), flush=True)
+        if subprocess.call(create, stderr=subprocess.DEVNULL):  # it exists already: bring it up to date
+            print("+ " + shlex.join(update), flush=True)
+            status = status or subprocess.call(update)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

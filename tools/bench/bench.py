@@ -75,7 +75,8 @@ class Sandbox:
 @contextmanager
 def sandbox(latency_ms: float) -> Iterator[Sandbox]:
     port = free_port()
-    process = start_sandbox(port, None, "--latency-ms", str(latency_ms), "--quiet")
+    # No receipts: they would load the hook during the burst it measures, and older refs lack the route.
+    process = start_sandbox(port, None, "--latency-ms", str(latency_ms), "--quiet", "--no-receipts")
     try:
         yield Sandbox(port, process)
     finally:

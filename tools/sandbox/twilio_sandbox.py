@@ -15,6 +15,12 @@ Each message or call it "sends" is printed, so a developer sees the SMS text and
 Every request is checked against Twilio's published contract (tools/sandbox/contract.py) and refused
 as Twilio would (400 naming the parameter); every answer is checked too. Both kinds of breach are
 recorded in `SandboxState.violations`. Without jsonschema (a dev dependency) the checks are off, said once.
+
+Delivery receipts: when a create asks for them (StatusCallback), the sandbox posts them to that URL,
+form-encoded and signed with the auth token (X-Twilio-Signature), as Twilio does. A message gets
+`sent`, then `delivered` after --receipt-delay-ms; a call gets `completed` after the delay. Magic To
+numbers end otherwise: +15005557007 undelivered 30007 (carrier filtering), +15005553003 undelivered
+30003 (handset unreachable), and a call to +15005550408 ends no-answer.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -63,6 +71,13 @@ VERIFICATIONS_KEPT = 10_000
 
 # Twilio's "request does not match the API's expected schema"; the message names the parameter.
 CONTRACT_ERROR = 70002
+# Magic To numbers for receipts: how the message or call ends, and Twilio's ErrorCode.
+RECEIPT_MAGIC_TO: dict[str, tuple[str, int | None]] = {
+    "+15005557007": ("undelivered", 30007),
+    "+15005553003": ("undelivered", 30003),
+    "+15005550408": ("no-answer", None),
+}
+CALL_DURATION_SECONDS = 19  # what a completed sandbox call lasted
 
 ERROR_TEXT = {
     20003: "Authenticate",
@@ -119,9 +134,12 @@ class SandboxState:
     api_secret: str | None = None
     latency_seconds: float = 0.0
     quiet: bool = False
+    receipt_delay_seconds: float = 1.0
+    receipts_on: bool = True
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Breaches of Twilio's contract: requests it refused, and answers of its own that broke the schema.
     violations: list[dict[str, Any]] = field(default_factory=list)
+    receipts: list[dict[str, Any]] = field(default_factory=list)  # posted: url, form, answer status
     connections: int = 0
     verifications: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SID, for Verify feedback
     # Twilio error codes to answer the next API calls with, in order (e.g. 20429 for rate limiting).
@@ -325,6 +343,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         sid, now = _sid("SM"), _now()
         self._announce(f"SMS {sid} to {_mask(to)}: {body}")
         account = self.server.state.account_sid
+        self._schedule_receipts("message", sid, form)
         return {
             "account_sid": account, "api_version": "2010-04-01", "body": body,
             "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
@@ -349,6 +368,7 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         sid, now = _sid("CA"), _now()
         self._announce(f"CALL {sid} to {_mask(to)}: {form.get('Twiml') or form.get('Url')}")
         account = self.server.state.account_sid
+        self._schedule_receipts("call", sid, form)
         return {
             "account_sid": account, "answered_by": None, "api_version": "2010-04-01", "caller_name": None,
             "date_created": now, "date_updated": now, "direction": "outbound-api", "duration": None,
@@ -391,6 +411,15 @@ class SandboxHandler(socketserver.StreamRequestHandler):
         self._announce(f"VERIFY {answer['sid']} {status}")
         return answer
 
+    def _schedule_receipts(self, kind: str, sid: str, form: dict[str, str]) -> None:
+        """Post the receipts the create asked for, from a thread, after this answer has gone."""
+        url = form.get("StatusCallback")
+        if not url or not self.server.state.receipts_on:
+            return
+        state = self.server.state
+        events = receipt_events(kind, sid, form, state.account_sid)
+        threading.Thread(target=post_receipts, args=(state, url, events), name="sandbox-receipts", daemon=True).start()
+
     def _announce(self, line: str) -> None:
         if not self.server.state.quiet:
             print(f"[twilio-sandbox] {line}", flush=True)
@@ -402,6 +431,53 @@ class SandboxHandler(socketserver.StreamRequestHandler):
             f"Content-Length: {len(payload)}\r\nDate: {formatdate(usegmt=True)}\r\n\r\n"
         )
         self.wfile.write(head.encode() + payload)  # one write: one packet for small answers
+
+
+def receipt_events(kind: str, sid: str, form: dict[str, str], account_sid: str) -> list[dict[str, str]]:
+    """The status callbacks Twilio would post for this message or call, in order."""
+    to = form.get("To", "")
+    final, error_code = RECEIPT_MAGIC_TO.get(to, (None, None))
+    common = {"AccountSid": account_sid, "ApiVersion": "2010-04-01", "From": form.get("From", ""), "To": to}
+    if kind == "call":
+        status = final if final == "no-answer" else "completed"
+        duration = "0" if status == "no-answer" else str(CALL_DURATION_SECONDS)
+        call = {**common, "CallSid": sid, "CallStatus": status, "Direction": "outbound-api"}
+        return [{**call, "CallDuration": duration, "Duration": duration, "CallbackSource": "call-progress-events"}]
+    message = {**common, "MessageSid": sid, "SmsSid": sid}
+    if form.get("MessagingServiceSid"):
+        message["MessagingServiceSid"] = form["MessagingServiceSid"]
+    ended = {"MessageStatus": final or "delivered", "SmsStatus": final or "delivered"}
+    if final == "undelivered" and error_code is not None:
+        ended["ErrorCode"] = str(error_code)
+    return [{**message, "MessageStatus": "sent", "SmsStatus": "sent"}, {**message, **ended}]
+
+
+def post_receipts(state: SandboxState, url: str, events: list[dict[str, str]]) -> None:
+    """Post each receipt, signed as Twilio signs: the first soon, the last after the configured delay."""
+    from urllib.parse import urlencode
+
+    from twilio.request_validator import RequestValidator  # Twilio's own signing algorithm
+
+    validator = RequestValidator(state.auth_token)
+    for index, form in enumerate(events):
+        last = index == len(events) - 1
+        time.sleep(state.receipt_delay_seconds if last else min(0.1, state.receipt_delay_seconds))
+        signature = validator.compute_signature(url, form)
+        request = urllib.request.Request(
+            url,
+            data=urlencode(form).encode(),
+            headers={"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                answered = response.status
+        except urllib.error.HTTPError as error:
+            answered = error.code
+        except OSError:
+            answered = 0  # nobody listened: Twilio would log error 11200
+        with state.lock:
+            state.receipts.append({"url": url, "form": form, "answered": answered})
 
 
 class SandboxServer(socketserver.ThreadingTCPServer):
@@ -437,11 +513,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key")
     parser.add_argument("--api-secret")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
+    parser.add_argument(
+        "--receipt-delay-ms", type=float, default=1000.0, help="delay before a message's or call's final receipt"
+    )
+    parser.add_argument("--no-receipts", action="store_true", help="never post status callbacks")
     parser.add_argument("--quiet", action="store_true", help="do not print what is 'sent'")
     args = parser.parse_args(argv)
     state = SandboxState(
         account_sid=args.account_sid, auth_token=args.auth_token, api_key=args.api_key,
         api_secret=args.api_secret, latency_seconds=args.latency_ms / 1000, quiet=args.quiet,
+        receipt_delay_seconds=args.receipt_delay_ms / 1000, receipts_on=not args.no_receipts,
     )  # fmt: skip
     server = SandboxServer((args.host, args.port), state)
     print(
