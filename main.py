@@ -49,6 +49,11 @@ with paused_collector():  # everything built here lives as long as the process
         log.critical(
             "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): every call is refused."
         )
+    if not settings.allowed_countries:
+        log.warning(
+            "ALLOWED_COUNTRIES is empty: codes go to every country, the toll-fraud guard rests on"
+            " BLOCKED_NUMBER_TYPES alone (non-geographic numbers stay refused unless it lists 001)."
+        )
     for channel, missing in delivery.missing.items():
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
@@ -99,6 +104,12 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     facts.update(request_facts(hook), phone=masked)
     number = policy.check(profile, datetime.now(UTC))
     facts.update(country=number.country, number_type=number.number_type)
+    if number.e164 != profile.phone_number:  # Twilio gets the number the guard checked, not the caller's spelling
+        masked = mask(number.e164)
+        mark_sensitive(number.e164, masked)
+        mark_sensitive(number.e164[1:], masked)
+        facts["phone"] = masked
+        profile = profile.model_copy(update={"phone_number": number.e164})
     return delivery.deliver(profile)
 
 

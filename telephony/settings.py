@@ -170,7 +170,7 @@ class Settings(BaseModel):
     @classmethod
     def _iso_countries(cls, value: list[str]) -> list[str]:
         countries = [country.upper() for country in value]
-        _check_regions(countries)
+        _check_regions([country for country in countries if country != phone.NON_GEOGRAPHIC])
         return countries
 
     @field_validator("blocked_number_types")
