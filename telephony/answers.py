@@ -23,6 +23,7 @@ from models import (
 )
 
 NOT_DELIVERED = "The verification code could not be sent."
+AUTH_FAILED = "The call's credentials were missing, wrong or insufficient."
 MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
 
 
@@ -143,14 +144,15 @@ def body_too_large() -> HookRefused:
 
 
 def unauthorized(hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED) -> HookRefused:
-    """The one shape of every rejection: no detail an attacker could use, enough for an admin."""
+    """The one shape of every rejection. The caller may be anyone (the URL is public), so the answer
+    names no header, scope or failed check; the admin reads `hint` and `location` in the log line."""
     forbidden = status == HTTPStatus.FORBIDDEN
     return refused(
         status,
         Outcome.FORBIDDEN if forbidden else Outcome.UNAUTHORIZED,
         "The telephony hook refused the call: authentication failed.",
-        [cause(hint, "FORBIDDEN" if forbidden else "UNAUTHORIZED", location)],
-        log_fields={"auth_problem": hint},
+        [cause(AUTH_FAILED, "FORBIDDEN" if forbidden else "UNAUTHORIZED", "authentication")],
+        log_fields={"auth_problem": hint, "auth_location": location},
     )
 
 
