@@ -91,13 +91,16 @@ class JwksCache:
         self._fetched_at = self._clock()
         try:
             document = self._fetch(self.url)
-            key_set = jwt.PyJWKSet.from_dict(document)
+            # A key published for encryption must not verify signatures (RFC 7517, 'use').
+            signing = [key for key in document["keys"] if not (isinstance(key, dict) and key.get("use") == "enc")]
+            key_set = jwt.PyJWKSet.from_dict({"keys": signing}) if signing else None
         except (requests.RequestException, ValueError, jwt.PyJWKSetError) as error:
             self._failed = True
             log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": type(error).__name__}})
             raise JwksUnavailable from None
         self._failed = False
-        self._keys = {key.key_id: key for key in key_set.keys if key.key_id and key.algorithm_name in ALGORITHMS}
+        usable = key_set.keys if key_set else []
+        self._keys = {key.key_id: key for key in usable if key.key_id and key.algorithm_name in ALGORITHMS}
 
 
 class OAuthBearer:

@@ -377,3 +377,19 @@ def generic_refusal(reason: str) -> dict[str, Any]:
             ],
         }
     }
+
+
+def test_a_key_published_for_encryption_does_not_verify_signatures(
+    oauth_client: FlaskClient, issuer: Issuer, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    issuer.keys = [{**public_jwk(SIGNING_KEY, KID), "use": "enc"}]
+    capfd.readouterr()
+    response = bearer(oauth_client, token())
+    assert response.status_code == 401
+    assert "The bearer token is signed by a key the issuer does not publish." in capfd.readouterr().out
+    assert sandbox.requests == []
+
+
+def test_signing_keys_beside_an_encryption_key_still_verify(oauth_client: FlaskClient, issuer: Issuer) -> None:
+    issuer.keys = [{**public_jwk(OTHER_KEY, "enc-key"), "use": "enc"}, public_jwk(SIGNING_KEY, KID)]
+    assert bearer(oauth_client, token()).status_code == 200
