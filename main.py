@@ -22,7 +22,6 @@ with paused_collector():  # everything built here lives as long as the process
 
     from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
     from telephony.answers import (
-        MAX_BODY_BYTES,
         Answer,
         HookRefused,
         body_too_large,
@@ -32,6 +31,7 @@ with paused_collector():  # everything built here lives as long as the process
     )
     from telephony.auth import Authenticator
     from telephony.delivery import TwilioDelivery, build_client
+    from telephony.intake import declared_too_large, finish, read_body
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
     from telephony.policy import DeliveryPolicy
@@ -68,7 +68,7 @@ def telephony_hook(request: flask.Request) -> flask.Response:
     """Okta's telephony inline hook endpoint (and the entry point of the function's other routes)."""
     route = ROUTES.get(request.path)
     if route is not None:
-        return route(request)
+        return finish(request, route(request))
     started = time.perf_counter()
     headers = request.headers
     with hook_scope(settings.google_cloud_project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
@@ -81,7 +81,9 @@ def telephony_hook(request: flask.Request) -> flask.Response:
             log.exception("telephony hook failed unexpectedly")
             answer = internal_error().answer
         log_hook(answer, facts, started)
-        return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        return finish(
+            request, flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        )
 
 
 def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
@@ -92,7 +94,7 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
         credentials = request.headers.get(scheme_header, "")
         mark_sensitive(credentials)
         mark_sensitive(credentials.partition(" ")[2])  # the token alone, without 'Bearer' or 'Basic'
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    if declared_too_large(request):
         raise body_too_large()
     authenticator.verify(request.headers)
     hook = parse(request)
@@ -114,9 +116,7 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
 
 
 def parse(request: flask.Request) -> TelephonyHookRequest:
-    body = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even when no Content-Length was sent
-    if len(body) > MAX_BODY_BYTES:
-        raise body_too_large()
+    body = read_body(request)
     try:
         return parse_hook_request(body, settings.default_country)
     except ValidationError as error:
