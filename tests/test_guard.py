@@ -57,3 +57,41 @@ def test_twilio_gets_the_e164_form_of_the_number_the_guard_checked(
     assert sandbox.requests[-1]["form"]["To"] == PHONE
     assert PHONE not in out and PHONE[1:] not in out
     assert PHONE_MASKED in out
+
+
+# ------------------------------------------------ guard and configuration branches nothing reached before
+
+
+def test_an_invalid_number_is_refused_before_twilio(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()
+    capfd.readouterr()
+    answer = post_hook(client, okta_request(phoneNumber="+10005550123")).get_json()
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert answer["error"]["errorSummary"] == "The phone number is not a valid number."
+    assert first_reason(answer) == "PHONE_POLICY"
+    assert (line["outcome"], line["country"], line["number_type"]) == ("number_refused", "ZZ", "UNKNOWN")
+    assert sandbox.requests == []
+
+
+def test_an_account_sid_without_credentials_is_not_configured(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(TWILIO_AUTH_TOKEN=None)
+    startup = capfd.readouterr().out
+    answer = post_hook(client, okta_request()).get_json()
+    missing = "TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET)"
+    assert first_reason(answer) == "HOOK_NOT_CONFIGURED"
+    assert answer["error"]["errorCauses"][0]["errorSummary"] == f"The hook is missing {missing}."
+    assert f"No sms code can be sent: the hook is missing {missing}." in startup
+    assert sandbox.requests == []
+
+
+def test_an_sms_with_no_sender_is_not_configured(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(TWILIO_FROM_NUMBER=None)
+    answer = post_hook(client, okta_request()).get_json()
+    assert first_reason(answer) == "HOOK_NOT_CONFIGURED"
+    summary = answer["error"]["errorCauses"][0]["errorSummary"]
+    assert summary == "The hook is missing TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID."
+    assert sandbox.requests == []

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 
-from telephony.oauth import JwksCache, JwksUnavailable
+from telephony.oauth import MAX_TOKEN_BYTES, JwksCache, JwksUnavailable
 from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
 from tools.sandbox.twilio_sandbox import SandboxState
 
@@ -393,3 +393,14 @@ def test_a_key_published_for_encryption_does_not_verify_signatures(
 def test_signing_keys_beside_an_encryption_key_still_verify(oauth_client: FlaskClient, issuer: Issuer) -> None:
     issuer.keys = [{**public_jwk(OTHER_KEY, "enc-key"), "use": "enc"}, public_jwk(SIGNING_KEY, KID)]
     assert bearer(oauth_client, token()).status_code == 200
+
+
+def test_a_token_over_the_size_limit_is_refused_unread(
+    oauth_client: FlaskClient, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], issuer: Issuer
+) -> None:
+    capfd.readouterr()
+    response = bearer(oauth_client, token() + "." + "A" * MAX_TOKEN_BYTES)
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert response.get_json() == generic_refusal("UNAUTHORIZED")
+    assert line["auth_problem"] == "The bearer token is too long."
+    assert issuer.fetches == 0 and sandbox.requests == []
