@@ -20,6 +20,8 @@ import pytest
 from telephony.answers import MAX_BODY_BYTES
 from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
 from tests.helpers import HOOK_SECRET, okta_request
+from tests.standins import http_answer, stand_in
+from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +121,23 @@ def test_a_huge_chunked_upload_is_refused_without_being_read(start: HookStarter,
         reader.join(PROMPT)
     assert answers and answers[0][0] == (413 if authorization else 401)
     assert sent < attempted / 8  # the worker stopped taking the body long before its end
+
+
+def test_a_stalled_body_with_a_token_lacking_the_scope_is_403_at_once(start: HookStarter) -> None:
+    keys = json.dumps({"keys": [public_jwk(SIGNING_KEY, KID)]}).encode()
+    with stand_in(http_answer(200, keys)) as issuer, ExitStack() as stack:
+        hook = start(
+            THREADS=str(THREADS),
+            OKTA_HOOK_AUTH_SECRET="",
+            OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+            OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+            OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+            OKTA_HOOK_OAUTH_JWKS_URL=issuer.base_url + "/keys",
+        )
+        bearer = f"Bearer {token(scp=['okta.users.read'])}".encode()
+        request = b"POST / HTTP/1.1\r\nHost: hook\r\nContent-Length: 4000\r\nAuthorization: " + bearer + b"\r\n\r\n{"
+        started = time.monotonic()
+        answered, body, closed = read_answer(stall(hook, request, stack))
+        assert time.monotonic() - started < PROMPT
+    assert answered == 403 and "error" in json.loads(body)
+    assert closed
