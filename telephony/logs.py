@@ -60,6 +60,12 @@ class CloudLoggingFormatter(logging.Formatter):
                 entry["logging.googleapis.com/spanId"] = scope.span_id
         scope = _scope.get()
         replacements = scope.replacements if scope else []
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # Most lines hold nothing to scrub: one search of the finished line says so, then it is kept.
+        if not any(_spelled_in(value, line) for value in self._secrets) and not any(
+            _spelled_in(value, line) for value, _ in replacements
+        ):
+            return line
         scrubbed = {
             key: value if key in _OWN_FIELDS else self._scrub_value(value, replacements) for key, value in entry.items()
         }
@@ -88,6 +94,15 @@ class CloudLoggingFormatter(logging.Formatter):
         if isinstance(value, list | tuple | set | frozenset):
             return [self._scrub_value(item, replacements) for item in value]
         return self._scrub_text(str(value), replacements)
+
+
+def _spelled_in(value: str, line: str) -> bool:
+    """Whether `value` appears in the JSON `line`, as itself or as JSON escapes it."""
+    if value in line:
+        return True
+    if '"' in value or "\\" in value or not value.isprintable():
+        return json.dumps(value, ensure_ascii=False)[1:-1] in line
+    return False
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from telephony.logs import REDACTED, CloudLoggingFormatter, hook_scope, mark_sensitive
 from tests.helpers import HOOK_SECRET, AppFactory, okta_request, post_hook
 
 
@@ -64,3 +66,34 @@ def test_any_credential_and_event_id_leave_a_valid_line_with_the_true_outcome(
     expected = "delivered" if credential.strip() == HOOK_SECRET else "unauthorized"
     assert line["outcome"] == expected
     assert line["http_status"] == response.status_code
+
+
+@pytest.mark.parametrize("secret", ['quo"te-Zq8', "back\\slash-Zq8", "tab\there-Zq8"])
+def test_a_secret_json_would_escape_is_still_scrubbed(secret: str) -> None:
+    formatter = CloudLoggingFormatter([secret])
+    record = logging.LogRecord("telephony_hook", logging.INFO, __file__, 1, f"saw {secret}", None, None)
+    record.fields = {"detail": [f"x {secret}"], "outcome": "delivered"}
+    line = formatter.format(record)
+    assert json.loads(line) == {
+        "severity": "INFO",
+        "message": f"saw {REDACTED}",
+        "logger": "telephony_hook",
+        "detail": [f"x {REDACTED}"],
+        "outcome": "delivered",
+    }
+    assert "Zq8" not in line
+
+
+def test_a_line_with_nothing_to_scrub_is_written_as_it_is() -> None:
+    formatter = CloudLoggingFormatter(["s3cr3t-value"])
+    record = logging.LogRecord("telephony_hook", logging.INFO, __file__, 1, "nothing here", None, None)
+    record.fields = {"count": 3, "ok": True}
+    with hook_scope(None):
+        mark_sensitive("482913")
+        assert json.loads(formatter.format(record)) == {
+            "severity": "INFO",
+            "message": "nothing here",
+            "logger": "telephony_hook",
+            "count": 3,
+            "ok": True,
+        }
