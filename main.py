@@ -59,7 +59,9 @@ with paused_collector():  # everything built here lives as long as the process
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
 
 
-# The function's other routes, by exact path; every other path is Okta's telephony hook.
+# The function's other routes, by exact path; every other path is Okta's telephony hook. A route
+# refuses before reading the body, reads it only through intake.read_body, and its answer passes
+# through intake.finish, so a refused upload is never read.
 ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {}
 
 
@@ -81,9 +83,8 @@ def telephony_hook(request: flask.Request) -> flask.Response:
             log.exception("telephony hook failed unexpectedly")
             answer = internal_error().answer
         log_hook(answer, facts, started)
-        return finish(
-            request, flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
-        )
+        response = flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        return finish(request, response)
 
 
 def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
