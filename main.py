@@ -22,7 +22,6 @@ with paused_collector():  # everything built here lives as long as the process
 
     from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
     from telephony.answers import (
-        MAX_BODY_BYTES,
         Answer,
         HookRefused,
         body_too_large,
@@ -33,6 +32,7 @@ with paused_collector():  # everything built here lives as long as the process
     from telephony.auth import Authenticator
     from telephony.delivery import TwilioDelivery, build_client
     from telephony.events import EventHook
+    from telephony.intake import declared_too_large, finish, read_body
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
     from telephony.policy import DeliveryPolicy
@@ -55,13 +55,20 @@ with paused_collector():  # everything built here lives as long as the process
         )
     if okta_events.configured and okta_events.missing:
         log.critical(f"Verify feedback (/okta/events) cannot work: the function is missing {okta_events.missing}.")
+    if not settings.allowed_countries:
+        log.warning(
+            "ALLOWED_COUNTRIES is empty: codes go to every country, the toll-fraud guard rests on"
+            " BLOCKED_NUMBER_TYPES alone (non-geographic numbers stay refused unless it lists 001)."
+        )
     for channel, missing in delivery.missing.items():
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
     log.log(logging.INFO if receipts.on else logging.WARNING, receipts.startup_message())
 
 
-# The function's other routes, by exact path; every other path is Okta's telephony hook.
+# The function's other routes, by exact path; every other path is Okta's telephony hook. A route
+# refuses before reading the body, reads it only through intake.read_body, and its answer passes
+# through intake.finish, so a refused upload is never read.
 ROUTES: dict[str, Callable[[flask.Request], flask.Response]] = {
     "/okta/events": okta_events,
     RECEIPTS_PATH: receipts.handle,  # Twilio's delivery receipts
@@ -73,7 +80,7 @@ def telephony_hook(request: flask.Request) -> flask.Response:
     """Okta's telephony inline hook endpoint (and the entry point of the function's other routes)."""
     route = ROUTES.get(request.path)
     if route is not None:
-        return route(request)
+        return finish(request, route(request))
     started = time.perf_counter()
     headers = request.headers
     with hook_scope(settings.google_cloud_project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
@@ -86,7 +93,8 @@ def telephony_hook(request: flask.Request) -> flask.Response:
             log.exception("telephony hook failed unexpectedly")
             answer = internal_error().answer
         log_hook(answer, facts, started)
-        return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        response = flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        return finish(request, response)
 
 
 def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
@@ -97,7 +105,7 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
         credentials = request.headers.get(scheme_header, "")
         mark_sensitive(credentials)
         mark_sensitive(credentials.partition(" ")[2])  # the token alone, without 'Bearer' or 'Basic'
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    if declared_too_large(request):
         raise body_too_large()
     authenticator.verify(request.headers)
     hook = parse(request)
@@ -109,13 +117,17 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
     facts.update(request_facts(hook), phone=masked)
     number = policy.check(profile, datetime.now(UTC))
     facts.update(country=number.country, number_type=number.number_type)
+    if number.e164 != profile.phone_number:  # Twilio gets the number the guard checked, not the caller's spelling
+        masked = mask(number.e164)
+        mark_sensitive(number.e164, masked)
+        mark_sensitive(number.e164[1:], masked)
+        facts["phone"] = masked
+        profile = profile.model_copy(update={"phone_number": number.e164})
     return delivery.deliver(profile, receipts.callback_url(request))
 
 
 def parse(request: flask.Request) -> TelephonyHookRequest:
-    body = request.stream.read(MAX_BODY_BYTES + 1)  # bounded even when no Content-Length was sent
-    if len(body) > MAX_BODY_BYTES:
-        raise body_too_large()
+    body = read_body(request)
     try:
         return parse_hook_request(body, settings.default_country)
     except ValidationError as error:

@@ -23,7 +23,9 @@ from models import (
 )
 
 NOT_DELIVERED = "The verification code could not be sent."
+AUTH_FAILED = "The call's credentials were missing, wrong or insufficient."
 MAX_BODY_BYTES = 64 * 1024  # Okta's requests are about 1 KB
+MAX_EVENT_BODY_BYTES = 512 * 1024  # a batch of System Log events, a few KB each
 
 
 class Outcome(StrEnum):
@@ -146,33 +148,43 @@ def cause(summary: str, reason: str, location: str) -> ErrorCause:
 # ------------------------------------------------------------------------- refusals before the work
 
 
-def method_not_allowed() -> HookRefused:
-    return refused(
-        HTTPStatus.METHOD_NOT_ALLOWED,
-        Outcome.METHOD_NOT_ALLOWED,
-        "The telephony hook accepts POST only.",
-        headers={"Allow": "POST"},
-    )
+def method_not_allowed(allow: str = "POST", summary: str = "The telephony hook accepts POST only.") -> HookRefused:
+    return refused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, summary, headers={"Allow": allow})
 
 
-def body_too_large() -> HookRefused:
+def body_too_large(
+    limit: int = MAX_BODY_BYTES, summary: str = "The telephony hook request is too large."
+) -> HookRefused:
     return refused(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         Outcome.BODY_TOO_LARGE,
-        "The telephony hook request is too large.",
-        [cause(f"Bodies over {MAX_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
+        summary,
+        [cause(f"Bodies over {limit} bytes are refused.", "BODY_TOO_LARGE", "body")],
+    )
+
+
+def event_hook_body_too_large() -> HookRefused:
+    return body_too_large(MAX_EVENT_BODY_BYTES, "The event hook request is too large.")
+
+
+def verification_challenge_missing() -> HookRefused:
+    return refused(
+        HTTPStatus.BAD_REQUEST,
+        Outcome.INVALID_REQUEST,
+        "The event hook's GET is Okta's verification: X-Okta-Verification-Challenge is missing.",
     )
 
 
 def unauthorized(hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED) -> HookRefused:
-    """The one shape of every rejection: no detail an attacker could use, enough for an admin."""
+    """The one shape of every rejection. The caller may be anyone (the URL is public), so the answer
+    names no header, scope or failed check; the admin reads `hint` and `location` in the log line."""
     forbidden = status == HTTPStatus.FORBIDDEN
     return refused(
         status,
         Outcome.FORBIDDEN if forbidden else Outcome.UNAUTHORIZED,
         "The telephony hook refused the call: authentication failed.",
-        [cause(hint, "FORBIDDEN" if forbidden else "UNAUTHORIZED", location)],
-        log_fields={"auth_problem": hint},
+        [cause(AUTH_FAILED, "FORBIDDEN" if forbidden else "UNAUTHORIZED", "authentication")],
+        log_fields={"auth_problem": hint, "auth_location": location},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ from models import DeliveryChannel, MessageProfile
 from telephony.answers import Answer, code_too_long, not_configured, successful
 from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.templates import holds_code
-from telephony.twilio_errors import transport_failure, twilio_failure
+from telephony.twilio_errors import malformed_answer, transport_failure, twilio_failure
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable
 from telephony.voice import VoiceScript
 
@@ -22,6 +23,12 @@ VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
 VERIFY_CODE_MAX = 10  # characters; Verify takes custom codes of 4 to 10
 CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits toll-fraud cost
 DEFAULT_SMS_TEXT = f"Your verification code is {CODE_PLACEHOLDER}"
+# The SID of the resource each API creates: SM or MM (an SMS, or one Twilio sends as MMS), CA, VE.
+SID_PREFIX = {
+    "message": re.compile(r"(?:SM|MM)[0-9a-f]{32}"),
+    "call": re.compile(r"CA[0-9a-f]{32}"),
+    "verify": re.compile(r"VE[0-9a-f]{32}"),
+}
 
 
 def build_client(settings: Settings) -> Client | None:
@@ -116,6 +123,10 @@ class TwilioDelivery:
             refusal = transport_failure(error, self._settings.twilio_timeout_seconds)
             refusal.answer.log_fields["twilio_attempts"] = error.attempts
             raise refusal from None
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # a 2xx the library cannot read
+            raise malformed_answer(type(error).__name__) from None
+        if not SID_PREFIX[api].fullmatch(sid):  # only a resource Twilio created proves the code was accepted
+            raise malformed_answer("unexpected SID")
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,

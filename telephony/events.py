@@ -31,16 +31,25 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from models import EventHookRequest, LogEvent
-from telephony.answers import HookRefused, Outcome, cause, invalid_request, refused, unauthorized
+from telephony.answers import (
+    MAX_EVENT_BODY_BYTES,
+    HookRefused,
+    Outcome,
+    event_hook_body_too_large,
+    invalid_request,
+    method_not_allowed,
+    unauthorized,
+    verification_challenge_missing,
+)
 from telephony.auth import HeaderSecret
 from telephony.delivery import build_client
+from telephony.intake import read_body
 from telephony.logs import hook_scope, mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable
 from telephony.phone import mask
 from telephony.settings import Settings
 from telephony.twilio_http import TwilioUnavailable
 
-MAX_EVENT_BODY_BYTES = 512 * 1024  # a batch of System Log events, a few KB each
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
 EVENT_WORKERS = 8  # events of one batch handled at once, per instance
 PHONE_FACTORS = frozenset({"SMS_FACTOR", "CALL_FACTOR"})
@@ -134,19 +143,14 @@ class EventHook:
 
     def _handle(self, request: flask.Request) -> flask.Response:
         if request.method not in ("GET", "POST"):
-            raise refused(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                Outcome.METHOD_NOT_ALLOWED,
-                "The event hook accepts GET (verification) and POST only.",
-                headers={"Allow": "GET, POST"},
-            )
+            raise method_not_allowed("GET, POST", "The event hook accepts GET (verification) and POST only.")
         # Authenticated from the headers, before a byte of the body is read; fail closed.
         if self._auth is None:
             raise unauthorized("No event hook secret is configured (OKTA_EVENT_HOOK_AUTH_SECRET).", "configuration")
         self._auth.verify(request.headers)
         if request.method == "GET":
             return self._verification(request)
-        hook = self._parse(read_event_body(request))
+        hook = self._parse(read_body(request, MAX_EVENT_BODY_BYTES, event_hook_body_too_large))
         started = time.monotonic()
         futures = [
             self._workers.submit(contextvars.copy_context().run, self._feedback_logged, event)
@@ -164,11 +168,7 @@ class EventHook:
         """Okta's one-time check of a new event hook: echo the challenge."""
         challenge = request.headers.get("X-Okta-Verification-Challenge")
         if not challenge:
-            raise refused(
-                HTTPStatus.BAD_REQUEST,
-                Outcome.INVALID_REQUEST,
-                "The event hook's GET is Okta's verification: X-Okta-Verification-Challenge is missing.",
-            )
+            raise verification_challenge_missing()
         log.info(
             f"okta event hook {Outcome.EVENT_HOOK_VERIFIED}", extra={"fields": {"outcome": Outcome.EVENT_HOOK_VERIFIED}}
         )
@@ -244,19 +244,3 @@ class EventHook:
             return Outcome.FEEDBACK_FAILED
         fields["twilio_sid"] = str(verification.sid)
         return Outcome.FEEDBACK_APPROVED
-
-
-def read_event_body(request: flask.Request) -> bytes:
-    """The event batch, read bounded whatever the framing (the one place to switch to a shared reader)."""
-    too_large = refused(
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        Outcome.BODY_TOO_LARGE,
-        "The event hook request is too large.",
-        [cause(f"Bodies over {MAX_EVENT_BODY_BYTES} bytes are refused.", "BODY_TOO_LARGE", "body")],
-    )
-    if (request.content_length or 0) > MAX_EVENT_BODY_BYTES:
-        raise too_large
-    body = request.stream.read(MAX_EVENT_BODY_BYTES + 1)
-    if len(body) > MAX_EVENT_BODY_BYTES:
-        raise too_large
-    return body

@@ -2,7 +2,9 @@
 
 Every line, ours or a library's, passes through `CloudLoggingFormatter`, which removes the configured
 secrets and whatever the current hook marked as sensitive (its OTP, its phone number). Code should
-not log those values in the first place; this is the net under that rule.
+not log those values in the first place; this is the net under that rule. The net works on values,
+never on keys or on the serialised line: a caller who sends a credential equal to a key, a quote or
+an outcome must not be able to break a line or hide what happened.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ REDACTED = "[redacted]"
 
 # Python's level names are Cloud Logging's severities, except these.
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
+# Values only the function writes, from a fixed vocabulary: what alerts and queries key on.
+_OWN_FIELDS = frozenset(
+    {"severity", "logger", "outcome", "http_status", "logging.googleapis.com/trace", "logging.googleapis.com/spanId"}
+)
 
 
 class _HookScope(NamedTuple):
@@ -52,15 +58,51 @@ class CloudLoggingFormatter(logging.Formatter):
             entry["logging.googleapis.com/trace"] = scope.trace
             if scope.span_id:
                 entry["logging.googleapis.com/spanId"] = scope.span_id
-        return self.scrub(json.dumps(entry, default=str, ensure_ascii=False))
-
-    def scrub(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, REDACTED)
         scope = _scope.get()
-        for value, replacement in scope.replacements if scope else ():
-            line = _replace_whole(line, value, replacement)
-        return line
+        replacements = scope.replacements if scope else []
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # Most lines hold nothing to scrub: one search of the finished line says so, then it is kept.
+        if not any(_spelled_in(value, line) for value in self._secrets) and not any(
+            _spelled_in(value, line) for value, _ in replacements
+        ):
+            return line
+        scrubbed = {
+            key: value if key in _OWN_FIELDS else self._scrub_value(value, replacements) for key, value in entry.items()
+        }
+        return json.dumps(scrubbed, ensure_ascii=False)
+
+    def scrub(self, text: str) -> str:
+        """`text` without the configured secrets and what the current hook marked sensitive."""
+        scope = _scope.get()
+        return self._scrub_text(text, scope.replacements if scope else [])
+
+    def _scrub_text(self, text: str, replacements: list[tuple[str, str]]) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        for value, replacement in replacements:
+            text = _replace_whole(text, value, replacement)
+        return text
+
+    def _scrub_value(self, value: Any, replacements: list[tuple[str, str]]) -> Any:
+        """Strings scrubbed, containers walked (their keys kept), numbers kept, anything else as its text."""
+        if isinstance(value, str):
+            return self._scrub_text(value, replacements)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, dict):
+            return {str(key): self._scrub_value(item, replacements) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._scrub_value(item, replacements) for item in value]
+        return self._scrub_text(str(value), replacements)
+
+
+def _spelled_in(value: str, line: str) -> bool:
+    """Whether `value` appears in the JSON `line`, as itself or as JSON escapes it."""
+    if value in line:
+        return True
+    if '"' in value or "\\" in value or not value.isprintable():
+        return json.dumps(value, ensure_ascii=False)[1:-1] in line
+    return False
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -77,10 +119,8 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(secrets: list[str]) -> None:
     """Route every logger to stdout as scrubbed JSON lines (Cloud Run collects stdout)."""
-    # JSON escapes some characters; scrub the escaped spelling of each secret as well.
-    spellings = {spelling for secret in secrets for spelling in (secret, json.dumps(secret)[1:-1])}
     handler = _StdoutHandler()
-    handler.setFormatter(CloudLoggingFormatter(sorted(spellings, key=len, reverse=True)))
+    handler.setFormatter(CloudLoggingFormatter(sorted(set(secrets), key=len, reverse=True)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -8,6 +8,7 @@ Imported only when OAuth is configured, so the JWT and crypto stack costs nothin
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import certifi
 import jwt
-import requests
+import urllib3
 
 from telephony.answers import Headers, jwks_unavailable, unauthorized
+from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
 from telephony.settings import Settings
 
 log = logging.getLogger("telephony_hook.oauth")
@@ -35,12 +38,37 @@ class JwksUnavailable(Exception):
     """The issuer's key set could not be fetched."""
 
 
-def fetch_jwks(url: str) -> dict[str, Any]:
-    response = requests.get(url, timeout=JWKS_TIMEOUT_SECONDS, headers={"Accept": "application/json"})
-    response.raise_for_status()
-    document = response.json()
+class JwksFetchFailed(Exception):
+    """One fetch failed: the message says how (timeout, HTTP status, not a key set), never a key."""
+
+
+# Its own pool, under one overall deadline per fetch: a socket timeout bounds each read, and an
+# issuer trickling its key set a byte at a time would otherwise hold every hook that waits for it.
+_POOL = urllib3.PoolManager(num_pools=4, maxsize=4, block=False, retries=False, ca_certs=certifi.where())
+_POOL.pool_classes_by_scheme = DEADLINE_POOL_CLASSES
+
+
+def fetch_jwks(url: str, seconds: float = JWKS_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """The issuer's key set, fetched within `seconds` overall. Raises JwksFetchFailed."""
+    with overall_deadline(seconds) as call:
+        try:
+            response = _POOL.request(
+                "GET",
+                url,
+                headers={"Accept": "application/json"},
+                timeout=urllib3.Timeout(connect=seconds, read=seconds),
+                redirect=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise JwksFetchFailed("timeout" if timed_out(call, error) else type(error).__name__) from None
+    if response.status != 200:
+        raise JwksFetchFailed(f"HTTP {response.status}")
+    try:
+        document = json.loads(response.data)
+    except ValueError:
+        raise JwksFetchFailed("not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")
+        raise JwksFetchFailed("not a JWKS document")
     return document
 
 
@@ -64,24 +92,35 @@ class JwksCache:
         known = self._keys.get(kid)
         if known is not None and not self._stale(JWKS_MAX_AGE):
             return known
-        with self._lock:  # one fetch at a time; concurrent callers then find the fresh keys
-            known = self._keys.get(kid)
-            if known is not None and not self._stale(JWKS_MAX_AGE):
+        # One fetch at a time; concurrent callers then find the fresh keys. Nobody waits for another
+        # hook's fetch longer than a fetch may take.
+        if not self._lock.acquire(timeout=JWKS_TIMEOUT_SECONDS):
+            if known is not None:
                 return known
-            if self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
-                # Fetched moments ago: an unknown kid must not make us hammer the issuer, and an
-                # issuer that just failed is not asked again yet.
-                if not self._keys and self._failed:
-                    raise JwksUnavailable
+            raise JwksUnavailable
+        try:
+            return self._key_locked(kid)
+        finally:
+            self._lock.release()
+
+    def _key_locked(self, kid: str) -> jwt.PyJWK | None:
+        known = self._keys.get(kid)
+        if known is not None and not self._stale(JWKS_MAX_AGE):
+            return known
+        if self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
+            # Fetched moments ago: an unknown kid must not make us hammer the issuer, and an
+            # issuer that just failed is not asked again yet.
+            if not self._keys and self._failed:
+                raise JwksUnavailable
+            return known
+        try:
+            self._refresh()
+        except JwksUnavailable:
+            if known is not None:  # keep serving with the keys we had
+                log.warning("JWKS refresh failed; using the keys fetched earlier")
                 return known
-            try:
-                self._refresh()
-            except JwksUnavailable:
-                if known is not None:  # keep serving with the keys we had
-                    log.warning("JWKS refresh failed; using the keys fetched earlier")
-                    return known
-                raise
-            return self._keys.get(kid)
+            raise
+        return self._keys.get(kid)
 
     def _stale(self, age: float) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at >= age
@@ -91,13 +130,17 @@ class JwksCache:
         self._fetched_at = self._clock()
         try:
             document = self._fetch(self.url)
-            key_set = jwt.PyJWKSet.from_dict(document)
-        except (requests.RequestException, ValueError, jwt.PyJWKSetError) as error:
+            # A key published for encryption must not verify signatures (RFC 7517, 'use').
+            signing = [key for key in document["keys"] if not (isinstance(key, dict) and key.get("use") == "enc")]
+            key_set = jwt.PyJWKSet.from_dict({"keys": signing}) if signing else None
+        except (JwksFetchFailed, ValueError, KeyError, jwt.PyJWKSetError) as error:
             self._failed = True
-            log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": type(error).__name__}})
+            problem = str(error) if isinstance(error, JwksFetchFailed) else type(error).__name__
+            log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": problem}})
             raise JwksUnavailable from None
         self._failed = False
-        self._keys = {key.key_id: key for key in key_set.keys if key.key_id and key.algorithm_name in ALGORITHMS}
+        usable = key_set.keys if key_set else []
+        self._keys = {key.key_id: key for key in usable if key.key_id and key.algorithm_name in ALGORITHMS}
 
 
 class OAuthBearer:

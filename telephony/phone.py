@@ -17,6 +17,9 @@ _TYPE_NAMES = {
 }
 NUMBER_TYPES = frozenset(_TYPE_NAMES.values())  # what BLOCKED_NUMBER_TYPES may name
 REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)  # what ALLOWED_COUNTRIES and DEFAULT_COUNTRY may name
+# libphonenumber's region of numbers in no country: satellite (Iridium +8816, Inmarsat +870) and
+# international networks (+882, +883), classic premium-rate toll-fraud destinations. Allowed only by name.
+NON_GEOGRAPHIC = "001"
 
 
 def to_e164(raw: str, default_country: str | None) -> str:
@@ -59,9 +62,10 @@ def mask(e164: str) -> str:
 class NumberFacts(NamedTuple):
     """What the toll-fraud guard knows of a number: safe to log, unlike the number."""
 
-    country: str  # ISO 3166 alpha-2, or "ZZ" when libphonenumber does not know it
+    country: str  # ISO 3166 alpha-2, NON_GEOGRAPHIC, or "ZZ" when libphonenumber does not know it
     number_type: str  # libphonenumber's PhoneNumberType name
     valid: bool
+    e164: str  # the number as libphonenumber read it: what the guard checked is what Twilio gets
 
 
 def describe(e164: str) -> NumberFacts:
@@ -69,24 +73,27 @@ def describe(e164: str) -> NumberFacts:
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return NumberFacts(country="ZZ", number_type="UNKNOWN", valid=False)
+        return NumberFacts(country="ZZ", number_type="UNKNOWN", valid=False, e164=e164)
     country = phonenumbers.region_code_for_number(parsed) or "ZZ"
     # A number is valid exactly when it matches one of its region's typed ranges, so the type
     # lookup answers validity too (is_valid_number would run the same patterns again).
     type_name = _TYPE_NAMES.get(phonenumbers.number_type(parsed), "UNKNOWN")
-    return NumberFacts(country=country, number_type=type_name, valid=type_name != "UNKNOWN")
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return NumberFacts(country=country, number_type=type_name, valid=type_name != "UNKNOWN", e164=formatted)
 
 
 class PhonePolicy(NamedTuple):
     """The toll-fraud guard: which numbers we will text or call at all."""
 
-    allowed_countries: frozenset[str]  # empty: every country
+    allowed_countries: frozenset[str]  # empty: every country (non-geographic numbers still need NON_GEOGRAPHIC)
     blocked_number_types: frozenset[str]
 
     def refusal(self, facts: NumberFacts) -> str | None:
         """Why this number is refused, in words safe for end users and logs; None when allowed."""
         if not facts.valid:
             return "The phone number is not a valid number."
+        if facts.country == NON_GEOGRAPHIC and NON_GEOGRAPHIC not in self.allowed_countries:
+            return "Codes are not sent to satellite or international network numbers."
         if self.allowed_countries and facts.country not in self.allowed_countries:
             return f"Codes are not sent to numbers in {facts.country}."
         if facts.number_type in self.blocked_number_types:

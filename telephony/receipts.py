@@ -19,7 +19,6 @@ from twilio.request_validator import RequestValidator
 
 from models import DeliveryChannel
 from telephony.answers import (
-    MAX_BODY_BYTES,
     Outcome,
     ReceiptRefused,
     receipt_forbidden,
@@ -27,6 +26,7 @@ from telephony.answers import (
     receipt_method_not_allowed,
     receipt_too_large,
 )
+from telephony.intake import read_body
 from telephony.logs import hook_scope, mark_sensitive
 from telephony.phone import describe, mask
 from telephony.settings import Settings
@@ -132,17 +132,6 @@ def called_url(request: flask.Request, configured: str | None) -> str:
         query = request.query_string.decode("latin-1")
         raw_target = request.path + (f"?{query}" if query else "")
     return public_base(request, configured) + raw_target
-
-
-def read_form_body(request: flask.Request) -> bytes:
-    """At most MAX_BODY_BYTES of the body (Twilio's receipts are under 2 KB): larger is refused.
-    The one place the receipt route reads its body, so it can move to a shared mechanism."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise receipt_too_large()
-    body = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise receipt_too_large()
-    return body
 
 
 class Receipt(NamedTuple):
@@ -284,7 +273,7 @@ class Receipts:
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:  # refused before the body is read
             raise receipt_forbidden(f"no {SIGNATURE_HEADER} header")
-        body = read_form_body(request)
+        body = read_body(request, too_large=receipt_too_large)
         if request.mimetype != "application/x-www-form-urlencoded":
             raise receipt_invalid("the body is not form-encoded")
         try:

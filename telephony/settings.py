@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -33,6 +34,7 @@ CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-
 DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER")
 
 _CSV = re.compile(r"[,\s]+")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _check_regions(countries: list[str]) -> None:
@@ -211,7 +213,7 @@ class Settings(BaseModel):
     @classmethod
     def _iso_countries(cls, value: list[str]) -> list[str]:
         countries = [country.upper() for country in value]
-        _check_regions(countries)
+        _check_regions([country for country in countries if country != phone.NON_GEOGRAPHIC])
         return countries
 
     @field_validator("blocked_number_types")
@@ -223,6 +225,24 @@ class Settings(BaseModel):
             known = ", ".join(sorted(phone.NUMBER_TYPES))
             raise ValueError(f"unknown number types: {', '.join(bad)} (known: {known})")
         return types
+
+    @field_validator("okta_hook_auth_secret")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        # Okta sends it as an HTTP header value: anything else cannot arrive byte for byte.
+        if value is not None and not all(" " <= char <= "~" for char in value.get_secret_value()):
+            raise ValueError("must be printable ASCII: it travels in an HTTP header")
+        return value
+
+    @field_validator("okta_hook_oauth_issuer", "okta_hook_oauth_jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        # Keys fetched over plain HTTP can be swapped by anyone on the path; loopback serves tests.
+        if value is not None and not value.lower().startswith("https://"):
+            host = urlsplit(value).hostname or ""
+            if host not in LOOPBACK_HOSTS:
+                raise ValueError("must be an https URL (http only for localhost)")
+        return value
 
     @model_validator(mode="after")
     def _pairs_complete(self) -> Self:

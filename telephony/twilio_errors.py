@@ -106,3 +106,15 @@ def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> HookR
     else:
         hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"
     return provider_unavailable(hint, reason, log_fields={"twilio_error": reason, "error_type": error.error_type})
+
+
+def malformed_answer(what: str) -> HookRefused:
+    """Twilio (or what stands in its place) answered 2xx with something that is not the resource we
+    asked for: nothing proves the code was accepted, so Okta falls back. It is not sent again: it may have been."""
+    return provider_error(
+        NOT_DELIVERED,
+        "Twilio's answer was not a resource with a SID: check TWILIO_API_BASE_URL, proxies, status.twilio.com.",
+        "TWILIO_MALFORMED_ANSWER",
+        "https://status.twilio.com",
+        log_fields={"twilio_error": "TWILIO_MALFORMED_ANSWER", "error_type": what},
+    )

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 
-from telephony.oauth import JwksCache, JwksUnavailable
+from telephony.oauth import MAX_TOKEN_BYTES, JwksCache, JwksUnavailable
 from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
 from tools.sandbox.twilio_sandbox import SandboxState
 
@@ -303,3 +303,104 @@ def test_a_bare_token_in_an_unexpected_error_is_scrubbed(
     output = capfd.readouterr().out
     assert "RuntimeError" in output and "[redacted]" in output
     assert sent not in output
+
+
+# What the admin reads in the log line for each refused token; the caller reads none of it.
+AUTH_PROBLEMS = {
+    "expired": "The bearer token has expired.",
+    "wrong audience": "The bearer token is invalid: Audience doesn't match.",
+    "wrong issuer": "The bearer token is invalid: Invalid issuer.",
+    "signed by another key": "The bearer token is invalid: Signature verification failed.",
+    "alg none": "The bearer token must be signed with RS256.",
+    "HS256 signed with the public key": "The bearer token must be signed with RS256.",
+    "unknown kid": "The bearer token is signed by a key the issuer does not publish.",
+    "no kid": "The bearer token names no signing key (kid).",
+    "garbage": "The bearer token is not a JWT.",
+    "no exp": 'The bearer token is invalid: Token is missing the "exp" claim.',
+    "no aud": 'The bearer token is invalid: Token is missing the "aud" claim.',
+    "empty": "A bearer token is required in the Authorization header.",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_TOKENS))
+def test_a_refused_token_learns_nothing_and_the_log_says_why(
+    oauth_client: FlaskClient, case: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    response = bearer(oauth_client, REFUSED_TOKENS[case]())
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert response.get_json() == generic_refusal("UNAUTHORIZED")
+    assert line["auth_problem"] == AUTH_PROBLEMS[case]
+    assert line["auth_location"] == "header:Authorization"
+
+
+def test_a_missing_scope_is_not_named_to_the_caller(
+    oauth_client: FlaskClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    response = bearer(oauth_client, token(scp=["okta.users.read"]))
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert response.get_json() == generic_refusal("FORBIDDEN")
+    assert SCOPE not in response.get_data(as_text=True)
+    assert line["auth_problem"] == f"The bearer token lacks the scope {SCOPE}."
+
+
+def test_the_header_secrets_name_is_not_told_to_the_caller(
+    make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(OKTA_HOOK_AUTH_HEADER="X-Acme-Hook-Key")
+    capfd.readouterr()
+    for secret in (None, "wrong"):
+        headers = {} if secret is None else {"X-Acme-Hook-Key": secret}
+        response = post_hook(client, okta_request(), secret=None, **headers)
+        assert response.get_json() == generic_refusal("UNAUTHORIZED")
+        assert "X-Acme-Hook-Key" not in response.get_data(as_text=True)
+    problems = [
+        json.loads(text)["auth_problem"] for text in capfd.readouterr().out.splitlines() if "auth_problem" in text
+    ]
+    assert problems == [
+        "The X-Acme-Hook-Key header is missing.",
+        "The X-Acme-Hook-Key header does not match the configured secret.",
+    ]
+
+
+def generic_refusal(reason: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "errorSummary": "The telephony hook refused the call: authentication failed.",
+            "errorCauses": [
+                {
+                    "errorSummary": "The call's credentials were missing, wrong or insufficient.",
+                    "reason": reason,
+                    "location": "authentication",
+                }
+            ],
+        }
+    }
+
+
+def test_a_key_published_for_encryption_does_not_verify_signatures(
+    oauth_client: FlaskClient, issuer: Issuer, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    issuer.keys = [{**public_jwk(SIGNING_KEY, KID), "use": "enc"}]
+    capfd.readouterr()
+    response = bearer(oauth_client, token())
+    assert response.status_code == 401
+    assert "The bearer token is signed by a key the issuer does not publish." in capfd.readouterr().out
+    assert sandbox.requests == []
+
+
+def test_signing_keys_beside_an_encryption_key_still_verify(oauth_client: FlaskClient, issuer: Issuer) -> None:
+    issuer.keys = [{**public_jwk(OTHER_KEY, "enc-key"), "use": "enc"}, public_jwk(SIGNING_KEY, KID)]
+    assert bearer(oauth_client, token()).status_code == 200
+
+
+def test_a_token_over_the_size_limit_is_refused_unread(
+    oauth_client: FlaskClient, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], issuer: Issuer
+) -> None:
+    capfd.readouterr()
+    response = bearer(oauth_client, token() + "." + "A" * MAX_TOKEN_BYTES)
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert response.get_json() == generic_refusal("UNAUTHORIZED")
+    assert line["auth_problem"] == "The bearer token is too long."
+    assert issuer.fetches == 0 and sandbox.requests == []

@@ -117,7 +117,7 @@ def test_to_e164_errors_never_repeat_the_number() -> None:
 
 
 def test_describe_finds_country_and_type_offline() -> None:
-    assert describe("+33612345678") == NumberFacts(country="FR", number_type="MOBILE", valid=True)
+    assert describe("+33612345678") == NumberFacts(country="FR", number_type="MOBILE", valid=True, e164="+33612345678")
     assert describe("+19005550123").number_type == "PREMIUM_RATE"
     assert not describe("+9876543210").valid
 

@@ -1,0 +1,65 @@
+"""Request bodies on our terms: read at most the cap, and never after a refusal.
+
+The function's URL is public, so a refusal must cost nothing, however its caller sends the body.
+Left alone, the stack would read what we refuse: functions-framework's after-request hook reads
+the whole body into memory (`flask.request.get_data()`) unless the response is streamed, and then
+gunicorn's gthread worker, to keep the connection alive, drains what is left, and lingers on close
+to drain more, for seconds, with a stalled caller. So every route's answer goes through `finish`:
+when the body was not read to its end, the answer is sent as a stream (functions-framework skips its
+read) and the connection's read side is shut (gunicorn's drain and linger see the end at once and
+the connection closes). A route reads a body only through `read_body`, which holds at most the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+
+import flask
+
+from telephony.answers import MAX_BODY_BYTES, body_too_large
+
+_BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
+
+
+def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> bool:
+    """Whether the caller announced more than `limit` bytes (a chunked body announces nothing)."""
+    return (request.content_length or 0) > limit
+
+
+def read_body(
+    request: flask.Request, limit: int = MAX_BODY_BYTES, too_large: Callable[[], Exception] = body_too_large
+) -> bytes:
+    """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory."""
+    if declared_too_large(request, limit):
+        raise too_large()
+    body = request.stream.read(limit + 1)  # bounded whatever the framing, Content-Length or chunked
+    if len(body) > limit:
+        raise too_large()
+    request.environ[_BODY_READ] = True
+    return body
+
+
+def body_left_unread(request: flask.Request) -> bool:
+    if request.environ.get(_BODY_READ):
+        return False
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return chunked or (request.content_length or 0) > 0
+
+
+def finish(request: flask.Request, response: flask.Response) -> flask.Response:
+    """What every route returns: when the body was left unread, answer without ever reading it."""
+    if not body_left_unread(request):
+        return response
+    payload = response.get_data()
+    response.response = iter([payload])  # streamed: functions-framework does not read the body then
+    response.headers["Content-Length"] = str(len(payload))
+    response.headers["Connection"] = "close"  # for servers that honour it; gunicorn needs the shutdown
+    server_socket = request.environ.get("gunicorn.socket")
+    if isinstance(server_socket, socket.socket):
+        # The rest of the body is never read: gunicorn's drain and its linger on close see the end
+        # of the stream at once, and close the connection instead of reading it.
+        with contextlib.suppress(OSError):
+            server_socket.shutdown(socket.SHUT_RD)
+    return response

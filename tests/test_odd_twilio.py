@@ -1,0 +1,56 @@
+"""A 2xx from Twilio proves delivery only when it is the resource asked for, with its SID."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import AppFactory, first_reason, okta_request, post_hook
+from tests.standins import http_answer, stand_in
+
+SMS_SID = "SM" + "0" * 32
+
+ODD_ANSWERS = {
+    "html": http_answer(200, b"<html><body>Welcome to the captive portal</body></html>", "text/html"),
+    "json list": http_answer(201, b"[]"),
+    "json string": http_answer(201, b'"ok"'),
+    "empty": http_answer(201, b""),
+    "null sid": http_answer(201, json.dumps({"sid": None, "status": "queued"}).encode()),
+    "no sid": http_answer(201, json.dumps({"status": "queued"}).encode()),
+    "sid of another resource": http_answer(201, json.dumps({"sid": "CA" + "0" * 32, "status": "queued"}).encode()),
+    "truncated sid": http_answer(201, json.dumps({"sid": "SM123", "status": "queued"}).encode()),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_ANSWERS))
+def test_an_odd_twilio_answer_is_a_provider_failure(
+    case: str, make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with stand_in(ODD_ANSWERS[case]) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        capfd.readouterr()
+        response = post_hook(client, okta_request())
+        assert twilio.requests == 1  # asked once, never again: it may have accepted the code
+    (line,) = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"outcome"' in text]
+    assert response.status_code == 200
+    assert first_reason(response.get_json()) == "TWILIO_MALFORMED_ANSWER"
+    assert line["outcome"] == "provider_error"
+
+
+@pytest.mark.parametrize(("channel", "sid"), [("sms", SMS_SID), ("sms", "MM" + "a" * 32), ("voice", "CA" + "b" * 32)])
+def test_a_well_formed_resource_is_delivered(channel: str, sid: str, make_client: AppFactory) -> None:
+    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": "queued"}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
+    assert answer["commands"][0]["value"][0]["transactionId"] == sid
+
+
+def test_verify_needs_a_ve_sid(make_client: AppFactory) -> None:
+    body = json.dumps({"sid": SMS_SID, "status": "pending"}).encode()
+    with stand_in(http_answer(201, body)) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_VERIFY_SERVICE_SID="VA" + "1" * 32)
+        assert first_reason(post_hook(client, okta_request()).get_json()) == "TWILIO_MALFORMED_ANSWER"
+    with stand_in(http_answer(201, json.dumps({"sid": "VE" + "c" * 32, "status": "pending"}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_VERIFY_SERVICE_SID="VA" + "1" * 32)
+        assert post_hook(client, okta_request()).get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
