@@ -328,3 +328,15 @@ class EventHookRequest(OktaEventModel):
 
     event_type: str | None = Field(None, description="The delivery's type.", examples=["com.okta.event_hook"])
     data: EventHookData = Field(description="The delivered events.")
+
+
+class EventHookVerification(OktaEventModel):
+    """The answer to Okta's one-time verification GET of a new event hook."""
+
+    verification: str = Field(
+        description="The X-Okta-Verification-Challenge header's value, echoed.", examples=["vcZlg-Xt7Qj4sLqGk7wN"]
+    )
+
+
+class EventHookAccepted(OktaEventModel):
+    """The answer to an event delivery: an empty object; Okta reads only the 200."""

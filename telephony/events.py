@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from models import EventHookRequest, LogEvent
+from models import EventHookAccepted, EventHookRequest, EventHookVerification, LogEvent
 from telephony.answers import (
     MAX_EVENT_BODY_BYTES,
     HookRefused,
@@ -162,7 +162,7 @@ class EventHook:
             fields = {"events": len(futures), "unfinished": len(unfinished), "outcome": "events_unfinished"}
             fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
             log.warning("okta event hook answered before every event was handled", extra={"fields": fields})
-        return flask.Response("{}", HTTPStatus.OK, mimetype="application/json")
+        return flask.Response(EventHookAccepted().model_dump_json(), HTTPStatus.OK, mimetype="application/json")
 
     def _verification(self, request: flask.Request) -> flask.Response:
         """Okta's one-time check of a new event hook: echo the challenge."""
@@ -172,7 +172,8 @@ class EventHook:
         log.info(
             f"okta event hook {Outcome.EVENT_HOOK_VERIFIED}", extra={"fields": {"outcome": Outcome.EVENT_HOOK_VERIFIED}}
         )
-        return flask.json.jsonify(verification=challenge)
+        answer = EventHookVerification(verification=challenge)
+        return flask.Response(answer.model_dump_json(), HTTPStatus.OK, mimetype="application/json")
 
     def _parse(self, body: bytes) -> EventHookRequest:
         try:

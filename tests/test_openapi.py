@@ -57,7 +57,8 @@ def live_hook(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFa
     """functions-framework serving main.py against the sandbox, as Cloud Run runs it."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
-    env.update(sandbox_env(sandbox_server.base_url))
+    # The event hook shares the header secret here, so one Authorization header passes both routes.
+    env.update(sandbox_env(sandbox_server.base_url), OKTA_EVENT_HOOK_AUTH_SECRET=HOOK_SECRET)
     log_path: Path = tmp_path_factory.mktemp("openapi") / "hook.log"
     with log_path.open("wb") as log_file:
         try:

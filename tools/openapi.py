@@ -20,7 +20,15 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from models import ErrorResponse, TelephonyHookRequest, TelephonyHookResponse
+from models import (
+    ErrorResponse,
+    EventHookAccepted,
+    EventHookRequest,
+    EventHookVerification,
+    TelephonyHookRequest,
+    TelephonyHookResponse,
+)
+from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, RECEIPTS_PATH, SIGNATURE_HEADER
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -46,6 +54,7 @@ class Route:
     answers: dict[int, Answer]
     body: type[BaseModel] | None = None
     body_content_type: str = JSON
+    body_schema: dict[str, Any] | None = None  # a body no model describes (Twilio's form)
     security: tuple[str, ...] = ()  # names in SECURITY_SCHEMES; any one of them is enough
     parameters: tuple[dict[str, Any], ...] = ()
 
@@ -60,6 +69,20 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "Okta's HTTP-header authentication: the header (OKTA_HOOK_AUTH_HEADER, default "
         "Authorization) carries OKTA_HOOK_AUTH_SECRET verbatim.",
     },
+    "eventHookSecret": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "The event hook's HTTP-header authentication: the header (OKTA_EVENT_HOOK_AUTH_HEADER, "
+        "default Authorization) carries OKTA_EVENT_HOOK_AUTH_SECRET verbatim.",
+    },
+    "twilioSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": "Twilio's request signature, keyed with the account's auth token (TWILIO_AUTH_TOKEN), "
+        "over the public URL Twilio called and the form's parameters.",
+    },
     "oktaOAuth": {
         "type": "http",
         "scheme": "bearer",
@@ -68,6 +91,23 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "(OKTA_HOOK_OAUTH_*).",
     },
 }
+
+# Twilio's status callback, as the receipt route reads it: the statuses are the route's own tables.
+STATUS_CALLBACK_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "MessageSid": {"type": "string", "description": "The message's SID (SM… or MM…)."},
+        "MessageStatus": {"type": "string", "enum": sorted(MESSAGE_STATUSES)},
+        "CallSid": {"type": "string", "description": "The call's SID (CA…)."},
+        "CallStatus": {"type": "string", "enum": sorted(CALL_STATUSES)},
+        "ErrorCode": {"type": "string", "pattern": "^[0-9]*$", "description": "Twilio's error code, if any."},
+        "CallDuration": {"type": "string", "pattern": "^[0-9]*$", "description": "Seconds, for a call."},
+        "To": {"type": "string", "description": "The recipient: read for its country, logged masked."},
+        "AccountSid": {"type": "string"},
+    },
+    "description": "Form-encoded; Twilio sends more parameters (From, Body…), which the route never logs.",
+}
+NO_BODY = "No body."
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -91,6 +131,58 @@ ROUTES: tuple[Route, ...] = (
             503: Answer("The OAuth issuer's keys cannot be fetched right now.", OKTA_ERROR),
         },
     ),
+    Route(
+        path=RECEIPTS_PATH,
+        method="post",
+        summary="Twilio's delivery receipts: one log line per status callback",
+        description="Asked for by every Messages and Calls create (not Verify), when TWILIO_AUTH_TOKEN is set. "
+        "Answered at once; nothing external is called.",
+        body_content_type="application/x-www-form-urlencoded",
+        body_schema=STATUS_CALLBACK_FORM,
+        security=("twilioSignature",),
+        answers={
+            204: Answer("Logged. " + NO_BODY),
+            400: Answer("Not a form, no SID, or an unknown status. " + NO_BODY),
+            403: Answer("No signature, a wrong one, or receipts are off. " + NO_BODY),
+            413: Answer("The body is over 64 KiB. " + NO_BODY),
+        },
+    ),
+    Route(
+        path="/okta/events",
+        method="get",
+        summary="Okta's one-time verification of the event hook",
+        description="Okta sends the header secret on this GET too.",
+        security=("eventHookSecret",),
+        parameters=(
+            {
+                "name": "X-Okta-Verification-Challenge",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Echoed as `verification`.",
+            },
+        ),
+        answers={
+            200: Answer("The challenge, echoed.", (EventHookVerification,)),
+            400: Answer("No challenge header.", OKTA_ERROR),
+            401: Answer("Authentication failed, or none is configured (fail closed).", OKTA_ERROR),
+        },
+    ),
+    Route(
+        path="/okta/events",
+        method="post",
+        summary="Okta's event hook: Verify feedback for users who passed an SMS or voice challenge",
+        description="Each matching event approves the user's pending Twilio Verify verification. Answered "
+        "within Okta's 3 s; an event whose calls are still running finishes on its own deadline.",
+        body=EventHookRequest,
+        security=("eventHookSecret",),
+        answers={
+            200: Answer("Handled.", (EventHookAccepted,)),
+            400: Answer("Not an event hook delivery; each bad field is named.", OKTA_ERROR),
+            401: Answer("Authentication failed, or none is configured (fail closed).", OKTA_ERROR),
+            413: Answer("The body is over 512 KiB.", OKTA_ERROR),
+        },
+    ),
 )
 
 
@@ -112,11 +204,9 @@ def generate() -> dict[str, Any]:
         operation: dict[str, Any] = {"summary": route.summary, "description": route.description}
         if route.parameters:
             operation["parameters"] = list(route.parameters)
-        if route.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {route.body_content_type: {"schema": _schema_ref(route.body, "validation", names)}},
-            }
+        if route.body is not None or route.body_schema is not None:
+            body = _schema_ref(route.body, "validation", names) if route.body is not None else route.body_schema
+            operation["requestBody"] = {"required": True, "content": {route.body_content_type: {"schema": body}}}
         if route.security:
             operation["security"] = [{name: []} for name in route.security]
         responses: dict[str, Any] = {}
