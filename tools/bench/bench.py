@@ -76,7 +76,7 @@ class Sandbox:
 def sandbox(latency_ms: float) -> Iterator[Sandbox]:
     port = free_port()
     # No receipts: they would load the hook during the burst it measures, and older refs lack the route.
-    process = start_sandbox(port, None, "--latency-ms", str(latency_ms), "--quiet", "--no-receipts")
+    process = start_sandbox(port, None, "--latency-ms", str(latency_ms), "--quiet", "--no-receipts", "--no-contract")
     try:
         yield Sandbox(port, process)
     finally:
