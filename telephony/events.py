@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from http import HTTPStatus
@@ -55,6 +56,7 @@ EVENT_WORKERS = 8  # events of one batch handled at once, per instance
 PHONE_FACTORS = frozenset({"SMS_FACTOR", "CALL_FACTOR"})
 PHONE_METHODS = frozenset({"SMS", "VOICE"})
 
+OKTA_ID = re.compile(r"[0-9A-Za-z]{1,64}")  # Okta's ids: 00u followed by letters and digits
 log = logging.getLogger("okta_events")
 
 
@@ -75,13 +77,13 @@ def passed_phone_challenge(event: LogEvent) -> bool:
 
 
 def user_of(event: LogEvent) -> str | None:
-    """The user who passed: the User target when the event has one (an admin may act), else the actor."""
-    for target in event.target or []:
-        if target.type == "User" and target.id:
-            return target.id
+    """The user who passed: the User target when the event has one (an admin may act), else the actor.
+    Only an id shaped like Okta's (letters and digits) is used: it goes into the Management API's path."""
+    candidates = [target.id for target in event.target or [] if target.type == "User"]
     if event.actor is not None and event.actor.type == "User":
-        return event.actor.id
-    return None
+        candidates.append(event.actor.id)
+    user_id = next((candidate for candidate in candidates if candidate), None)
+    return user_id if user_id is not None and OKTA_ID.fullmatch(user_id) else None
 
 
 class EventHook:

@@ -142,6 +142,21 @@ def test_one_matching_event_approves_exactly_one_verification_for_the_users_numb
         assert secret not in output
 
 
+@pytest.mark.parametrize("user_id", ["..", "../../groups", "00u1?limit=200", "00u1#x", "00u 1", "", "x" * 65])
+def test_a_user_id_that_is_not_oktas_never_reaches_oktas_api(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, user_id: str
+) -> None:
+    """Okta's user ids are letters and digits: anything else would address another API path."""
+    event = mfa_event()
+    event["actor"]["id"] = user_id
+    for target in event.get("target") or []:
+        if target.get("type") == "User":
+            target["id"] = user_id
+    response = post_events(events_client, batch(event))
+    assert response.status_code == 200
+    assert okta_api.requests == [] and verify_updates(sandbox) == []
+
+
 def test_a_user_with_nothing_pending_is_normal_and_answered_200(
     events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
