@@ -175,14 +175,16 @@ def verification_challenge_missing() -> HookRefused:
     )
 
 
-def unauthorized(hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED) -> HookRefused:
+def unauthorized(
+    hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED, route: str = "telephony hook"
+) -> HookRefused:
     """The one shape of every rejection. The caller may be anyone (the URL is public), so the answer
     names no header, scope or failed check; the admin reads `hint` and `location` in the log line."""
     forbidden = status == HTTPStatus.FORBIDDEN
     return refused(
         status,
         Outcome.FORBIDDEN if forbidden else Outcome.UNAUTHORIZED,
-        "The telephony hook refused the call: authentication failed.",
+        f"The {route} refused the call: authentication failed.",
         [cause(AUTH_FAILED, "FORBIDDEN" if forbidden else "UNAUTHORIZED", "authentication")],
         log_fields={"auth_problem": hint, "auth_location": location},
     )

@@ -17,18 +17,21 @@ class AuthScheme(Protocol):
 class HeaderSecret:
     """Okta's 'HTTP headers' authentication: the configured header carries a fixed secret."""
 
-    def __init__(self, header: str, secret: str) -> None:
+    def __init__(self, header: str, secret: str, route: str = "telephony hook") -> None:
         self._header = header
         self._secret = secret.encode()
+        self._route = route  # named in the refusal's summary
 
     def verify(self, headers: Headers) -> None:
         received = headers.get(self._header)
         if received is None:
-            raise unauthorized(f"The {self._header} header is missing.", f"header:{self._header}")
+            raise unauthorized(f"The {self._header} header is missing.", f"header:{self._header}", route=self._route)
         # Constant time, so response timing says nothing about how much of a guess was right.
         if not hmac.compare_digest(received.encode("utf-8", "surrogateescape"), self._secret):
             raise unauthorized(
-                f"The {self._header} header does not match the configured secret.", f"header:{self._header}"
+                f"The {self._header} header does not match the configured secret.",
+                f"header:{self._header}",
+                route=self._route,
             )
 
 

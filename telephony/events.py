@@ -92,7 +92,7 @@ class EventHook:
     def __init__(self, settings: Settings) -> None:
         secret = settings.okta_event_hook_auth_secret
         self._auth = (
-            HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value())
+            HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value(), route="event hook")
             if secret and secret.get_secret_value()
             else None
         )
@@ -148,7 +148,8 @@ class EventHook:
             raise method_not_allowed("GET, POST", "The event hook accepts GET (verification) and POST only.")
         # Authenticated from the headers, before a byte of the body is read; fail closed.
         if self._auth is None:
-            raise unauthorized("No event hook secret is configured (OKTA_EVENT_HOOK_AUTH_SECRET).", "configuration")
+            hint = "No event hook secret is configured (OKTA_EVENT_HOOK_AUTH_SECRET)."
+            raise unauthorized(hint, "configuration", route="event hook")
         self._auth.verify(request.headers)
         if request.method == "GET":
             return self._verification(request)

@@ -100,6 +100,7 @@ def test_an_unauthenticated_event_post_is_refused_before_any_call(
         response = post_events(events_client, batch(), secret=secret)
         assert response.status_code == 401
         assert set(response.get_json()) == {"error"}
+        assert response.get_json()["error"]["errorSummary"] == "The event hook refused the call: authentication failed."
     assert okta_api.requests == []
     assert sandbox.requests == []
 
