@@ -32,6 +32,7 @@ with paused_collector():  # everything built here lives as long as the process
     from telephony.auth import Authenticator
     from telephony.delivery import TwilioDelivery, build_client
     from telephony.events import EventHook
+    from telephony.guard import Passage, SpendGuard
     from telephony.intake import declared_too_large, finish, read_body
     from telephony.logs import configure_logging, hook_scope, mark_sensitive
     from telephony.phone import mask
@@ -45,8 +46,9 @@ with paused_collector():  # everything built here lives as long as the process
     log = logging.getLogger("telephony_hook")
     authenticator = Authenticator.from_settings(settings)
     policy = DeliveryPolicy(settings)
+    guard = SpendGuard(settings)  # SMS pumping: limits per number, range and country
     delivery = TwilioDelivery(settings, build_client(settings))
-    okta_events = EventHook(settings)  # Verify feedback from Okta's event hook
+    okta_events = EventHook(settings, guard)  # conversions for the guard, Verify feedback
     receipts = Receipts(settings)
 
     if not authenticator.configured:
@@ -64,6 +66,7 @@ with paused_collector():  # everything built here lives as long as the process
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
     log.log(logging.INFO if receipts.on else logging.WARNING, receipts.startup_message())
+    log.log(logging.INFO if guard.store is not None else logging.WARNING, guard.startup_message())
 
 
 # The function's other routes, by exact path; every other path is Okta's telephony hook. A route
@@ -123,7 +126,16 @@ def handle(request: flask.Request, facts: dict[str, Any]) -> Answer:
         mark_sensitive(number.e164[1:], masked)
         facts["phone"] = masked
         profile = profile.model_copy(update={"phone_number": number.e164})
-    return delivery.deliver(profile, receipts.callback_url(request))
+    passage = guard.admit(profile, number, hook.request_type, facts)
+    if not isinstance(passage, Passage):
+        return passage  # Okta's retry of a code already sent: the first call's answer, nothing sent
+    try:
+        answer = delivery.deliver(profile, receipts.callback_url(request))
+    except Exception:  # not sent: its room goes back, and Okta's retry is a new attempt
+        guard.failed(passage)
+        raise
+    guard.delivered(passage, answer)
+    return answer
 
 
 def parse(request: flask.Request) -> TelephonyHookRequest:

@@ -45,6 +45,7 @@ class Outcome(StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     INTERNAL_ERROR = "internal_error"
     CODE_TOO_LONG = "code_too_long"
+    GUARD_REFUSED = "guard_refused"  # the spend guard: a limit per number, range or country is full
     # Okta's event hook (/okta/events): Verify feedback, one outcome per event.
     EVENT_HOOK_VERIFIED = "event_hook_verified"
     EVENT_IGNORED = "event_ignored"
@@ -53,6 +54,7 @@ class Outcome(StrEnum):
     FEEDBACK_NO_PHONE = "feedback_no_phone"
     FEEDBACK_FAILED = "feedback_failed"
     OKTA_API_UNAVAILABLE = "okta_api_unavailable"
+    CONVERTED = "converted"  # the spend guard learnt the user's numbers converted (no Verify to tell)
     # Twilio's delivery receipts, on /twilio/status
     RECEIPT = "receipt"
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
@@ -79,6 +81,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
     Outcome.FEEDBACK_FAILED: logging.ERROR,
     Outcome.OKTA_API_UNAVAILABLE: logging.ERROR,
+    Outcome.CONVERTED: logging.INFO,
     Outcome.RECEIPT: logging.INFO,
 }
 
@@ -237,6 +240,28 @@ def number_refused(reason: str, country: str, number_type: str) -> HookRefused:
         reason,
         [cause(reason, "PHONE_POLICY", "data.messageProfile.phoneNumber")],
         log_fields={"country": country, "number_type": number_type},
+    )
+
+
+def guard_refused(scope: str, log_fields: dict[str, Any]) -> HookRefused:
+    """The spend guard holds the code: 200 + error object, answered at once (a timeout or a 5xx would
+    only make Okta send it through its own provider). The user reads a plain sentence, never the limit."""
+    return refused(
+        HTTPStatus.OK,
+        Outcome.GUARD_REFUSED,
+        "Too many verification codes were requested for this phone number or its area. Try again later.",
+        [cause(f"The spend guard's {scope} limit is reached.", "SPEND_GUARD", "data.messageProfile.phoneNumber")],
+        log_fields=log_fields,
+    )
+
+
+def retried(provider: str, transaction_id: str) -> Answer:
+    """Okta's retry of a request whose code was sent: the first call's transaction id, nothing sent."""
+    return successful(
+        provider=provider,
+        transaction_id=transaction_id,
+        metadata="retry of a code already sent; nothing sent again",
+        log_fields={"twilio_sid": transaction_id},
     )
 
 

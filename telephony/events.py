@@ -44,6 +44,7 @@ from telephony.answers import (
 )
 from telephony.auth import HeaderSecret
 from telephony.delivery import build_client
+from telephony.guard import SpendGuard
 from telephony.intake import read_body
 from telephony.logs import hook_scope, mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable
@@ -89,7 +90,8 @@ def user_of(event: LogEvent) -> str | None:
 class EventHook:
     """The /okta/events route, built once at start-up."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, guard: SpendGuard | None = None) -> None:
+        self._guard = guard  # told of every passed challenge: the user's numbers are known from then on
         secret = settings.okta_event_hook_auth_secret
         self._auth = (
             HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value(), route="event hook")
@@ -206,7 +208,7 @@ class EventHook:
         user_id = user_of(event)
         if not passed_phone_challenge(event) or user_id is None:
             return Outcome.EVENT_IGNORED
-        if self._okta is None or self._client is None or self._service_sid is None:
+        if self._okta is None:
             fields["missing"] = self.missing
             return Outcome.NOT_CONFIGURED
         try:
@@ -216,6 +218,16 @@ class EventHook:
             return Outcome.OKTA_API_UNAVAILABLE
         if not numbers:
             return Outcome.FEEDBACK_NO_PHONE
+        for number in numbers:
+            mark_sensitive(number, mask(number))
+        if self._guard is not None:  # every delivery mode: the spend guard learns the numbers converted
+            fields["guard_converted"] = sum(self._guard.converted(number) for number in numbers)
+        if self._client is None or self._service_sid is None:
+            fields["phone"] = mask(numbers[-1])
+            if fields.get("guard_converted"):
+                return Outcome.CONVERTED
+            fields["missing"] = self.missing
+            return Outcome.NOT_CONFIGURED
         outcome = Outcome.FEEDBACK_NOT_PENDING
         for number in numbers:
             masked = mask(number)

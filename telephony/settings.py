@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from telephony import phone
+from telephony.rates import parse_rates
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-time code
@@ -155,6 +156,43 @@ class Settings(BaseModel):
     allowed_countries: Annotated[list[str], Field(alias="ALLOWED_COUNTRIES")] = []
     blocked_number_types: Annotated[list[str], Field(alias="BLOCKED_NUMBER_TYPES")] = list(DEFAULT_BLOCKED_NUMBER_TYPES)
 
+    # --- spend guard (telephony/guard.py, docs/spend-guard.md): SMS pumping
+    guard_mode: str = Field(
+        "enforce",
+        alias="GUARD_MODE",
+        description="enforce (refuse over the limits), monitor (send, log would_refuse) or off.",
+    )
+    guard_storage_uri: SecretStr | None = Field(
+        None,
+        alias="GUARD_STORAGE_URI",
+        description="memory:// (per instance, the default), or redis:// / rediss:// shared by every instance; "
+        "holds Redis's AUTH string, so it comes from Secret Manager.",
+    )
+    guard_hash_key: SecretStr | None = Field(
+        None,
+        alias="GUARD_HASH_KEY",
+        description="Key of the hashes that stand for numbers in the store; unset: derived from the Twilio credential.",
+    )
+    guard_number_limit: str = Field(
+        "5/10minutes;20/day", alias="GUARD_NUMBER_LIMIT", description="Codes to one number that converted before."
+    )
+    guard_new_number_limit: str = Field(
+        "3/10minutes;6/day", alias="GUARD_NEW_NUMBER_LIMIT", description="Codes to one number never seen converting."
+    )
+    guard_range_limit: str = Field(
+        "5/hour;10/day",
+        alias="GUARD_RANGE_LIMIT",
+        description="Unconverted numbers per range (the number without its last 4 digits).",
+    )
+    guard_country_limit: str = Field(
+        "10/hour;40/day", alias="GUARD_COUNTRY_LIMIT", description="Unconverted numbers per country."
+    )
+    guard_limits_by_country: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        alias="GUARD_LIMITS_BY_COUNTRY",
+        description='JSON object: country -> its own range and country limits, e.g. {"US": {"country": "50/hour"}}.',
+    )
+
     # --- runtime
     threads: int = Field(
         default_factory=lambda: 4 * (os.cpu_count() or 1),
@@ -203,6 +241,67 @@ class Settings(BaseModel):
             except json.JSONDecodeError as error:
                 raise ValueError(f"must be a JSON object ({error.msg})") from None
         return value
+
+    @field_validator("guard_mode", mode="before")
+    @classmethod
+    def _guard_mode(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in ("enforce", "monitor", "off"):
+            raise ValueError("must be enforce, monitor or off")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("guard_storage_uri")
+    @classmethod
+    def _store_uri(cls, value: SecretStr | None) -> SecretStr | None:
+        """The message never repeats the value: it may hold Redis's AUTH string."""
+        if value is None:
+            return None
+        uri = value.get_secret_value()
+        if uri == "memory://":
+            return None
+        if not re.match(r"^rediss?://[^\s/]+(/[0-9]{0,2})?(\?\S*)?$", uri):
+            raise ValueError("must be memory://, or redis://[:password@]host[:port][/db] (rediss:// for TLS)")
+        return value
+
+    @field_validator("guard_hash_key")
+    @classmethod
+    def _long_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. openssl rand -hex 32)")
+        return value
+
+    @field_validator("guard_number_limit", "guard_new_number_limit", "guard_range_limit", "guard_country_limit")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        parse_rates(value)
+        return value
+
+    @field_validator("guard_limits_by_country", mode="before")
+    @classmethod
+    def _limits_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value:
+                return {}
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"must be a JSON object ({error.msg})") from None
+        return value
+
+    @field_validator("guard_limits_by_country")
+    @classmethod
+    def _limits_by_country(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        checked = {country.upper(): limits for country, limits in value.items()}
+        _check_regions([country for country in checked if country != phone.NON_GEOGRAPHIC])
+        for country, limits in checked.items():
+            unknown = set(limits) - {"range", "country"}
+            if unknown:
+                raise ValueError(f"{country}: only 'range' and 'country' limits may be set, not {sorted(unknown)}")
+            for scope, text in limits.items():
+                try:
+                    parse_rates(text)
+                except ValueError as error:
+                    raise ValueError(f"{country} {scope}: {error}") from None
+        return checked
 
     @field_validator("allowed_countries", "blocked_number_types", mode="before")
     @classmethod
@@ -280,7 +379,11 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every configured secret, so the log setup can make sure none is ever written."""
         secrets = (getattr(self, name) for name in _secret_fields())
-        return [secret.get_secret_value() for secret in secrets if secret and secret.get_secret_value()]
+        values = [secret.get_secret_value() for secret in secrets if secret and secret.get_secret_value()]
+        if self.guard_storage_uri is not None:  # the AUTH string alone, as an error might spell it
+            password = urlsplit(self.guard_storage_uri.get_secret_value()).password
+            values += [password] if password else []
+        return values
 
 
 def env_names(all_spellings: bool = False) -> list[str]:

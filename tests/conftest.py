@@ -11,6 +11,7 @@ from functions_framework import create_app
 
 from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sandbox_env
 from tests.okta_stand_in import OktaStandIn, OktaState
+from tests.redis_server import RedisServer
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
 
@@ -94,3 +95,18 @@ def okta_api() -> Iterator[OktaState]:
     yield server.state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, for the whole session (emptied by `redis_url`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, empty."""
+    redis_server.flush()
+    return redis_server.url

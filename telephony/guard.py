@@ -1,0 +1,228 @@
+"""The spend guard: stops SMS pumping (codes sent to numbers that earn someone a share of the fee).
+
+Checked after the number policy and before Twilio, for every channel and delivery mode:
+- per number: codes to one number in a moving window, tighter for numbers that never converted;
+- per range (the E.164 number without its last 4 digits) and per country: how many numbers that
+  have not converted got codes within a window. A pump never converts, so it stops at the cap;
+  people verify within a minute, and their conversion (Okta's event hook) gives their room back;
+- known numbers stay open: a number whose owner passed a challenge keeps getting codes while its
+  range or country is paused. `pre-enrollment` codes are always held as new numbers.
+- Okta's retry is one code: the same request (number, channel, code) within 30 s answers SUCCESSFUL
+  with the first call's transaction id and sends nothing.
+
+The store holds keyed hashes of numbers (HMAC-SHA256 under GUARD_HASH_KEY, or a key derived from the
+Twilio credential), ranges and countries, never a number in the clear. Any store fault fails open:
+the code is sent, and an ERROR line names the guard's store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from models import MessageProfile
+from telephony.answers import Answer, guard_refused, retried
+from telephony.phone import NumberFacts, describe
+from telephony.rates import Rate, parse_rates
+from telephony.settings import Settings
+from telephony.store import PENDING, Ask, Store, StoreUnavailable, Verdict, open_store
+
+PRE_ENROLLMENT = "com.okta.user.telephony.pre-enrollment"
+RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
+RETRY_WAIT_SECONDS = 0.5  # how long a twin request waits for the first one's answer
+KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
+_KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
+
+log = logging.getLogger("telephony_hook.guard")
+
+
+class GuardMode(StrEnum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"
+    OFF = "off"
+
+
+class Passage(NamedTuple):
+    """A code the guard let through; the hook reports back whether the provider accepted it."""
+
+    ask: Ask | None  # None: nothing was recorded (store unavailable, or a twin still in flight)
+    verdict: Verdict | None
+
+
+def mask_range(e164: str) -> str:
+    """'+14155550123' -> '+1415***xxxx': the range with three more digits hidden, because the masked
+    phone in the same log line shows the last four."""
+    return e164[: max(2, len(e164) - 7)] + "***xxxx"
+
+
+class SpendGuard:
+    """Built once per instance; `admit` runs inside every hook that would send a code."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.mode = GuardMode(settings.guard_mode)
+        self._provider = settings.okta_provider_name
+        self._key, self.key_source = _hash_key(settings)
+        uri = settings.guard_storage_uri.get_secret_value() if settings.guard_storage_uri else "memory://"
+        self.store: Store | None = None
+        if self.mode is not GuardMode.OFF:
+            self.store = store or open_store(uri, settings.threads)
+        self._known_rates = parse_rates(settings.guard_number_limit)
+        self._new_rates = parse_rates(settings.guard_new_number_limit)
+        range_rates, country_rates = parse_rates(settings.guard_range_limit), parse_rates(settings.guard_country_limit)
+        self._range_rates: dict[str, tuple[Rate, ...]] = {}
+        self._country_rates: dict[str, tuple[Rate, ...]] = {}
+        for country, limits in settings.guard_limits_by_country.items():
+            if "range" in limits:
+                self._range_rates[country] = parse_rates(limits["range"])
+            if "country" in limits:
+                self._country_rates[country] = parse_rates(limits["country"])
+        self._default_range, self._default_country = range_rates, country_rates
+
+    def startup_message(self) -> str:
+        if self.store is None:
+            return "Spend guard off (GUARD_MODE=off): codes are not limited per number, range or country."
+        return (
+            f"Spend guard {self.mode} on {self.store.description}: new numbers {_text(self._new_rates)}, "
+            f"known numbers {_text(self._known_rates)}, unconverted numbers per range {_text(self._default_range)}"
+            f" and per country {_text(self._default_country)}; numbers hashed with {self.key_source}."
+        )
+
+    # ------------------------------------------------------------------------------- the telephony hook
+
+    def admit(
+        self, profile: MessageProfile, number: NumberFacts, request_type: str | None, facts: dict[str, Any]
+    ) -> Passage | Answer:
+        """A Passage when the code may go; the first call's Answer for Okta's retry; raises HookRefused
+        (guard_refused) when the code must not go. `facts` gets the guard's fields for the hook's line."""
+        if self.store is None:
+            return Passage(None, None)
+        e164 = number.e164
+        ask = Ask(
+            number=self._digest(e164),
+            range=e164[:-4],
+            country=number.country,
+            retry=self._digest(f"{e164}|{profile.delivery_channel}|{profile.otp_code}"),
+            retry_seconds=RETRY_SECONDS,
+            enrolment=request_type == PRE_ENROLLMENT,
+            claim_refused=self.mode is GuardMode.MONITOR,
+            known_rates=self._known_rates,
+            new_rates=self._new_rates,
+            range_rates=self._range_rates.get(number.country, self._default_range),
+            country_rates=self._country_rates.get(number.country, self._default_country),
+        )
+        try:
+            verdict = self._decide(ask)
+        except StoreUnavailable as error:
+            self._store_failed(error, facts)
+            return Passage(None, None)
+        if verdict.kind == "replay":
+            facts["guard"] = "retry"
+            return retried(self._provider, str(verdict.transaction_id))
+        if verdict.kind == PENDING:  # the twin did not finish in time: send (fail open), record nothing
+            facts["guard"] = "retry_in_flight"
+            return Passage(None, None)
+        facts["guard_number"] = "known" if verdict.known else "new"
+        if verdict.kind == "refused":
+            refusal = {
+                "guard_limit": f"{verdict.scope} {verdict.rate}",
+                "country": number.country,
+                "guard_range": mask_range(e164),
+                "guard_range_id": self._digest(ask.range)[:8],
+            }
+            facts.update(refusal)
+            if self.mode is GuardMode.ENFORCE:
+                facts["guard"] = "refused"
+                raise guard_refused(str(verdict.scope), refusal)
+            facts["guard"] = "would_refuse"
+            return Passage(ask, verdict)  # monitor: sent anyway, its retry record claimed
+        facts["guard"] = "passed"
+        return Passage(ask, verdict)
+
+    def _decide(self, ask: Ask) -> Verdict:
+        assert self.store is not None
+        verdict = self.store.admit(ask, time.time())
+        waited_until = time.monotonic() + RETRY_WAIT_SECONDS
+        while verdict.kind == PENDING and time.monotonic() < waited_until:
+            time.sleep(0.05)  # a twin of this request is with Twilio now: its answer is ours
+            value = self.store.lookup(ask.retry)
+            if value is None:  # the twin failed: this call is a new attempt
+                verdict = self.store.admit(ask, time.time())
+            elif value != PENDING:
+                verdict = Verdict("replay", transaction_id=value)
+        return verdict
+
+    def delivered(self, passage: Passage, answer: Answer) -> None:
+        """The provider accepted the code: Okta's retry of this request gets its transaction id."""
+        if self.store is None or passage.ask is None:
+            return
+        transaction_id = answer.log_fields.get("twilio_sid")
+        if not isinstance(transaction_id, str):
+            return
+        try:
+            self.store.delivered(passage.ask.retry, transaction_id)
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
+
+    def failed(self, passage: Passage) -> None:
+        """The code was not sent: its room goes back, and Okta's retry is a new attempt."""
+        if self.store is None or passage.ask is None or passage.verdict is None:
+            return
+        try:
+            self.store.release(passage.ask, passage.verdict)
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
+
+    # ---------------------------------------------------------------------------------- the event hook
+
+    def converted(self, e164: str) -> bool:
+        """A user with this number passed an SMS or voice challenge: known from now on, and the room
+        its codes took in its range and country is given back. False when the store is unavailable."""
+        if self.store is None:
+            return False
+        facts = describe(e164)
+        try:
+            self.store.convert(self._digest(facts.e164), facts.e164[:-4], facts.country, KNOWN_SECONDS)
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _digest(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def _store_failed(self, error: StoreUnavailable, facts: dict[str, Any]) -> None:
+        facts["guard"] = "store_unavailable"
+        facts["guard_store_error"] = error.reason
+        if error.fresh and self.store is not None:
+            log.error(
+                f"spend guard store unavailable ({self.store.description}): codes go out unguarded until it answers",
+                extra={"fields": {"guard_store_error": error.reason}},
+            )
+
+
+def _text(rates: tuple[Rate, ...]) -> str:
+    return ";".join(str(rate) for rate in rates)
+
+
+def _hash_key(settings: Settings) -> tuple[bytes, str]:
+    """The key numbers are hashed with: GUARD_HASH_KEY, else derived from a secret every instance
+    shares (the Twilio credential first), else a random key of this process."""
+    candidates = (
+        ("GUARD_HASH_KEY", settings.guard_hash_key),
+        ("a key derived from TWILIO_API_SECRET", settings.twilio_api_secret),
+        ("a key derived from TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+        ("a key derived from OKTA_HOOK_AUTH_SECRET", settings.okta_hook_auth_secret),
+    )
+    for source, secret in candidates:
+        if secret is not None and secret.get_secret_value():
+            return hmac.new(secret.get_secret_value().encode(), _KEY_CONTEXT, hashlib.sha256).digest(), source
+    return secrets.token_bytes(32), "a random key of this instance (set GUARD_HASH_KEY)"

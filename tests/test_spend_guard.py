@@ -1,0 +1,355 @@
+"""The spend guard against SMS pumping: its store (memory and a real Redis), and the hook in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from telephony.answers import HookRefused
+from telephony.rates import Rate, parse_rates
+from telephony.settings import SettingsError, load_settings, secret_env_names
+from telephony.store import Ask, MemoryStore, RedisStore, Store
+from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, AppFactory, first_reason, post_hook
+from tests.okta_stand_in import OktaState, phone_factor
+from tests.redis_server import RedisServer
+from tests.traces import ENROLMENT, SIGN_IN, User, code_request, passed_event, range_numbers
+from tools.sandbox.twilio_sandbox import SandboxState
+
+NOW = time.time()  # the stores expire keys by their own clock: windows are tested by moving `now` on
+
+
+def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **changes: Any) -> Ask:
+    values: dict[str, Any] = {
+        "number": number,
+        "range": range_,
+        "country": country,
+        "retry": f"retry-{number}-{changes.pop('code', '1')}",
+        "retry_seconds": 30,
+        "enrolment": True,
+        "claim_refused": False,
+        "known_rates": parse_rates("5/10minutes;20/day"),
+        "new_rates": parse_rates("3/10minutes;6/day"),
+        "range_rates": parse_rates("5/hour;10/day"),
+        "country_rates": parse_rates("10/hour;40/day"),
+    }
+    values.update(changes)
+    return Ask(**values)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+    else:
+        yield RedisStore(request.getfixturevalue("redis_url"), pool_size=4)
+
+
+def sent(sandbox: SandboxState) -> list[dict[str, Any]]:
+    """What Twilio really got: messages and calls (not Verify updates)."""
+    return [request for request in sandbox.requests if request["path"].endswith(("/Messages.json", "/Calls.json"))]
+
+
+def hook_lines(output: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "telephony_hook" and "outcome" in line]
+
+
+def status_of(response: Any) -> str:
+    body = response.get_json()
+    return str(body["commands"][0]["value"][0]["status"]) if "commands" in body else first_reason(body)
+
+
+# ------------------------------------------------------------------------------------- the store
+
+
+def test_the_range_stops_new_numbers_at_its_cap(store: Store) -> None:
+    verdicts = [store.admit(ask(f"n{i}"), NOW + i) for i in range(8)]
+    assert [verdict.kind for verdict in verdicts] == ["admitted"] * 5 + ["refused"] * 3
+    assert {(verdict.scope, verdict.rate) for verdict in verdicts[5:]} == {("range", Rate(5, 3600))}
+
+
+def test_a_conversion_gives_its_room_back_and_the_number_stays_open(store: Store) -> None:
+    for i in range(5):
+        assert store.admit(ask(f"n{i}"), NOW + i).kind == "admitted"
+    assert store.admit(ask("n5"), NOW + 5).kind == "refused"
+    store.convert("n0", "+3361234", "FR", 86400)
+    assert store.admit(ask("n5", code="2"), NOW + 6).kind == "admitted"  # n0's room
+    assert store.admit(ask("n6"), NOW + 7).kind == "refused"
+    known = store.admit(ask("n0", code="3", enrolment=False), NOW + 8)  # the range is full, n0 is known
+    assert (known.kind, known.known) == ("admitted", True)
+
+
+def test_pre_enrollment_holds_even_a_known_number_as_new(store: Store) -> None:
+    for i in range(5):
+        store.admit(ask(f"n{i}"), NOW + i)
+    store.convert("n9", "+3361234", "FR", 86400)
+    assert store.admit(ask("n9", enrolment=False), NOW + 10).kind == "admitted"
+    refused = store.admit(ask("n9", code="2", enrolment=True), NOW + 11)
+    assert (refused.kind, refused.scope, refused.known) == ("refused", "range", False)
+
+
+def test_the_country_counts_unconverted_numbers_over_every_range(store: Store) -> None:
+    kinds = [store.admit(ask(f"n{i}", range_=f"+33612{i:03d}"), NOW + i).kind for i in range(12)]
+    assert kinds == ["admitted"] * 10 + ["refused"] * 2
+    assert store.admit(ask("x", range_="+4474001", country="GB"), NOW + 20).kind == "admitted"
+
+
+def test_resends_count_per_number_but_take_no_more_room_in_the_range(store: Store) -> None:
+    kinds = [store.admit(ask("n1", code=str(i)), NOW + 30 * i).kind for i in range(4)]
+    assert kinds == ["admitted"] * 3 + ["refused"]
+    assert store.admit(ask("n1", code="9"), NOW + 30 * 4).scope == "number"
+    for i in range(2, 6):  # four more numbers fill the range: the resends took one place
+        assert store.admit(ask(f"n{i}"), NOW + 200 + i).kind == "admitted"
+    assert store.admit(ask("n7"), NOW + 300).scope == "range"
+
+
+def test_windows_move(store: Store) -> None:
+    for i in range(5):
+        store.admit(ask(f"n{i}"), NOW + i)
+    assert store.admit(ask("n5"), NOW + 10).kind == "refused"
+    assert store.admit(ask("n5", code="2"), NOW + 3600 + 5).kind == "admitted"  # an hour later
+    for i in range(6, 10):
+        store.admit(ask(f"n{i}", code="3"), NOW + 3600 + 10 + i)
+    assert store.admit(ask("n11", code="4"), NOW + 7300).scope == "range"  # 10/day, still within the day
+    assert store.admit(ask("n12", code="5"), NOW + 86400 + 20).kind == "admitted"
+
+
+def test_a_released_code_gives_its_room_back(store: Store) -> None:
+    verdicts = [(ask(f"n{i}"), store.admit(ask(f"n{i}"), NOW + i)) for i in range(5)]
+    store.release(*verdicts[0])
+    assert store.lookup(verdicts[0][0].retry) is None  # Okta's retry of it is a new attempt
+    assert store.admit(ask("n5"), NOW + 6).kind == "admitted"
+
+
+def test_the_retry_record_is_pending_then_the_transaction_id(store: Store) -> None:
+    first = ask("n1")
+    assert store.admit(first, NOW).kind == "admitted"
+    assert store.lookup(first.retry) == "pending"
+    assert store.admit(first, NOW + 0.1).kind == "pending"
+    store.delivered(first.retry, "SM" + "a" * 32)
+    replay = store.admit(first, NOW + 1)
+    assert (replay.kind, replay.transaction_id) == ("replay", "SM" + "a" * 32)
+
+
+def test_claim_is_true_once(store: Store) -> None:
+    assert store.claim("event-1", 60) is True
+    assert store.claim("event-1", 60) is False
+    assert store.claim("event-2", 60) is True
+
+
+def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, redis_url: str) -> None:
+    from telephony.guard import SpendGuard
+
+    settings = load_settings({"GUARD_STORAGE_URI": redis_url, "GUARD_HASH_KEY": "k" * 32})
+    guard = SpendGuard(settings)
+    numbers = range_numbers("FR", 8)
+    client = redis_server.client
+    for number in numbers:
+        with pytest.raises(HookRefused) if number in numbers[5:] else contextlib.nullcontext():
+            _admit(guard, number)
+    guard.converted(numbers[0])
+    keys = client.keys("*")
+    assert keys
+    for key in keys:
+        assert 0 < client.ttl(key) <= 365 * 86400, key
+        dump = str(key) + json.dumps(client.zrange(key, 0, -1) if client.type(key) == "zset" else client.get(key))
+        for number in numbers:
+            assert number not in dump and number[1:] not in dump and number[-9:] not in dump
+
+
+def _admit(guard: Any, number: str) -> Any:
+    from models import parse_hook_request
+    from telephony.phone import describe
+
+    profile = parse_hook_request(json.dumps(code_request(number, ENROLMENT)).encode(), None).data.message_profile
+    return guard.admit(profile, describe(number), ENROLMENT, {})
+
+
+# --------------------------------------------------------------------------- the hook, in-process
+
+
+def test_the_embedded_default_stops_a_range_pump_on_one_instance(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()
+    capfd.readouterr()
+    answers = [status_of(post_hook(client, body)) for body in _pump(range_numbers("GB", 200))]
+    assert len(sent(sandbox)) <= 10  # at most 5 %
+    assert answers.count("SUCCESSFUL") == len(sent(sandbox)) == 5
+    assert set(answers) == {"SUCCESSFUL", "SPEND_GUARD"}
+    lines = hook_lines(capfd.readouterr().out)
+    refused = [line for line in lines if line["outcome"] == "guard_refused"]
+    assert len(refused) == 195
+    assert {line["guard"] for line in refused} == {"refused"}
+    assert {line["guard_limit"] for line in refused} == {"range 5/hour"}
+    assert {line["country"] for line in refused} == {"GB"}
+    assert {line["guard_range"] for line in refused} == {"+44740***xxxx"}
+    assert len({line["guard_range_id"] for line in refused}) == 1
+    assert {line["severity"] for line in refused} == {"WARNING"}
+
+
+def _pump(numbers: list[str]) -> Iterator[dict[str, Any]]:
+    for number in numbers:
+        yield code_request(number, ENROLMENT)
+
+
+def test_a_refusal_is_oktas_error_object_with_200_and_names_no_number(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(GUARD_RANGE_LIMIT="1/hour")
+    first, second = range_numbers("FR", 2)
+    assert status_of(post_hook(client, code_request(first, ENROLMENT))) == "SUCCESSFUL"
+    capfd.readouterr()
+    body = code_request(second, ENROLMENT)
+    response = post_hook(client, body)
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["error"]["errorSummary"] == (
+        "Too many verification codes were requested for this phone number or its area. Try again later."
+    )
+    assert answer["error"]["errorCauses"] == [
+        {
+            "errorSummary": "The spend guard's range limit is reached.",
+            "reason": "SPEND_GUARD",
+            "location": "data.messageProfile.phoneNumber",
+        }
+    ]
+    output = capfd.readouterr().out
+    (line,) = hook_lines(output)
+    assert (line["outcome"], line["guard"], line["guard_limit"], line["country"]) == (
+        "guard_refused",
+        "refused",
+        "range 1/hour",
+        "FR",
+    )
+    assert line["guard_range"] == second[:-7] + "***xxxx"
+    code = body["data"]["messageProfile"]["otpCode"]
+    for secret in (second, second[1:], second[:-4], code):
+        assert secret not in output and secret not in response.get_data(as_text=True)
+    assert len(sent(sandbox)) == 1
+
+
+def test_monitor_mode_sends_everything_and_logs_each_would_be_refusal(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(GUARD_MODE="monitor")
+    capfd.readouterr()
+    answers = [status_of(post_hook(client, body)) for body in _pump(range_numbers("DE", 40))]
+    assert answers == ["SUCCESSFUL"] * 40
+    assert len(sent(sandbox)) == 40
+    lines = hook_lines(capfd.readouterr().out)
+    assert [line["guard"] for line in lines] == ["passed"] * 5 + ["would_refuse"] * 35
+    assert {line["guard_limit"] for line in lines[5:]} == {"range 5/hour"}
+    assert {line["outcome"] for line in lines} == {"delivered"}
+
+
+def test_off_mode_has_no_guard(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(GUARD_MODE="off")
+    answers = [status_of(post_hook(client, body)) for body in _pump(range_numbers("DE", 20))]
+    assert answers == ["SUCCESSFUL"] * 20 and len(sent(sandbox)) == 20
+    output = capfd.readouterr().out
+    assert "Spend guard off (GUARD_MODE=off)" in output
+    assert all("guard" not in line for line in hook_lines(output))
+
+
+def test_oktas_retry_sends_one_code_and_a_failed_first_attempt_is_not_deduplicated(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()
+    body = code_request(range_numbers("FR", 1)[0], SIGN_IN)
+    first, again = (post_hook(client, body).get_json()["commands"][0]["value"][0] for _ in range(2))
+    assert again["status"] == "SUCCESSFUL" and again["transactionId"] == first["transactionId"]
+    assert len(sent(sandbox)) == 1
+    assert hook_lines(capfd.readouterr().out)[-1]["guard"] == "retry"
+    sandbox.refuse_next.append(30003)
+    failed_body = code_request(range_numbers("FR", 2)[1], SIGN_IN)
+    assert status_of(post_hook(client, failed_body)) != "SUCCESSFUL"
+    retry = post_hook(client, failed_body).get_json()
+    assert retry["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert len(sent(sandbox)) == 3  # the refused attempt reached Twilio, then the retry was sent
+
+
+def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """SMS mode (no Verify): the event hook needs only OKTA_ORG_URL and OKTA_API_TOKEN to report conversions."""
+    client = make_client(
+        GUARD_RANGE_LIMIT="1/hour",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+    )
+    alice, bob, carol = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 3)))
+    okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SPEND_GUARD"  # range full
+    capfd.readouterr()
+    response = client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    assert response.status_code == 200
+    output = capfd.readouterr().out
+    (event_line,) = [json.loads(line) for line in output.splitlines() if '"okta event ' in line]
+    assert (event_line["outcome"], event_line["guard_converted"]) == ("converted", 1)
+    assert alice.phone not in output
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room
+    assert status_of(post_hook(client, code_request(carol.phone, ENROLMENT))) == "SPEND_GUARD"
+    assert status_of(post_hook(client, code_request(alice.phone, SIGN_IN))) == "SUCCESSFUL"  # known
+    assert len(sent(sandbox)) == 3
+
+
+def test_the_start_up_line_says_which_store_and_never_its_password(
+    make_client: AppFactory, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    make_client()
+    assert "Spend guard enforce on memory:// (this instance only: every instance counts on its own)" in (
+        capfd.readouterr().out
+    )
+    uri = f"redis://:sesame-Pw9x@127.0.0.1:{redis_server.port}/0"
+    make_client(GUARD_STORAGE_URI=uri)
+    output = capfd.readouterr().out
+    assert f"on redis://127.0.0.1:{redis_server.port}/0 (shared by every instance)" in output
+    assert "sesame-Pw9x" not in output
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("GUARD_MODE", "strict", "must be enforce, monitor or off"),
+        ("GUARD_STORAGE_URI", "http://:hunter2-pass@10.0.0.3", "must be memory://, or redis://"),
+        ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3 6379", "must be memory://, or redis://"),
+        ("GUARD_HASH_KEY", "hunter2-short", "at least 16 characters"),
+        ("GUARD_RANGE_LIMIT", "5/fortnight", "is not a limit like"),
+        ("GUARD_COUNTRY_LIMIT", "5/year", "is not a limit like"),
+        ("GUARD_NUMBER_LIMIT", "0/hour", "at least 1"),
+        ("GUARD_NEW_NUMBER_LIMIT", "9/30days", "longer than 7 days"),
+        ("GUARD_LIMITS_BY_COUNTRY", '{"UK": {"range": "5/hour"}}', "the United Kingdom is GB"),
+        ("GUARD_LIMITS_BY_COUNTRY", '{"US": {"number": "5/hour"}}', "only 'range' and 'country'"),
+        ("GUARD_LIMITS_BY_COUNTRY", '{"US": {"range": "lots"}}', "US range: 'lots' is not a limit"),
+    ],
+)
+def test_bad_guard_settings_name_the_variable_never_a_secret(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({name: value})
+    message = str(raised.value)
+    assert name in message and problem in message
+    assert "hunter2" not in message
+
+
+def test_limits_by_country_override_the_defaults(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(GUARD_LIMITS_BY_COUNTRY='{"fr": {"range": "2/hour"}}')
+    french = [status_of(post_hook(client, body)) for body in _pump(range_numbers("FR", 4))]
+    german = [status_of(post_hook(client, body)) for body in _pump(range_numbers("DE", 7))]
+    assert french == ["SUCCESSFUL"] * 2 + ["SPEND_GUARD"] * 2
+    assert german == ["SUCCESSFUL"] * 5 + ["SPEND_GUARD"] * 2
+
+
+def test_the_redis_password_is_scrubbed_from_every_line() -> None:
+    settings = load_settings({"GUARD_STORAGE_URI": "redis://:p%40ss-Word7@10.0.0.3:6379/0"})
+    assert "p%40ss-Word7" in settings.secret_values()
+    assert {"GUARD_STORAGE_URI", "GUARD_HASH_KEY"} <= set(secret_env_names())
