@@ -376,14 +376,18 @@ class RedisStore:
         from redis.retry import Retry
 
         parts = urlsplit(uri)
+        # Not the URI itself: that is a secret (it may hold the AUTH string), and the log scrubber blanks it.
+        database = (parts.path or "/0").strip("/") or "0"
+        tls = " over TLS" if parts.scheme == "rediss" else ""
         self.description = (
-            f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'} (shared by every instance)"
+            f"Redis at {parts.hostname}:{parts.port or 6379}, database {database}{tls} (shared by every instance)"
         )
         self._deadline = deadline_seconds
         self._errors = redis.RedisError
         self._no_script = redis.exceptions.NoScriptError
         self._timeout = redis.TimeoutError
         self._response_error = redis.ResponseError
+        self._auth_error = redis.AuthenticationError
         base = redis.SSLConnection if parts.scheme == "rediss" else redis.Connection
         connection_class = type("DeadlineConnection", (_DeadlineConnection, base), {})
         self._pool = redis.ConnectionPool.from_url(
@@ -431,6 +435,8 @@ class RedisStore:
                 raise StoreUnavailable("STORE_REFUSED") from None
             except (self._errors, OSError, Exception) as error:
                 self._rest()
+                if isinstance(error, self._auth_error):
+                    raise StoreUnavailable("STORE_REFUSED") from None
                 timed_out = call.expired or isinstance(error, self._timeout | TimeoutError)
                 raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
             finally:

@@ -21,6 +21,12 @@ class RedisServer:
     def __init__(self, directory: Path, password: str | None = None) -> None:
         self.port = free_port()
         self.password = password
+        self.directory = directory
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same port) and wait until it answers."""
+        directory, password = self.directory, self.password
         arguments = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         arguments += ["--dir", str(directory)] + (["--requirepass", password] if password else [])
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

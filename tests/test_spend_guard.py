@@ -313,7 +313,7 @@ def test_the_start_up_line_says_which_store_and_never_its_password(
     uri = f"redis://:sesame-Pw9x@127.0.0.1:{redis_server.port}/0"
     make_client(GUARD_STORAGE_URI=uri)
     output = capfd.readouterr().out
-    assert f"on redis://127.0.0.1:{redis_server.port}/0 (shared by every instance)" in output
+    assert f"on Redis at 127.0.0.1:{redis_server.port}, database 0 (shared by every instance)" in output
     assert "sesame-Pw9x" not in output
 
 
@@ -353,3 +353,22 @@ def test_the_redis_password_is_scrubbed_from_every_line() -> None:
     settings = load_settings({"GUARD_STORAGE_URI": "redis://:p%40ss-Word7@10.0.0.3:6379/0"})
     assert "p%40ss-Word7" in settings.secret_values()
     assert {"GUARD_STORAGE_URI", "GUARD_HASH_KEY"} <= set(secret_env_names())
+
+
+def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    server = RedisServer(tmp_path, password="right-Secret-41")
+    try:
+        client = make_client(GUARD_STORAGE_URI=f"redis://:wrong-Secret-42@127.0.0.1:{server.port}/0")
+        capfd.readouterr()
+        answers = [status_of(post_hook(client, body)) for body in _pump(range_numbers("BR", 8))]
+    finally:
+        server.stop()
+    assert answers == ["SUCCESSFUL"] * 8 and len(sent(sandbox)) == 8
+    output = capfd.readouterr().out
+    (error,) = [line for line in map(json.loads, output.splitlines()) if line["severity"] == "ERROR"]
+    assert error["guard_store_error"] == "STORE_REFUSED"
+    assert f"Redis at 127.0.0.1:{server.port}, database 0" in error["message"]
+    assert "Secret-4" not in output
+    assert {line["guard"] for line in hook_lines(output)} == {"store_unavailable"}
