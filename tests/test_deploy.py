@@ -47,6 +47,10 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
          "--config-from-file=tools/monitoring/hook-outcomes.metric.json", "--project=acme-prod"],
         ["gcloud", "logging", "metrics", "create", "okta_telephony_delivery_statuses",
          "--config-from-file=tools/monitoring/delivery-statuses.metric.json", "--project=acme-prod"],
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_guard_refusals",
+         "--config-from-file=tools/monitoring/guard-refusals.metric.json", "--project=acme-prod"],
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_guard_store_errors",
+         "--config-from-file=tools/monitoring/guard-store.metric.json", "--project=acme-prod"],
     ]  # fmt: skip
 
 
@@ -130,3 +134,49 @@ def test_max_instances_is_passed_when_given() -> None:
     assert "--max-instances=3" in gcloud_command({**BASE, "MAX_INSTANCES": "3"})
     with pytest.raises(DeployError, match="MAX_INSTANCES"):
         gcloud_command({**BASE, "MAX_INSTANCES": "many"})
+
+
+def test_the_guards_redis_comes_from_secret_manager_with_direct_vpc_egress() -> None:
+    result = make_deploy(
+        SECRETS=BASE["SECRETS"] + ",GUARD_STORAGE_URI=guard-redis-uri:2,GUARD_HASH_KEY=guard-hash-key:1",
+        NETWORK="default", SUBNET="hooks-subnet", GUARD_MODE="monitor", GUARD_COUNTRY_LIMIT="20/hour;60/day",
+        GUARD_LIMITS_BY_COUNTRY='{"US": {"country": "100/hour"}}',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    deploy, *metrics = result.stdout.strip().splitlines()
+    words = shlex.split(deploy)
+    assert (
+        "--set-secrets=OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1,"
+        "GUARD_STORAGE_URI=guard-redis-uri:2,GUARD_HASH_KEY=guard-hash-key:1"
+    ) in words
+    assert words[-3:] == ["--network=default", "--subnet=hooks-subnet", "--vpc-egress=private-ranges-only"]
+    env_flag = next(word for word in words if word.startswith("--set-env-vars="))
+    assert "GUARD_MODE=monitor" in env_flag and "GUARD_COUNTRY_LIMIT=20/hour;60/day" in env_flag
+    assert 'GUARD_LIMITS_BY_COUNTRY={"US": {"country": "100/hour"}}' in env_flag
+    created = [shlex.split(line)[4] for line in metrics]
+    assert {"okta_telephony_guard_refusals", "okta_telephony_guard_store_errors"} <= set(created)
+
+
+def test_the_guards_redis_uri_is_never_a_plain_variable() -> None:
+    with pytest.raises(DeployError, match="GUARD_STORAGE_URI must come from Secret Manager"):
+        gcloud_command({**BASE, "GUARD_STORAGE_URI": "redis://:pw@10.0.0.3:6379/0"})
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"VPC_EGRESS": "all-traffic"}, "VPC_EGRESS needs NETWORK or SUBNET"),
+        ({"NETWORK": "default", "VPC_EGRESS": "everything"}, "private-ranges-only or all-traffic"),
+        ({"SUBNET": "bad name;rm"}, "SUBNET must be"),
+    ],
+)
+def test_vpc_settings_are_checked(variables: dict[str, str], problem: str) -> None:
+    with pytest.raises(DeployError, match=problem):
+        gcloud_command({**BASE, **variables})
+
+
+def test_all_traffic_egress_when_asked() -> None:
+    assert gcloud_command({**BASE, "NETWORK": "default", "VPC_EGRESS": "all-traffic"})[-2:] == [
+        "--network=default",
+        "--vpc-egress=all-traffic",
+    ]

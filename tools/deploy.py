@@ -11,6 +11,8 @@ Reads its inputs from the environment (make passes its command-line variables th
   MEMORY, CPU     instance size                      (default 512Mi, 1)
   RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
   SERVICE_ACCOUNT runtime service account            (optional)
+  NETWORK, SUBNET Direct VPC egress, to reach Memorystore (optional; docs/spend-guard.md)
+  VPC_EGRESS      private-ranges-only (default with NETWORK or SUBNET) or all-traffic
   DRY_RUN=1       print the gcloud commands, run nothing
 Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
 After the function, the log-based metrics in tools/monitoring/*.metric.json are created (or updated): the
@@ -36,7 +38,12 @@ PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
 MONITORING = Path(__file__).resolve().parent / "monitoring"
-LOG_METRICS = ("hook-outcomes.metric.json", "delivery-statuses.metric.json")
+LOG_METRICS = (
+    "hook-outcomes.metric.json",
+    "delivery-statuses.metric.json",
+    "guard-refusals.metric.json",
+    "guard-store.metric.json",
+)
 _SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
 
 
@@ -117,7 +124,25 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         command.append(f"--max-instances={env['MAX_INSTANCES']}")
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
+    command += vpc_flags(env)
     return command
+
+
+def vpc_flags(env: Mapping[str, str]) -> list[str]:
+    """Direct VPC egress: how the function reaches a Memorystore instance's private address."""
+    network, subnet, egress = env.get("NETWORK"), env.get("SUBNET"), env.get("VPC_EGRESS")
+    if not network and not subnet:
+        if egress:
+            raise DeployError("deploy: VPC_EGRESS needs NETWORK or SUBNET")
+        return []
+    for name, value in (("NETWORK", network), ("SUBNET", subnet)):
+        if value and not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?|projects/[^/\s]+/[^\s]+", value):
+            raise DeployError(f"deploy: {name} must be a VPC network or subnet name (or its full resource path)")
+    egress = egress or "private-ranges-only"
+    if egress not in ("private-ranges-only", "all-traffic"):
+        raise DeployError("deploy: VPC_EGRESS must be private-ranges-only or all-traffic")
+    flags = [f"--network={network}"] if network else []
+    return [*flags, *([f"--subnet={subnet}"] if subnet else []), f"--vpc-egress={egress}"]
 
 
 def metric_commands(env: Mapping[str, str], verb: str = "create") -> list[list[str]]:
