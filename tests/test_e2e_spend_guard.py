@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e_hooks import RunningHook, start_hook
-from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, sandbox_env
+from tests.helpers import EVENT_HOOK_SECRET, HOOK_SECRET, OKTA_API_TOKEN, sandbox_env
 from tests.okta_stand_in import OktaStandIn, OktaState, phone_factor
 from tests.redis_server import RedisServer
 from tests.traces import ENROLMENT, SIGN_IN, User, code_request, morning, morning_users, range_numbers, spread_numbers
@@ -267,3 +267,23 @@ def test_a_redis_that_hangs_or_dies_costs_nothing_but_the_error_line(
     assert answers == ["SUCCESSFUL"] * 5 + ["SPEND_GUARD"] * 3  # counting again, across both
     assert not [line for line in back.lines() if line["severity"] == "ERROR"]
     assert sent(sandbox) == 12 + 1 + 6 + 5
+
+
+def test_the_sandbox_pump_shows_the_guard_refusing(
+    pair: tuple[RunningHook, RunningHook],
+    fresh: Log,
+    sandbox: SandboxState,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m tools.sandbox.pump` against a running hook: what a new user sees after `make run`."""
+    from tools.sandbox import pump as sandbox_pump
+
+    monkeypatch.setenv("OKTA_HOOK_AUTH_SECRET", HOOK_SECRET)
+    sandbox_pump.main(["--port", str(pair[0].address[1]), "--count", "8"])
+    output = capsys.readouterr().out
+    assert output.count(": SUCCESSFUL SM") == 5 and output.count("refused (SPEND_GUARD)") == 3
+    assert "pump: 5 of 8 codes sent" in output
+    assert sent(sandbox) == 5
+    refusals = [line for line in fresh.lines() if line.get("guard") == "refused"]
+    assert [line["guard_limit"] for line in refusals] == ["range 5/hour"] * 3
