@@ -66,7 +66,7 @@ with paused_collector():  # everything built here lives as long as the process
         if missing:
             log.critical(f"No {channel} code can be sent: the hook is missing {missing}.")
     log.log(logging.INFO if receipts.on else logging.WARNING, receipts.startup_message())
-    log.log(logging.INFO if guard.store is not None else logging.WARNING, guard.startup_message())
+    log.log(guard.startup_level, guard.startup_message())
 
 
 # The function's other routes, by exact path; every other path is Okta's telephony hook. A route

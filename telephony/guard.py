@@ -67,6 +67,9 @@ class SpendGuard:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.mode = GuardMode(settings.guard_mode)
         self._provider = settings.okta_provider_name
+        self._conversions = bool(
+            settings.okta_event_hook_auth_secret and settings.okta_org_url and settings.okta_api_token
+        )
         self._key, self.key_source = _hash_key(settings)
         uri = settings.guard_storage_uri.get_secret_value() if settings.guard_storage_uri else "memory://"
         self.store: Store | None = None
@@ -84,13 +87,24 @@ class SpendGuard:
                 self._country_rates[country] = parse_rates(limits["country"])
         self._default_range, self._default_country = range_rates, country_rates
 
+    @property
+    def startup_level(self) -> int:
+        """WARNING when the guard is off, or when no conversion can reach it."""
+        return logging.INFO if self.store is not None and self._conversions else logging.WARNING
+
     def startup_message(self) -> str:
         if self.store is None:
             return "Spend guard off (GUARD_MODE=off): codes are not limited per number, range or country."
+        conversions = (
+            "conversions come from the event hook at /okta/events"
+            if self._conversions
+            else "no conversions reach it (Okta's event hook needs OKTA_EVENT_HOOK_AUTH_SECRET, OKTA_ORG_URL and "
+            "OKTA_API_TOKEN), so every number is held as new"
+        )
         return (
             f"Spend guard {self.mode} on {self.store.description}: new numbers {_text(self._new_rates)}, "
             f"known numbers {_text(self._known_rates)}, unconverted numbers per range {_text(self._default_range)}"
-            f" and per country {_text(self._default_country)}; numbers hashed with {self.key_source}."
+            f" and per country {_text(self._default_country)}; {conversions}; numbers hashed with {self.key_source}."
         )
 
     # ------------------------------------------------------------------------------- the telephony hook

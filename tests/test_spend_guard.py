@@ -307,13 +307,20 @@ def test_the_start_up_line_says_which_store_and_never_its_password(
     make_client: AppFactory, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
     make_client()
-    assert "Spend guard enforce on memory:// (this instance only: every instance counts on its own)" in (
-        capfd.readouterr().out
-    )
+    (line,) = [json.loads(line) for line in capfd.readouterr().out.splitlines() if "Spend guard" in line]
+    assert "Spend guard enforce on memory:// (this instance only: every instance counts on its own)" in line["message"]
+    assert "no conversions reach it" in line["message"] and line["severity"] == "WARNING"
     uri = f"redis://:sesame-Pw9x@127.0.0.1:{redis_server.port}/0"
     make_client(GUARD_STORAGE_URI=uri)
     output = capfd.readouterr().out
     assert f"on Redis at 127.0.0.1:{redis_server.port}, database 0 (shared by every instance)" in output
+    make_client(
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL="https://acme.okta.com",
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+    )
+    (line,) = [json.loads(line) for line in capfd.readouterr().out.splitlines() if "Spend guard" in line]
+    assert "conversions come from the event hook" in line["message"] and line["severity"] == "INFO"
     assert "sesame-Pw9x" not in output
 
 
