@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tools.processes import free_port, stop
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+from tools.processes import free_port, start_redis, stop
 
 
 class RedisServer:
@@ -26,11 +22,8 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (or start again, on the same port) and wait until it answers."""
-        directory, password = self.directory, self.password
-        arguments = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        arguments += ["--dir", str(directory)] + (["--requirepass", password] if password else [])
-        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, password=password, decode_responses=True)
+        self.process = start_redis(self.port, self.directory, self.password)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=True)
         deadline = time.monotonic() + 10
         while True:
             try:

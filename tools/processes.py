@@ -73,6 +73,14 @@ def start_sandbox(port: int, env: Mapping[str, str] | None = None, *arguments: s
     return listening(process, port)
 
 
+def start_redis(port: int, directory: Path, password: str | None = None) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server (Debian's package) on loopback: no persistence, listening once this returns."""
+    arguments = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    arguments += ["--dir", str(directory)] + (["--requirepass", password] if password else [])
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return listening(process, port)
+
+
 def listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
     """`process`, once it listens on `port`; stopped, and StartFailed raised, if it never does."""
     try:
