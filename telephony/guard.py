@@ -112,7 +112,7 @@ class SpendGuard:
     def admit(
         self, profile: MessageProfile, number: NumberFacts, request_type: str | None, facts: dict[str, Any]
     ) -> Passage | Answer:
-        """A Passage when the code may go; the first call's Answer for Okta's retry; raises HookRefused
+        """A Passage when the code may go; the first call's Answer for Okta's retry; raises Refused
         (guard_refused) when the code must not go. `facts` gets the guard's fields for the hook's line."""
         if self.store is None:
             return Passage(None, None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from telephony.answers import HookRefused
+from telephony.answers import Refused
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
 from telephony.store import Ask, MemoryStore, RedisStore, Store
@@ -150,7 +150,7 @@ def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, 
     numbers = range_numbers("FR", 8)
     client = redis_server.client
     for number in numbers:
-        with pytest.raises(HookRefused) if number in numbers[5:] else contextlib.nullcontext():
+        with pytest.raises(Refused) if number in numbers[5:] else contextlib.nullcontext():
             _admit(guard, number)
     guard.converted(numbers[0])
     keys = client.keys("*")
