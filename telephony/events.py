@@ -146,6 +146,9 @@ class EventHook:
         return self._auth is not None
 
     def startup_report(self) -> list[tuple[int, str]]:
+        if self.configured and self.missing and self._okta is not None and self._guard is not None and self._guard.on:
+            # SMS or voice through Messages: no Verify to feed back, and the conversions serve the guard.
+            return [(logging.INFO, "The event hook at /okta/events reports conversions to the spend guard.")]
         if self.configured and self.missing:
             return [
                 (

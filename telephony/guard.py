@@ -72,9 +72,9 @@ class SpendGuard:
         )
         self._key, self.key_source = _hash_key(settings)
         uri = settings.guard_storage_uri.get_secret_value() if settings.guard_storage_uri else "memory://"
-        self.store: Store | None = None
-        if self.mode is not GuardMode.OFF:
-            self.store = store or open_store(uri, settings.threads)
+        # Open in every mode: the event hook's "act once" claims use it even with the guard off.
+        self.store: Store = store or open_store(uri, settings.threads)
+        self.on = self.mode is not GuardMode.OFF
         self._known_rates = parse_rates(settings.guard_number_limit)
         self._new_rates = parse_rates(settings.guard_new_number_limit)
         range_rates, country_rates = parse_rates(settings.guard_range_limit), parse_rates(settings.guard_country_limit)
@@ -90,10 +90,10 @@ class SpendGuard:
     @property
     def startup_level(self) -> int:
         """WARNING when the guard is off, or when no conversion can reach it."""
-        return logging.INFO if self.store is not None and self._conversions else logging.WARNING
+        return logging.INFO if self.on and self._conversions else logging.WARNING
 
     def startup_message(self) -> str:
-        if self.store is None:
+        if not self.on:
             return "Spend guard off (GUARD_MODE=off): codes are not limited per number, range or country."
         conversions = (
             "conversions come from the event hook at /okta/events"
@@ -114,7 +114,7 @@ class SpendGuard:
     ) -> Passage | Answer:
         """A Passage when the code may go; the first call's Answer for Okta's retry; raises Refused
         (guard_refused) when the code must not go. `facts` gets the guard's fields for the hook's line."""
-        if self.store is None:
+        if not self.on:
             return Passage(None, None)
         e164 = number.e164
         ask = Ask(
@@ -159,7 +159,6 @@ class SpendGuard:
         return Passage(ask, verdict)
 
     def _decide(self, ask: Ask) -> Verdict:
-        assert self.store is not None
         verdict = self.store.admit(ask, time.time())
         waited_until = time.monotonic() + RETRY_WAIT_SECONDS
         while verdict.kind == PENDING and time.monotonic() < waited_until:
@@ -173,7 +172,7 @@ class SpendGuard:
 
     def delivered(self, passage: Passage, answer: Answer) -> None:
         """The provider accepted the code: Okta's retry of this request gets its transaction id."""
-        if self.store is None or passage.ask is None:
+        if passage.ask is None:
             return
         transaction_id = answer.log_fields.get("twilio_sid")
         if not isinstance(transaction_id, str):
@@ -185,7 +184,7 @@ class SpendGuard:
 
     def failed(self, passage: Passage) -> None:
         """The code was not sent: its room goes back, and Okta's retry is a new attempt."""
-        if self.store is None or passage.ask is None or passage.verdict is None:
+        if passage.ask is None or passage.verdict is None:
             return
         try:
             self.store.release(passage.ask, passage.verdict)
@@ -197,7 +196,7 @@ class SpendGuard:
     def converted(self, e164: str) -> bool:
         """A user with this number passed an SMS or voice challenge: known from now on, and the room
         its codes took in its range and country is given back. False when the store is unavailable."""
-        if self.store is None:
+        if not self.on:
             return False
         facts = describe(e164)
         try:
@@ -206,6 +205,15 @@ class SpendGuard:
             self._store_failed(error, {})
             return False
         return True
+
+    def claim(self, key: str, ttl_seconds: int) -> bool:
+        """True for the first caller to claim `key` within `ttl_seconds`, across instances when the store
+        is shared ("act on this event once"). A store fault fails open: True, with the ERROR line."""
+        try:
+            return self.store.claim(key, ttl_seconds)
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
+            return True
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -216,7 +224,7 @@ class SpendGuard:
     def _store_failed(self, error: StoreUnavailable, facts: dict[str, Any]) -> None:
         facts["guard"] = "store_unavailable"
         facts["guard_store_error"] = error.reason
-        if error.fresh and self.store is not None:
+        if error.fresh:
             log.error(
                 f"spend guard store unavailable ({self.store.description}): codes go out unguarded until it answers",
                 extra={"fields": {"guard_store_error": error.reason}},

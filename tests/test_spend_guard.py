@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from telephony.answers import Refused
+from telephony.phone import mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
 from telephony.store import Ask, MemoryStore, RedisStore, Store
@@ -286,6 +287,9 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
         OKTA_ORG_URL=okta_api.url,
         OKTA_API_TOKEN=OKTA_API_TOKEN,
     )
+    startup = capfd.readouterr().out
+    assert "The event hook at /okta/events reports conversions to the spend guard." in startup
+    assert "Verify feedback (/okta/events) cannot work" not in startup
     alice, bob, carol = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 3)))
     okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
     assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
@@ -296,6 +300,7 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     output = capfd.readouterr().out
     (event_line,) = [json.loads(line) for line in output.splitlines() if '"okta event ' in line]
     assert (event_line["outcome"], event_line["guard_converted"]) == ("converted", 1)
+    assert event_line["severity"] == "INFO" and event_line["phone"] == mask(alice.phone)
     assert alice.phone not in output
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room
     assert status_of(post_hook(client, code_request(carol.phone, ENROLMENT))) == "SPEND_GUARD"
@@ -379,3 +384,16 @@ def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
     assert f"Redis at 127.0.0.1:{server.port}, database 0" in error["message"]
     assert "Secret-4" not in output
     assert {line["guard"] for line in hook_lines(output)} == {"store_unavailable"}
+
+
+def test_the_claim_primitive_is_once_across_instances_and_fails_open(redis_url: str, closed_port: str) -> None:
+    """For the event hook: an event is acted on once, across instances when the store is shared."""
+    from telephony.guard import SpendGuard
+
+    first, second = (SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url})) for _ in range(2))
+    assert first.claim("event:1d0b4a6e", 86400) is True
+    assert second.claim("event:1d0b4a6e", 86400) is False
+    off = SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url, "GUARD_MODE": "off"}))
+    assert off.claim("event:1d0b4a6e", 86400) is False  # the guard off, its store still serves claims
+    down = SpendGuard(load_settings({"GUARD_STORAGE_URI": closed_port.replace("http://", "redis://") + "/0"}))
+    assert down.claim("event:1d0b4a6e", 86400) is True  # the store down: act (fail open)

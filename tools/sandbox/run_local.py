@@ -76,6 +76,7 @@ def main() -> None:
             print(" Try it (the secret is read from the file, so it never lands in a terminal log):")
             print(f'   curl -sS -X POST http://localhost:{port}/ -H "Authorization: $(cat .run/hook-secret)" \\')
             print("     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json")
+            print(" Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump")
             print("=" * 78, flush=True)
 
     children.append(start_function("telephony_hook", "main.py", port, env))
