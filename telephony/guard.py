@@ -21,8 +21,11 @@ import base64
 import hashlib
 import hmac
 import logging
+import queue
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -75,6 +78,7 @@ class SpendGuard:
         # Open in every mode: the event hook's "act once" claims use it even with the guard off.
         self.store: Store = store or open_store(uri, settings.threads)
         self.on = self.mode is not GuardMode.OFF
+        self._after_answer = _Background()
         self._known_rates = parse_rates(settings.guard_number_limit)
         self._new_rates = parse_rates(settings.guard_new_number_limit)
         range_rates, country_rates = parse_rates(settings.guard_range_limit), parse_rates(settings.guard_country_limit)
@@ -171,14 +175,16 @@ class SpendGuard:
         return verdict
 
     def delivered(self, passage: Passage, answer: Answer) -> None:
-        """The provider accepted the code: Okta's retry of this request gets its transaction id."""
-        if passage.ask is None:
-            return
+        """The provider accepted the code: Okta's retry of this request gets its transaction id. Written
+        after the answer, off the hook's path (a twin waiting for it polls the record meanwhile)."""
         transaction_id = answer.log_fields.get("twilio_sid")
-        if not isinstance(transaction_id, str):
+        if passage.ask is None or not isinstance(transaction_id, str):
             return
+        self._after_answer.submit(self._record, passage.ask.retry, transaction_id)
+
+    def _record(self, retry: str, transaction_id: str) -> None:
         try:
-            self.store.delivered(passage.ask.retry, transaction_id)
+            self.store.delivered(retry, transaction_id)
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
@@ -229,6 +235,32 @@ class SpendGuard:
                 f"spend guard store unavailable ({self.store.description}): codes go out unguarded until it answers",
                 extra={"fields": {"guard_store_error": error.reason}},
             )
+
+
+class _Background:
+    """One thread per process for the store writes that need not delay an answer; started on first use
+    (so in the worker that serves, after any fork)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[..., None], *arguments: Any) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="guard-writes", daemon=True)
+                    self._thread.start()
+        self._jobs.put((job, arguments))
+
+    def _run(self) -> None:
+        while True:
+            job, arguments = self._jobs.get()
+            try:
+                job(*arguments)
+            except Exception:  # a bug of ours: the next write still goes
+                log.exception("spend guard write failed")
 
 
 def _text(rates: tuple[Rate, ...]) -> str:

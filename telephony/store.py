@@ -22,6 +22,7 @@ open. Every key expires.
 
 from __future__ import annotations
 
+import bisect
 import secrets
 import threading
 import time
@@ -153,26 +154,25 @@ class MemoryStore:
         while len(self._entries) > self.MAX_ENTRIES:
             del self._entries[next(iter(self._entries))]
 
-    def _window(self, key: str, now: float) -> dict[str, float]:
+    def _window(self, key: str, now: float) -> _Window:
         window = self._get(key, now)
-        return window if isinstance(window, dict) else {}
+        return window if isinstance(window, _Window) else _Window()
 
     @staticmethod
-    def _full(window: dict[str, float], rates: tuple[Rate, ...], now: float, member: str | None) -> Rate | None:
+    def _full(window: _Window, rates: tuple[Rate, ...], now: float, member: str | None) -> Rate | None:
         for rate in rates:
             since = now - rate.seconds
-            if member is not None and window.get(member, -1.0) > since:
+            if member is not None and window.members.get(member, -1.0) > since:
                 continue  # this number is counted in this window already: it takes no more room
-            if sum(1 for score in window.values() if score > since) >= rate.amount:
+            if window.count_since(since) >= rate.amount:
                 return rate
         return None
 
     def _keep(self, key: str, member: str, rates: tuple[Rate, ...], now: float) -> bool:
         window = self._window(key, now)
         longest = max(rate.seconds for rate in rates)
-        window = {name: score for name, score in window.items() if score > now - longest}
-        added = member not in window
-        window[member] = now
+        window.trim(now - longest)
+        added = window.add(member, now)
         self._set(key, window, longest + 1, now)
         return added
 
@@ -219,7 +219,7 @@ class MemoryStore:
                 (keys.country, ask.number, verdict.added_country),
             ):
                 if took:
-                    self._window(key, now).pop(member, None)
+                    self._window(key, now).discard(member)
             if self._get(keys.retry, now) == PENDING:
                 del self._entries[keys.retry]
 
@@ -239,7 +239,7 @@ class MemoryStore:
         with self._lock:
             self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
             for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country):
-                self._window(key, now).pop(number, None)
+                self._window(key, now).discard(number)
 
     def claim(self, key: str, ttl_seconds: int) -> bool:
         now = self._clock()
@@ -248,6 +248,41 @@ class MemoryStore:
                 return False
             self._set(KEY_PREFIX + "x:" + key, True, ttl_seconds, now)
             return True
+
+
+class _Window:
+    """A moving window in memory, as Redis's sorted set: members by time, counted by bisection."""
+
+    __slots__ = ("entries", "members")
+    _LAST = "\U0010ffff"  # sorts after every member at the same time
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, str]] = []  # sorted by time
+        self.members: dict[str, float] = {}
+
+    def count_since(self, since: float) -> int:
+        """Members added after `since` (ZCOUNT key (since +inf)."""
+        return len(self.entries) - bisect.bisect_right(self.entries, (since, self._LAST))
+
+    def add(self, member: str, now: float) -> bool:
+        existed = self.discard(member)
+        bisect.insort(self.entries, (now, member))
+        self.members[member] = now
+        return not existed
+
+    def discard(self, member: str) -> bool:
+        score = self.members.pop(member, None)
+        if score is None:
+            return False
+        del self.entries[bisect.bisect_left(self.entries, (score, member))]
+        return True
+
+    def trim(self, cutoff: float) -> None:
+        """Drop the members added before `cutoff`."""
+        end = bisect.bisect_left(self.entries, (cutoff, ""))
+        for _, member in self.entries[:end]:
+            del self.members[member]
+        del self.entries[:end]
 
 
 class _Keys:
@@ -265,22 +300,17 @@ class _Keys:
 
 # ------------------------------------------------------------------------------ redis:// rediss://
 
-_RATES = """
-local function rates(text)
-  local list = {}
-  for amount, seconds in string.gmatch(text, '(%d+):(%d+)') do
-    list[#list + 1] = {tonumber(amount), tonumber(seconds)}
-  end
-  return list
-end
-"""
-
 # KEYS: number window, known flag, range window, country window, retry record
 # ARGV: now, member, number hash, retry seconds, enrolment (1/0), claim refused (1/0),
-#       known-number rates, new-number rates, range rates, country rates ("amount:seconds,...")
-ADMIT_SCRIPT = (
-    _RATES
-    + """
+#       the number's, range's and country's key lifetimes (seconds), then four lists of limits:
+#       known-number, new-number, range and country, each as its length followed by amount, seconds pairs.
+# Numbers go in and out as the caller's strings: Lua's number formatting is the script's dearest step.
+ADMIT_SCRIPT = """
+-- Each list of limits is read where it stands in ARGV: its length, then amount and seconds pairs.
+local known_at = 10
+local new_at = known_at + 2 * ARGV[known_at] + 1
+local range_at = new_at + 2 * ARGV[new_at] + 1
+local country_at = range_at + 2 * ARGV[range_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
   if previous == 'pending' then return {'pending'} end
@@ -288,32 +318,39 @@ if previous then
 end
 local now = tonumber(ARGV[1])
 local known = ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1
-local known_rates, new_rates = rates(ARGV[7]), rates(ARGV[8])
-local number_rates = new_rates
-if known then number_rates = known_rates end
-local function full(key, list, member)
-  for index, rate in ipairs(list) do
-    local since = now - rate[2]
-    local counted = false
-    if member then
-      local score = redis.call('ZSCORE', key, member)
-      counted = score and tonumber(score) > since
-    end
-    if not counted and redis.call('ZCOUNT', key, '(' .. since, '+inf') >= rate[1] then
-      return index
+local function largest(at)
+  local most = 0
+  for index = 1, ARGV[at] do most = math.max(most, tonumber(ARGV[at + 2 * index - 1])) end
+  return most
+end
+local function full(key, at, member)
+  -- A set holds at most its largest amount plus one (trimmed past its longest window once it could
+  -- fill a limit): fewer members than a limit's amount cannot fill it, so most calls count nothing.
+  local size = redis.call('ZCARD', key)
+  local score = nil
+  for index = 1, ARGV[at] do
+    local amount = tonumber(ARGV[at + 2 * index - 1])
+    if size >= amount then
+      local since = now - tonumber(ARGV[at + 2 * index])
+      if member and score == nil then score = tonumber(redis.call('ZSCORE', key, member) or '-1') end
+      local counted = member and score > since
+      if not counted and redis.call('ZCOUNT', key, '(' .. since, '+inf') >= amount then
+        return index
+      end
     end
   end
   return 0
 end
-local scope, index = nil, full(KEYS[1], number_rates, nil)
+local scope, index = nil, 0
+if known then index = full(KEYS[1], known_at, nil) else index = full(KEYS[1], new_at, nil) end
 if index > 0 then
   scope = 'number'
 elseif not known then
-  index = full(KEYS[3], rates(ARGV[9]), ARGV[3])
+  index = full(KEYS[3], range_at, ARGV[3])
   if index > 0 then
     scope = 'range'
   else
-    index = full(KEYS[4], rates(ARGV[10]), ARGV[3])
+    index = full(KEYS[4], country_at, ARGV[3])
     if index > 0 then scope = 'country' end
   end
 end
@@ -321,23 +358,22 @@ if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending', 'EX', ARGV[4])
 end
 if scope then return {'refused', known and 1 or 0, scope, index} end
-local function keep(key, member, list)
-  local longest = 0
-  for _, rate in ipairs(list) do longest = math.max(longest, rate[2]) end
-  local added = redis.call('ZADD', key, now, member)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - longest)
-  redis.call('EXPIRE', key, longest + 1)
+local function keep(key, member, lifetime, most)
+  local added = redis.call('ZADD', key, ARGV[1], member)
+  if added == 1 and redis.call('ZCARD', key) > most then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - tonumber(lifetime) + 1))
+  end
+  redis.call('EXPIRE', key, lifetime)
   return added
 end
-keep(KEYS[1], ARGV[2], rates(ARGV[7] .. ',' .. ARGV[8]))
+keep(KEYS[1], ARGV[2], ARGV[7], math.max(largest(known_at), largest(new_at)))
 local added_range, added_country = 0, 0
 if not known then
-  added_range = keep(KEYS[3], ARGV[3], rates(ARGV[9]))
-  added_country = keep(KEYS[4], ARGV[3], rates(ARGV[10]))
+  added_range = keep(KEYS[3], ARGV[3], ARGV[8], largest(range_at))
+  added_country = keep(KEYS[4], ARGV[3], ARGV[9], largest(country_at))
 end
 return {'admitted', known and 1 or 0, added_range, added_country}
 """
-)
 
 # KEYS: number window, range window, country window, retry record
 # ARGV: member, number hash, added range (1/0), added country (1/0)
@@ -358,8 +394,14 @@ return 1
 """
 
 
-def _encode(rates: tuple[Rate, ...]) -> str:
-    return ",".join(f"{rate.amount}:{rate.seconds}" for rate in rates)
+def _encode(rates: tuple[Rate, ...]) -> list[str]:
+    """A list of limits as the admit script reads it: its length, then amount and seconds pairs."""
+    return [str(len(rates)), *(str(part) for rate in rates for part in rate)]
+
+
+def _lifetime(*lists: tuple[Rate, ...]) -> str:
+    """A window key lives one second past its longest window: every key expires."""
+    return str(max(rate.seconds for rates in lists for rate in rates) + 1)
 
 
 _active = threading.local()  # the deadline of this thread's store call, for a connection opened inside it
@@ -405,7 +447,7 @@ class RedisStore:
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
             for name, text in (("admit", ADMIT_SCRIPT), ("release", RELEASE_SCRIPT), ("convert", CONVERT_SCRIPT))
         }
-        self._encoded: dict[tuple[Rate, ...], str] = {}
+        self._encoded: dict[tuple[tuple[Rate, ...], ...], list[str]] = {}
         self._resting_until = 0.0
 
     # --------------------------------------------------------------------------- the one call path
@@ -456,10 +498,14 @@ class RedisStore:
                 self._rest()
                 raise StoreUnavailable("STORE_REFUSED") from None
 
-    def _rates(self, rates: tuple[Rate, ...]) -> str:
-        encoded = self._encoded.get(rates)
+    def _limits(self, ask: Ask) -> list[str]:
+        """The key lifetimes and the four lists of limits, encoded once per combination."""
+        lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates)
+        encoded = self._encoded.get(lists)
         if encoded is None:
-            encoded = self._encoded[rates] = _encode(rates)
+            lifetimes = [_lifetime(ask.known_rates, ask.new_rates), _lifetime(ask.range_rates)]
+            lifetimes.append(_lifetime(ask.country_rates))
+            encoded = self._encoded[lists] = lifetimes + [part for rates in lists for part in _encode(rates)]
         return encoded
 
     # ------------------------------------------------------------------------------- the interface
@@ -472,8 +518,7 @@ class RedisStore:
             [keys.number, keys.known, keys.range, keys.country, keys.retry],
             [
                 repr(now), member, ask.number, ask.retry_seconds, int(ask.enrolment), int(ask.claim_refused),
-                self._rates(ask.known_rates), self._rates(ask.new_rates),
-                self._rates(ask.range_rates), self._rates(ask.country_rates),
+                *self._limits(ask),
             ],
         )  # fmt: skip
         kind = reply[0]
