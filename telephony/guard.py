@@ -10,7 +10,7 @@ Checked after the number policy and before Twilio, for every channel and deliver
 - Okta's retry is one code: the same request (number, channel, code) within 30 s answers SUCCESSFUL
   with the first call's transaction id and sends nothing.
 
-The store holds keyed hashes of numbers (HMAC-SHA256 under GUARD_HASH_KEY, or a key derived from the
+The store holds keyed hashes of numbers (BLAKE2b keyed by GUARD_HASH_KEY, or by a key derived from the
 Twilio credential), ranges and countries, never a number in the clear. Any store fault fails open:
 the code is sent, and an ERROR line names the guard's store.
 """
@@ -76,7 +76,7 @@ class SpendGuard:
         self._key, self.key_source = _hash_key(settings)
         uri = settings.guard_storage_uri.get_secret_value() if settings.guard_storage_uri else "memory://"
         # Open in every mode: the event hook's "act once" claims use it even with the guard off.
-        self.store: Store = store or open_store(uri, settings.threads)
+        self.store: Store = store or open_store(uri)
         self.on = self.mode is not GuardMode.OFF
         self._after_answer = _Background()
         self._known_rates = parse_rates(settings.guard_number_limit)
@@ -180,7 +180,10 @@ class SpendGuard:
         transaction_id = answer.log_fields.get("twilio_sid")
         if passage.ask is None or not isinstance(transaction_id, str):
             return
-        self._after_answer.submit(self._record, passage.ask.retry, transaction_id)
+        if self.store.remote:
+            self._after_answer.submit(self._record, passage.ask.retry, transaction_id)
+        else:  # memory: a dict write costs less than waking the writer thread
+            self._record(passage.ask.retry, transaction_id)
 
     def _record(self, retry: str, transaction_id: str) -> None:
         try:
@@ -224,7 +227,9 @@ class SpendGuard:
     # ------------------------------------------------------------------------------------------ helpers
 
     def _digest(self, value: str) -> str:
-        digest = hmac.new(self._key, value.encode(), hashlib.sha256).digest()[:16]
+        """Keyed BLAKE2b, a MAC by design (RFC 7693), 128 bits: about a microsecond, where an HMAC built
+        through OpenSSL 3 for each value measured tens."""
+        digest = hashlib.blake2b(value.encode(), key=self._key, digest_size=16).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def _store_failed(self, error: StoreUnavailable, facts: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ open. Every key expires.
 from __future__ import annotations
 
 import bisect
+import itertools
 import secrets
 import threading
 import time
@@ -79,6 +80,7 @@ class Verdict(NamedTuple):
 
 class Store(Protocol):
     description: str  # for the start-up line: which store, and whether instances share it
+    remote: bool  # each call is a round trip to another process
 
     def admit(self, ask: Ask, now: float) -> Verdict:
         """Check every limit and, when the code may go, count it: one atomic step. A code that
@@ -104,8 +106,13 @@ class Store(Protocol):
 PENDING = "pending"
 
 
+_PROCESS = secrets.token_hex(4)  # members of one number's window from two instances never collide
+_SEQUENCE = itertools.count()
+
+
 def _member(now: float) -> str:
-    return f"{now:.6f}:{secrets.token_hex(4)}"
+    """A code's unique entry in its number's window (no system call: random bytes cost a syscall each)."""
+    return f"{now:.6f}:{_PROCESS}:{next(_SEQUENCE)}"
 
 
 # ------------------------------------------------------------------------------------ memory://
@@ -124,6 +131,7 @@ class MemoryStore:
 
     MAX_ENTRIES = 200_000
     description = "memory:// (this instance only: every instance counts on its own)"
+    remote = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._entries: dict[str, _Entry] = {}
@@ -410,7 +418,9 @@ _active = threading.local()  # the deadline of this thread's store call, for a c
 class RedisStore:
     """Redis, Memorystore or Valkey through redis-py, every call under one overall deadline."""
 
-    def __init__(self, uri: str, pool_size: int, deadline_seconds: float = STORE_DEADLINE_SECONDS) -> None:
+    remote = True
+
+    def __init__(self, uri: str, deadline_seconds: float = STORE_DEADLINE_SECONDS) -> None:
         import hashlib
 
         import redis  # imported only when a Redis store is configured: it costs start-up time
@@ -430,24 +440,27 @@ class RedisStore:
         self._timeout = redis.TimeoutError
         self._response_error = redis.ResponseError
         self._auth_error = redis.AuthenticationError
+        self._connection_error = redis.ConnectionError
         base = redis.SSLConnection if parts.scheme == "rediss" else redis.Connection
-        connection_class = type("DeadlineConnection", (_DeadlineConnection, base), {})
-        self._pool = redis.ConnectionPool.from_url(
-            uri,
-            connection_class=connection_class,
-            max_connections=pool_size + 4,
-            socket_timeout=deadline_seconds,
-            socket_connect_timeout=deadline_seconds,
-            retry=Retry(NoBackoff(), 0),  # one attempt: the hook fails open rather than wait
-            decode_responses=True,
-            health_check_interval=0,
-            protocol=2,
-        )
+        self._connection_class = type("DeadlineConnection", (_DeadlineConnection, base), {})
+        self._connection_options = {
+            **redis.connection.parse_url(uri),  # type: ignore[no-untyped-call]
+            "socket_timeout": deadline_seconds,
+            "socket_connect_timeout": deadline_seconds,
+            "retry": Retry(NoBackoff(), 0),  # one attempt: the hook fails open rather than wait
+            "decode_responses": True,
+            "health_check_interval": 0,
+            "protocol": 2,
+        }
+        self._connection_options.pop("connection_class", None)
+        # One connection per thread that uses the store (the hook's threads and the background writer):
+        # no pool to lock or to check for stray data, so a call is one write and one read.
+        self._local = threading.local()
         self._scripts = {
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
             for name, text in (("admit", ADMIT_SCRIPT), ("release", RELEASE_SCRIPT), ("convert", CONVERT_SCRIPT))
         }
-        self._encoded: dict[tuple[tuple[Rate, ...], ...], list[str]] = {}
+        self._encoded: dict[tuple[tuple[Rate, ...], ...], list[bytes]] = {}
         self._resting_until = 0.0
 
     # --------------------------------------------------------------------------- the one call path
@@ -458,18 +471,24 @@ class RedisStore:
         with overall_deadline(self._deadline) as call:
             _active.call = call
             try:
-                connection = self._pool.get_connection()
+                connection = getattr(self._local, "connection", None)
+                if connection is None:
+                    connection = self._local.connection = self._connection_class(**self._connection_options)
+                reused = connection._sock is not None
                 try:
-                    call.attach(connection)  # type: ignore[arg-type]  # its socket is shut at the deadline
-                    connection.send_command(*args)  # type: ignore[no-untyped-call]
-                    return connection.read_response()
+                    return self._exchange(call, connection, args)
                 except self._response_error:
                     raise  # the store answered: the connection is sound
+                except self._connection_error:
+                    connection.disconnect()
+                    if not reused or call.expired:
+                        raise
+                    # A kept connection the store closed (a restart, a failover, an idle timeout): the
+                    # command never reached a live store. Once more on a new connection, same deadline.
+                    return self._exchange(call, connection, args)
                 except BaseException:
-                    connection.disconnect()  # type: ignore[no-untyped-call]  # the next call connects afresh: a store back up is used again
+                    connection.disconnect()  # the next call connects afresh: a store back up is used again
                     raise
-                finally:
-                    self._pool.release(connection)
             except self._response_error as error:
                 if isinstance(error, self._no_script):
                     raise
@@ -483,6 +502,17 @@ class RedisStore:
                 raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
             finally:
                 _active.call = None
+
+    def _exchange(self, call: Any, connection: Any, args: tuple[Any, ...]) -> Any:
+        try:
+            call.attach(connection)  # its socket is shut at the deadline
+            connection.send_command(*args)
+            return connection.read_response()
+        except self._response_error:
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
@@ -498,14 +528,16 @@ class RedisStore:
                 self._rest()
                 raise StoreUnavailable("STORE_REFUSED") from None
 
-    def _limits(self, ask: Ask) -> list[str]:
-        """The key lifetimes and the four lists of limits, encoded once per combination."""
+    def _limits(self, ask: Ask) -> list[bytes]:
+        """The key lifetimes and the four lists of limits, encoded once per combination (as bytes, which
+        redis-py sends without encoding them again)."""
         lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates)
         encoded = self._encoded.get(lists)
         if encoded is None:
             lifetimes = [_lifetime(ask.known_rates, ask.new_rates), _lifetime(ask.range_rates)]
             lifetimes.append(_lifetime(ask.country_rates))
-            encoded = self._encoded[lists] = lifetimes + [part for rates in lists for part in _encode(rates)]
+            parts = lifetimes + [part for rates in lists for part in _encode(rates)]
+            encoded = self._encoded[lists] = [part.encode() for part in parts]
         return encoded
 
     # ------------------------------------------------------------------------------- the interface
@@ -577,10 +609,10 @@ class _DeadlineConnection:
         super().connect()  # type: ignore[misc]
 
 
-def open_store(uri: str, pool_size: int) -> Store:
+def open_store(uri: str) -> Store:
     """The store GUARD_STORAGE_URI names (validated by settings: memory://, redis:// or rediss://)."""
     if uri.startswith(("redis://", "rediss://")):
-        return RedisStore(uri, pool_size)
+        return RedisStore(uri)
     return MemoryStore()
 
 

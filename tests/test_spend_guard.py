@@ -47,7 +47,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
     else:
-        yield RedisStore(request.getfixturevalue("redis_url"), pool_size=4)
+        yield RedisStore(request.getfixturevalue("redis_url"))
 
 
 def sent(sandbox: SandboxState) -> list[dict[str, Any]]:
@@ -397,3 +397,17 @@ def test_the_claim_primitive_is_once_across_instances_and_fails_open(redis_url: 
     assert off.claim("event:1d0b4a6e", 86400) is False  # the guard off, its store still serves claims
     down = SpendGuard(load_settings({"GUARD_STORAGE_URI": closed_port.replace("http://", "redis://") + "/0"}))
     assert down.claim("event:1d0b4a6e", 86400) is True  # the store down: act (fail open)
+
+
+def test_a_store_restarted_behind_a_kept_connection_is_used_again_at_once(tmp_path: Any) -> None:
+    """A restart or failover closes the connections the store keeps: the next call reconnects, no error."""
+    server = RedisServer(tmp_path)
+    try:
+        store = RedisStore(server.url)
+        assert store.claim("before", 60) is True
+        server.stop()
+        server.start()  # same port, empty
+        assert store.claim("before", 60) is True  # no StoreUnavailable: a new connection, the new server
+        assert store.claim("before", 60) is False
+    finally:
+        server.stop()
