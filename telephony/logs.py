@@ -58,7 +58,6 @@ class CloudLoggingFormatter(logging.Formatter):
             entry["logging.googleapis.com/trace"] = scope.trace
             if scope.span_id:
                 entry["logging.googleapis.com/spanId"] = scope.span_id
-        scope = _scope.get()
         replacements = scope.replacements if scope else []
         line = json.dumps(entry, default=str, ensure_ascii=False)
         # Most lines hold nothing to scrub: one search of the finished line says so, then it is kept.
@@ -70,11 +69,6 @@ class CloudLoggingFormatter(logging.Formatter):
             key: value if key in _OWN_FIELDS else self._scrub_value(value, replacements) for key, value in entry.items()
         }
         return json.dumps(scrubbed, ensure_ascii=False)
-
-    def scrub(self, text: str) -> str:
-        """`text` without the configured secrets and what the current hook marked sensitive."""
-        scope = _scope.get()
-        return self._scrub_text(text, scope.replacements if scope else [])
 
     def _scrub_text(self, text: str, replacements: list[tuple[str, str]]) -> str:
         for secret in self._secrets:
