@@ -130,6 +130,24 @@ def test_the_package_map_names_every_module() -> None:
     assert [name for name in named if f"`{name}`" not in package_map] == []
 
 
+_PATH = re.compile(r"`((?:telephony|tools|tests|examples|docs)/[\w./-]*)`")
+
+
+def missing_paths(text: str) -> list[str]:
+    """Paths into the tree a page names in code spans (`telephony/phone.py`) that do not exist."""
+    return [path for path in _PATH.findall(text) if not (ROOT / path).exists()]
+
+
+@pytest.mark.parametrize("path", USER_DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_path_named_exists(path: Path) -> None:
+    assert missing_paths(path.read_text()) == []
+
+
+def test_the_path_check_catches_a_module_that_moved() -> None:
+    planted = "See `telephony/phone.py`, `telephony/gone.py` and `tools/monitoring/….metric.json`."
+    assert missing_paths(planted) == ["telephony/gone.py"]
+
+
 def outcome_table(text: str) -> dict[str, str]:
     """The Outcomes section's table: outcome -> the severity it documents."""
     rows = re.findall(r"^\| `([a-z_]+)` \|[^|\n]*\| ([A-Z]+) \|", section(text, "Outcomes"), re.MULTILINE)
