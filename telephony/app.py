@@ -18,7 +18,7 @@ from telephony.answers import Answer, Refused, internal_error
 from telephony.events import EventHook
 from telephony.hook import TelephonyHook
 from telephony.intake import finish
-from telephony.logs import hook_scope, mark_sensitive
+from telephony.logs import mark_sensitive, request_scope
 from telephony.receipts import Receipts
 from telephony.settings import Settings
 
@@ -62,7 +62,7 @@ class App:
         started = time.perf_counter()
         route = self.route_for(request.path)
         headers = request.headers
-        with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
+        with request_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
             for name in route.credential_headers:
                 credentials = headers.get(name, "")
                 mark_sensitive(credentials)

@@ -276,10 +276,10 @@ def formatted(formatter: logging.Formatter, message: str) -> str:
 
 
 def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
-    from telephony.logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+    from telephony.logs import CloudLoggingFormatter, mark_sensitive, request_scope
 
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
-    with hook_scope(None):
+    with request_scope(None):
         mark_sensitive(OTP)
         mark_sensitive(PHONE, "+1******0123")
         line = formatted(formatter, f"code {OTP} to {PHONE} sid SM{OTP}ab secret s3cr3t-value")
@@ -287,10 +287,10 @@ def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
 
 
 def test_marks_end_with_the_hook() -> None:
-    from telephony.logs import CloudLoggingFormatter, hook_scope, mark_sensitive
+    from telephony.logs import CloudLoggingFormatter, mark_sensitive, request_scope
 
     formatter = CloudLoggingFormatter([])
-    with hook_scope(None):
+    with request_scope(None):
         mark_sensitive(OTP)
     assert formatted(formatter, f"code {OTP}") == f"code {OTP}"
 
