@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
+from tests.e2e_hooks import HookStarter, SharedHooks
 from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sandbox_env
 from tests.okta_stand_in import OktaStandIn, OktaState
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
@@ -35,6 +36,21 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state
+
+
+@pytest.fixture(scope="session")
+def shared_hooks(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedHooks]:
+    """functions-framework processes against the sandbox, one per configuration, for the whole session."""
+    hooks = SharedHooks(sandbox_server.base_url, tmp_path_factory.mktemp("shared-hooks"))
+    yield hooks
+    hooks.stop()
+
+
+@pytest.fixture
+def shared_hook(shared_hooks: SharedHooks, sandbox: SandboxState) -> HookStarter:
+    """`shared_hook(**overrides)`: the running hook with that configuration (started the first time it is
+    asked for), its output() limited to this test's lines; the sandbox is emptied as for `sandbox`."""
+    return shared_hooks.get
 
 
 @pytest.fixture

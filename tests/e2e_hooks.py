@@ -1,4 +1,8 @@
-"""Start and stop the hook as a functions-framework process, for end-to-end tests."""
+"""Start and stop the hook as a functions-framework process, for end-to-end tests.
+
+Starting one costs most of a second and stopping it a third: tests that need the same configuration
+share one process (`SharedHooks`), and each test reads only the log lines written since it began.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +21,12 @@ from tests.helpers import HOOK_ENV_NAMES, HOOK_SECRET, sandbox_env
 from tools.processes import StartFailed, free_port, start_function, stop
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunningHook:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    log_offset: int = 0  # output() starts here: a shared process's earlier lines belong to earlier tests
 
     @property
     def address(self) -> tuple[str, int]:
@@ -29,7 +34,14 @@ class RunningHook:
         return host, int(port)
 
     def output(self) -> str:
-        return self.log_path.read_text()
+        """What the process wrote since this view of it was taken."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode()
+
+    def from_now(self) -> RunningHook:
+        """The same process, its output read from this moment on."""
+        return replace(self, log_offset=self.log_path.stat().st_size)
 
     def post(
         self, body: Any, secret: str | None = HOOK_SECRET, headers: dict[str, str] | None = None
@@ -62,11 +74,21 @@ def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
     return RunningHook(f"http://127.0.0.1:{port}/", process, log_path)
 
 
+def stop_all(hooks: list[RunningHook]) -> None:
+    """Stop them side by side: each takes a while to shut down gracefully."""
+    for hook in hooks:
+        if hook.process.poll() is None:
+            hook.process.terminate()
+    for hook in hooks:
+        stop(hook.process)
+
+
 HookStarter = Callable[..., RunningHook]
 
 
 def hook_starter(sandbox_url: str, directory: Path) -> Iterator[HookStarter]:
-    """A fixture body: start hooks configured against the sandbox (overrides applied), stop them after."""
+    """A fixture body: start hooks configured against the sandbox (overrides applied), stop them after.
+    For a configuration only this test can use (a peer of its own, a hook it will break)."""
     started: list[RunningHook] = []
 
     def run(**overrides: str) -> RunningHook:
@@ -75,5 +97,27 @@ def hook_starter(sandbox_url: str, directory: Path) -> Iterator[HookStarter]:
         return hook
 
     yield run
-    for hook in started:
-        stop(hook.process)
+    stop_all(started)
+
+
+class SharedHooks:
+    """One process per configuration against the sandbox, started when first asked for and stopped at
+    the end of the session. `get` returns a view whose output() holds only lines written after the call."""
+
+    def __init__(self, sandbox_url: str, directory: Path) -> None:
+        self._sandbox_url, self._directory = sandbox_url, directory
+        self._hooks: dict[tuple[tuple[str, str], ...], RunningHook] = {}
+
+    def get(self, **overrides: str) -> RunningHook:
+        key = tuple(sorted(overrides.items()))
+        hook = self._hooks.get(key)
+        if hook is None:
+            log_path = self._directory / f"shared-{len(self._hooks)}.log"
+            hook = self._hooks[key] = start_hook(sandbox_env(self._sandbox_url, **overrides), log_path)
+        # Never restarted: a process that died under an earlier test is a failure to see, not to hide.
+        assert hook.process.poll() is None, f"the shared hook {key} exited: {hook.log_path.read_text()}"
+        return hook.from_now()
+
+    def stop(self) -> None:
+        stop_all(list(self._hooks.values()))
+        self._hooks.clear()

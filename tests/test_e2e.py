@@ -45,8 +45,8 @@ def start(sandbox_server: SandboxServer, sandbox: SandboxState, tmp_path: Path) 
 
 
 @pytest.fixture
-def hook(start: HookStarter) -> RunningHook:
-    return start()
+def hook(shared_hook: HookStarter) -> RunningHook:
+    return shared_hook()
 
 
 def test_oktas_sample_with_a_live_code_is_delivered(hook: RunningHook, sandbox: SandboxState) -> None:
@@ -75,8 +75,8 @@ def test_voice_variants_place_a_call(hook: RunningHook, sandbox: SandboxState, c
     assert "4, 8, 2, 9, 1, 3" in sandbox.requests[-1]["form"]["Twiml"]
 
 
-def test_national_number_and_extra_fields(start: HookStarter, sandbox: SandboxState) -> None:
-    hook = start(DEFAULT_COUNTRY="US")
+def test_national_number_and_extra_fields(shared_hook: HookStarter, sandbox: SandboxState) -> None:
+    hook = shared_hook(DEFAULT_COUNTRY="US")
     body = okta_request(phoneNumber="415-555-0123", newField="x")
     body["data"]["extra"] = {"nested": True}
     status, _, _ = hook.post(body)
@@ -96,8 +96,8 @@ def test_invalid_payload_gets_400_naming_the_field(hook: RunningHook) -> None:
     assert [cause["location"] for cause in answer["error"]["errorCauses"]] == ["data.messageProfile.otpCode"]
 
 
-def test_twilio_error_by_magic_number(start: HookStarter) -> None:
-    hook = start(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
+def test_twilio_error_by_magic_number(shared_hook: HookStarter) -> None:
+    hook = shared_hook(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
     status, answer, _ = hook.post(okta_request(phoneNumber="+15005550009"))
     assert status == 200
     assert first_reason(answer) == "TWILIO_21614"
