@@ -36,7 +36,7 @@ from tests.okta_stand_in import OktaState, phone_factor
 from tools.processes import FUNCTIONS_FRAMEWORK, free_port
 from tools.sandbox.twilio_sandbox import DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.prestart()]
 
 
 @pytest.fixture
@@ -75,6 +75,7 @@ def test_voice_variants_place_a_call(hook: RunningHook, sandbox: SandboxState, c
     assert "4, 8, 2, 9, 1, 3" in sandbox.requests[-1]["form"]["Twiml"]
 
 
+@pytest.mark.prestart(DEFAULT_COUNTRY="US")
 def test_national_number_and_extra_fields(shared_hook: HookStarter, sandbox: SandboxState) -> None:
     hook = shared_hook(DEFAULT_COUNTRY="US")
     body = okta_request(phoneNumber="415-555-0123", newField="x")
@@ -96,6 +97,7 @@ def test_invalid_payload_gets_400_naming_the_field(hook: RunningHook) -> None:
     assert [cause["location"] for cause in answer["error"]["errorCauses"]] == ["data.messageProfile.otpCode"]
 
 
+@pytest.mark.prestart(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
 def test_twilio_error_by_magic_number(shared_hook: HookStarter) -> None:
     hook = shared_hook(BLOCKED_NUMBER_TYPES="PREMIUM_RATE")
     status, answer, _ = hook.post(okta_request(phoneNumber="+15005550009"))

@@ -24,9 +24,9 @@ from tests.standins import http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer
 
-pytestmark = pytest.mark.e2e
-
 THREADS = 4
+
+pytestmark = [pytest.mark.e2e, pytest.mark.prestart(THREADS=str(THREADS))]
 PROMPT = 2.0  # seconds: well under gunicorn's 5 s drain, which is what a stalled body used to cost
 
 STALLED_REQUESTS = {
