@@ -39,6 +39,15 @@ class RunningHook:
             log.seek(self.log_offset)
             return log.read().decode()
 
+    def output_with(self, text: str, seconds: float = 10) -> str:
+        """The output, once it holds `text` (lines of work that goes on after the answer come later)."""
+        deadline = time.monotonic() + seconds
+        while text not in (output := self.output()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {seconds} s in: {output}")
+            time.sleep(0.02)
+        return output
+
     def from_now(self) -> RunningHook:
         """The same process, its output read from this moment on."""
         return replace(self, log_offset=self.log_path.stat().st_size)
