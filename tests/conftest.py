@@ -73,7 +73,9 @@ def shared_hooks(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPat
 @pytest.fixture
 def shared_hook(shared_hooks: SharedHooks, sandbox: SandboxState) -> HookStarter:
     """`shared_hook(**overrides)`: the running hook with that configuration (started the first time it is
-    asked for), its output() limited to this test's lines; the sandbox is emptied as for `sandbox`."""
+    asked for), its output() limited to this test's lines; the sandbox is emptied as for `sandbox`.
+    The process keeps what earlier tests left in it (caches, counters, its embedded store): a test that
+    needs a fresh one, or a peer of its own in the configuration, starts its own with hook_starter."""
     return shared_hooks.get
 
 
