@@ -251,7 +251,11 @@ class _Background:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    MAX_WAITING = 1000  # a store slow enough to queue more: the writes are dropped (a retry may send again)
+
     def submit(self, job: Callable[..., None], *arguments: Any) -> None:
+        if self._jobs.qsize() >= self.MAX_WAITING:
+            return
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():

@@ -411,3 +411,27 @@ def test_a_store_restarted_behind_a_kept_connection_is_used_again_at_once(tmp_pa
         assert store.claim("before", 60) is False
     finally:
         server.stop()
+
+
+def test_the_writes_after_the_answer_never_queue_without_bound() -> None:
+    """A store slow enough to fall behind: the retry records beyond the cap are dropped, not queued."""
+    import threading
+
+    from telephony.guard import _Background
+
+    background, release = _Background(), threading.Event()
+    done: list[int] = []
+
+    def busy() -> None:
+        release.wait()
+
+    background.submit(busy)  # the writer is held by the first write
+    for index in range(_Background.MAX_WAITING + 50):
+        background.submit(done.append, index)
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(done) < _Background.MAX_WAITING - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # nothing more comes
+    assert _Background.MAX_WAITING - 1 <= len(done) <= _Background.MAX_WAITING
+    assert done == list(range(len(done)))  # in order, the first ones kept
