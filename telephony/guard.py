@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from models import MessageProfile
-from telephony.answers import Answer, guard_refused, retried
+from telephony.answers import Answer, Outcome, guard_refused, retried
 from telephony.phone import NumberFacts, describe
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
@@ -191,12 +191,18 @@ class SpendGuard:
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
-    def failed(self, passage: Passage) -> None:
-        """The code was not sent: its room goes back, and Okta's retry is a new attempt."""
+    def failed(self, passage: Passage, answer: Answer | None) -> None:
+        """The hook answers an error (`answer`; None for a bug of ours): Okta's retry of this request is a
+        new attempt. The code's room goes back only when it certainly was not sent: Twilio refused it
+        with an error code or created it failed, or Twilio was never asked. A timeout or an unreadable
+        answer may hide a code Twilio took: it keeps counting."""
         if passage.ask is None or passage.verdict is None:
             return
+        verdict = passage.verdict
+        if answer is None or not certainly_not_sent(answer):
+            verdict = verdict._replace(member="", added_range=False, added_country=False)
         try:
-            self.store.release(passage.ask, passage.verdict)
+            self.store.release(passage.ask, verdict)
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
@@ -270,6 +276,16 @@ class _Background:
                 job(*arguments)
             except Exception:  # a bug of ours: the next write still goes
                 log.exception("spend guard write failed")
+
+
+def certainly_not_sent(answer: Answer) -> bool:
+    """Whether an error answer proves no code went out: the hook never called Twilio, Twilio answered
+    with one of its error codes, or created the message failed or canceled."""
+    if answer.outcome in (Outcome.NOT_CONFIGURED, Outcome.CODE_TOO_LONG):
+        return True
+    code = answer.log_fields.get("twilio_error_code")
+    twilio_code = isinstance(code, int) and 10000 <= code <= 99999
+    return twilio_code or answer.log_fields.get("twilio_error") == "TWILIO_NOT_ACCEPTED"
 
 
 def _text(rates: tuple[Rate, ...]) -> str:

@@ -89,8 +89,11 @@ class TelephonyHook:
         """Twilio gets the code; the guard hears whether it was accepted (only then is it a retry's answer)."""
         try:
             answer = self._delivery.deliver(profile, self._receipts_url(request))
-        except BaseException:  # not sent: its room goes back, and Okta's retry is a new attempt
-            self._guard.failed(passage)
+        except Refused as refusal:  # Okta's retry is a new attempt; the room goes back if nothing went out
+            self._guard.failed(passage, refusal.answer)
+            raise
+        except BaseException:
+            self._guard.failed(passage, None)
             raise
         self._guard.delivered(passage, answer)
         return answer

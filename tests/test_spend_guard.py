@@ -435,3 +435,26 @@ def test_the_writes_after_the_answer_never_queue_without_bound() -> None:
     time.sleep(0.05)  # nothing more comes
     assert _Background.MAX_WAITING - 1 <= len(done) <= _Background.MAX_WAITING
     assert done == list(range(len(done)))  # in order, the first ones kept
+
+
+def test_a_code_twilio_refused_gives_its_room_back(make_client: AppFactory, sandbox: SandboxState) -> None:
+    client = make_client(GUARD_RANGE_LIMIT="1/hour")
+    first, second = range_numbers("FR", 2)
+    sandbox.refuse_next.append(21211)  # Twilio: invalid number, nothing sent
+    assert status_of(post_hook(client, code_request(first, ENROLMENT))) == "TWILIO_21211"
+    assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SUCCESSFUL"  # the room came back
+
+
+def test_a_code_twilio_may_have_taken_keeps_counting_but_its_retry_is_a_new_attempt(
+    make_client: AppFactory, sandbox: SandboxState, hanging_twilio: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A timeout may hide a code Twilio accepted: it keeps its room. Okta's retry of it is not deduplicated."""
+    client = make_client(GUARD_RANGE_LIMIT="1/hour", TWILIO_API_BASE_URL=hanging_twilio, TWILIO_TIMEOUT_SECONDS="0.3")
+    first, second = range_numbers("FR", 2)
+    body = code_request(first, ENROLMENT)
+    assert status_of(post_hook(client, body)) == "TWILIO_TIMEOUT"
+    assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SPEND_GUARD"  # still counted
+    capfd.readouterr()
+    assert status_of(post_hook(client, body)) == "TWILIO_TIMEOUT"  # tried again, not answered as a retry
+    (line,) = hook_lines(capfd.readouterr().out)
+    assert line["guard"] == "passed" and line["outcome"] == "provider_unavailable"
