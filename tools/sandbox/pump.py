@@ -58,6 +58,7 @@ def pump_numbers(country: str, count: int, spread: bool) -> list[str]:
 def enrolment(number: str, code: str) -> dict[str, Any]:
     body = json.loads((ROOT / "examples" / "okta-sms-request.json").read_text())
     body["requestType"] = ENROLMENT
+    body["data"]["context"]["request"]["url"]["value"] = "/idp/idx/credential/enroll"  # a sign-up, not a Preview
     expires = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     body["data"]["messageProfile"].update(
         phoneNumber=number, otpCode=code, otpExpires=expires, msgTemplate=f"Your code is {code}"
