@@ -2,9 +2,10 @@
 
 Checked after the number policy and before Twilio, for every channel and delivery mode:
 - per number: codes to one number in a moving window, tighter for numbers that never converted;
-- per range (the E.164 number without its last 4 digits) and per country: how many numbers that
-  have not converted got codes within a window. A pump never converts, so it stops at the cap;
-  people verify within a minute, and their conversion (Okta's event hook) gives their room back;
+- per range (the E.164 number without its last 4 digits), per country and over every country: how
+  many numbers that have not converted got codes within a window. A pump never converts, so it stops
+  at the cap; people verify within a minute, and their conversion (Okta's event hook) gives their
+  room back;
 - known numbers stay open: a number whose owner passed a challenge keeps getting codes while its
   range or country is paused. `pre-enrollment` codes are always held as new numbers.
 - Okta's retry is one code: the same request (number, channel, code) within 30 s answers SUCCESSFUL
@@ -90,6 +91,7 @@ class SpendGuard:
             if "country" in limits:
                 self._country_rates[country] = parse_rates(limits["country"])
         self._default_range, self._default_country = range_rates, country_rates
+        self._all_rates = parse_rates(settings.guard_all_limit)
 
     @property
     def startup_level(self) -> int:
@@ -108,7 +110,8 @@ class SpendGuard:
         return (
             f"Spend guard {self.mode} on {self.store.description}: new numbers {_text(self._new_rates)}, "
             f"known numbers {_text(self._known_rates)}, unconverted numbers per range {_text(self._default_range)}"
-            f" and per country {_text(self._default_country)}; {conversions}; numbers hashed with {self.key_source}."
+            f", per country {_text(self._default_country)} and over every country {_text(self._all_rates)};"
+            f" {conversions}; numbers hashed with {self.key_source}."
         )
 
     # ------------------------------------------------------------------------------- the telephony hook
@@ -133,6 +136,7 @@ class SpendGuard:
             new_rates=self._new_rates,
             range_rates=self._range_rates.get(number.country, self._default_range),
             country_rates=self._country_rates.get(number.country, self._default_country),
+            all_rates=self._all_rates,
         )
         try:
             verdict = self._decide(ask)

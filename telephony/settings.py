@@ -188,6 +188,11 @@ class Settings(BaseModel):
     guard_country_limit: str = Field(
         "10/hour;40/day", alias="GUARD_COUNTRY_LIMIT", description="Unconverted numbers per country."
     )
+    guard_all_limit: str = Field(
+        "30/hour;100/day",
+        alias="GUARD_ALL_LIMIT",
+        description="Unconverted numbers over every country: a pump that moves from country to country.",
+    )
     guard_limits_by_country: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         alias="GUARD_LIMITS_BY_COUNTRY",
@@ -270,7 +275,9 @@ class Settings(BaseModel):
             raise ValueError("must be at least 16 characters (e.g. openssl rand -hex 32)")
         return value
 
-    @field_validator("guard_number_limit", "guard_new_number_limit", "guard_range_limit", "guard_country_limit")
+    @field_validator(
+        "guard_number_limit", "guard_new_number_limit", "guard_range_limit", "guard_country_limit", "guard_all_limit"
+    )
     @classmethod
     def _rates(cls, value: str) -> str:
         parse_rates(value)

@@ -37,6 +37,7 @@ from telephony.rates import Rate
 STORE_DEADLINE_SECONDS = 0.15  # per store call, connect included: well inside Okta's 3 s
 RESTING_SECONDS = 1.0  # after a store failure, calls fail open at once for this long, then try again
 KEY_PREFIX = "okta-hook:"
+ALL_KEY = KEY_PREFIX + "a"  # the window of unconverted numbers over every country
 
 
 class StoreUnavailable(Exception):
@@ -63,6 +64,7 @@ class Ask(NamedTuple):
     new_rates: tuple[Rate, ...]  # per number, for numbers that never did
     range_rates: tuple[Rate, ...]  # unconverted numbers per range
     country_rates: tuple[Rate, ...]  # unconverted numbers per country
+    all_rates: tuple[Rate, ...]  # unconverted numbers over every country: a pump that moves from country to country
 
 
 class Verdict(NamedTuple):
@@ -76,6 +78,7 @@ class Verdict(NamedTuple):
     member: str = ""  # admitted: the code's entry in the number's window
     added_range: bool = False  # admitted: the number newly took room in its range...
     added_country: bool = False  # ...and in its country
+    added_all: bool = False  # ...and over every country
 
 
 class Store(Protocol):
@@ -200,6 +203,7 @@ class MemoryStore:
                 for scope, key, rates in (
                     ("range", keys.range, ask.range_rates),
                     ("country", keys.country, ask.country_rates),
+                    ("all", keys.all, ask.all_rates),
                 ):
                     full = self._full(self._window(key, now), rates, now, ask.number)
                     if full is not None:
@@ -211,11 +215,19 @@ class MemoryStore:
                 return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
             member = _member(now)
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
-            added_range = added_country = False
+            added_range = added_country = added_all = False
             if not known:
                 added_range = self._keep(keys.range, ask.number, ask.range_rates, now)
                 added_country = self._keep(keys.country, ask.number, ask.country_rates, now)
-            return Verdict("admitted", known=known, member=member, added_range=added_range, added_country=added_country)
+                added_all = self._keep(keys.all, ask.number, ask.all_rates, now)
+            return Verdict(
+                "admitted",
+                known=known,
+                member=member,
+                added_range=added_range,
+                added_country=added_country,
+                added_all=added_all,
+            )
 
     def release(self, ask: Ask, verdict: Verdict) -> None:
         keys = _Keys(ask)
@@ -225,6 +237,7 @@ class MemoryStore:
                 (keys.number, verdict.member, bool(verdict.member)),
                 (keys.range, ask.number, verdict.added_range),
                 (keys.country, ask.number, verdict.added_country),
+                (keys.all, ask.number, verdict.added_all),
             ):
                 if took:
                     self._window(key, now).discard(member)
@@ -246,7 +259,7 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
-            for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country):
+            for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY):
                 self._window(key, now).discard(number)
 
     def claim(self, key: str, ttl_seconds: int) -> bool:
@@ -296,7 +309,7 @@ class _Window:
 class _Keys:
     """The store keys of one Ask: hashes, ranges and countries, never a number in the clear."""
 
-    __slots__ = ("country", "known", "number", "range", "retry")
+    __slots__ = ("all", "country", "known", "number", "range", "retry")
 
     def __init__(self, ask: Ask) -> None:
         self.number = KEY_PREFIX + "n:" + ask.number
@@ -304,21 +317,24 @@ class _Keys:
         self.range = KEY_PREFIX + "r:" + ask.range
         self.country = KEY_PREFIX + "c:" + ask.country
         self.retry = KEY_PREFIX + "o:" + ask.retry
+        self.all = ALL_KEY
 
 
 # ------------------------------------------------------------------------------ redis:// rediss://
 
-# KEYS: number window, known flag, range window, country window, retry record
+# KEYS: number window, known flag, range window, country window, retry record, window over every country
 # ARGV: now, member, number hash, retry seconds, enrolment (1/0), claim refused (1/0),
-#       the number's, range's and country's key lifetimes (seconds), then four lists of limits:
-#       known-number, new-number, range and country, each as its length followed by amount, seconds pairs.
+#       the number's, range's, country's and all countries' key lifetimes (seconds), then five lists of
+#       limits: known-number, new-number, range, country and all, each as its length followed by amount,
+#       seconds pairs.
 # Numbers go in and out as the caller's strings: Lua's number formatting is the script's dearest step.
 ADMIT_SCRIPT = """
 -- Each list of limits is read where it stands in ARGV: its length, then amount and seconds pairs.
-local known_at = 10
+local known_at = 11
 local new_at = known_at + 2 * ARGV[known_at] + 1
 local range_at = new_at + 2 * ARGV[new_at] + 1
 local country_at = range_at + 2 * ARGV[range_at] + 1
+local all_at = country_at + 2 * ARGV[country_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
   if previous == 'pending' then return {'pending'} end
@@ -331,10 +347,12 @@ local function largest(at)
   for index = 1, ARGV[at] do most = math.max(most, tonumber(ARGV[at + 2 * index - 1])) end
   return most
 end
+local sizes = {}
 local function full(key, at, member)
   -- A set holds at most its largest amount plus one (trimmed past its longest window once it could
   -- fill a limit): fewer members than a limit's amount cannot fill it, so most calls count nothing.
   local size = redis.call('ZCARD', key)
+  sizes[key] = size
   local score = nil
   for index = 1, ARGV[at] do
     local amount = tonumber(ARGV[at + 2 * index - 1])
@@ -359,7 +377,12 @@ elseif not known then
     scope = 'range'
   else
     index = full(KEYS[4], country_at, ARGV[3])
-    if index > 0 then scope = 'country' end
+    if index > 0 then
+      scope = 'country'
+    else
+      index = full(KEYS[6], all_at, ARGV[3])
+      if index > 0 then scope = 'all' end
+    end
   end
 end
 if scope == nil or ARGV[6] == '1' then
@@ -368,36 +391,39 @@ end
 if scope then return {'refused', known and 1 or 0, scope, index} end
 local function keep(key, member, lifetime, most)
   local added = redis.call('ZADD', key, ARGV[1], member)
-  if added == 1 and redis.call('ZCARD', key) > most then
+  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > most then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - tonumber(lifetime) + 1))
   end
   redis.call('EXPIRE', key, lifetime)
   return added
 end
 keep(KEYS[1], ARGV[2], ARGV[7], math.max(largest(known_at), largest(new_at)))
-local added_range, added_country = 0, 0
+local added_range, added_country, added_all = 0, 0, 0
 if not known then
   added_range = keep(KEYS[3], ARGV[3], ARGV[8], largest(range_at))
   added_country = keep(KEYS[4], ARGV[3], ARGV[9], largest(country_at))
+  added_all = keep(KEYS[6], ARGV[3], ARGV[10], largest(all_at))
 end
-return {'admitted', known and 1 or 0, added_range, added_country}
+return {'admitted', known and 1 or 0, added_range, added_country, added_all}
 """
 
-# KEYS: number window, range window, country window, retry record
-# ARGV: member, number hash, added range (1/0), added country (1/0)
+# KEYS: number window, range window, country window, retry record, window over every country
+# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0)
 RELEASE_SCRIPT = """
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[5], ARGV[2]) end
 if redis.call('GET', KEYS[4]) == 'pending' then redis.call('DEL', KEYS[4]) end
 return 1
 """
 
-# KEYS: known flag, range window, country window. ARGV: number hash, known seconds
+# KEYS: known flag, range window, country window, window over every country. ARGV: number hash, known seconds
 CONVERT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -531,11 +557,11 @@ class RedisStore:
     def _limits(self, ask: Ask) -> list[bytes]:
         """The key lifetimes and the four lists of limits, encoded once per combination (as bytes, which
         redis-py sends without encoding them again)."""
-        lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates)
+        lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates, ask.all_rates)
         encoded = self._encoded.get(lists)
         if encoded is None:
             lifetimes = [_lifetime(ask.known_rates, ask.new_rates), _lifetime(ask.range_rates)]
-            lifetimes.append(_lifetime(ask.country_rates))
+            lifetimes += [_lifetime(ask.country_rates), _lifetime(ask.all_rates)]
             parts = lifetimes + [part for rates in lists for part in _encode(rates)]
             encoded = self._encoded[lists] = [part.encode() for part in parts]
         return encoded
@@ -547,7 +573,7 @@ class RedisStore:
         member = _member(now)
         reply = self._script(
             "admit",
-            [keys.number, keys.known, keys.range, keys.country, keys.retry],
+            [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all],
             [
                 repr(now), member, ask.number, ask.retry_seconds, int(ask.enrolment), int(ask.claim_refused),
                 *self._limits(ask),
@@ -565,16 +591,31 @@ class RedisStore:
                 "number": ask.known_rates if known else ask.new_rates,
                 "range": ask.range_rates,
                 "country": ask.country_rates,
+                "all": ask.all_rates,
             }[scope]
             return Verdict("refused", known=known, scope=scope, rate=rates[int(reply[3]) - 1])
-        return Verdict("admitted", known=known, member=member, added_range=reply[2] == 1, added_country=reply[3] == 1)
+        added_range, added_country, added_all = (flag == 1 for flag in reply[2:5])
+        return Verdict(
+            "admitted",
+            known=known,
+            member=member,
+            added_range=added_range,
+            added_country=added_country,
+            added_all=added_all,
+        )
 
     def release(self, ask: Ask, verdict: Verdict) -> None:
         keys = _Keys(ask)
         self._script(
             "release",
-            [keys.number, keys.range, keys.country, keys.retry],
-            [verdict.member, ask.number, int(verdict.added_range), int(verdict.added_country)],
+            [keys.number, keys.range, keys.country, keys.retry, keys.all],
+            [
+                verdict.member,
+                ask.number,
+                int(verdict.added_range),
+                int(verdict.added_country),
+                int(verdict.added_all),
+            ],
         )
 
     def delivered(self, retry: str, transaction_id: str) -> None:
@@ -585,7 +626,7 @@ class RedisStore:
         return value if isinstance(value, str) else None
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
-        keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country]
+        keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
         self._script("convert", keys, [number, known_seconds])
 
     def claim(self, key: str, ttl_seconds: int) -> bool:

@@ -37,6 +37,7 @@ def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **cha
         "new_rates": parse_rates("3/10minutes;6/day"),
         "range_rates": parse_rates("5/hour;10/day"),
         "country_rates": parse_rates("10/hour;40/day"),
+        "all_rates": parse_rates("30/hour;100/day"),
     }
     values.update(changes)
     return Ask(**values)
@@ -98,6 +99,18 @@ def test_the_country_counts_unconverted_numbers_over_every_range(store: Store) -
     kinds = [store.admit(ask(f"n{i}", range_=f"+33612{i:03d}"), NOW + i).kind for i in range(12)]
     assert kinds == ["admitted"] * 10 + ["refused"] * 2
     assert store.admit(ask("x", range_="+4474001", country="GB"), NOW + 20).kind == "admitted"
+
+
+def test_all_countries_together_stop_a_pump_that_moves_from_country_to_country(store: Store) -> None:
+    countries = ["FR", "DE", "GB", "IT", "ES", "NL", "BE", "PT"]
+    kinds = [store.admit(ask(f"n{i}", range_=f"+{i:07d}", country=countries[i % 8]), NOW + i).kind for i in range(40)]
+    assert kinds == ["admitted"] * 30 + ["refused"] * 10  # 5 per country, under each country's 10
+    assert store.admit(ask("x", range_="+9999999", country="JP"), NOW + 50).scope == "all"
+    store.convert("n3", f"+{3:07d}", "IT", 86400)  # a conversion gives back its place over every country too
+    assert store.admit(ask("y", range_="+9999998", country="JP"), NOW + 51).kind == "admitted"
+    assert store.admit(ask("z", range_="+9999997", country="JP"), NOW + 52).scope == "all"
+    resend = store.admit(ask("n7", range_=f"+{7:07d}", country="PT", code="2"), NOW + 53)
+    assert resend.kind == "admitted"  # counted already: a resend takes no more room
 
 
 def test_resends_count_per_number_but_take_no_more_room_in_the_range(store: Store) -> None:
@@ -338,6 +351,7 @@ def test_the_start_up_line_says_which_store_and_never_its_password(
         ("GUARD_HASH_KEY", "hunter2-short", "at least 16 characters"),
         ("GUARD_RANGE_LIMIT", "5/fortnight", "is not a limit like"),
         ("GUARD_COUNTRY_LIMIT", "5/year", "is not a limit like"),
+        ("GUARD_ALL_LIMIT", "lots/hour", "is not a limit like"),
         ("GUARD_NUMBER_LIMIT", "0/hour", "at least 1"),
         ("GUARD_NEW_NUMBER_LIMIT", "9/30days", "longer than 7 days"),
         ("GUARD_LIMITS_BY_COUNTRY", '{"UK": {"range": "5/hour"}}', "the United Kingdom is GB"),

@@ -112,6 +112,7 @@ def function(twilio_url: str, **settings: str) -> Iterator[int]:
         "GUARD_NUMBER_LIMIT": NEVER_REFUSES,
         "GUARD_RANGE_LIMIT": NEVER_REFUSES,
         "GUARD_COUNTRY_LIMIT": NEVER_REFUSES,
+        "GUARD_ALL_LIMIT": NEVER_REFUSES,
         **settings,
     }
     process = start_function("telephony_hook", "main.py", port, env, subprocess.DEVNULL)
