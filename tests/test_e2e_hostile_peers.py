@@ -189,3 +189,21 @@ def test_an_okta_api_flooding_the_factor_list_fails_at_the_cap_without_the_worke
     assert elapsed < 1.5 * OKTA_API_SECONDS
     assert event_lines(hook)[-1]["okta_api_error"] == "OKTA_API_TOO_LARGE"
     assert sandbox.pending[(VERIFY_SERVICE_SID, PHONE)] == PENDING_SID
+
+
+# ------------------------------------------------------------- item 8: URLs read as the HTTP library reads them
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("OKTA_HOOK_OAUTH_JWKS_URL", "http://keys.example\\@localhost/keys"),  # urllib3 would call keys.example
+        ("TWILIO_API_BASE_URL", "http://twilio-mock.example"),  # Twilio's credentials in the clear
+    ],
+)
+def test_a_url_trick_stops_the_process_at_start_naming_the_variable(start: HookStarter, name: str, url: str) -> None:
+    oauth = {"OKTA_HOOK_OAUTH_ISSUER": ISSUER, "OKTA_HOOK_OAUTH_AUDIENCE": AUDIENCE, "OKTA_HOOK_OAUTH_SCOPE": SCOPE}
+    with pytest.raises(AssertionError) as refused:  # start_hook's report: the process exited, and its output
+        start(OKTA_HOOK_AUTH_SECRET="", **oauth, **{name: url})
+    assert "Invalid configuration" in str(refused.value) and name in str(refused.value)
+    assert "example" not in str(refused.value)
