@@ -45,6 +45,8 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
     assert [shlex.split(line) for line in metrics] == [
         ["gcloud", "logging", "metrics", "create", "okta_telephony_hook_outcomes",
          "--config-from-file=tools/monitoring/hook-outcomes.metric.json", "--project=acme-prod"],
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_hook_refusals",
+         "--config-from-file=tools/monitoring/hook-refusals.metric.json", "--project=acme-prod"],
         ["gcloud", "logging", "metrics", "create", "okta_telephony_delivery_statuses",
          "--config-from-file=tools/monitoring/delivery-statuses.metric.json", "--project=acme-prod"],
     ]  # fmt: skip

@@ -36,7 +36,7 @@ PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
 MONITORING = Path(__file__).resolve().parent / "monitoring"
-LOG_METRICS = ("hook-outcomes.metric.json", "delivery-statuses.metric.json")
+LOG_METRICS = ("hook-outcomes.metric.json", "hook-refusals.metric.json", "delivery-statuses.metric.json")
 _SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
 
 
