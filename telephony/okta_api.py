@@ -9,13 +9,12 @@ Verify's update.
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import quote
 
 from telephony.outbound import CallFailed, Outbound
+from telephony.phone import without_separators
 
 PHONE_FACTOR_TYPES = frozenset({"sms", "call"})  # Okta's factorType of SMS and voice enrolments
-_NOT_DIALLED = re.compile(r"[\s().-]")  # how people write numbers; Okta keeps E.164 with them at times
 # A user's factor list: a few KB per factor, and a user has a handful. Past this, it is not one.
 MAX_ANSWER_BYTES = 256 * 1024
 
@@ -63,7 +62,7 @@ class OktaApi:
             profile = factor.get("profile")
             number = profile.get("phoneNumber") if isinstance(profile, dict) else None
             if isinstance(number, str):
-                dialled = _NOT_DIALLED.sub("", number)
+                dialled = without_separators(number)  # Okta keeps E.164 with separators at times
                 if dialled and dialled not in numbers:
                     numbers.append(dialled)
         return numbers

@@ -18,9 +18,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from urllib.parse import urlencode
 
 from twilio.http import HttpClient
@@ -47,6 +49,29 @@ MAX_ATTEMPTS = 2
 RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
 
 
+class Attempts:
+    """How many attempts the library's call took: the library hides its transport from its callers."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
+
+
+@contextmanager
+def counting_attempts() -> Iterator[Attempts]:
+    """Count the attempts of the Twilio calls made inside, for the log line."""
+    attempts = Attempts()
+    token = _attempts.set(attempts)
+    try:
+        yield attempts
+    finally:
+        _attempts.reset(token)
+
+
 class TwilioTransport(HttpClient):
     """Sends the twilio library's requests through the function's outbound pool, within a deadline and a cap."""
 
@@ -57,7 +82,6 @@ class TwilioTransport(HttpClient):
         # Twilio: every hook will need TLS, so its context is built before traffic.
         proxy = None if self.base_url else urllib.request.getproxies().get("https")
         self.pool = Outbound(size=pool_size, proxy=proxy, num_pools=16, tls_now=self.base_url is None)
-        self._attempts = threading.local()
 
     def rebase(self, url: str) -> str:
         """https://api.twilio.com/2010-04-01/... -> {base_url}/2010-04-01/... when a base URL is set."""
@@ -98,10 +122,11 @@ class TwilioTransport(HttpClient):
         # timeout, an answer past the cap or a 5xx: Twilio may have accepted it, and a retry could
         # send a second code.
         deadline = time.monotonic() + seconds
+        counted = _attempts.get() or Attempts()
         attempts = 0
         while True:
             attempts += 1
-            self._attempts.count = attempts
+            counted.count = attempts
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TwilioUnavailable(True, "DeadlineExceeded", attempts)
@@ -116,7 +141,3 @@ class TwilioTransport(HttpClient):
             if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS and deadline > time.monotonic():
                 continue
             return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
-
-    def attempts(self) -> int:
-        """How many attempts this thread's last call took."""
-        return int(getattr(self._attempts, "count", 0))
