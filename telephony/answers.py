@@ -60,6 +60,8 @@ class Outcome(StrEnum):
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
     RECEIPT_FORBIDDEN = "receipt_forbidden"
     RECEIPT_INVALID = "receipt_invalid"
+    RECEIPT_TOO_SLOW = "receipt_too_slow"  # its body did not arrive within the receipt's deadline
+    RECEIPT_BUSY = "receipt_busy"  # refused unread: as many receipts as allowed were being read
 
     @property
     def severity(self) -> int:
@@ -315,10 +317,24 @@ def receipt_invalid(problem: str) -> Refused:
     return receipt_refused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
 
 
-def receipt_too_large() -> Refused:
+def receipt_too_large(limit: int = MAX_BODY_BYTES) -> Refused:
     return receipt_refused(
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {MAX_BODY_BYTES} bytes are refused"
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {limit} bytes are refused"
     )
+
+
+def receipt_too_slow(seconds: float) -> Refused:
+    return receipt_refused(
+        HTTPStatus.REQUEST_TIMEOUT, Outcome.RECEIPT_TOO_SLOW, f"the body did not arrive within {seconds:g} s"
+    )
+
+
+def receipt_busy(reading: int) -> Refused:
+    """Refused unread, at once: stalled uploads can hold no more of the instance's threads than this."""
+    refusal = receipt_refused(
+        HTTPStatus.SERVICE_UNAVAILABLE, Outcome.RECEIPT_BUSY, f"{reading} receipts were being read already"
+    )
+    return Refused(refusal.answer._replace(headers={"Retry-After": "1"}))
 
 
 def receipt_method_not_allowed() -> Refused:

@@ -77,10 +77,11 @@ class _TooLarge(Exception):
 class Call:
     """One call against its deadline: the sockets it uses, and whether time ran out."""
 
-    __slots__ = ("deadline", "done", "expired", "lock", "sent", "sock")
+    __slots__ = ("deadline", "done", "expired", "how", "lock", "sent", "sock")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, how: int = socket.SHUT_RDWR) -> None:
         self.deadline = deadline
+        self.how = how  # what the deadline shuts: both ways for our calls, the read side for a caller's
         self.sock: socket.socket | None = None
         self.expired = False
         # Whether a byte of the request may have left: until then, a failure is certainly not
@@ -95,7 +96,7 @@ class Call:
             self.sock = sock
             late = self.expired
         if late:
-            _shut(sock)
+            _shut(sock, self.how)
             raise urllib3.exceptions.TimeoutError("the call's deadline passed")
 
     def finish(self) -> bool:
@@ -113,12 +114,12 @@ class Call:
             self.expired = True
             sock = self.sock
         if sock is not None:
-            _shut(sock)
+            _shut(sock, self.how)
 
 
-def _shut(sock: socket.socket) -> None:
+def _shut(sock: socket.socket, how: int) -> None:
     with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, how)
 
 
 class _Watchdog:
@@ -217,6 +218,20 @@ def overall_deadline(seconds: float) -> Iterator[Call]:
     finally:
         call.finish()
         _current.call = None
+
+
+@contextlib.contextmanager
+def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
+    """The same watchdog for a caller's upload: when `seconds` pass, the read side of the caller's
+    connection is shut, so a body read stalled on it ends at once (the answer can still be sent).
+    The Call says whether the deadline passed (`expired`)."""
+    call = Call(time.monotonic() + seconds, how=socket.SHUT_RD)
+    call.sock = sock
+    _watchdog.watch(call)
+    try:
+        yield call
+    finally:
+        call.finish()
 
 
 def _timed_out(call: Call, error: BaseException) -> bool:

@@ -88,6 +88,8 @@ def _status_kib(pid: int, field: str) -> int:
 def start_hook(env_overrides: dict[str, str], log_path: Path) -> RunningHook:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
+    # As deployed: the function knows its own URL (receipts need it); PUBLIC_URL="" leaves it unset.
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     env.update(env_overrides)
     with log_path.open("wb") as log_file:
         try:

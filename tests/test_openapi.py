@@ -59,6 +59,7 @@ def live_hook(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFa
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
     # The event hook shares the header secret here, so one Authorization header passes both routes.
     env.update(sandbox_env(sandbox_server.base_url), OKTA_EVENT_HOOK_AUTH_SECRET=HOOK_SECRET)
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"  # receipts on, as deployed
     log_path: Path = tmp_path_factory.mktemp("openapi") / "hook.log"
     with log_path.open("wb") as log_file:
         try:

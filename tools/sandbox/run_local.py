@@ -55,6 +55,7 @@ def main() -> None:
             TWILIO_API_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
         )
         env.setdefault("TWILIO_FROM_NUMBER", SANDBOX_FROM)
+        env.setdefault("PUBLIC_URL", f"http://localhost:{port}")  # the sandbox posts its receipts here
         env.pop("TWILIO_API_KEY", None)
         env.pop("TWILIO_API_SECRET", None)
         latency, receipt_delay = env.get("SANDBOX_LATENCY_MS", "0"), env.get("SANDBOX_RECEIPT_DELAY_MS", "1000")
