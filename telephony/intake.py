@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flask
 
 from telephony.answers import MAX_BODY_BYTES
-from telephony.outbound import read_deadline
+from telephony.deadlines import read_deadline
 
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
 

@@ -4,10 +4,10 @@ one bounded urllib3 pool, one overall deadline per call, one size cap per answer
 urllib3's (and requests') timeouts bound each connect and each socket read, not the call: a peer
 that trickles a byte a second never times out, and a peer may answer with as many bytes as it likes.
 Here:
-- each call runs within one overall deadline: connect, TLS, request and answer together. The call
-  records every socket it uses the moment it exists (a new connection's, before its TLS handshake; a
-  pooled one's, when the request goes out), and one watchdog thread shuts that socket when the deadline
-  passes, so whatever read or write the call blocks in fails at once. The socket is the call's own
+- each call runs within one overall deadline (telephony/deadlines.py): connect, TLS, request and answer
+  together. The call records every socket it uses the moment it exists (a new connection's, before its
+  TLS handshake; a pooled one's, when the request goes out), and the watchdog shuts that socket when the
+  deadline passes, so whatever read or write the call blocks in fails at once. The socket is the call's own
   record, not `connection.sock`: http.client hands the socket over to the response (and empties
   `connection.sock`) when the peer says `Connection: close` or speaks HTTP/1.0;
 - each answer is read in pieces of READ_BYTES, never preloaded: past the caller's cap (one that fits
@@ -23,12 +23,9 @@ Here:
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import socket
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +34,8 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
+
+from telephony.deadlines import Call, call_in_flight, overall_deadline
 
 READ_BYTES = 16 * 1024  # an answer is read in pieces of at most this many bytes
 
@@ -74,115 +73,34 @@ class _TooLarge(Exception):
     pass
 
 
-class Call:
-    """One call against its deadline: the sockets it uses, and whether time ran out."""
-
-    __slots__ = ("deadline", "done", "expired", "how", "lock", "sent", "sock")
-
-    def __init__(self, deadline: float, how: int = socket.SHUT_RDWR) -> None:
-        self.deadline = deadline
-        self.how = how  # what the deadline shuts: both ways for our calls, the read side for a caller's
-        self.sock: socket.socket | None = None
-        self.expired = False
-        # Whether a byte of the request may have left: until then, a failure is certainly not
-        # something the peer acted on, and the call is safe to retry.
-        self.sent = False
-        self.done = False
-        self.lock = threading.Lock()
-
-    def hold(self, sock: socket.socket) -> None:
-        """Record the socket the call now uses; shut it at once if the deadline has passed."""
-        with self.lock:
-            self.sock = sock
-            late = self.expired
-        if late:
-            _shut(sock, self.how)
-            raise urllib3.exceptions.TimeoutError("the call's deadline passed")
-
-    def finish(self) -> bool:
-        """The call is over (its answer read, or failed): the watchdog leaves its socket alone from
-        now on. Returns whether the deadline passed first, in which case the answer may be cut short."""
-        with self.lock:
-            self.done = True
-            return self.expired
-
-    def expire(self) -> None:
-        """Shut the call's socket: whatever read or write it blocks in fails (or ends) at once."""
-        with self.lock:
-            if self.done:
-                return
-            self.expired = True
-            sock = self.sock
-        if sock is not None:
-            _shut(sock, self.how)
-
-
-def _shut(sock: socket.socket, how: int) -> None:
-    with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
-        socket.socket.shutdown(sock, how)
-
-
-class _Watchdog:
-    """One thread that expires calls whose deadline has passed; started on first use, after any fork."""
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, Call]] = []
-        self._order = itertools.count()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, call: Call) -> None:
-        with self._wake:
-            earliest = self._due[0][0] if self._due else None
-            heapq.heappush(self._due, (call.deadline, next(self._order), call))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
-                self._thread.start()
-            elif earliest is None or call.deadline < earliest:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        with self._wake:
-            while True:
-                now = time.monotonic()
-                while self._due and (self._due[0][2].done or self._due[0][0] <= now):
-                    heapq.heappop(self._due)[2].expire()
-                self._wake.wait(self._due[0][0] - now if self._due else None)
-
-
-_watchdog = _Watchdog()
-_current = threading.local()  # the Call of the thread's request in flight
-
-
-def _call_in_flight() -> Call | None:
-    return getattr(_current, "call", None)
-
-
 class _DeadlineMixin:
     """A connection that hands every socket it uses to the call in flight, so the watchdog can shut it."""
 
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]  # connected, before any TLS handshake
-        call = _call_in_flight()
+        call = call_in_flight()
         if call is not None:
             try:
                 call.hold(sock)
-            except urllib3.exceptions.TimeoutError:
+            except TimeoutError:
                 sock.close()
-                raise
+                raise urllib3.exceptions.TimeoutError("the call's deadline passed") from None
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        call = _call_in_flight()
+        call = call_in_flight()
         sock = self.sock  # type: ignore[attr-defined]
         if call is not None and sock is not None:  # a pooled connection, connected earlier
-            call.hold(sock)
+            try:
+                call.hold(sock)
+            except TimeoutError:
+                raise urllib3.exceptions.TimeoutError("the call's deadline passed") from None
         super().request(*args, **kwargs)  # type: ignore[misc]
 
     def send(self, data: Any) -> None:
         if self.sock is None:  # type: ignore[attr-defined]  # http.client connects on first send
             self.connect()  # type: ignore[attr-defined]
-        call = _call_in_flight()
+        call = call_in_flight()
         if call is not None:
             call.sent = True
         super().send(data)  # type: ignore[misc]
@@ -205,33 +123,6 @@ class _DeadlineHTTPSPool(HTTPSConnectionPool):
 
 
 _POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
-
-
-@contextlib.contextmanager
-def overall_deadline(seconds: float) -> Iterator[Call]:
-    """Run one call of this thread within `seconds`, connect and answer included."""
-    call = Call(time.monotonic() + seconds)
-    _current.call = call
-    _watchdog.watch(call)
-    try:
-        yield call
-    finally:
-        call.finish()
-        _current.call = None
-
-
-@contextlib.contextmanager
-def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
-    """The same watchdog for a caller's upload: when `seconds` pass, the read side of the caller's
-    connection is shut, so a body read stalled on it ends at once (the answer can still be sent).
-    The Call says whether the deadline passed (`expired`)."""
-    call = Call(time.monotonic() + seconds, how=socket.SHUT_RD)
-    call.sock = sock
-    _watchdog.watch(call)
-    try:
-        yield call
-    finally:
-        call.finish()
 
 
 def _timed_out(call: Call, error: BaseException) -> bool:

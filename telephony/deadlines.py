@@ -1,0 +1,146 @@
+"""One watchdog for every deadline of the process: outbound calls, store calls, and callers' uploads.
+
+A socket timeout bounds each read, not a call: a peer that trickles a byte a second never times out.
+Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, or
+`attach` for a client whose socket is looked up when the deadline passes); one watchdog thread shuts
+that socket when the deadline passes, so whatever read or write the call blocks in fails, or ends,
+at once. `read_deadline` does the same for a caller's upload, shutting only the read side so the
+answer can still be sent. telephony/outbound.py builds every outbound HTTP call on this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class _HasSocket(Protocol):
+    @property
+    def sock(self) -> socket.socket | None: ...
+
+
+class Call:
+    """One call against its deadline: the sockets it uses, and whether time ran out."""
+
+    __slots__ = ("deadline", "done", "expired", "holder", "how", "lock", "sent", "sock")
+
+    def __init__(self, deadline: float, how: int = socket.SHUT_RDWR) -> None:
+        self.deadline = deadline
+        self.how = how  # what the deadline shuts: both ways for our calls, the read side for a caller's
+        self.sock: socket.socket | None = None
+        self.holder: _HasSocket | None = None
+        self.expired = False
+        # Whether a byte of the request may have left: until then, a failure is certainly not
+        # something the peer acted on, and the call is safe to retry.
+        self.sent = False
+        self.done = False
+        self.lock = threading.Lock()
+
+    def hold(self, sock: socket.socket) -> None:
+        """Record the socket the call now uses; shut it at once if the deadline has passed."""
+        with self.lock:
+            self.sock = sock
+            late = self.expired
+        if late:
+            _shut(sock, self.how)
+            raise TimeoutError("the call's deadline passed")
+
+    def attach(self, holder: _HasSocket) -> None:
+        """For clients that open their socket inside calls we cannot reach (redis-py): the holder's
+        `sock` is looked up when the deadline passes. Raises TimeoutError when it has passed already."""
+        with self.lock:
+            if self.expired:
+                raise TimeoutError("the call's deadline passed")
+            self.holder = holder
+
+    def finish(self) -> bool:
+        """The call is over (its answer read, or failed): the watchdog leaves its socket alone from
+        now on. Returns whether the deadline passed first, in which case the answer may be cut short."""
+        with self.lock:
+            self.done = True
+            return self.expired
+
+    def expire(self) -> None:
+        """Shut the call's socket: whatever read or write it blocks in fails (or ends) at once."""
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            sock = self.sock if self.sock is not None else getattr(self.holder, "sock", None)
+        if sock is not None:
+            _shut(sock, self.how)
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
+        socket.socket.shutdown(sock, how)
+
+
+class _Watchdog:
+    """One thread that expires calls whose deadline has passed; started on first use, after any fork."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Call]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, call: Call) -> None:
+        with self._wake:
+            earliest = self._due[0][0] if self._due else None
+            heapq.heappush(self._due, (call.deadline, next(self._order), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
+                self._thread.start()
+            elif earliest is None or call.deadline < earliest:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._due and (self._due[0][2].done or self._due[0][0] <= now):
+                    heapq.heappop(self._due)[2].expire()
+                self._wake.wait(self._due[0][0] - now if self._due else None)
+
+
+_watchdog = _Watchdog()
+_current = threading.local()  # the Call of the thread's request in flight
+
+
+def call_in_flight() -> Call | None:
+    """The Call that this thread runs inside `overall_deadline`, if any."""
+    return getattr(_current, "call", None)
+
+
+@contextlib.contextmanager
+def overall_deadline(seconds: float) -> Iterator[Call]:
+    """Run one call of this thread within `seconds`, connect and answer included."""
+    call = Call(time.monotonic() + seconds)
+    _current.call = call
+    _watchdog.watch(call)
+    try:
+        yield call
+    finally:
+        call.finish()
+        _current.call = None
+
+
+@contextlib.contextmanager
+def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
+    """The same watchdog for a caller's upload: when `seconds` pass, the read side of the caller's
+    connection is shut, so a body read stalled on it ends at once (the answer can still be sent).
+    The Call says whether the deadline passed (`expired`)."""
+    call = Call(time.monotonic() + seconds, how=socket.SHUT_RD)
+    call.sock = sock
+    _watchdog.watch(call)
+    try:
+        yield call
+    finally:
+        call.finish()
