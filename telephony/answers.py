@@ -350,10 +350,11 @@ def receipt(outcome: Outcome, log_fields: dict[str, Any], note: str) -> Answer:
 # ------------------------------------------------------------------------ Okta's event hook answers
 
 
-def events_received(body: BaseModel, events: int, unfinished: int) -> Answer:
-    """Okta gets its 200 in time; events still running log their own lines when their bounded calls end."""
-    outcome = Outcome.EVENTS_UNFINISHED if unfinished else Outcome.EVENTS_RECEIVED
-    return Answer(HTTPStatus.OK, body, outcome, {"events": events, "unfinished": unfinished}, {})
+def events_received(body: BaseModel, counts: dict[str, int]) -> Answer:
+    """Okta gets its 200 in time; users still running log their own lines when their bounded calls end.
+    `counts` is the POST's summary: its events, and how many were not acted on, by why."""
+    outcome = Outcome.EVENTS_UNFINISHED if counts.get("unfinished") else Outcome.EVENTS_RECEIVED
+    return Answer(HTTPStatus.OK, body, outcome, dict(counts), {})
 
 
 def event_hook_verified(body: BaseModel) -> Answer:

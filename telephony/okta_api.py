@@ -9,6 +9,7 @@ Verify's update.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 from urllib.parse import quote
 
 from telephony.outbound import CallFailed, Outbound
@@ -17,6 +18,14 @@ from telephony.phone import without_separators
 PHONE_FACTOR_TYPES = frozenset({"sms", "call"})  # Okta's factorType of SMS and voice enrolments
 # A user's factor list: a few KB per factor, and a user has a handful. Past this, it is not one.
 MAX_ANSWER_BYTES = 256 * 1024
+
+
+class PhoneFactor(NamedTuple):
+    """One active phone factor: Okta's factorType ("sms" or "call"), its number, and its id."""
+
+    factor_type: str
+    number: str
+    factor_id: str
 
 
 class OktaApiUnavailable(Exception):
@@ -36,8 +45,8 @@ class OktaApi:
         self._timeout = timeout_seconds
         self._pool = Outbound(size=pool_size, num_pools=2)
 
-    def phone_numbers(self, user_id: str) -> list[str]:
-        """The numbers of the user's active SMS and voice factors, in Okta's order, without repeats."""
+    def phone_factors(self, user_id: str) -> list[PhoneFactor]:
+        """The user's active SMS and voice factors, in Okta's order: each with its type and number."""
         url = f"{self._org_url}/api/v1/users/{quote(user_id, safe='')}/factors"
         try:
             answer = self._pool.call("GET", url, seconds=self._timeout, cap=MAX_ANSWER_BYTES, headers=self._headers)
@@ -53,7 +62,7 @@ class OktaApi:
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER") from None
         if not isinstance(factors, list):
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER")
-        numbers: list[str] = []
+        found: list[PhoneFactor] = []
         for factor in factors:
             if not isinstance(factor, dict) or factor.get("factorType") not in PHONE_FACTOR_TYPES:
                 continue
@@ -63,6 +72,9 @@ class OktaApi:
             number = profile.get("phoneNumber") if isinstance(profile, dict) else None
             if isinstance(number, str):
                 dialled = without_separators(number)  # Okta keeps E.164 with separators at times
-                if dialled and dialled not in numbers:
-                    numbers.append(dialled)
-        return numbers
+                factor_id = factor.get("id")
+                if dialled:
+                    found.append(
+                        PhoneFactor(str(factor["factorType"]), dialled, factor_id if isinstance(factor_id, str) else "")
+                    )
+        return found
