@@ -175,7 +175,7 @@ class Settings(BaseModel):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="The function's public URL as registered in Okta, e.g. https://hook-abc-uc.a.run.app, "
         "or with the path the platform strips (https://REGION-PROJECT.cloudfunctions.net/NAME); "
-        "Twilio posts delivery receipts to it. Unset: taken from each hook's request.",
+        "Twilio posts delivery receipts to it, signed for it. Unset: delivery receipts are off.",
     )
     # Okta gives up after 3 s; 2 s for Twilio leaves room for Okta's network and our own work.
     twilio_timeout_seconds: float = Field(2.0, alias="TWILIO_TIMEOUT_SECONDS", gt=0, le=2.8)
