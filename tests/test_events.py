@@ -430,3 +430,41 @@ def test_a_half_configured_event_hook_is_named_at_start_up(
     (line,) = [line for line in lines if "/okta/events" in line["message"]]
     assert line["severity"] == "CRITICAL"
     assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"] and "TWILIO_VERIFY_SERVICE_SID" in line["message"]
+
+
+# ------------------------------------------------------------------ which number, and how fresh
+
+
+@pytest.mark.parametrize(
+    ("published", "stale"),
+    [
+        ("2026-11-30T12:00:00.000Z", False),
+        ("2026-11-30T11:50:00.000Z", False),  # 10 minutes: a Verify code's life
+        ("2026-11-30T11:49:59.000Z", True),
+        ("2026-11-30T12:04:59.000Z", False),  # clock skew
+        ("2026-11-30T12:05:01.000Z", True),
+        ("2026-11-30T12:00:00", True),  # no time zone: not Okta's
+        ("yesterday", True),
+        (None, True),
+    ],
+)
+def test_an_event_older_than_a_codes_life_is_too_old(published: str | None, stale: bool) -> None:
+    from telephony.events import too_old
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert too_old(LogEvent.model_validate(mfa_event(published=published)), now) is stale
+
+
+def test_the_numbers_passed_are_of_the_factor_type_and_enrolment_the_event_names() -> None:
+    from telephony.events import numbers_passed
+    from telephony.okta_api import PhoneFactor
+
+    factors = [
+        PhoneFactor("sms", "+14155550123", "sms1"),
+        PhoneFactor("call", "+14155550999", "clf1"),
+        PhoneFactor("sms", "+14155550777", "sms2"),
+    ]
+    assert numbers_passed(factors, "sms", set()) == ["+14155550123", "+14155550777"]
+    assert numbers_passed(factors, "sms", {"sms2"}) == ["+14155550777"]
+    assert numbers_passed(factors, "sms", {"clf1"}) == ["+14155550123", "+14155550777"]  # not an sms factor
+    assert numbers_passed(factors, "call", {"unknown"}) == ["+14155550999"]
