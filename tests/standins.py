@@ -99,7 +99,7 @@ def flood(status: int, prefix: bytes, size: int, suffix: bytes = b"") -> Callabl
 @contextmanager
 def stand_in(answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False) -> Iterator[StandIn]:
     server = StandIn(answer, chunk=chunk, pause=pause, head_at_once=head_at_once)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield server
     finally:

@@ -368,7 +368,7 @@ def served(make_client: AppFactory) -> Iterator[str]:
     port = free_port()
     app = make_client(PUBLIC_URL=f"http://127.0.0.1:{port}").application
     server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
 
