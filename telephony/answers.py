@@ -49,7 +49,6 @@ class Outcome(StrEnum):
     EVENT_HOOK_VERIFIED = "event_hook_verified"
     EVENTS_RECEIVED = "events_received"  # one POST of events; each event has its own line and outcome
     EVENTS_UNFINISHED = "events_unfinished"  # answered by Okta's deadline while some events still ran
-    EVENT_IGNORED = "event_ignored"
     FEEDBACK_APPROVED = "feedback_approved"
     FEEDBACK_NOT_PENDING = "feedback_not_pending"
     FEEDBACK_NO_PHONE = "feedback_no_phone"
@@ -79,7 +78,6 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.CODE_TOO_LONG: logging.ERROR,
     Outcome.EVENT_HOOK_VERIFIED: logging.INFO,
     Outcome.EVENTS_RECEIVED: logging.INFO,
-    Outcome.EVENT_IGNORED: logging.INFO,
     Outcome.FEEDBACK_APPROVED: logging.INFO,
     Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
     Outcome.FEEDBACK_FAILED: logging.ERROR,
