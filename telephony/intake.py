@@ -42,7 +42,7 @@ def read_body(
     With `seconds`, the body must also arrive within that time, or the route's `too_slow` refusal is
     raised: gunicorn's thread worker reads with no timeout at all, so a caller that stalls its body
     would hold the thread for as long as it likes. The deadline shuts the connection's read side
-    (telephony/outbound.py's watchdog); it applies where gunicorn serves, as functions-framework does."""
+    (telephony/deadlines.py's watchdog); it applies where gunicorn serves, as functions-framework does."""
     if declared_too_large(request, limit):
         raise too_large()
     server_socket = request.environ.get("gunicorn.socket")
