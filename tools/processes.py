@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -128,7 +129,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     stranger = ""
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StartFailed(f"{process.args!r} exited with {process.returncode}{stranger}")
+            raise StartFailed(f"{command(process)} exited with {process.returncode}{stranger}")
         with socket.socket() as probe:
             answered = probe.connect_ex(("127.0.0.1", port)) == 0
         if answered:
@@ -138,7 +139,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
             holders = ", ".join(describe(pid) for pid in listener_pids(port))
             stranger = f"; another process listens on port {port}" + (f" ({holders})" if holders else "")
         time.sleep(0.01)
-    raise StartFailed(f"{process.args!r} did not listen on port {port} within {seconds} s{stranger}")
+    raise StartFailed(f"{command(process)} did not listen on port {port} within {seconds} s{stranger}")
+
+
+def command(process: subprocess.Popen[bytes]) -> str:
+    """`process`'s command line as one would type it, the program without its directory."""
+    program, *arguments = [str(argument) for argument in process.args]  # type: ignore[union-attr]
+    return shlex.join([Path(program).name, *arguments])
 
 
 def start_function(
@@ -167,9 +174,9 @@ def start_function(
 
 
 def start_sandbox(
-    port: int, env: Mapping[str, str] | None = None, *arguments: str, own_group: bool = False
+    port: int, env: Mapping[str, str] | None = None, *arguments: str, wait: bool = True, own_group: bool = False
 ) -> subprocess.Popen[bytes]:
-    """The local Twilio sandbox as its own process, listening on `port` once this returns."""
+    """The local Twilio sandbox as its own process, listening on `port` once this returns (`wait`)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tools.sandbox.twilio_sandbox", "--port", str(port), *arguments],
         cwd=ROOT,
@@ -179,7 +186,7 @@ def start_sandbox(
     )
     if own_group:
         _GROUP_LEADERS.add(process)
-    return listening(process, port)
+    return listening(process, port) if wait else process
 
 
 def listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:

@@ -1,7 +1,13 @@
-"""A local stand-in for Okta's Management API (real HTTP): GET /api/v1/users/{id}/factors only."""
+"""A local stand-in for Okta's Management API (real HTTP): GET /api/v1/users/{id}/factors only.
+
+SSWS token authentication as Okta's (401 E0000011 otherwise), each user's factors as Okta lists them,
+404 E0000007 for a user it does not know. The tests fill `OktaState.factors`; `make run` serves the
+example user of examples/okta-event-hook.json, enrolled with the number of examples/okta-sms-request.json.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -19,6 +25,7 @@ class OktaState:
     factors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     latency_seconds: float = 0.0
     requests: list[dict[str, str]] = field(default_factory=list)
+    quiet: bool = True  # `make run` prints each request (masked), as the Twilio sandbox does
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -30,16 +37,24 @@ class _Handler(BaseHTTPRequestHandler):
         if state.latency_seconds:
             time.sleep(state.latency_seconds)
         parts = self.path.split("/")
-        if self.headers.get("Authorization") != f"SSWS {state.token}":
+        if not hmac.compare_digest(self.headers.get("Authorization", "").encode(), f"SSWS {state.token}".encode()):
             self._send(401, {"errorCode": "E0000011", "errorSummary": "Invalid token provided"})
+            self._announce("401 (invalid token)")
         elif len(parts) == 6 and parts[1:4] == ["api", "v1", "users"] and parts[5] == "factors":
             user = parts[4]
             if user in state.factors:
                 self._send(200, state.factors[user])
+                self._announce(f"200, {len(state.factors[user])} factor(s)")
             else:
                 self._send(404, {"errorCode": "E0000007", "errorSummary": "Not found: Resource not found"})
+                self._announce("404 (no such user)")
         else:
             self._send(404, {"errorCode": "E0000007", "errorSummary": "Not found"})
+            self._announce("404")
+
+    def _announce(self, outcome: str) -> None:
+        if not self.server.state.quiet:
+            print(f"[okta-sandbox] GET {self.path.split('?')[0][:200]} -> {outcome}", flush=True)
 
     def _send(self, status: int, body: Any) -> None:
         payload = json.dumps(body).encode()
@@ -59,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
 class OktaStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, state: OktaState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, state: OktaState, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.state = state
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
@@ -78,3 +93,14 @@ def phone_factor(number: str, factor_type: str = "sms", status: str = "ACTIVE") 
         "status": status,
         "profile": {"phoneNumber": number},
     }
+
+
+# The user of examples/okta-event-hook.json (and of examples/okta-sms-request.json's userProfile), and
+# the number that example sends the code to: `make run` enrols one in the other.
+EXAMPLE_USER_ID = "00uyxxSknGtK8022w0g3"
+EXAMPLE_PHONE = "+14155550123"
+
+
+def example_factors() -> dict[str, list[dict[str, Any]]]:
+    """What `make run`'s stand-in knows: the example user with an active SMS factor on the example number."""
+    return {EXAMPLE_USER_ID: [phone_factor(EXAMPLE_PHONE)]}
