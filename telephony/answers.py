@@ -11,7 +11,7 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from models import (
     ErrorCause,
@@ -47,6 +47,8 @@ class Outcome(StrEnum):
     CODE_TOO_LONG = "code_too_long"
     # Okta's event hook (/okta/events): Verify feedback, one outcome per event.
     EVENT_HOOK_VERIFIED = "event_hook_verified"
+    EVENTS_RECEIVED = "events_received"  # one POST of events; each event has its own line and outcome
+    EVENTS_UNFINISHED = "events_unfinished"  # answered by Okta's deadline while some events still ran
     EVENT_IGNORED = "event_ignored"
     FEEDBACK_APPROVED = "feedback_approved"
     FEEDBACK_NOT_PENDING = "feedback_not_pending"
@@ -74,6 +76,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.INTERNAL_ERROR: logging.ERROR,
     Outcome.CODE_TOO_LONG: logging.ERROR,
     Outcome.EVENT_HOOK_VERIFIED: logging.INFO,
+    Outcome.EVENTS_RECEIVED: logging.INFO,
     Outcome.EVENT_IGNORED: logging.INFO,
     Outcome.FEEDBACK_APPROVED: logging.INFO,
     Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
@@ -91,20 +94,25 @@ class Headers(Protocol):
 
 # Records in the function are NamedTuples, not dataclasses: cheaper to define at every cold start.
 class Answer(NamedTuple):
-    """An HTTP answer for Okta, plus what the hook's log line says about it."""
+    """An HTTP answer, plus what the route's log line says about it. Built whole, never changed after."""
 
     status: HTTPStatus
-    body: TelephonyHookResponse | ErrorResponse
+    body: BaseModel | None  # None: no body (Twilio's receipts need none)
     outcome: Outcome
     log_fields: dict[str, Any]
     headers: dict[str, str]
+    note: str = ""  # the log line's message after the route and outcome, e.g. 'sms to +1******0123'
 
     def json(self) -> str:
-        return self.body.model_dump_json(by_alias=True, exclude_none=True)
+        return "" if self.body is None else self.body.model_dump_json(by_alias=True, exclude_none=True)
+
+    def adding(self, fields: dict[str, Any], note: str = "") -> Answer:
+        """The same answer, its log line told more: what the route knew before it was refused."""
+        return self._replace(log_fields={**fields, **self.log_fields}, note=self.note or note)
 
 
-class HookRefused(Exception):
-    """Raised at any step to stop the hook and answer Okta with an error object."""
+class Refused(Exception):
+    """Raised at any step of any route to stop it and answer with `answer` (usually an error object)."""
 
     def __init__(self, answer: Answer) -> None:
         super().__init__(answer.outcome)
@@ -135,10 +143,10 @@ def refused(
     *,
     log_fields: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> HookRefused:
+) -> Refused:
     """An error answer, ready to raise. `summary` reaches end users: keep it plain and safe."""
     body = ErrorResponse(error=HookError(error_summary=summary, error_causes=causes or []))
-    return HookRefused(Answer(status, body, outcome, log_fields or {}, headers or {}))
+    return Refused(Answer(status, body, outcome, log_fields or {}, headers or {}))
 
 
 def cause(summary: str, reason: str, location: str) -> ErrorCause:
@@ -146,28 +154,30 @@ def cause(summary: str, reason: str, location: str) -> ErrorCause:
 
 
 # ------------------------------------------------------------------------- refusals before the work
+# Each names the route that refuses (`route`, e.g. "telephony hook"): a caller of one route must not be
+# told about another.
 
 
-def method_not_allowed(allow: str = "POST", summary: str = "The telephony hook accepts POST only.") -> HookRefused:
-    return refused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, summary, headers={"Allow": allow})
+def method_not_allowed(route: str, allow: str = "POST") -> Refused:
+    methods = " and ".join(method.strip() for method in allow.split(","))
+    return refused(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        Outcome.METHOD_NOT_ALLOWED,
+        f"The {route} accepts {methods} only.",
+        headers={"Allow": allow},
+    )
 
 
-def body_too_large(
-    limit: int = MAX_BODY_BYTES, summary: str = "The telephony hook request is too large."
-) -> HookRefused:
+def body_too_large(route: str, limit: int = MAX_BODY_BYTES) -> Refused:
     return refused(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         Outcome.BODY_TOO_LARGE,
-        summary,
+        f"The {route} request is too large.",
         [cause(f"Bodies over {limit} bytes are refused.", "BODY_TOO_LARGE", "body")],
     )
 
 
-def event_hook_body_too_large() -> HookRefused:
-    return body_too_large(MAX_EVENT_BODY_BYTES, "The event hook request is too large.")
-
-
-def verification_challenge_missing() -> HookRefused:
+def verification_challenge_missing() -> Refused:
     return refused(
         HTTPStatus.BAD_REQUEST,
         Outcome.INVALID_REQUEST,
@@ -176,8 +186,8 @@ def verification_challenge_missing() -> HookRefused:
 
 
 def unauthorized(
-    hint: str, location: str, *, status: HTTPStatus = HTTPStatus.UNAUTHORIZED, route: str = "telephony hook"
-) -> HookRefused:
+    hint: str, location: str, *, route: str = "telephony hook", status: HTTPStatus = HTTPStatus.UNAUTHORIZED
+) -> Refused:
     """The one shape of every rejection. The caller may be anyone (the URL is public), so the answer
     names no header, scope or failed check; the admin reads `hint` and `location` in the log line."""
     forbidden = status == HTTPStatus.FORBIDDEN
@@ -190,7 +200,7 @@ def unauthorized(
     )
 
 
-def jwks_unavailable() -> HookRefused:
+def jwks_unavailable() -> Refused:
     return refused(
         HTTPStatus.SERVICE_UNAVAILABLE,
         Outcome.JWKS_UNAVAILABLE,
@@ -198,7 +208,7 @@ def jwks_unavailable() -> HookRefused:
     )
 
 
-def invalid_request(error: ValidationError) -> HookRefused:
+def invalid_request(route: str, error: ValidationError) -> Refused:
     """400 naming every bad field by its JSON path (bad JSON is 'body'); never echoes the input."""
     causes = [
         cause(
@@ -212,16 +222,21 @@ def invalid_request(error: ValidationError) -> HookRefused:
     return refused(
         HTTPStatus.BAD_REQUEST,
         Outcome.INVALID_REQUEST,
-        "The telephony hook request is invalid: " + ", ".join(fields),
+        f"The {route} request is invalid: " + ", ".join(fields),
         causes,
         log_fields={"invalid_fields": fields},
     )
 
 
+def internal_error(route: str) -> Answer:
+    """A bug of ours: still an answer in Okta's shape, naming the route."""
+    return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, f"The {route} failed.").answer
+
+
 # ------------------------------------------ refusals to send: 200 + error object, and Okta falls back
 
 
-def expired() -> HookRefused:
+def expired() -> Refused:
     return refused(
         HTTPStatus.OK,
         Outcome.EXPIRED,
@@ -230,7 +245,7 @@ def expired() -> HookRefused:
     )
 
 
-def number_refused(reason: str, country: str, number_type: str) -> HookRefused:
+def number_refused(reason: str, country: str, number_type: str) -> Refused:
     return refused(
         HTTPStatus.OK,
         Outcome.NUMBER_REFUSED,
@@ -240,7 +255,7 @@ def number_refused(reason: str, country: str, number_type: str) -> HookRefused:
     )
 
 
-def not_configured(missing: str) -> HookRefused:
+def not_configured(missing: str) -> Refused:
     return refused(
         HTTPStatus.OK,
         Outcome.NOT_CONFIGURED,
@@ -249,7 +264,7 @@ def not_configured(missing: str) -> HookRefused:
     )
 
 
-def code_too_long(length: int, maximum: int) -> HookRefused:
+def code_too_long(length: int, maximum: int) -> Refused:
     """Twilio Verify takes custom codes of 4 to 10 characters: refused before Twilio, so Okta falls back."""
     return refused(
         HTTPStatus.OK,
@@ -266,14 +281,14 @@ def code_too_long(length: int, maximum: int) -> HookRefused:
     )
 
 
-def provider_error(summary: str, hint: str, reason: str, location: str, log_fields: dict[str, Any]) -> HookRefused:
+def provider_error(summary: str, hint: str, reason: str, location: str, log_fields: dict[str, Any]) -> Refused:
     """Twilio refused the code: the admin sees why, Okta falls back."""
     return refused(
         HTTPStatus.OK, Outcome.PROVIDER_ERROR, summary, [cause(hint, reason, location)], log_fields=log_fields
     )
 
 
-def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> HookRefused:
+def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> Refused:
     """Twilio did not answer in time, or could not be reached."""
     return refused(
         HTTPStatus.OK,
@@ -284,35 +299,46 @@ def provider_unavailable(hint: str, reason: str, log_fields: dict[str, Any]) -> 
     )
 
 
-def internal_error() -> HookRefused:
-    """A bug of ours: still an answer in Okta's shape."""
-    return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, "The telephony hook failed.")
-
-
 # ---------------------------------------------------------- answers to Twilio's delivery receipts
+# Twilio reads only the status; the log line says why.
 
 
-class ReceiptRefused(Exception):
-    """Raised at any step of a receipt: Twilio gets `status` and no body; the log line says why."""
-
-    def __init__(self, status: HTTPStatus, outcome: Outcome, problem: str) -> None:
-        super().__init__(outcome)
-        self.status, self.outcome, self.problem = status, outcome, problem
+def receipt_refused(status: HTTPStatus, outcome: Outcome, problem: str) -> Refused:
+    return Refused(Answer(status, None, outcome, {"receipt_problem": problem}, {}, f"refused: {problem}"))
 
 
-def receipt_forbidden(problem: str) -> ReceiptRefused:
-    return ReceiptRefused(HTTPStatus.FORBIDDEN, Outcome.RECEIPT_FORBIDDEN, problem)
+def receipt_forbidden(problem: str) -> Refused:
+    return receipt_refused(HTTPStatus.FORBIDDEN, Outcome.RECEIPT_FORBIDDEN, problem)
 
 
-def receipt_invalid(problem: str) -> ReceiptRefused:
-    return ReceiptRefused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
+def receipt_invalid(problem: str) -> Refused:
+    return receipt_refused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
 
 
-def receipt_too_large() -> ReceiptRefused:
-    return ReceiptRefused(
+def receipt_too_large() -> Refused:
+    return receipt_refused(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {MAX_BODY_BYTES} bytes are refused"
     )
 
 
-def receipt_method_not_allowed() -> ReceiptRefused:
-    return ReceiptRefused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, "receipts are POSTed")
+def receipt_method_not_allowed() -> Refused:
+    refusal = receipt_refused(HTTPStatus.METHOD_NOT_ALLOWED, Outcome.METHOD_NOT_ALLOWED, "receipts are POSTed")
+    return Refused(refusal.answer._replace(headers={"Allow": "POST"}))
+
+
+def receipt(outcome: Outcome, log_fields: dict[str, Any], note: str) -> Answer:
+    """A receipt taken: 204, Twilio needs nothing more."""
+    return Answer(HTTPStatus.NO_CONTENT, None, outcome, log_fields, {}, note)
+
+
+# ------------------------------------------------------------------------ Okta's event hook answers
+
+
+def events_received(body: BaseModel, events: int, unfinished: int) -> Answer:
+    """Okta gets its 200 in time; events still running log their own lines when their bounded calls end."""
+    outcome = Outcome.EVENTS_UNFINISHED if unfinished else Outcome.EVENTS_RECEIVED
+    return Answer(HTTPStatus.OK, body, outcome, {"events": events, "unfinished": unfinished}, {})
+
+
+def event_hook_verified(body: BaseModel) -> Answer:
+    return Answer(HTTPStatus.OK, body, Outcome.EVENT_HOOK_VERIFIED, {}, {})

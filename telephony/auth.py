@@ -11,7 +11,7 @@ from telephony.settings import Settings
 
 class AuthScheme(Protocol):
     def verify(self, headers: Headers) -> None:
-        """Return when the caller passes; raise HookRefused (401/403/503) when not."""
+        """Return when the caller passes; raise Refused (401/403/503) when not."""
 
 
 class HeaderSecret:
@@ -19,15 +19,16 @@ class HeaderSecret:
 
     def __init__(self, header: str, secret: str, route: str = "telephony hook") -> None:
         self._header = header
-        self._secret = secret.encode()
+        self._secret = secret  # printable ASCII (settings check it), as Okta sends it
         self._route = route  # named in the refusal's summary
 
     def verify(self, headers: Headers) -> None:
         received = headers.get(self._header)
         if received is None:
             raise unauthorized(f"The {self._header} header is missing.", f"header:{self._header}", route=self._route)
-        # Constant time, so response timing says nothing about how much of a guess was right.
-        if not hmac.compare_digest(received.encode("utf-8", "surrogateescape"), self._secret):
+        # Constant time, so response timing says nothing about how much of a guess was right. A
+        # non-ASCII value cannot be the secret (and compare_digest takes ASCII text only).
+        if not (received.isascii() and hmac.compare_digest(received, self._secret)):
             raise unauthorized(
                 f"The {self._header} header does not match the configured secret.",
                 f"header:{self._header}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from datetime import UTC, datetime
 
@@ -12,23 +11,20 @@ from twilio.rest import Client
 
 from models import DeliveryChannel, MessageProfile
 from telephony.answers import Answer, code_too_long, not_configured, successful
+from telephony.locales import read_locale
 from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.templates import holds_code
 from telephony.twilio_errors import malformed_answer, transport_failure, twilio_failure
-from telephony.twilio_http import TwilioTransport, TwilioUnavailable
+from telephony.twilio_facts import SMS_MAX_CHARS, is_sid
+from telephony.twilio_http import TwilioTransport, TwilioUnavailable, counting_attempts
 from telephony.voice import VoiceScript
 
-SMS_MAX_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
 VERIFY_CODE_MAX = 10  # characters; Verify takes custom codes of 4 to 10
 CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits toll-fraud cost
 DEFAULT_SMS_TEXT = f"Your verification code is {CODE_PLACEHOLDER}"
 # The SID of the resource each API creates: SM or MM (an SMS, or one Twilio sends as MMS), CA, VE.
-SID_PREFIX = {
-    "message": re.compile(r"(?:SM|MM)[0-9a-f]{32}"),
-    "call": re.compile(r"CA[0-9a-f]{32}"),
-    "verify": re.compile(r"VE[0-9a-f]{32}"),
-}
+SID_PREFIXES = {"message": ("SM", "MM"), "call": ("CA",), "verify": ("VE",)}
 
 
 def build_client(settings: Settings) -> Client | None:
@@ -83,16 +79,14 @@ _REGION_MATTERS = frozenset({"zh"})  # zh-TW is not zh (Simplified, mainland ter
 
 def verify_locale(locale: str | None) -> str | None:
     """Okta's 'EN-US' / 'pt_BR' -> a supported Verify locale ('en', 'pt-BR'); None lets Verify choose."""
-    if not locale:
+    read = read_locale(locale)
+    if read is None:
         return None
-    language, _, region = locale.strip().replace("_", "-").partition("-")
-    language = language.lower()
-    tag = f"{language}-{region.upper()}" if region else language
-    if tag in VERIFY_LOCALES:
-        return tag
-    if region and language in _REGION_MATTERS:
+    if read.tag in VERIFY_LOCALES:
+        return read.tag
+    if read.region and read.language in _REGION_MATTERS:
         return None
-    return language if language in VERIFY_LOCALES else None
+    return read.language if read.language in VERIFY_LOCALES else None
 
 
 class TwilioDelivery:
@@ -108,25 +102,22 @@ class TwilioDelivery:
         }
 
     def deliver(self, profile: MessageProfile, status_callback: str | None = None) -> Answer:
-        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises HookRefused.
+        """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises Refused.
         `status_callback`: where Twilio posts the message's or call's receipts (Verify has none)."""
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
-        try:
-            sid, status, api = self._send(client, profile, validity, status_callback)
-        except TwilioException as error:
-            refusal = twilio_failure(error)
-            refusal.answer.log_fields["twilio_attempts"] = self._attempts(client)
-            raise refusal from None
-        except TwilioUnavailable as error:
-            refusal = transport_failure(error, self._settings.twilio_timeout_seconds)
-            refusal.answer.log_fields["twilio_attempts"] = error.attempts
-            raise refusal from None
-        except (ValueError, TypeError, AttributeError, KeyError) as error:  # a 2xx the library cannot read
-            raise malformed_answer(type(error).__name__) from None
-        if not SID_PREFIX[api].fullmatch(sid):  # only a resource Twilio created proves the code was accepted
-            raise malformed_answer("unexpected SID")
+        with counting_attempts() as attempts:
+            try:
+                sid, status, api = self._send(client, profile, validity, status_callback)
+            except TwilioException as error:
+                raise twilio_failure(error, attempts.count) from None
+            except TwilioUnavailable as error:
+                raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
+            except (ValueError, TypeError, AttributeError, KeyError) as error:  # a 2xx the library cannot read
+                raise malformed_answer(type(error).__name__, attempts.count) from None
+        if not is_sid(sid, *SID_PREFIXES[api]):  # only a resource Twilio created proves the code was accepted
+            raise malformed_answer("unexpected SID", attempts.count)
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,
@@ -136,14 +127,9 @@ class TwilioDelivery:
                 "twilio_sid": sid,
                 "twilio_status": status,
                 "twilio_ms": elapsed_ms,
-                "twilio_attempts": self._attempts(client),
+                "twilio_attempts": attempts.count,
             },
         )
-
-    @staticmethod
-    def _attempts(client: Client) -> int:
-        transport = client.http_client
-        return transport.attempts() if isinstance(transport, TwilioTransport) else 1
 
     def _send(
         self, client: Client, profile: MessageProfile, validity: int | None, status_callback: str | None

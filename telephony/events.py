@@ -23,7 +23,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import flask
@@ -34,9 +34,11 @@ from twilio.rest import Client
 from models import EventHookAccepted, EventHookRequest, EventHookVerification, LogEvent
 from telephony.answers import (
     MAX_EVENT_BODY_BYTES,
-    HookRefused,
+    Answer,
     Outcome,
-    event_hook_body_too_large,
+    body_too_large,
+    event_hook_verified,
+    events_received,
     invalid_request,
     method_not_allowed,
     unauthorized,
@@ -45,10 +47,11 @@ from telephony.answers import (
 from telephony.auth import HeaderSecret
 from telephony.delivery import build_client
 from telephony.intake import read_body
-from telephony.logs import hook_scope, mark_sensitive
+from telephony.logs import mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable
 from telephony.phone import mask
 from telephony.settings import Settings
+from telephony.twilio_errors import error_code, twilio_error
 from telephony.twilio_http import TwilioUnavailable
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
@@ -57,7 +60,15 @@ PHONE_FACTORS = frozenset({"SMS_FACTOR", "CALL_FACTOR"})
 PHONE_METHODS = frozenset({"SMS", "VOICE"})
 
 OKTA_ID = re.compile(r"[0-9A-Za-z]{1,64}")  # Okta's ids: 00u followed by letters and digits
+ROUTE = "event hook"
 log = logging.getLogger("okta_events")
+
+
+class Approval(NamedTuple):
+    """What Verify's update by number said: approved (with the SID), nothing pending, or a failure."""
+
+    outcome: Outcome
+    log_fields: dict[str, Any]
 
 
 def passed_phone_challenge(event: LogEvent) -> bool:
@@ -89,14 +100,18 @@ def user_of(event: LogEvent) -> str | None:
 class EventHook:
     """The /okta/events route, built once at start-up."""
 
+    name = ROUTE
+    path = "/okta/events"
+    log = log
+
     def __init__(self, settings: Settings) -> None:
         secret = settings.okta_event_hook_auth_secret
         self._auth = (
-            HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value(), route="event hook")
+            HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value(), route=ROUTE)
             if secret and secret.get_secret_value()
             else None
         )
-        self._credentials_header = settings.okta_event_hook_auth_header
+        self.credential_headers: tuple[str, ...] = (settings.okta_event_hook_auth_header,)
         self._okta = (
             OktaApi(
                 settings.okta_org_url,
@@ -115,7 +130,6 @@ class EventHook:
             else None
         )
         self._service_sid = settings.twilio_verify_service_sid
-        self._project = settings.google_cloud_project
         self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS, thread_name_prefix="okta-events")
         missing = []
         if self._okta is None:
@@ -129,64 +143,52 @@ class EventHook:
         """Whether the admin set the event hook up (its secret): only then is what it lacks worth a word."""
         return self._auth is not None
 
-    def __call__(self, request: flask.Request) -> flask.Response:
-        headers = request.headers
-        with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
-            credentials = headers.get(self._credentials_header, "")
-            mark_sensitive(credentials)
-            mark_sensitive(credentials.partition(" ")[2])
-            try:
-                return self._handle(request)
-            except HookRefused as refusal:
-                answer = refusal.answer
-                fields = {**answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
-                log.log(answer.outcome.severity, f"okta event hook {answer.outcome}", extra={"fields": fields})
-                return flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+    def startup_report(self) -> list[tuple[int, str]]:
+        if self.configured and self.missing:
+            return [
+                (
+                    logging.CRITICAL,
+                    f"Verify feedback (/okta/events) cannot work: the function is missing {self.missing}.",
+                )
+            ]
+        return []
 
-    def _handle(self, request: flask.Request) -> flask.Response:
+    def handle(self, request: flask.Request) -> Answer:
         if request.method not in ("GET", "POST"):
-            raise method_not_allowed("GET, POST", "The event hook accepts GET (verification) and POST only.")
+            raise method_not_allowed(ROUTE, "GET, POST")
         # Authenticated from the headers, before a byte of the body is read; fail closed.
         if self._auth is None:
             hint = "No event hook secret is configured (OKTA_EVENT_HOOK_AUTH_SECRET)."
-            raise unauthorized(hint, "configuration", route="event hook")
+            raise unauthorized(hint, "configuration", route=ROUTE)
         self._auth.verify(request.headers)
         if request.method == "GET":
             return self._verification(request)
-        hook = self._parse(read_body(request, MAX_EVENT_BODY_BYTES, event_hook_body_too_large))
-        started = time.monotonic()
+        body = read_body(request, lambda: body_too_large(ROUTE, MAX_EVENT_BODY_BYTES), MAX_EVENT_BODY_BYTES)
+        hook = self._parse(body)
         futures = [
             self._workers.submit(contextvars.copy_context().run, self._feedback_logged, event)
             for event in hook.data.events
         ]
         # Each event's calls are bounded; the batch is answered by Okta's deadline whatever is left.
         _, unfinished = wait(futures, timeout=EVENT_BUDGET_SECONDS)
-        if unfinished:  # their own lines follow when their bounded calls end
-            fields = {"events": len(futures), "unfinished": len(unfinished), "outcome": "events_unfinished"}
-            fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
-            log.warning("okta event hook answered before every event was handled", extra={"fields": fields})
-        return flask.Response(EventHookAccepted().model_dump_json(), HTTPStatus.OK, mimetype="application/json")
+        return events_received(EventHookAccepted(), len(futures), len(unfinished))
 
-    def _verification(self, request: flask.Request) -> flask.Response:
+    def _verification(self, request: flask.Request) -> Answer:
         """Okta's one-time check of a new event hook: echo the challenge."""
         challenge = request.headers.get("X-Okta-Verification-Challenge")
         if not challenge:
             raise verification_challenge_missing()
-        log.info(
-            f"okta event hook {Outcome.EVENT_HOOK_VERIFIED}", extra={"fields": {"outcome": Outcome.EVENT_HOOK_VERIFIED}}
-        )
-        answer = EventHookVerification(verification=challenge)
-        return flask.Response(answer.model_dump_json(), HTTPStatus.OK, mimetype="application/json")
+        return event_hook_verified(EventHookVerification(verification=challenge))
 
     def _parse(self, body: bytes) -> EventHookRequest:
         try:
             return EventHookRequest.model_validate_json(body)
         except ValidationError as error:
-            raise invalid_request(error) from None
+            raise invalid_request(ROUTE, error) from None
 
     def _feedback_logged(self, event: LogEvent) -> None:
         """One event, one log line: its outcome and the masked number, never the number or the user."""
-        started = time.monotonic()
+        started = time.perf_counter()
         fields: dict[str, Any] = {
             "event_id": (event.uuid or "")[:64] or None,
             "event_type": (event.event_type or "")[:128],
@@ -196,7 +198,7 @@ class EventHook:
         except Exception:  # a bug of ours: the other events of the batch still get their feedback
             log.exception("okta event hook failed on one event")
             outcome = Outcome.INTERNAL_ERROR
-        fields.update(outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
+        fields.update(outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 1))
         message = f"okta event {outcome}"
         if "phone" in fields:
             message += f": {fields['phone']}"
@@ -221,13 +223,15 @@ class EventHook:
             masked = mask(number)
             mark_sensitive(number, masked)
             fields["phone"] = masked
-            if self._approve(number, fields) is Outcome.FEEDBACK_APPROVED:
-                outcome = Outcome.FEEDBACK_APPROVED
-            elif "twilio_error" in fields or "twilio_error_code" in fields:
-                return Outcome.FEEDBACK_FAILED
+            approval = self._approve(number)
+            fields.update(approval.log_fields)
+            if approval.outcome is Outcome.FEEDBACK_FAILED:
+                return approval.outcome
+            if approval.outcome is Outcome.FEEDBACK_APPROVED:
+                outcome = approval.outcome
         return outcome
 
-    def _approve(self, number: str, fields: dict[str, Any]) -> Outcome:
+    def _approve(self, number: str) -> Approval:
         """Verify's update by number: approved, or 404 when nothing is pending (normal: not ours, or done)."""
         assert self._client is not None and self._service_sid is not None
         try:
@@ -237,14 +241,14 @@ class EventHook:
             verification = verifications(quote(number, safe="")).update(status="approved")
         except TwilioRestException as error:
             if error.status == HTTPStatus.NOT_FOUND:
-                return Outcome.FEEDBACK_NOT_PENDING
-            fields["twilio_error_code"] = error.code if isinstance(error.code, int) else error.status
-            return Outcome.FEEDBACK_FAILED
+                return Approval(Outcome.FEEDBACK_NOT_PENDING, {})
+            code = error_code(error)
+            return Approval(
+                Outcome.FEEDBACK_FAILED, {"twilio_error_code": code, "error_meaning": twilio_error(code).meaning}
+            )
         except TwilioException:
-            fields["twilio_error"] = "TWILIO_ERROR"
-            return Outcome.FEEDBACK_FAILED
+            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_ERROR"})
         except TwilioUnavailable as error:
-            fields["twilio_error"] = "TWILIO_TIMEOUT" if error.timed_out else "TWILIO_UNREACHABLE"
-            return Outcome.FEEDBACK_FAILED
-        fields["twilio_sid"] = str(verification.sid)
-        return Outcome.FEEDBACK_APPROVED
+            reason = "TWILIO_TIMEOUT" if error.timed_out else "TWILIO_UNREACHABLE"
+            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": reason})
+        return Approval(Outcome.FEEDBACK_APPROVED, {"twilio_sid": str(verification.sid)})

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import flask
 
-from telephony.answers import MAX_BODY_BYTES, body_too_large
+from telephony.answers import MAX_BODY_BYTES
 
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
 
@@ -28,9 +28,7 @@ def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> b
     return (request.content_length or 0) > limit
 
 
-def read_body(
-    request: flask.Request, limit: int = MAX_BODY_BYTES, too_large: Callable[[], Exception] = body_too_large
-) -> bytes:
+def read_body(request: flask.Request, too_large: Callable[[], Exception], limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory."""
     if declared_too_large(request, limit):
         raise too_large()

@@ -1,7 +1,7 @@
 """One logger setup for the whole process: JSON lines Cloud Logging understands, scrubbed of secrets.
 
 Every line, ours or a library's, passes through `CloudLoggingFormatter`, which removes the configured
-secrets and whatever the current hook marked as sensitive (its OTP, its phone number). Code should
+secrets and whatever the current request marked as sensitive (its OTP, its phone number). Code should
 not log those values in the first place; this is the net under that rule. The net works on values,
 never on keys or on the serialised line: a caller who sends a credential equal to a key, a quote or
 an outcome must not be able to break a line or hide what happened.
@@ -28,13 +28,13 @@ _OWN_FIELDS = frozenset(
 )
 
 
-class _HookScope(NamedTuple):
+class _RequestScope(NamedTuple):
     trace: str | None
     span_id: str | None
-    replacements: list[tuple[str, str]]  # appended to while the hook runs
+    replacements: list[tuple[str, str]]  # appended to while the request runs
 
 
-_scope: ContextVar[_HookScope | None] = ContextVar("hook_log_scope", default=None)
+_scope: ContextVar[_RequestScope | None] = ContextVar("request_log_scope", default=None)
 
 
 class CloudLoggingFormatter(logging.Formatter):
@@ -58,7 +58,6 @@ class CloudLoggingFormatter(logging.Formatter):
             entry["logging.googleapis.com/trace"] = scope.trace
             if scope.span_id:
                 entry["logging.googleapis.com/spanId"] = scope.span_id
-        scope = _scope.get()
         replacements = scope.replacements if scope else []
         line = json.dumps(entry, default=str, ensure_ascii=False)
         # Most lines hold nothing to scrub: one search of the finished line says so, then it is kept.
@@ -70,11 +69,6 @@ class CloudLoggingFormatter(logging.Formatter):
             key: value if key in _OWN_FIELDS else self._scrub_value(value, replacements) for key, value in entry.items()
         }
         return json.dumps(scrubbed, ensure_ascii=False)
-
-    def scrub(self, text: str) -> str:
-        """`text` without the configured secrets and what the current hook marked sensitive."""
-        scope = _scope.get()
-        return self._scrub_text(text, scope.replacements if scope else [])
 
     def _scrub_text(self, text: str, replacements: list[tuple[str, str]]) -> str:
         for secret in self._secrets:
@@ -147,10 +141,12 @@ def _trace_from_headers(
 
 
 @contextmanager
-def hook_scope(project: str | None, cloud_trace: str | None = None, traceparent: str | None = None) -> Iterator[None]:
-    """Everything logged inside carries the hook's trace and is scrubbed of what it marks sensitive."""
+def request_scope(
+    project: str | None, cloud_trace: str | None = None, traceparent: str | None = None
+) -> Iterator[None]:
+    """Everything logged inside carries the request's trace and is scrubbed of what it marks sensitive."""
     trace, span_id = _trace_from_headers(cloud_trace, traceparent, project)
-    token = _scope.set(_HookScope(trace=trace, span_id=span_id, replacements=[]))
+    token = _scope.set(_RequestScope(trace=trace, span_id=span_id, replacements=[]))
     try:
         yield
     finally:
@@ -158,7 +154,7 @@ def hook_scope(project: str | None, cloud_trace: str | None = None, traceparent:
 
 
 def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
-    """From now until the hook ends, `value` is written as `replacement` in every log line."""
+    """From now until the request ends, `value` is written as `replacement` in every log line."""
     scope = _scope.get()
     if scope is not None and len(value) >= 3:
         scope.replacements.append((value, replacement))

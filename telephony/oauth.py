@@ -29,7 +29,7 @@ log = logging.getLogger("telephony_hook.oauth")
 ALGORITHMS = ["RS256"]  # whatever the token's header claims: never 'none', never HMAC
 LEEWAY_SECONDS = 30  # clock skew between Okta and us
 MAX_TOKEN_BYTES = 8192
-JWKS_TIMEOUT_SECONDS = 0.8  # out of Okta's 3 s, with Twilio's 2 s after it: 2.8 s at worst
+JWKS_TIMEOUT_SECONDS = 0.8  # a key-set fetch and Twilio's call share Okta's 3 s
 JWKS_REFETCH_INTERVAL = 30.0  # an unknown kid refetches at most this often
 JWKS_MAX_AGE = 3600.0  # known keys are refreshed hourly, so a revoked key stops working
 
@@ -85,7 +85,6 @@ class JwksCache:
         self._fetched_at: float | None = None
         self._failed = False
         self._lock = threading.Lock()
-        self.fetches = 0
 
     def key(self, kid: str) -> jwt.PyJWK | None:
         """The key with this id; None when the issuer does not have it. Raises JwksUnavailable."""
@@ -126,7 +125,6 @@ class JwksCache:
         return self._fetched_at is None or self._clock() - self._fetched_at >= age
 
     def _refresh(self) -> None:
-        self.fetches += 1
         self._fetched_at = self._clock()
         try:
             document = self._fetch(self.url)

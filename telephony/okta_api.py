@@ -8,15 +8,14 @@ token is an SSWS token of a read-only administrator. Every call runs within one 
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import quote
 
 import urllib3
 
 from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
+from telephony.phone import without_separators
 
 PHONE_FACTOR_TYPES = frozenset({"sms", "call"})  # Okta's factorType of SMS and voice enrolments
-_NOT_DIALLED = re.compile(r"[\s().-]")  # how people write numbers; Okta keeps E.164 with them at times
 
 
 class OktaApiUnavailable(Exception):
@@ -65,7 +64,7 @@ class OktaApi:
             profile = factor.get("profile")
             number = profile.get("phoneNumber") if isinstance(profile, dict) else None
             if isinstance(number, str):
-                dialled = _NOT_DIALLED.sub("", number)
+                dialled = without_separators(number)  # Okta keeps E.164 with separators at times
                 if dialled and dialled not in numbers:
                     numbers.append(dialled)
         return numbers

@@ -22,6 +22,11 @@ REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)  # what ALLOWED_COUNTRIES an
 NON_GEOGRAPHIC = "001"
 
 
+def without_separators(raw: str) -> str:
+    """'+1 (415) 555-0123' -> '+14155550123'."""
+    return _SEPARATORS.sub("", raw)
+
+
 def to_e164(raw: str, default_country: str | None) -> str:
     """Normalise a number to E.164: keep a leading '+', read '00' as '+', else national digits.
 
@@ -31,7 +36,7 @@ def to_e164(raw: str, default_country: str | None) -> str:
     plain '+digits', what Okta sends, is taken as it is.
     Raises ValueError with a message that never repeats the number.
     """
-    compact = _SEPARATORS.sub("", raw)
+    compact = without_separators(raw)
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if not re.fullmatch(r"\+?[0-9]+", compact):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from models import MessageProfile
@@ -14,13 +15,25 @@ class DeliveryPolicy:
     """Checked before Twilio is called: a refused code costs nothing and Okta falls back."""
 
     def __init__(self, settings: Settings) -> None:
+        self._allowed_countries = settings.allowed_countries
         self._phones = PhonePolicy(
             allowed_countries=frozenset(settings.allowed_countries),
             blocked_number_types=frozenset(settings.blocked_number_types),
         )
 
+    def startup_report(self) -> list[tuple[int, str]]:
+        if self._allowed_countries:
+            return []
+        return [
+            (
+                logging.WARNING,
+                "ALLOWED_COUNTRIES is empty: codes go to every country, the toll-fraud guard rests on"
+                " BLOCKED_NUMBER_TYPES alone (non-geographic numbers stay refused unless it lists 001).",
+            )
+        ]
+
     def check(self, profile: MessageProfile, now: datetime) -> NumberFacts:
-        """Raise HookRefused (200 + error object) when the code must not be sent."""
+        """Raise Refused (200 + error object) when the code must not be sent."""
         if profile.otp_expires is not None and profile.otp_expires <= now:
             raise expired()
         facts = describe(profile.phone_number)

@@ -9,8 +9,6 @@ from the public host and X-Forwarded-Proto Cloud Run passes on. Nothing external
 from __future__ import annotations
 
 import logging
-import time
-from http import HTTPStatus
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -19,17 +17,20 @@ from twilio.request_validator import RequestValidator
 
 from models import DeliveryChannel
 from telephony.answers import (
+    Answer,
     Outcome,
-    ReceiptRefused,
+    receipt,
     receipt_forbidden,
     receipt_invalid,
     receipt_method_not_allowed,
     receipt_too_large,
 )
 from telephony.intake import read_body
-from telephony.logs import hook_scope, mark_sensitive
+from telephony.logs import mark_sensitive
 from telephony.phone import describe, mask
 from telephony.settings import Settings
+from telephony.twilio_errors import twilio_error
+from telephony.twilio_facts import is_sid
 
 RECEIPTS_PATH = "/twilio/status"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -44,69 +45,6 @@ CALL_STATUSES = frozenset(
 )
 # The code did not reach the user: what an admin hears about as "I got no code".
 NOT_DELIVERED = frozenset({"undelivered", "failed", "busy", "no-answer"})
-
-
-class DeliveryError(NamedTuple):
-    meaning: str
-    fix: str
-
-
-# Twilio's delivery error codes an OTP sender meets: what happened, and what the admin can do.
-DELIVERY_ERRORS: dict[int, DeliveryError] = {
-    30001: DeliveryError(
-        "Queue overflow: the sender sent faster than its throughput.",
-        "Use a Messaging Service with more senders, or a short code.",
-    ),
-    30002: DeliveryError("Account suspended.", "Check the Twilio console's account status and billing."),
-    30003: DeliveryError(
-        "Unreachable destination handset (off, or out of coverage).",
-        "Nothing to fix: the user retries once the phone is on, or uses another factor.",
-    ),
-    30004: DeliveryError(
-        "Message blocked by the recipient or their carrier.", "Ask the user to lift the block; offer another factor."
-    ),
-    30005: DeliveryError(
-        "Unknown destination handset: the number is not in service.",
-        "Ask the user to update the phone number enrolled in Okta.",
-    ),
-    30006: DeliveryError(
-        "Landline or unreachable carrier: SMS cannot reach it.", "Enrol a mobile number, or use voice for this user."
-    ),
-    30007: DeliveryError(
-        "Filtered by the carrier as spam.",
-        "Register the sender (10DLC, toll-free verification) and keep the text plain.",
-    ),
-    30008: DeliveryError(
-        "Unknown error from the carrier.", "Retry; if it persists for a country, open a Twilio support ticket."
-    ),
-    30034: DeliveryError(
-        "US message from an unregistered 10DLC number.",
-        "Register the number's A2P 10DLC campaign, or send from a toll-free or short code.",
-    ),
-    21610: DeliveryError(
-        "The user replied STOP: Twilio will not text this number.",
-        "Ask the user to text START to the sender, or use voice.",
-    ),
-    21614: DeliveryError(
-        "Not a mobile number: SMS cannot reach it.", "Enrol a mobile number, or use voice for this user."
-    ),
-    21612: DeliveryError(
-        "The sender cannot reach this number by SMS.", "Check the sender's country support and Geo Permissions."
-    ),
-    21408: DeliveryError(
-        "SMS to this country is not enabled.",
-        "Enable the country in Twilio's Messaging Geo Permissions, if you mean to.",
-    ),
-}
-
-
-def delivery_error(code: int) -> DeliveryError:
-    known = DELIVERY_ERRORS.get(code)
-    if known is not None:
-        return known
-    return DeliveryError(
-        "A Twilio error this function has no note for.", f"See https://www.twilio.com/docs/errors/{code}"
-    )
 
 
 def outcome_for(status: str) -> Outcome:
@@ -154,7 +92,7 @@ class Receipt(NamedTuple):
             "country": self.country,
         }
         if self.error_code is not None:
-            error = delivery_error(self.error_code)
+            error = twilio_error(self.error_code)
             fields.update(error_code=self.error_code, error_meaning=error.meaning, error_fix=error.fix)
         if self.call_duration_s is not None:
             fields["call_duration_s"] = self.call_duration_s
@@ -179,7 +117,7 @@ def parse_receipt(form: dict[str, str]) -> Receipt:
         channel, status, known = "sms", form.get("MessageStatus") or form.get("SmsStatus", ""), MESSAGE_STATUSES
     else:
         raise receipt_invalid("no MessageSid or CallSid")
-    if not (len(sid) == 34 and sid[:2].isalpha() and sid[2:].isalnum()):
+    if not is_sid(sid, "SM", "MM", "CA"):
         raise receipt_invalid("the SID is not a Twilio SID")
     if status not in known:
         raise receipt_invalid(f"unknown {'CallStatus' if channel == 'voice' else 'MessageStatus'}")
@@ -198,28 +136,41 @@ def parse_receipt(form: dict[str, str]) -> Receipt:
 class Receipts:
     """The /twilio/status route, and the callback URL each Messages and Calls create asks for."""
 
+    name = "receipts route"
+    path = RECEIPTS_PATH
+    log = logging.getLogger("telephony_hook.receipts")
+    credential_headers: tuple[str, ...] = (SIGNATURE_HEADER,)
+
     def __init__(self, settings: Settings) -> None:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
         self._validator = RequestValidator(token) if token else None
         self._public_url = settings.public_url
-        self._project = settings.google_cloud_project
+        self._verify = settings.twilio_verify_service_sid is not None  # Verify asks for no receipts
         self._derivation_reported = False
-        self._log = logging.getLogger("telephony_hook.receipts")
 
     @property
     def on(self) -> bool:
-        return self._validator is not None
+        """Whether codes ask Twilio for receipts: Messages and Calls do, Verify has none."""
+        return self._validator is not None and not self._verify
 
-    def startup_message(self) -> str:
-        if not self.on:
-            return (
+    def startup_report(self) -> list[tuple[int, str]]:
+        return [self._receipts_report()]
+
+    def _receipts_report(self) -> tuple[int, str]:
+        if self._verify:
+            return logging.INFO, (
+                "Delivery receipts are off: Twilio Verify sends the codes (TWILIO_VERIFY_SERVICE_SID), and "
+                "Verify posts no status callbacks. Verify's own logs show each code's delivery."
+            )
+        if self._validator is None:
+            return logging.WARNING, (
                 "Delivery receipts are off: TWILIO_AUTH_TOKEN is not set, and Twilio signs receipts with it "
                 "(even when sending with an API key). No status callback is requested."
             )
         if self._public_url:
             url = self._public_url.rstrip("/") + RECEIPTS_PATH
-            return f"Delivery receipts on: Twilio posts them to {url} (PUBLIC_URL)."
-        return (
+            return logging.INFO, f"Delivery receipts on: Twilio posts them to {url} (PUBLIC_URL)."
+        return logging.INFO, (
             f"Delivery receipts on: PUBLIC_URL is not set, so the URL is taken from each hook's request "
             f"(Host and X-Forwarded-Proto) + {RECEIPTS_PATH}."
         )
@@ -231,39 +182,17 @@ class Receipts:
         url = public_base(request, self._public_url) + RECEIPTS_PATH
         if not self._public_url and not self._derivation_reported:
             self._derivation_reported = True  # once per instance: a race only repeats the line
-            self._log.info(f"Delivery receipts go to {url}, derived from the hook's request (PUBLIC_URL is not set).")
+            self.log.info(f"Delivery receipts go to {url}, derived from the hook's request (PUBLIC_URL is not set).")
         return url
 
-    def handle(self, request: flask.Request) -> flask.Response:
-        """Check the signature, log the receipt, answer 204: Twilio needs nothing more."""
-        started = time.perf_counter()
-        headers = request.headers
-        with hook_scope(self._project, headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")):
-            fields: dict[str, Any] = {}
-            try:
-                receipt = self._receive(request)
-                fields.update(receipt.log_fields())
-                status, outcome = HTTPStatus.NO_CONTENT, outcome_for(receipt.status)
-                message = f"delivery receipt: {receipt.channel} {receipt.sid} {receipt.status}"
-                if receipt.error_code is not None:
-                    message += f", error {receipt.error_code}: {fields['error_meaning']}"
-                message += f" ({receipt.phone})"
-            except ReceiptRefused as refusal:
-                status, outcome = refusal.status, refusal.outcome
-                fields["receipt_problem"] = refusal.problem
-                message = f"delivery receipt refused: {refusal.problem}"
-            except Exception:  # a bug of ours: logged without the receipt, and Twilio will retry
-                self._log.exception("delivery receipt failed unexpectedly")
-                status, outcome, message = (
-                    HTTPStatus.INTERNAL_SERVER_ERROR,
-                    Outcome.INTERNAL_ERROR,
-                    "delivery receipt failed",
-                )
-            fields.update(outcome=outcome, http_status=status)
-            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-            self._log.log(outcome.severity, message, extra={"fields": fields})
-        allow = {"Allow": "POST"} if status == HTTPStatus.METHOD_NOT_ALLOWED else None
-        return flask.Response(status=status, headers=allow)
+    def handle(self, request: flask.Request) -> Answer:
+        """Check the signature, then the receipt is logged and answered 204: Twilio needs nothing more."""
+        taken = self._receive(request)
+        fields = taken.log_fields()
+        note = f"{taken.channel} {taken.sid} {taken.status}"
+        if taken.error_code is not None:
+            note += f", error {taken.error_code}: {fields['error_meaning']}"
+        return receipt(outcome_for(taken.status), fields, f"{note} ({taken.phone})")
 
     def _receive(self, request: flask.Request) -> Receipt:
         if request.method != "POST":
@@ -273,7 +202,7 @@ class Receipts:
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:  # refused before the body is read
             raise receipt_forbidden(f"no {SIGNATURE_HEADER} header")
-        body = read_body(request, too_large=receipt_too_large)
+        body = read_body(request, receipt_too_large)
         if request.mimetype != "application/x-www-form-urlencoded":
             raise receipt_invalid("the body is not form-encoded")
         try:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from telephony import phone
+from telephony.twilio_facts import SMS_MAX_CHARS, sid_pattern
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-time code
@@ -104,22 +105,22 @@ class Settings(BaseModel):
     okta_api_timeout_seconds: float = Field(0.8, alias="OKTA_API_TIMEOUT_SECONDS", gt=0, le=1.5)
 
     # --- Twilio
-    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID", pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID", pattern=f"^{sid_pattern('AC')}$")
     twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
     twilio_api_key: str | None = Field(
         None,
         validation_alias=AliasChoices("TWILIO_API_KEY", "TWILIO_API_KEY_SID"),
-        pattern=r"^SK[0-9a-fA-F]{32}$",
+        pattern=f"^{sid_pattern('SK')}$",
     )
     twilio_api_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("TWILIO_API_SECRET", "TWILIO_API_KEY_SECRET")
     )
     twilio_from_number: str | None = Field(None, alias="TWILIO_FROM_NUMBER", pattern=E164_PATTERN)
     twilio_messaging_service_sid: str | None = Field(
-        None, alias="TWILIO_MESSAGING_SERVICE_SID", pattern=r"^MG[0-9a-fA-F]{32}$"
+        None, alias="TWILIO_MESSAGING_SERVICE_SID", pattern=f"^{sid_pattern('MG')}$"
     )
     twilio_verify_service_sid: str | None = Field(
-        None, alias="TWILIO_VERIFY_SERVICE_SID", pattern=r"^VA[0-9a-fA-F]{32}$"
+        None, alias="TWILIO_VERIFY_SERVICE_SID", pattern=f"^{sid_pattern('VA')}$"
     )
     twilio_api_base_url: str | None = Field(
         None,
@@ -140,7 +141,7 @@ class Settings(BaseModel):
 
     # --- what we send
     default_country: str | None = Field(None, alias="DEFAULT_COUNTRY", pattern=r"^[A-Za-z]{2}$")
-    sms_template: str | None = Field(None, alias="SMS_TEMPLATE", max_length=1600)
+    sms_template: str | None = Field(None, alias="SMS_TEMPLATE", max_length=SMS_MAX_CHARS)
     voice_phrases: dict[str, str] = Field(
         default_factory=dict,
         alias="VOICE_PHRASES",

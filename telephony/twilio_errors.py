@@ -1,4 +1,5 @@
-"""The one table from Twilio's errors to what we tell Okta.
+"""The one table of Twilio's error codes: what the hook tells Okta, and what receipts and the event
+hook's log lines tell the admin.
 
 Okta shows `errorSummary` to admins and end users, so summaries are plain and never carry Twilio's
 own message text (it contains the recipient's number, sometimes the message body). The admin gets the
@@ -11,104 +12,184 @@ from typing import NamedTuple
 
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
-from telephony.answers import NOT_DELIVERED, HookRefused, provider_error, provider_unavailable
+from telephony.answers import NOT_DELIVERED, Refused, provider_error, provider_unavailable
+from telephony.twilio_facts import SMS_MAX_CHARS
 from telephony.twilio_http import TwilioUnavailable
 
 
-class ProviderProblem(NamedTuple):
-    summary: str  # for end users and admins alike
-    hint: str  # for the admin reading Okta's hook error or our logs
+class TwilioError(NamedTuple):
+    """What one Twilio error code means to the people who see it."""
+
+    summary: str  # for end users and admins alike: Okta shows it
+    meaning: str  # what happened, for the admin reading Okta's hook error or our logs
+    fix: str = ""  # what the admin can do about it, when anything
+
+    @property
+    def hint(self) -> str:
+        return f"{self.meaning} {self.fix}".strip()
 
 
-_SENDER = ProviderProblem(
-    NOT_DELIVERED, "The Twilio sender (TWILIO_FROM_NUMBER or Messaging Service) cannot send this."
+_SENDER = TwilioError(
+    NOT_DELIVERED,
+    "The Twilio sender cannot send this.",
+    "Check TWILIO_FROM_NUMBER or the Messaging Service's senders.",
 )
-_INVALID_TO = ProviderProblem(
-    "The phone number is not valid.", "Twilio says the To number is not a valid phone number."
+_INVALID_TO = TwilioError("The phone number is not valid.", "Twilio says the To number is not a valid phone number.")
+_NOT_MOBILE = TwilioError(
+    "The phone number cannot receive text messages.",
+    "Not a mobile number: SMS cannot reach it.",
+    "Enrol a mobile number, or use voice for this user.",
 )
 
-TWILIO_ERRORS: dict[int, ProviderProblem] = {
-    20003: ProviderProblem(
-        NOT_DELIVERED, "Twilio rejected the hook's credentials: check the account SID and auth token or API key."
+# Every code the hook's answers, the delivery receipts and the event hook's Verify updates meet: one
+# table, so the same code reads the same wherever an admin meets it.
+TWILIO_ERRORS: dict[int, TwilioError] = {
+    20003: TwilioError(
+        NOT_DELIVERED,
+        "Twilio rejected the function's credentials.",
+        "Check the account SID and auth token or API key.",
     ),
-    20404: ProviderProblem(NOT_DELIVERED, "Twilio does not know the account, service or resource the hook addressed."),
-    20429: ProviderProblem(
+    20404: TwilioError(NOT_DELIVERED, "Twilio does not know the account, service or resource the function addressed."),
+    20429: TwilioError(
         "Too many codes are being sent right now; try again shortly.", "Twilio is rate-limiting this account."
     ),
     21210: _SENDER,
     21211: _INVALID_TO,
     21212: _SENDER,
-    21214: ProviderProblem("The phone number cannot be reached.", "Twilio cannot route a call to this number."),
-    21215: ProviderProblem(
-        "Calls to this country are not enabled.", "Voice Geo Permissions do not allow calls to this country."
+    21214: TwilioError("The phone number cannot be reached.", "Twilio cannot route a call to this number."),
+    21215: TwilioError(
+        "Calls to this country are not enabled.",
+        "Voice Geo Permissions do not allow calls to this country.",
+        "Enable the country in Twilio's Voice Geo Permissions, if you mean to.",
     ),
-    21216: ProviderProblem("The phone number cannot be called.", "This number is blocked for the Twilio account."),
+    21216: TwilioError("The phone number cannot be called.", "This number is blocked for the Twilio account."),
     21217: _INVALID_TO,
-    21408: ProviderProblem(
-        "Text messages to this country are not enabled.", "Messaging Geo Permissions do not allow this country."
+    21408: TwilioError(
+        "Text messages to this country are not enabled.",
+        "Messaging Geo Permissions do not allow this country.",
+        "Enable the country in Twilio's Messaging Geo Permissions, if you mean to.",
     ),
     21606: _SENDER,
-    21610: ProviderProblem(
+    21610: TwilioError(
         "This number has opted out of text messages.",
-        "The recipient replied STOP; they must text START to opt back in.",
+        "The user replied STOP: Twilio will not text this number.",
+        "Ask the user to text START to the sender, or use voice.",
     ),
-    21611: ProviderProblem(NOT_DELIVERED, "The sender's outgoing message queue is full."),
-    21612: ProviderProblem(
+    21611: TwilioError(NOT_DELIVERED, "The sender's outgoing message queue is full."),
+    21612: TwilioError(
         "The phone number cannot receive this message.",
         "Twilio cannot route a message from this sender to this number.",
+        "Check the sender's country support and Geo Permissions.",
     ),
-    21614: ProviderProblem(
-        "The phone number cannot receive text messages.", "The number is not a mobile number; use a voice call."
+    21614: _NOT_MOBILE,
+    21617: TwilioError(
+        NOT_DELIVERED, f"The SMS text is longer than {SMS_MAX_CHARS} characters.", "Shorten SMS_TEMPLATE."
     ),
-    21617: ProviderProblem(NOT_DELIVERED, "The SMS text is longer than 1600 characters: check SMS_TEMPLATE."),
-    90007: ProviderProblem(NOT_DELIVERED, "Twilio refused the message's validity period."),
-    60200: ProviderProblem(NOT_DELIVERED, "Twilio Verify refused a parameter as invalid (To or Channel, for example)."),
-    60203: ProviderProblem(
+    30001: TwilioError(
+        NOT_DELIVERED,
+        "Queue overflow: the sender sent faster than its throughput.",
+        "Use a Messaging Service with more senders, or a short code.",
+    ),
+    30002: TwilioError(NOT_DELIVERED, "Account suspended.", "Check the Twilio console's account status and billing."),
+    30003: TwilioError(
+        NOT_DELIVERED,
+        "Unreachable destination handset (off, or out of coverage).",
+        "Nothing to fix: the user retries once the phone is on, or uses another factor.",
+    ),
+    30004: TwilioError(
+        NOT_DELIVERED,
+        "Message blocked by the recipient or their carrier.",
+        "Ask the user to lift the block; offer another factor.",
+    ),
+    30005: TwilioError(
+        NOT_DELIVERED,
+        "Unknown destination handset: the number is not in service.",
+        "Ask the user to update the phone number enrolled in Okta.",
+    ),
+    30006: TwilioError(
+        NOT_DELIVERED,
+        "Landline or unreachable carrier: SMS cannot reach it.",
+        "Enrol a mobile number, or use voice for this user.",
+    ),
+    30007: TwilioError(
+        NOT_DELIVERED,
+        "Filtered by the carrier as spam.",
+        "Register the sender (10DLC, toll-free verification) and keep the text plain.",
+    ),
+    30008: TwilioError(
+        NOT_DELIVERED,
+        "Unknown error from the carrier.",
+        "Retry; if it persists for a country, open a Twilio support ticket.",
+    ),
+    30034: TwilioError(
+        NOT_DELIVERED,
+        "US message from an unregistered 10DLC number.",
+        "Register the number's A2P 10DLC campaign, or send from a toll-free or short code.",
+    ),
+    90007: TwilioError(NOT_DELIVERED, "Twilio refused the message's validity period."),
+    60200: TwilioError(NOT_DELIVERED, "Twilio Verify refused a parameter as invalid (To or Channel, for example)."),
+    60203: TwilioError(
         "Too many codes were sent to this number; try again later.",
         "Twilio Verify's send limit for this number was reached.",
     ),
-    60204: ProviderProblem(
+    60204: TwilioError(
         NOT_DELIVERED,
-        "Custom verification codes are disabled on the Verify service: turn them on in Twilio's Console.",
+        "Custom verification codes are disabled on the Verify service.",
+        "Turn them on in Twilio's Console.",
     ),
-    60205: ProviderProblem(
+    60205: TwilioError(
         "The phone number cannot receive text messages.",
-        "Twilio Verify: SMS is not supported by a landline; use a voice call.",
+        "Twilio Verify: SMS is not supported by a landline.",
+        "Use a voice call.",
     ),
-    60410: ProviderProblem(NOT_DELIVERED, "Twilio Verify Fraud Guard blocked this number's country prefix."),
-    60605: ProviderProblem(
+    60410: TwilioError(NOT_DELIVERED, "Twilio Verify Fraud Guard blocked this number's country prefix."),
+    60605: TwilioError(
         "Codes cannot be sent to this country.", "Twilio Verify Geo Permissions do not allow this country."
     ),
 }
 
 
-def twilio_failure(error: TwilioException) -> HookRefused:
-    """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why."""
+def twilio_error(code: int) -> TwilioError:
+    """The table's entry, or one that points the admin to Twilio's page for the code."""
+    known = TWILIO_ERRORS.get(code)
+    if known is not None:
+        return known
+    return TwilioError(
+        NOT_DELIVERED, f"Twilio refused the request (error {code}).", f"See https://www.twilio.com/docs/errors/{code}"
+    )
+
+
+def error_code(error: TwilioException) -> int:
+    """Twilio's error code, else the HTTP status it answered with (0 when neither)."""
     code = 0
     if isinstance(error, TwilioRestException | TwilioServiceException):
         code = error.code if isinstance(error.code, int) else int(error.status or 0)
-    if code == 429:  # rate limiting answered without a Twilio code
-        code = 20429
+    return 20429 if code == 429 else code  # rate limiting answered without a Twilio code
+
+
+def twilio_failure(error: TwilioException, attempts: int) -> Refused:
+    """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why."""
+    code = error_code(error)
+    fields = {"twilio_error_code": code, "twilio_attempts": attempts}
     if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
-        hint, reason, location = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}", "https://status.twilio.com"
-        summary = NOT_DELIVERED
-    else:
-        problem = TWILIO_ERRORS.get(code, ProviderProblem(NOT_DELIVERED, f"Twilio refused the request (error {code})."))
-        summary, hint = problem.summary, problem.hint
-        reason, location = f"TWILIO_{code}", f"https://www.twilio.com/docs/errors/{code}"
-    return provider_error(summary, hint, reason, location, log_fields={"twilio_error_code": code})
+        hint, reason = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}"
+        return provider_error(NOT_DELIVERED, hint, reason, "https://status.twilio.com", log_fields=fields)
+    known = twilio_error(code)
+    location = f"https://www.twilio.com/docs/errors/{code}"
+    return provider_error(known.summary, known.hint, f"TWILIO_{code}", location, log_fields=fields)
 
 
-def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> HookRefused:
+def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> Refused:
     """Twilio did not answer in time, or could not be reached: answer Okta before its 3 s run out."""
     if error.timed_out:
         hint, reason = f"Twilio did not answer within {timeout_seconds:g} s.", "TWILIO_TIMEOUT"
     else:
         hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"
-    return provider_unavailable(hint, reason, log_fields={"twilio_error": reason, "error_type": error.error_type})
+    fields = {"twilio_error": reason, "error_type": error.error_type, "twilio_attempts": error.attempts}
+    return provider_unavailable(hint, reason, log_fields=fields)
 
 
-def malformed_answer(what: str) -> HookRefused:
+def malformed_answer(what: str, attempts: int) -> Refused:
     """Twilio (or what stands in its place) answered 2xx with something that is not the resource we
     asked for: nothing proves the code was accepted, so Okta falls back. It is not sent again: it may have been."""
     return provider_error(
@@ -116,5 +197,5 @@ def malformed_answer(what: str) -> HookRefused:
         "Twilio's answer was not a resource with a SID: check TWILIO_API_BASE_URL, proxies, status.twilio.com.",
         "TWILIO_MALFORMED_ANSWER",
         "https://status.twilio.com",
-        log_fields={"twilio_error": "TWILIO_MALFORMED_ANSWER", "error_type": what},
+        log_fields={"twilio_error": "TWILIO_MALFORMED_ANSWER", "error_type": what, "twilio_attempts": attempts},
     )

@@ -20,6 +20,9 @@ import re
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode
 
@@ -48,6 +51,29 @@ MAX_ATTEMPTS = 2
 RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
 
 
+class Attempts:
+    """How many attempts the library's call took: the library hides its transport from its callers."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
+
+
+@contextmanager
+def counting_attempts() -> Iterator[Attempts]:
+    """Count the attempts of the Twilio calls made inside, for the log line."""
+    attempts = Attempts()
+    token = _attempts.set(attempts)
+    try:
+        yield attempts
+    finally:
+        _attempts.reset(token)
+
+
 class TwilioTransport(HttpClient):
     """Sends the twilio library's requests through a sized urllib3 pool, within a deadline."""
 
@@ -64,7 +90,6 @@ class TwilioTransport(HttpClient):
         self._direct = proxy is None  # without a proxy, each host's pool is used directly (below)
         self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
-        self._attempts = threading.local()
         if self.base_url is None:  # real Twilio: every hook will need TLS, so build it before traffic
             self._share_tls_context()
 
@@ -104,10 +129,11 @@ class TwilioTransport(HttpClient):
         # the request: refused or reset before a byte was sent, or rate-limited. Never after a read
         # timeout or a 5xx: Twilio may have accepted it, and a retry could send a second code.
         deadline = time.monotonic() + seconds
+        counted = _attempts.get() or Attempts()
         attempts = 0
         while True:
             attempts += 1
-            self._attempts.count = attempts
+            counted.count = attempts
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TwilioUnavailable(True, "DeadlineExceeded", attempts)
@@ -123,10 +149,6 @@ class TwilioTransport(HttpClient):
             if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS and deadline > time.monotonic():
                 continue
             return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
-
-    def attempts(self) -> int:
-        """How many attempts this thread's last call took."""
-        return int(getattr(self._attempts, "count", 0))
 
     def _send(
         self, method: str, url: str, body: str | None, headers: dict[str, str], redirect: bool, limits: urllib3.Timeout

@@ -7,10 +7,10 @@ Amazon Polly voices through Twilio's <Say>.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from telephony.locales import read_locale
 from telephony.settings import CODE_PLACEHOLDER, SettingsError
 from telephony.templates import code_position, holds_code
 
@@ -23,20 +23,20 @@ class VoiceLocale(NamedTuple):
     phrase: str  # contains {code}, where the spaced digits go
 
 
-# Keys are lower-case BCP 47 tags: a language alone, or language-region where a region differs.
+# Keys are BCP 47 tags as telephony.locales spells them: a language alone, or language-REGION where a region differs.
 VOICE_LOCALES: dict[str, VoiceLocale] = {
     "en": VoiceLocale("en-US", "Polly.Joanna", "Your verification code is {code}."),
-    "en-gb": VoiceLocale("en-GB", "Polly.Amy", "Your verification code is {code}."),
-    "en-au": VoiceLocale("en-AU", "Polly.Nicole", "Your verification code is {code}."),
+    "en-GB": VoiceLocale("en-GB", "Polly.Amy", "Your verification code is {code}."),
+    "en-AU": VoiceLocale("en-AU", "Polly.Nicole", "Your verification code is {code}."),
     "es": VoiceLocale("es-ES", "Polly.Lucia", "Su código de verificación es {code}."),
-    "es-us": VoiceLocale("es-US", "Polly.Lupe", "Su código de verificación es {code}."),
-    "es-mx": VoiceLocale("es-MX", "Polly.Mia", "Su código de verificación es {code}."),
+    "es-US": VoiceLocale("es-US", "Polly.Lupe", "Su código de verificación es {code}."),
+    "es-MX": VoiceLocale("es-MX", "Polly.Mia", "Su código de verificación es {code}."),
     "fr": VoiceLocale("fr-FR", "Polly.Lea", "Votre code de vérification est {code}."),
-    "fr-ca": VoiceLocale("fr-CA", "Polly.Chantal", "Votre code de vérification est {code}."),
+    "fr-CA": VoiceLocale("fr-CA", "Polly.Chantal", "Votre code de vérification est {code}."),
     "de": VoiceLocale("de-DE", "Polly.Vicki", "Ihr Bestätigungscode lautet {code}."),
     "it": VoiceLocale("it-IT", "Polly.Bianca", "Il suo codice di verifica è {code}."),
     "pt": VoiceLocale("pt-BR", "Polly.Camila", "Seu código de verificação é {code}."),
-    "pt-pt": VoiceLocale("pt-PT", "Polly.Ines", "O seu código de verificação é {code}."),
+    "pt-PT": VoiceLocale("pt-PT", "Polly.Ines", "O seu código de verificação é {code}."),
     "nl": VoiceLocale("nl-NL", "Polly.Lotte", "Uw verificatiecode is {code}."),
     "ja": VoiceLocale("ja-JP", "Polly.Mizuki", "あなたの確認コードは {code} です。"),
     "zh": VoiceLocale("cmn-CN", "Polly.Zhiyu", "您的验证码是 {code}。"),
@@ -45,14 +45,14 @@ VOICE_LOCALES: dict[str, VoiceLocale] = {
 FALLBACK_LOCALE = "en"
 
 
-def _tag(locale: str | None) -> str:
-    """'EN_us' -> 'en-us': Okta writes locales in several ways."""
-    return re.sub(r"[_\s]+", "-", (locale or "").strip().lower())
+def _keys(locale: str | None) -> tuple[str, ...]:
+    """The table keys for Okta's locale, the most specific first."""
+    read = read_locale(locale)
+    return read.candidates() if read else ()
 
 
 def _lookup(table: Mapping[str, VoiceLocale], locale: str | None) -> VoiceLocale | None:
-    tag = _tag(locale)
-    return table.get(tag) or table.get(tag.split("-", 1)[0])
+    return next((table[key] for key in _keys(locale) if key in table), None)
 
 
 def spaced_digits(otp_code: str) -> str:
@@ -75,8 +75,9 @@ class VoiceScript:
                 )
             if CODE_PLACEHOLDER not in phrase:
                 raise SettingsError(f"Invalid configuration: VOICE_PHRASES[{locale!r}] must contain {CODE_PLACEHOLDER}")
-            table[_tag(locale)] = base._replace(phrase=phrase)
-            self._overridden.add(_tag(locale))
+            key = _keys(locale)[0]
+            table[key] = base._replace(phrase=phrase)
+            self._overridden.add(key)
         if voice_name:
             table = {key: entry._replace(voice=voice_name) for key, entry in table.items()}
         self._table = table
@@ -86,8 +87,7 @@ class VoiceScript:
         return _lookup(self._table, locale) or self._table[FALLBACK_LOCALE]
 
     def _admin_phrase(self, locale: str | None) -> bool:
-        tag = _tag(locale)
-        return bool(self._overridden) and (tag in self._overridden or tag.split("-", 1)[0] in self._overridden)
+        return bool(self._overridden) and any(key in self._overridden for key in _keys(locale))
 
     def twiml(self, otp_code: str, locale: str | None, okta_template: str | None = None) -> str:
         """A short call: a breath for the phone to reach the ear, the phrase, a pause, the phrase again."""

@@ -57,8 +57,16 @@ def post_events(client: FlaskClient, body: Any, secret: str | None = EVENT_HOOK_
 
 
 def event_lines(output: str) -> list[dict[str, Any]]:
+    """The lines of each event (the request's own line is not one)."""
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("logger") == "okta_events"]
+    return [line for line in lines if line.get("logger") == "okta_events" and "event_type" in line]
+
+
+def request_line(output: str) -> dict[str, Any]:
+    """The one line the event hook writes for the request itself."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if line.get("logger") == "okta_events" and "event_type" not in line]
+    return line
 
 
 def verify_updates(sandbox: SandboxState) -> list[dict[str, Any]]:
@@ -135,6 +143,14 @@ def test_one_matching_event_approves_exactly_one_verification_for_the_users_numb
         {"path": f"/api/v1/users/{OKTA_USER_ID}/factors", "authorization": f"SSWS {OKTA_API_TOKEN}"}
     ]
     output = capsys.readouterr().out
+    request = request_line(output)
+    assert (request["outcome"], request["http_status"], request["events"], request["unfinished"]) == (
+        "events_received",
+        200,
+        2,
+        0,
+    )
+    assert isinstance(request["duration_ms"], float)
     lines = sorted(event_lines(output), key=lambda line: line["event_id"])
     assert [line["outcome"] for line in lines] == ["feedback_approved", "event_ignored"]
     assert lines[0]["phone"] == PHONE_MASKED
@@ -299,8 +315,8 @@ def test_a_guessed_secret_never_reaches_the_log_or_the_answer(
     response = post_events(events_client, batch(), secret=guess)
     assert response.status_code == 401
     output = capsys.readouterr().out
-    (line,) = event_lines(output)
-    assert line["outcome"] == "unauthorized"
+    line = request_line(output)
+    assert (line["outcome"], line["http_status"], line["message"]) == ("unauthorized", 401, "event hook unauthorized")
     assert guess not in output and guess not in response.get_data(as_text=True)
 
 

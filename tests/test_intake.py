@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flask
 
-from telephony.answers import MAX_BODY_BYTES, HookRefused
+from telephony.answers import MAX_BODY_BYTES, Refused, body_too_large
 from telephony.intake import finish, read_body
 
 
@@ -16,10 +16,10 @@ def route_app(read: bool) -> flask.Flask:
     def receipt() -> flask.Response:
         try:
             if read:
-                body = read_body(flask.request)
+                body = read_body(flask.request, lambda: body_too_large("receipt route"))
                 return finish(flask.request, flask.Response(str(len(body)), 200))
             return finish(flask.request, flask.Response('{"error": {}}', 401, mimetype="application/json"))
-        except HookRefused as refusal:
+        except Refused as refusal:
             return finish(flask.request, flask.Response(refusal.answer.json(), refusal.answer.status))
 
     return app

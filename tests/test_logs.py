@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telephony.logs import REDACTED, CloudLoggingFormatter, hook_scope, mark_sensitive
+from telephony.logs import REDACTED, CloudLoggingFormatter, mark_sensitive, request_scope
 from tests.helpers import HOOK_SECRET, AppFactory, okta_request, post_hook
 
 
@@ -88,7 +88,7 @@ def test_a_line_with_nothing_to_scrub_is_written_as_it_is() -> None:
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
     record = logging.LogRecord("telephony_hook", logging.INFO, __file__, 1, "nothing here", None, None)
     record.fields = {"count": 3, "ok": True}
-    with hook_scope(None):
+    with request_scope(None):
         mark_sensitive("482913")
         assert json.loads(formatter.format(record)) == {
             "severity": "INFO",

@@ -26,7 +26,7 @@ def refusal(body: object) -> Answer:
     """The 400 the hook answers for `body`: through answers.invalid_request, as the hook builds it."""
     with pytest.raises(ValidationError) as caught:
         parse(body)
-    answer = invalid_request(caught.value).answer
+    answer = invalid_request("telephony hook", caught.value).answer
     assert answer.status == 400
     return answer
 

@@ -15,11 +15,22 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from telephony.answers import HookRefused
+from telephony.answers import NOT_DELIVERED, Refused
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.settings import load_settings
+from telephony.twilio_errors import TWILIO_ERRORS
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable
-from tests.helpers import FIXTURES, FROM_NUMBER, OTP, PHONE, profile
+from tests.helpers import (
+    FIXTURES,
+    FROM_NUMBER,
+    OTP,
+    PHONE,
+    VERIFY_SERVICE_SID,
+    AppFactory,
+    okta_request,
+    post_hook,
+    profile,
+)
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 
@@ -341,15 +352,35 @@ def test_a_rate_limited_request_is_retried_once_and_delivered(
 
 def test_rate_limiting_is_retried_only_once(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
     sandbox.refuse_next.extend([20429, 20429, 20429])
-    with pytest.raises(HookRefused) as refusal:
+    with pytest.raises(Refused) as refusal:
         delivery_for(sandbox_server).deliver(profile())
     assert refusal.value.answer.log_fields == {"twilio_error_code": 20429, "twilio_attempts": 2}
     assert len(sandbox.requests) == 2
 
 
+def test_verify_with_custom_codes_off_tells_okta_to_fall_back_and_the_admin_why(
+    make_client: AppFactory, sandbox: SandboxState
+) -> None:
+    """Twilio Verify answers 60204 when the service does not take custom codes: nothing was sent, so
+    Okta falls back, and the admin reads the table's word for 60204 with a link to Twilio's page."""
+    client = make_client(TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID)
+    sandbox.refuse_next.append(60204)
+    answer = post_hook(client, okta_request()).get_json()
+    assert answer == {
+        "error": {
+            "errorSummary": NOT_DELIVERED,
+            "errorCauses": [
+                {"errorSummary": TWILIO_ERRORS[60204].hint, "reason": "TWILIO_60204",
+                 "location": "https://www.twilio.com/docs/errors/60204"}
+            ],
+        }
+    }  # fmt: skip
+    assert [request["path"] for request in sandbox.requests] == [f"/v2/Services/{VERIFY_SERVICE_SID}/Verifications"]
+
+
 def test_a_5xx_answer_is_never_retried(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
     sandbox.refuse_next.append(20500)
-    with pytest.raises(HookRefused) as refusal:
+    with pytest.raises(Refused) as refusal:
         delivery_for(sandbox_server).deliver(profile())
     assert refusal.value.answer.log_fields["twilio_attempts"] == 1
     assert len(sandbox.requests) == 1

@@ -28,7 +28,10 @@ from models import (
     TelephonyHookRequest,
     TelephonyHookResponse,
 )
-from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, RECEIPTS_PATH, SIGNATURE_HEADER
+from telephony.app import ROUTE_TYPES
+from telephony.events import EventHook
+from telephony.hook import TelephonyHook
+from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, SIGNATURE_HEADER, Receipts
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -111,7 +114,7 @@ NO_BODY = "No body."
 
 ROUTES: tuple[Route, ...] = (
     Route(
-        path="/",
+        path=TelephonyHook.path,
         method="post",
         summary="Okta's telephony inline hook: deliver one SMS or voice one-time code through Twilio",
         description="Every path other than the function's own routes is this hook. Okta waits 3 s; any "
@@ -132,7 +135,7 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
-        path=RECEIPTS_PATH,
+        path=Receipts.path,
         method="post",
         summary="Twilio's delivery receipts: one log line per status callback",
         description="Asked for by every Messages and Calls create (not Verify), when TWILIO_AUTH_TOKEN is set. "
@@ -148,7 +151,7 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
-        path="/okta/events",
+        path=EventHook.path,
         method="get",
         summary="Okta's one-time verification of the event hook",
         description="Okta sends the header secret on this GET too.",
@@ -169,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
-        path="/okta/events",
+        path=EventHook.path,
         method="post",
         summary="Okta's event hook: Verify feedback for users who passed an SMS or voice challenge",
         description="Each matching event approves the user's pending Twilio Verify verification. Answered "
@@ -191,7 +194,11 @@ def _schema_ref(model: type[BaseModel], mode: JsonSchemaMode, names: dict[Any, A
 
 
 def generate() -> dict[str, Any]:
-    """The document, from ROUTES and the models they name."""
+    """The document, from ROUTES and the models they name: every path the function routes, and only those."""
+    documented_paths = {route.path for route in ROUTES}
+    routed = {kind.path for kind in ROUTE_TYPES}
+    if documented_paths != routed:
+        raise SystemExit(f"tools/openapi.py documents {sorted(documented_paths)}, the function routes {sorted(routed)}")
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for route in ROUTES:
         if route.body is not None:

@@ -1,0 +1,108 @@
+"""Okta's telephony inline hook: authenticate the call, parse it, check the code may be sent, deliver it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+from pydantic import ValidationError
+
+from models import KNOWN_REQUEST_TYPES, TelephonyHookRequest, parse_hook_request
+from telephony.answers import Answer, Refused, body_too_large, invalid_request, method_not_allowed
+from telephony.auth import Authenticator
+from telephony.delivery import TwilioDelivery, build_client
+from telephony.intake import declared_too_large, read_body
+from telephony.logs import mark_sensitive
+from telephony.phone import mask
+from telephony.policy import DeliveryPolicy
+from telephony.settings import Settings
+
+ROUTE = "telephony hook"
+
+
+class TelephonyHook:
+    """Every path but the other routes' is Okta's telephony hook, built once at start-up."""
+
+    name = ROUTE
+    path = "/"
+    log = logging.getLogger("telephony_hook")
+
+    def __init__(self, settings: Settings, receipts_url: Callable[[flask.Request], str | None]) -> None:
+        self._default_country = settings.default_country
+        self._authenticator = Authenticator.from_settings(settings)
+        self._policy = DeliveryPolicy(settings)
+        self._delivery = TwilioDelivery(settings, build_client(settings))
+        self._receipts_url = receipts_url
+        # Whatever scheme is on, a caller may send its credentials in either header.
+        self.credential_headers = tuple({settings.okta_hook_auth_header, "Authorization"})
+
+    def startup_report(self) -> list[tuple[int, str]]:
+        lines = []
+        if not self._authenticator.configured:
+            lines.append(
+                (
+                    logging.CRITICAL,
+                    "No hook authentication configured (OKTA_HOOK_AUTH_SECRET or OKTA_HOOK_OAUTH_*): "
+                    "every call is refused.",
+                )
+            )
+        lines += self._policy.startup_report()
+        for channel, missing in self._delivery.missing.items():
+            if missing:
+                lines.append((logging.CRITICAL, f"No {channel} code can be sent: the hook is missing {missing}."))
+        return lines
+
+    def handle(self, request: flask.Request) -> Answer:
+        """Authenticate, parse, check, deliver: each step answers Okta by raising Refused."""
+        if request.method != "POST":
+            raise method_not_allowed(ROUTE)
+        if declared_too_large(request):
+            raise body_too_large(ROUTE)
+        self._authenticator.verify(request.headers)
+        hook = self._parse(request)
+        profile = hook.data.message_profile
+        mark_sensitive(profile.otp_code)
+        masked = self._mark_number(profile.phone_number)
+        facts = {**request_facts(hook), "phone": masked}
+        try:
+            number = self._policy.check(profile, datetime.now(UTC))
+            facts.update(country=number.country, number_type=number.number_type)
+            if number.e164 != profile.phone_number:  # Twilio gets the number the guard checked
+                facts["phone"] = self._mark_number(number.e164)
+                profile = profile.model_copy(update={"phone_number": number.e164})
+            answer = self._delivery.deliver(profile, self._receipts_url(request))
+        except Refused as refusal:
+            answer = refusal.answer
+        return answer.adding(facts, f"{facts['channel']} to {facts['phone']}")
+
+    def _parse(self, request: flask.Request) -> TelephonyHookRequest:
+        body = read_body(request, lambda: body_too_large(ROUTE))
+        try:
+            return parse_hook_request(body, self._default_country)
+        except ValidationError as error:
+            raise invalid_request(ROUTE, error) from None
+
+    @staticmethod
+    def _mark_number(e164: str) -> str:
+        """The number masked, and never written otherwise from here on, with or without its '+'."""
+        masked = mask(e164)
+        mark_sensitive(e164, masked)
+        mark_sensitive(e164.removeprefix("+"), masked)
+        return masked
+
+
+def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
+    """What the log line says about the request: never the code, a name, a login or a number.
+    Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
+    profile = hook.data.message_profile
+    return {
+        "event_id": (hook.event_id or "")[:64] or None,
+        "request_type": (hook.request_type or "")[:128] or None,
+        "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
+        "channel": profile.delivery_channel,
+        "locale": (profile.locale or "")[:35] or None,
+        "preview": hook.is_preview,
+    }
