@@ -14,7 +14,7 @@ from telephony.answers import Answer, code_too_long, not_configured, successful
 from telephony.locales import read_locale
 from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.templates import holds_code
-from telephony.twilio_errors import malformed_answer, transport_failure, twilio_failure
+from telephony.twilio_errors import malformed_answer, not_accepted, transport_failure, twilio_failure
 from telephony.twilio_facts import SMS_MAX_CHARS, is_sid
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable, counting_attempts
 from telephony.voice import VoiceScript
@@ -25,6 +25,14 @@ CALL_TIME_LIMIT = 60  # seconds; the script takes ~20 s, and a short cap limits 
 DEFAULT_SMS_TEXT = f"Your verification code is {CODE_PLACEHOLDER}"
 # The SID of the resource each API creates: SM or MM (an SMS, or one Twilio sends as MMS), CA, VE.
 SID_PREFIXES = {"message": ("SM", "MM"), "call": ("CA",), "verify": ("VE",)}
+# The statuses a resource has when Twilio took it on (twilio-oai: message_enum_status, call_enum_status;
+# Verify's verification starts 'pending'). Anything else, 'failed' or 'canceled' above all, proves
+# nothing was sent: Okta must fall back.
+ACCEPTED_STATUSES = {
+    "message": frozenset({"accepted", "queued", "sending", "sent", "delivered", "read"}),
+    "call": frozenset({"queued", "initiated", "ringing", "in-progress"}),
+    "verify": frozenset({"pending"}),
+}
 
 
 def build_client(settings: Settings) -> Client | None:
@@ -114,10 +122,12 @@ class TwilioDelivery:
                 raise twilio_failure(error, attempts.count) from None
             except TwilioUnavailable as error:
                 raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
-            except (ValueError, TypeError, AttributeError, KeyError) as error:  # a 2xx the library cannot read
-                raise malformed_answer(type(error).__name__, attempts.count) from None
+            except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+                raise malformed_answer(type(error).__name__, attempts.count) from None  # a 2xx the library cannot read
         if not is_sid(sid, *SID_PREFIXES[api]):  # only a resource Twilio created proves the code was accepted
             raise malformed_answer("unexpected SID", attempts.count)
+        if status not in ACCEPTED_STATUSES[api]:
+            raise not_accepted(api, status, attempts.count)
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,

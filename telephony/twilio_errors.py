@@ -160,10 +160,12 @@ def twilio_error(code: int) -> TwilioError:
 
 
 def error_code(error: TwilioException) -> int:
-    """Twilio's error code, else the HTTP status it answered with (0 when neither)."""
+    """Twilio's error code, else the HTTP status it answered with (0 when neither). Twilio's codes have
+    five digits: another number is not a Twilio code (it could be anything the peer chose to echo)."""
     code = 0
     if isinstance(error, TwilioRestException | TwilioServiceException):
-        code = error.code if isinstance(error.code, int) else int(error.status or 0)
+        code = error.code if isinstance(error.code, int) and 10000 <= error.code <= 99999 else 0
+        code = code or (error.status if isinstance(error.status, int) and 100 <= error.status < 600 else 0)
     return 20429 if code == 429 else code  # rate limiting answered without a Twilio code
 
 
@@ -198,4 +200,24 @@ def malformed_answer(what: str, attempts: int) -> Refused:
         "TWILIO_MALFORMED_ANSWER",
         "https://status.twilio.com",
         log_fields={"twilio_error": "TWILIO_MALFORMED_ANSWER", "error_type": what, "twilio_attempts": attempts},
+    )
+
+
+# Every status Twilio documents for the resources the hook creates: another value is not repeated.
+KNOWN_STATUSES = frozenset(
+    {"queued", "sending", "sent", "failed", "delivered", "undelivered", "receiving", "received", "accepted",
+     "scheduled", "read", "partially_delivered", "canceled", "initiated", "ringing", "in-progress", "completed",
+     "busy", "no-answer", "pending", "approved", "max_attempts_reached", "expired", "deleted"}
+)  # fmt: skip
+
+
+def not_accepted(api: str, status: str, attempts: int) -> Refused:
+    """Twilio created the resource but says it will not go out ('failed', 'canceled'): Okta falls back."""
+    said = status if status in KNOWN_STATUSES else "an unknown status"
+    return provider_error(
+        NOT_DELIVERED,
+        f"Twilio created the {api} with status {said}: the code was not sent.",
+        "TWILIO_NOT_ACCEPTED",
+        "https://status.twilio.com",
+        log_fields={"twilio_error": "TWILIO_NOT_ACCEPTED", "twilio_status": said, "twilio_attempts": attempts},
     )

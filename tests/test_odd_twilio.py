@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import AppFactory, first_reason, okta_request, post_hook
+from tests.helpers import OTP, AppFactory, first_reason, okta_request, post_hook
 from tests.standins import http_answer, stand_in
 
 SMS_SID = "SM" + "0" * 32
@@ -54,3 +54,62 @@ def test_verify_needs_a_ve_sid(make_client: AppFactory) -> None:
     with stand_in(http_answer(201, json.dumps({"sid": "VE" + "c" * 32, "status": "pending"}).encode())) as twilio:
         client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_VERIFY_SERVICE_SID="VA" + "1" * 32)
         assert post_hook(client, okta_request()).get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+
+
+NOT_SENT = {
+    ("sms", "failed"): ("SM" + "1" * 32, "message"),
+    ("sms", "canceled"): ("SM" + "2" * 32, "message"),
+    ("sms", "undelivered"): ("SM" + "3" * 32, "message"),
+    ("voice", "canceled"): ("CA" + "4" * 32, "call"),
+    ("voice", "no-answer"): ("CA" + "5" * 32, "call"),
+    ("sms", "NaN"): ("SM" + "6" * 32, "message"),
+}
+
+
+@pytest.mark.parametrize(("channel", "status"), sorted(NOT_SENT))
+def test_a_resource_created_as_failed_or_canceled_is_not_a_delivery(
+    channel: str, status: str, make_client: AppFactory
+) -> None:
+    """A 201 with a real SID proves Twilio made the resource, not that it will go out: only a status
+    Twilio gives a resource it took on is SUCCESSFUL. The rest is not sent again: Okta falls back."""
+    sid, api = NOT_SENT[(channel, status)]
+    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": status}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
+        assert twilio.requests == 1
+    said = status if status != "NaN" else "an unknown status"
+    assert answer["error"]["errorCauses"] == [
+        {"errorSummary": f"Twilio created the {api} with status {said}: the code was not sent.",
+         "reason": "TWILIO_NOT_ACCEPTED", "location": "https://status.twilio.com"}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("status", ["failed", "canceled", "approved"])
+def test_a_verification_not_pending_is_not_a_delivery(status: str, make_client: AppFactory) -> None:
+    with stand_in(http_answer(201, json.dumps({"sid": "VE" + "c" * 32, "status": status}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_VERIFY_SERVICE_SID="VA" + "1" * 32)
+        assert first_reason(post_hook(client, okta_request()).get_json()) == "TWILIO_NOT_ACCEPTED"
+
+
+def test_a_deeply_nested_answer_is_a_provider_failure_not_a_crash(make_client: AppFactory) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with stand_in(http_answer(201, nested)) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        response = post_hook(client, okta_request())
+    assert response.status_code == 200
+    assert first_reason(response.get_json()) == "TWILIO_MALFORMED_ANSWER"
+
+
+def test_an_error_code_that_spells_the_otp_is_not_repeated(
+    make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A peer may echo anything as Twilio's error code, the code itself included: only five-digit
+    codes are Twilio's, and no number in a log line may spell what the request marked sensitive."""
+    body = json.dumps({"code": int(OTP), "message": "no", "status": 400}).encode()
+    with stand_in(http_answer(400, body)) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        capfd.readouterr()
+        answer = post_hook(client, okta_request()).get_data(as_text=True)
+    output = capfd.readouterr().out
+    assert OTP not in answer and OTP not in output
+    assert first_reason(json.loads(answer)) == "TWILIO_HTTP_400"
