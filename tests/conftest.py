@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
+from tests.e2e_hooks import HookStarter, SharedHooks, reap
 from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sandbox_env
 from tests.okta_stand_in import OktaStandIn, OktaState
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
@@ -37,6 +38,47 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxState:
     state.latency_seconds = 0.0
     state.api_key = state.api_secret = None
     return state
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests run last, so the processes they share start while the in-process tests run."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_processes_at_the_end() -> Iterator[None]:
+    yield
+    reap()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prestart_shared_hooks(request: pytest.FixtureRequest) -> None:
+    """Launch, at the start of the session, every configuration a selected test names in a
+    `prestart(**overrides)` mark: each takes most of a second to start, time the in-process tests use."""
+    configurations = {
+        tuple(sorted(mark.kwargs.items())) for item in request.session.items for mark in item.iter_markers("prestart")
+    }
+    if configurations:
+        shared: SharedHooks = request.getfixturevalue("shared_hooks")
+        for configuration in sorted(configurations):
+            shared.prestart(**dict(configuration))
+
+
+@pytest.fixture(scope="session")
+def shared_hooks(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedHooks]:
+    """functions-framework processes against the sandbox, one per configuration, for the whole session."""
+    hooks = SharedHooks(sandbox_server.base_url, tmp_path_factory.mktemp("shared-hooks"))
+    yield hooks
+    hooks.stop()
+
+
+@pytest.fixture
+def shared_hook(shared_hooks: SharedHooks, sandbox: SandboxState) -> HookStarter:
+    """`shared_hook(**overrides)`: the running hook with that configuration (started the first time it is
+    asked for), its output() limited to this test's lines; the sandbox is emptied as for `sandbox`.
+    The process keeps what earlier tests left in it (caches, counters, its embedded store): a test that
+    needs a fresh one, or a peer of its own in the configuration, starts its own with hook_starter."""
+    return shared_hooks.get
 
 
 @pytest.fixture

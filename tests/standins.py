@@ -56,7 +56,7 @@ def http_answer(status: int, body: bytes, content_type: str = "application/json"
 @contextmanager
 def stand_in(answer: bytes, *, chunk: int = 0, pause: float = 0.0) -> Iterator[StandIn]:
     server = StandIn(answer, chunk=chunk, pause=pause)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield server
     finally:

@@ -24,9 +24,9 @@ from tests.standins import http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer
 
-pytestmark = pytest.mark.e2e
-
 THREADS = 4
+
+pytestmark = [pytest.mark.e2e, pytest.mark.prestart(THREADS=str(THREADS))]
 PROMPT = 2.0  # seconds: well under gunicorn's 5 s drain, which is what a stalled body used to cost
 
 STALLED_REQUESTS = {
@@ -43,6 +43,12 @@ STALLED_REQUESTS = {
 @pytest.fixture
 def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter]:
     yield from hook_starter(sandbox_server.base_url, tmp_path)
+
+
+@pytest.fixture
+def hook(shared_hook: HookStarter) -> RunningHook:
+    """Every test here but the OAuth one runs against the same configuration: one process serves them."""
+    return shared_hook(THREADS=str(THREADS))
 
 
 def read_answer(connection: socket.socket) -> tuple[int, bytes, bool]:
@@ -73,8 +79,7 @@ def stall(hook: RunningHook, request: bytes, stack: ExitStack) -> socket.socket:
 
 
 @pytest.mark.parametrize("status", sorted(STALLED_REQUESTS))
-def test_a_stalled_body_is_refused_at_once_and_the_connection_closed(start: HookStarter, status: int) -> None:
-    hook = start(THREADS=str(THREADS))
+def test_a_stalled_body_is_refused_at_once_and_the_connection_closed(hook: RunningHook, status: int) -> None:
     with ExitStack() as stack:
         started = time.monotonic()
         connection = stall(hook, STALLED_REQUESTS[status], stack)
@@ -85,8 +90,7 @@ def test_a_stalled_body_is_refused_at_once_and_the_connection_closed(start: Hook
     assert closed
 
 
-def test_threads_full_of_stalled_uploads_do_not_delay_a_valid_hook(start: HookStarter) -> None:
-    hook = start(THREADS=str(THREADS))
+def test_threads_full_of_stalled_uploads_do_not_delay_a_valid_hook(hook: RunningHook) -> None:
     _, _, alone = hook.post(okta_request())
     with ExitStack() as stack:
         stalled = [stall(hook, STALLED_REQUESTS[401], stack) for _ in range(2 * THREADS)]
@@ -98,9 +102,8 @@ def test_threads_full_of_stalled_uploads_do_not_delay_a_valid_hook(start: HookSt
 
 
 @pytest.mark.parametrize("authorization", [None, HOOK_SECRET])
-def test_a_huge_chunked_upload_is_refused_without_being_read(start: HookStarter, authorization: str | None) -> None:
+def test_a_huge_chunked_upload_is_refused_without_being_read(hook: RunningHook, authorization: str | None) -> None:
     """Unauthenticated, it is refused before any read; authenticated, after the 64 KB cap."""
-    hook = start(THREADS=str(THREADS))
     head = b"POST / HTTP/1.1\r\nHost: hook\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
     if authorization:
         head += b"Authorization: " + authorization.encode() + b"\r\n"

@@ -71,7 +71,7 @@ def issuer() -> Iterator[Issuer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/oauth2/aus1hook/v1/keys"
     yield state
     server.shutdown()

@@ -3,9 +3,7 @@ it under schemathesis: no 5xx, answers that conform, and no Twilio call for a re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +17,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers import HOOK_ENV_NAMES, HOOK_SECRET, OTP, okta_request, sandbox_env
+from tests.e2e_hooks import SharedHooks
+from tests.helpers import HOOK_SECRET, OTP, okta_request
 from tools.openapi import DOCUMENT, ROUTES, render
-from tools.processes import StartFailed, free_port, start_function, stop
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
 
-pytestmark = pytest.mark.e2e
+# The event hook shares the header secret here, so one Authorization header passes both routes.
+LIVE = {"OKTA_EVENT_HOOK_AUTH_SECRET": HOOK_SECRET}
+
+pytestmark = [pytest.mark.e2e, pytest.mark.prestart(**LIVE)]
 
 schema = schemathesis.openapi.from_path(str(DOCUMENT))
 CHECKS = [
@@ -53,21 +54,11 @@ def test_every_route_is_documented_with_its_answers() -> None:
 
 
 @pytest.fixture(scope="module")
-def live_hook(sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_hook(shared_hooks: SharedHooks) -> Iterator[str]:
     """functions-framework serving main.py against the sandbox, as Cloud Run runs it."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
-    # The event hook shares the header secret here, so one Authorization header passes both routes.
-    env.update(sandbox_env(sandbox_server.base_url), OKTA_EVENT_HOOK_AUTH_SECRET=HOOK_SECRET)
-    log_path: Path = tmp_path_factory.mktemp("openapi") / "hook.log"
-    with log_path.open("wb") as log_file:
-        try:
-            process = start_function("telephony_hook", "main.py", port, env, log_file)
-        except StartFailed as failure:
-            raise AssertionError(f"{failure}: {log_path.read_text()}") from None
-    yield f"http://127.0.0.1:{port}"
-    stop(process)
-    assert OTP not in log_path.read_text()
+    hook = shared_hooks.get(**LIVE)
+    yield hook.url.rstrip("/")
+    assert OTP not in hook.output()
 
 
 @schema.parametrize()

@@ -344,7 +344,7 @@ def served(make_client: AppFactory) -> Iterator[str]:
     """The function served over real HTTP in this process, so the sandbox can call it back."""
     app = make_client().application
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
 

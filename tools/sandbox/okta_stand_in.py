@@ -77,7 +77,7 @@ class OktaStandIn(ThreadingHTTPServer):
     def __init__(self, state: OktaState, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.state = state
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     @property
     def url(self) -> str:
