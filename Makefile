@@ -40,6 +40,6 @@ bench: $(VENV)/.runtime
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-# Deploy to Cloud Run functions; DRY_RUN=1 prints the gcloud command only. See README "Deploy".
+# Deploy to Cloud Run functions; DRY_RUN=1 prints the gcloud command only. See docs/deploy.md.
 deploy: $(VENV)/.runtime
 	$(BIN)/python -m tools.deploy

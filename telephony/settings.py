@@ -53,7 +53,7 @@ def _split_csv(value: Any) -> Any:
 
 
 class Settings(BaseModel):
-    """Every variable the hook reads, with its meaning; see README's configuration table."""
+    """Every variable the hook reads, with its meaning; see docs/configuration.md."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
@@ -307,7 +307,7 @@ def secret_env_names() -> list[str]:
 
 
 class SettingsError(SystemExit):
-    """The configuration is invalid: the message names each variable and why, never its value."""
+    """The configuration is invalid: the message names each variable and why, never a secret's value."""
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -6,7 +6,7 @@ Reads its inputs from the environment (make passes its command-line variables th
   PROJECT         Google Cloud project               (default: gcloud's configured project)
   SECRETS         ENV=secret:version,...             Secret Manager versions, pinned (no 'latest')
   MIN_INSTANCES   instances kept warm                (default 1: cold starts eat into Okta's 3 s)
-  MAX_INSTANCES   cap on instances                   (optional; see README "Sizing for Okta's concurrency")
+  MAX_INSTANCES   cap on instances                   (optional; see docs/deploy.md, "Sizing")
   THREADS         threads per instance = --concurrency (default 80: Okta sends up to 75 at once)
   MEMORY, CPU     instance size                      (default 512Mi, 1)
   RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
@@ -14,7 +14,7 @@ Reads its inputs from the environment (make passes its command-line variables th
   DRY_RUN=1       print the gcloud commands, run nothing
 Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
 After the function, the log-based metrics in tools/monitoring/*.metric.json are created (or updated): the
-alert policy in tools/monitoring/alert-policy.json counts on them (README: "Alerts").
+alert policy in tools/monitoring/alert-policy.json counts on them (docs/receipts-and-alerts.md).
 """
 
 from __future__ import annotations

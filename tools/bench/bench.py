@@ -63,7 +63,7 @@ MEMORY_GROWTH_LIMIT = 1.10
 
 
 def deployed_env() -> dict[str, str]:
-    """The non-empty settings of .env.example: the function runs as the README says to run it."""
+    """The non-empty settings of .env.example: the function runs as the docs say to run it."""
     values = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
         name, sep, value = line.partition("=")
