@@ -276,6 +276,9 @@ class EventHook:
         delivered, events = self._parse(body)
         counts = {"events": delivered, "over_cap": delivered - len(events)}
         passes = self._sort(events, counts)
+        if counts["not_configured"]:  # what the admin must fix: one ERROR line per POST, not one per event
+            fields = {"outcome": Outcome.NOT_CONFIGURED, "events": counts["not_configured"], "missing": self.missing}
+            log.error(f"okta event {Outcome.NOT_CONFIGURED}: missing {self.missing}", extra={"fields": fields})
         futures = self._submit(passes, counts)
         # Each user's calls are bounded; the POST is answered by Okta's deadline whatever is left.
         _, unfinished = wait(futures, timeout=max(0.0, started + EVENT_BUDGET_SECONDS - time.monotonic()))
@@ -312,10 +315,10 @@ class EventHook:
             event_id = (event.uuid or "")[:128]
             if passed is None or not event_id:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
-            elif too_old(event, now):
-                counts["stale"] += 1
             elif self._okta is None or self._client is None:
                 counts["not_configured"] += 1
+            elif too_old(event, now):
+                counts["stale"] += 1
             elif not self._claims.claim(f"okta-event:{event_id}", EVENT_CLAIM_SECONDS):
                 counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
             else:

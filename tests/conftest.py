@@ -14,6 +14,8 @@ from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sand
 from tests.okta_stand_in import OktaStandIn, OktaState
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
+pytest_plugins = ["tests.process_guard"]  # only tests marked e2e may start a process
+
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:

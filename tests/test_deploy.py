@@ -25,6 +25,7 @@ def make_deploy(**variables: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_dry_run_prints_the_exact_gcloud_command() -> None:
     result = make_deploy(
         SECRETS=BASE["SECRETS"], REGION="europe-west1", FUNCTION_NAME="okta-otp", PROJECT="acme-prod",
@@ -80,6 +81,7 @@ def test_env_var_delimiter_avoids_characters_in_values() -> None:
     )
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_dry_run_runs_nothing_and_make_fails_on_bad_input() -> None:
     result = make_deploy(SECRETS="OKTA_HOOK_AUTH_SECRET=s:latest")
     assert result.returncode != 0
@@ -97,6 +99,7 @@ def uploaded(tree: Path) -> set[str]:
     return set(listed.stdout.split())
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_only_the_function_is_uploaded(tmp_path: Path) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     if not tracked:  # not a git checkout: the working tree is the project
