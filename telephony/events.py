@@ -304,6 +304,11 @@ class EventHook:
             raise invalid_request(ROUTE, error) from None
         return len(delivery.data.events), events
 
+    @property
+    def _can_act(self) -> bool:
+        """Whether a passed challenge leads anywhere: the user's numbers can be read, and Verify told."""
+        return self._okta is not None and self._client is not None
+
     def _sort(self, events: list[LogEvent], counts: dict[str, int]) -> dict[str, dict[str, _Passes]]:
         """The passed challenges to act on, by user and factor type; every other event counted by why not."""
         for name in ("ignored", "stale", "repeated", "not_configured"):
@@ -315,7 +320,7 @@ class EventHook:
             event_id = (event.uuid or "")[:128]
             if passed is None or not event_id:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
-            elif self._okta is None or self._client is None:
+            elif not self._can_act:
                 counts["not_configured"] += 1
             elif too_old(event, now):
                 counts["stale"] += 1
