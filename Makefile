@@ -1,5 +1,7 @@
 # The two commands: `make run` serves the hook locally, `make test` checks everything.
+# ARGS passes arguments on: `make test ARGS="-k receipts -x"`, `make bench ARGS="--against main"`.
 PYTHON ?= python3
+ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -25,11 +27,15 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(ARGS)
+
+# The in-process tests only (no functions-framework, sandbox or other process): seconds, not minutes.
+unit: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not e2e" $(ARGS)
 
 # Timings against Okta's limits, side by side with baselines; not part of `make test`.
 bench: $(VENV)/.runtime
-	$(BIN)/python -m tools.bench.bench
+	$(BIN)/python -m tools.bench.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

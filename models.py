@@ -312,6 +312,9 @@ class LogEvent(OktaEventModel):
     """One System Log event, as the event hook delivers it. Personal data: never logged whole."""
 
     uuid: str | None = Field(None, description="The event's id; a retried delivery repeats it.")
+    published: str | None = Field(
+        None, description="When it happened (ISO 8601, UTC).", examples=["2026-11-28T22:14:00.512Z"]
+    )
     event_type: str | None = Field(None, description="What happened.", examples=["user.authentication.auth_via_mfa"])
     outcome: EventOutcome | None = Field(None, description="How it ended.")
     actor: EventActor | None = Field(None, description="Who acted.")
@@ -328,6 +331,17 @@ class EventHookRequest(OktaEventModel):
 
     event_type: str | None = Field(None, description="The delivery's type.", examples=["com.okta.event_hook"])
     data: EventHookData = Field(description="The delivered events.")
+
+
+class EventBatch(OktaEventModel):
+    """The delivery's shape only, events unread: how the route reads a POST before it reads the
+    events it will handle (EventHookRequest documents the whole)."""
+
+    events: list[Any] = Field(default_factory=list)
+
+
+class EventDelivery(OktaEventModel):
+    data: EventBatch
 
 
 class EventHookVerification(OktaEventModel):

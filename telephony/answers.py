@@ -50,7 +50,6 @@ class Outcome(StrEnum):
     EVENT_HOOK_VERIFIED = "event_hook_verified"
     EVENTS_RECEIVED = "events_received"  # one POST of events; each event has its own line and outcome
     EVENTS_UNFINISHED = "events_unfinished"  # answered by Okta's deadline while some events still ran
-    EVENT_IGNORED = "event_ignored"
     FEEDBACK_APPROVED = "feedback_approved"
     FEEDBACK_NOT_PENDING = "feedback_not_pending"
     FEEDBACK_NO_PHONE = "feedback_no_phone"
@@ -62,6 +61,8 @@ class Outcome(StrEnum):
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
     RECEIPT_FORBIDDEN = "receipt_forbidden"
     RECEIPT_INVALID = "receipt_invalid"
+    RECEIPT_TOO_SLOW = "receipt_too_slow"  # its body did not arrive within the receipt's deadline
+    RECEIPT_BUSY = "receipt_busy"  # refused unread: as many receipts as allowed were being read
 
     @property
     def severity(self) -> int:
@@ -79,7 +80,6 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.CODE_TOO_LONG: logging.ERROR,
     Outcome.EVENT_HOOK_VERIFIED: logging.INFO,
     Outcome.EVENTS_RECEIVED: logging.INFO,
-    Outcome.EVENT_IGNORED: logging.INFO,
     Outcome.FEEDBACK_APPROVED: logging.INFO,
     Outcome.FEEDBACK_NOT_PENDING: logging.INFO,
     Outcome.FEEDBACK_FAILED: logging.ERROR,
@@ -340,10 +340,24 @@ def receipt_invalid(problem: str) -> Refused:
     return receipt_refused(HTTPStatus.BAD_REQUEST, Outcome.RECEIPT_INVALID, problem)
 
 
-def receipt_too_large() -> Refused:
+def receipt_too_large(limit: int = MAX_BODY_BYTES) -> Refused:
     return receipt_refused(
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {MAX_BODY_BYTES} bytes are refused"
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, Outcome.BODY_TOO_LARGE, f"bodies over {limit} bytes are refused"
     )
+
+
+def receipt_too_slow(seconds: float) -> Refused:
+    return receipt_refused(
+        HTTPStatus.REQUEST_TIMEOUT, Outcome.RECEIPT_TOO_SLOW, f"the body did not arrive within {seconds:g} s"
+    )
+
+
+def receipt_busy(reading: int) -> Refused:
+    """Refused unread, at once: stalled uploads can hold no more of the instance's threads than this."""
+    refusal = receipt_refused(
+        HTTPStatus.SERVICE_UNAVAILABLE, Outcome.RECEIPT_BUSY, f"{reading} receipts were being read already"
+    )
+    return Refused(refusal.answer._replace(headers={"Retry-After": "1"}))
 
 
 def receipt_method_not_allowed() -> Refused:
@@ -359,10 +373,11 @@ def receipt(outcome: Outcome, log_fields: dict[str, Any], note: str) -> Answer:
 # ------------------------------------------------------------------------ Okta's event hook answers
 
 
-def events_received(body: BaseModel, events: int, unfinished: int) -> Answer:
-    """Okta gets its 200 in time; events still running log their own lines when their bounded calls end."""
-    outcome = Outcome.EVENTS_UNFINISHED if unfinished else Outcome.EVENTS_RECEIVED
-    return Answer(HTTPStatus.OK, body, outcome, {"events": events, "unfinished": unfinished}, {})
+def events_received(body: BaseModel, counts: dict[str, int]) -> Answer:
+    """Okta gets its 200 in time; users still running log their own lines when their bounded calls end.
+    `counts` is the POST's summary: its events, and how many were not acted on, by why."""
+    outcome = Outcome.EVENTS_UNFINISHED if counts.get("unfinished") else Outcome.EVENTS_RECEIVED
+    return Answer(HTTPStatus.OK, body, outcome, dict(counts), {})
 
 
 def event_hook_verified(body: BaseModel) -> Answer:

@@ -48,7 +48,8 @@ class App:
         receipts = Receipts(settings)
         guard = SpendGuard(settings)  # the hook asks it before each code; the event hook reports conversions
         self.hook = TelephonyHook(settings, receipts.callback_url, guard)  # its codes ask for receipts
-        events = EventHook(settings, guard)
+        # Its events are acted on once through the guard's store: across instances when that is Redis.
+        events = EventHook(settings, claims=guard, guard=guard)
         built: dict[type, Route] = {TelephonyHook: self.hook, EventHook: events, Receipts: receipts}
         self.routes = {kind.path: built[kind] for kind in ROUTE_TYPES}
 

@@ -1,18 +1,11 @@
-"""One overall deadline per outbound HTTP call: connect, TLS, request and answer together.
+"""One watchdog for every deadline of the process: outbound calls, store calls, and callers' uploads.
 
-urllib3's (and requests') timeouts bound each connect and each socket read, not the call: a peer
-that trickles a byte a second never times out. Here a call runs inside `overall_deadline(seconds)`;
-its connection registers with it, and one watchdog thread shuts the connection's socket when the
-deadline passes, so whatever read or write the call blocks in fails at once. Used for Twilio, and
-for every other peer the function calls within Okta's 3 s.
-
-Use: a urllib3 PoolManager whose `pool_classes_by_scheme` is DEADLINE_POOL_CLASSES, and
-
-    with overall_deadline(2.0) as call:
-        try:
-            answer = pool.request(...)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            if timed_out(call, error): ...
+A socket timeout bounds each read, not a call: a peer that trickles a byte a second never times out.
+Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, or
+`attach` for a client whose socket is looked up when the deadline passes); one watchdog thread shuts
+that socket when the deadline passes, so whatever read or write the call blocks in fails, or ends,
+at once. `read_deadline` does the same for a caller's upload, shutting only the read side so the
+answer can still be sent. telephony/outbound.py builds every outbound HTTP call on this.
 """
 
 from __future__ import annotations
@@ -24,21 +17,24 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Protocol
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+class _HasSocket(Protocol):
+    @property
+    def sock(self) -> socket.socket | None: ...
 
 
 class Call:
-    """One call against its deadline: the connection it uses, and whether time ran out."""
+    """One call against its deadline: the sockets it uses, and whether time ran out."""
 
-    __slots__ = ("connection", "deadline", "done", "expired", "lock", "sent")
+    __slots__ = ("deadline", "done", "expired", "holder", "how", "lock", "sent", "sock")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, how: int = socket.SHUT_RDWR) -> None:
         self.deadline = deadline
-        self.connection: HTTPConnection | None = None
+        self.how = how  # what the deadline shuts: both ways for our calls, the read side for a caller's
+        self.sock: socket.socket | None = None
+        self.holder: _HasSocket | None = None
         self.expired = False
         # Whether a byte of the request may have left: until then, a failure is certainly not
         # something the peer acted on, and the call is safe to retry.
@@ -46,26 +42,44 @@ class Call:
         self.done = False
         self.lock = threading.Lock()
 
-    def attach(self, connection: HTTPConnection) -> None:
+    def hold(self, sock: socket.socket) -> None:
+        """Record the socket the call now uses; shut it at once if the deadline has passed."""
+        with self.lock:
+            self.sock = sock
+            late = self.expired
+        if late:
+            _shut(sock, self.how)
+            raise TimeoutError("the call's deadline passed")
+
+    def attach(self, holder: _HasSocket) -> None:
+        """For clients that open their socket inside calls we cannot reach (redis-py): the holder's
+        `sock` is looked up when the deadline passes. Raises TimeoutError when it has passed already."""
         with self.lock:
             if self.expired:
-                raise urllib3.exceptions.TimeoutError("the call's deadline passed")
-            self.connection = connection
+                raise TimeoutError("the call's deadline passed")
+            self.holder = holder
 
-    def finish(self) -> None:
+    def finish(self) -> bool:
+        """The call is over (its answer read, or failed): the watchdog leaves its socket alone from
+        now on. Returns whether the deadline passed first, in which case the answer may be cut short."""
         with self.lock:
             self.done = True
+            return self.expired
 
     def expire(self) -> None:
-        """Shut the call's socket: whatever read or write it blocks in fails at once."""
+        """Shut the call's socket: whatever read or write it blocks in fails (or ends) at once."""
         with self.lock:
             if self.done:
                 return
             self.expired = True
-            sock = self.connection.sock if self.connection is not None else None
+            sock = self.sock if self.sock is not None else getattr(self.holder, "sock", None)
         if sock is not None:
-            with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            _shut(sock, self.how)
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    with contextlib.suppress(OSError):  # the plain socket's shutdown wakes a TLS read too
+        socket.socket.shutdown(sock, how)
 
 
 class _Watchdog:
@@ -100,54 +114,9 @@ _watchdog = _Watchdog()
 _current = threading.local()  # the Call of the thread's request in flight
 
 
-class _DeadlineMixin:
-    """A connection that registers with the call in flight, so the watchdog can shut its socket."""
-
-    def connect(self) -> None:
-        call: Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.attach(self)  # type: ignore[arg-type]
-        super().connect()  # type: ignore[misc]
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        call: Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.attach(self)  # type: ignore[arg-type]
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-    def send(self, data: Any) -> None:
-        if self.sock is None:  # type: ignore[attr-defined]  # http.client connects on first send
-            self.connect()
-        call: Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.sent = True
-        super().send(data)  # type: ignore[misc]
-
-    def getresponse(self) -> Any:
-        answer = super().getresponse()  # type: ignore[misc]  # the body is read in here (preloaded)
-        call: Call | None = getattr(_current, "call", None)
-        if call is not None:
-            call.finish()  # read in time: the socket goes back to the pool intact
-        return answer
-
-
-class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
-    pass
-
-
-class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
-    pass
-
-
-class _DeadlineHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-DEADLINE_POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+def call_in_flight() -> Call | None:
+    """The Call that this thread runs inside `overall_deadline`, if any."""
+    return getattr(_current, "call", None)
 
 
 @contextlib.contextmanager
@@ -163,16 +132,15 @@ def overall_deadline(seconds: float) -> Iterator[Call]:
         _current.call = None
 
 
-def never_sent(call: Call, error: BaseException) -> bool:
-    """Whether a failed call certainly never reached the peer: refused, or reset before a byte of
-    the request was written. A timeout never counts: the peer may be working on it."""
-    return not call.sent and not timed_out(call, error)
-
-
-def timed_out(call: Call, error: BaseException) -> bool:
-    """Whether a failed call ran out of time (its deadline, or a connect/read timeout), rather than
-    failed to connect: a refused connection is a subclass of urllib3's timeout error."""
-    return call.expired or (
-        isinstance(error, urllib3.exceptions.TimeoutError)
-        and not isinstance(error, urllib3.exceptions.NewConnectionError)
-    )
+@contextlib.contextmanager
+def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
+    """The same watchdog for a caller's upload: when `seconds` pass, the read side of the caller's
+    connection is shut, so a body read stalled on it ends at once (the answer can still be sent).
+    The Call says whether the deadline passed (`expired`)."""
+    call = Call(time.monotonic() + seconds, how=socket.SHUT_RD)
+    call.sock = sock
+    _watchdog.watch(call)
+    try:
+        yield call
+    finally:
+        call.finish()

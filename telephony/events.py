@@ -4,8 +4,20 @@ Twilio asks everyone who sends Verify custom codes to report each verification's
 it, verifications stay pending and repeated codes to one number hit 60203. Okta tells us a user
 passed an SMS or voice challenge through an event hook; the event names the user, not the number,
 so Okta's Management API gives the user's phone numbers, and Verify's update by number marks the
-pending verification `approved`. Stateless: any instance handles any event, and a repeated event
-finds nothing pending (404), which is harmless. This serves Okta's built-in Twilio provider as well.
+pending verification `approved`. This serves Okta's built-in Twilio provider as well.
+
+What one event may do, and what one POST may cost:
+- an event approves only the number of the factor the user passed: SMS_FACTOR (or methodTypeUsed
+  SMS) the user's "sms" factor, CALL_FACTOR (or VOICE) the "call" factor; never the other one;
+- an event is acted on once: its `uuid` is claimed before anything is done (per instance, or across
+  instances when a shared store is given), so a repeated delivery approves no newer code. At most
+  once: an event whose calls then fail is not acted on again;
+- an event published more than EVENT_MAX_AGE_SECONDS ago (a Verify code's life) approves nothing;
+- one POST handles at most MAX_EVENTS_PER_POST events (the rest are counted, not read), makes at
+  most one Management API read per user and one Verify update per user and factor, and is answered
+  within EVENT_BUDGET_SECONDS whatever is left running;
+- each approval is its own log line (its SID, the masked number); the POST's own line counts
+  everything else (events that are not passed phone challenges, repeats, stale, over the cap).
 
 Events acted on (okta-developer-docs, event-types.json), each only with outcome SUCCESS:
 - `user.authentication.auth_via_mfa` whose `debugContext.debugData.factor` is SMS_FACTOR or
@@ -20,10 +32,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 import flask
@@ -31,7 +46,7 @@ from pydantic import ValidationError
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from models import EventHookAccepted, EventHookRequest, EventHookVerification, LogEvent
+from models import EventDelivery, EventHookAccepted, EventHookRequest, EventHookVerification, LogEvent
 from telephony.answers import (
     MAX_EVENT_BODY_BYTES,
     Answer,
@@ -49,16 +64,22 @@ from telephony.delivery import build_client
 from telephony.guard import SpendGuard
 from telephony.intake import read_body
 from telephony.logs import mark_sensitive
-from telephony.okta_api import OktaApi, OktaApiUnavailable
+from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask
 from telephony.settings import Settings
 from telephony.twilio_errors import error_code, twilio_error
 from telephony.twilio_http import TwilioUnavailable
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
-EVENT_WORKERS = 8  # events of one batch handled at once, per instance
-PHONE_FACTORS = frozenset({"SMS_FACTOR", "CALL_FACTOR"})
-PHONE_METHODS = frozenset({"SMS", "VOICE"})
+EVENT_WORKERS = 8  # users of one POST handled at once, per instance
+MAX_EVENTS_PER_POST = 100  # Okta's deliveries are small batches; the rest of a larger POST is not read
+MAX_USERS_WAITING = 64  # users waiting for a worker, across POSTs: beyond it a POST's users are skipped
+EVENT_MAX_AGE_SECONDS = 600  # a Verify code lives 10 minutes: an older event cannot be about a live one
+EVENT_CLOCK_SKEW_SECONDS = 300  # an event published this far in the future is not believed either
+EVENT_CLAIM_SECONDS = EVENT_MAX_AGE_SECONDS + EVENT_CLOCK_SKEW_SECONDS  # past it, the age check refuses
+# Okta's factorType of the factor each challenge or enrolment method used.
+FACTOR_OF_CHALLENGE = {"SMS_FACTOR": "sms", "CALL_FACTOR": "call"}
+FACTOR_OF_METHOD = {"SMS": "sms", "VOICE": "call"}
 
 OKTA_ID = re.compile(r"[0-9A-Za-z]{1,64}")  # Okta's ids: 00u followed by letters and digits
 ROUTE = "event hook"
@@ -72,20 +93,68 @@ class Approval(NamedTuple):
     log_fields: dict[str, Any]
 
 
-def passed_phone_challenge(event: LogEvent) -> bool:
-    """Whether the event says a user passed an SMS or voice challenge (sign-in, enrolment, recovery)."""
+class Passed(NamedTuple):
+    """A passed SMS or voice challenge: who, which factor type ("sms" or "call"), and the enrolment
+    the event names, if it does."""
+
+    user_id: str
+    factor_type: str
+    enrollment_id: str | None
+
+
+class Claims(Protocol):
+    """'Act on this once': the shared store of the spend guard offers the same call across instances."""
+
+    def claim(self, key: str, ttl_seconds: int) -> bool: ...
+
+
+class LocalClaims:
+    """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
+
+    def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._until: dict[str, float] = {}  # in claim order, and so in expiry order (one TTL for all)
+        self._capacity = capacity
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def claim(self, key: str, ttl_seconds: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            until = self._until.get(key)
+            if until is not None and until > now:
+                return False
+            self._until.pop(key, None)
+            self._until[key] = now + ttl_seconds
+            while self._until:
+                oldest, expires = next(iter(self._until.items()))
+                if expires > now and len(self._until) <= self._capacity:
+                    break
+                del self._until[oldest]
+            return True
+
+
+def passed_challenge(event: LogEvent) -> Passed | None:
+    """The user and factor of a passed SMS or voice challenge (sign-in, enrolment, recovery); None for
+    any other event."""
     if event.outcome is None or event.outcome.result != "SUCCESS":
-        return False
+        return None
+    enrollments = [target for target in event.target or [] if target.type == "AuthenticatorEnrollment"]
+    factor_type: str | None = None
+    enrollment_id: str | None = None
     if event.event_type == "user.authentication.auth_via_mfa":
         debug = (event.debug_context.debug_data if event.debug_context else None) or {}
-        return debug.get("factor") in PHONE_FACTORS
-    if event.event_type == "user.mfa.factor.activate":
-        return any(
-            target.type == "AuthenticatorEnrollment"
-            and (target.detail_entry or {}).get("methodTypeUsed") in PHONE_METHODS
-            for target in event.target or []
-        )
-    return False
+        factor_type = FACTOR_OF_CHALLENGE.get(str(debug.get("factor")))
+        enrollment_id = next((target.id for target in enrollments if target.id), None)
+    elif event.event_type == "user.mfa.factor.activate":
+        for target in enrollments:
+            factor_type = FACTOR_OF_METHOD.get(str((target.detail_entry or {}).get("methodTypeUsed")))
+            if factor_type is not None:
+                enrollment_id = target.id
+                break
+    user_id = user_of(event)
+    if factor_type is None or user_id is None:
+        return None
+    return Passed(user_id, factor_type, enrollment_id)
 
 
 def user_of(event: LogEvent) -> str | None:
@@ -98,6 +167,42 @@ def user_of(event: LogEvent) -> str | None:
     return user_id if user_id is not None and OKTA_ID.fullmatch(user_id) else None
 
 
+def too_old(event: LogEvent, now: datetime) -> bool:
+    """Whether the event cannot be about a code still alive: published over EVENT_MAX_AGE_SECONDS ago,
+    in the future beyond clock skew, or at a time that cannot be read."""
+    try:
+        published = datetime.fromisoformat(event.published or "")
+    except ValueError:
+        return True
+    if published.tzinfo is None:
+        return True
+    age = (now - published).total_seconds()
+    return not -EVENT_CLOCK_SKEW_SECONDS <= age <= EVENT_MAX_AGE_SECONDS
+
+
+def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids: set[str]) -> list[str]:
+    """The numbers of the factor the user passed: only factors of its type, and of those the enrolment
+    the event named, when it names one of them. Without repeats, in Okta's order."""
+    of_type = [factor for factor in factors if factor.factor_type == factor_type]
+    named = [factor for factor in of_type if factor.factor_id and factor.factor_id in enrollment_ids]
+    numbers: list[str] = []
+    for factor in named or of_type:
+        if factor.number not in numbers:
+            numbers.append(factor.number)
+    return numbers
+
+
+class _Passes:
+    """One user's passed challenges of one factor type in a POST: acted on together, once."""
+
+    __slots__ = ("enrollment_ids", "event_ids", "event_type")
+
+    def __init__(self, event_type: str) -> None:
+        self.event_type = event_type
+        self.event_ids: list[str] = []
+        self.enrollment_ids: set[str] = set()
+
+
 class EventHook:
     """The /okta/events route, built once at start-up."""
 
@@ -105,7 +210,7 @@ class EventHook:
     path = "/okta/events"
     log = log
 
-    def __init__(self, settings: Settings, guard: SpendGuard | None = None) -> None:
+    def __init__(self, settings: Settings, claims: Claims | None = None, guard: SpendGuard | None = None) -> None:
         self._guard = guard  # told of every passed challenge: the user's numbers are known from then on
         secret = settings.okta_event_hook_auth_secret
         self._auth = (
@@ -132,7 +237,10 @@ class EventHook:
             else None
         )
         self._service_sid = settings.twilio_verify_service_sid
+        self._claims: Claims = claims or LocalClaims()
         self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS, thread_name_prefix="okta-events")
+        self._waiting = 0  # users submitted to the workers and not finished, across POSTs
+        self._waiting_lock = threading.Lock()
         missing = []
         if self._okta is None:
             missing.append("OKTA_ORG_URL and OKTA_API_TOKEN")
@@ -146,7 +254,7 @@ class EventHook:
         return self._auth is not None
 
     def startup_report(self) -> list[tuple[int, str]]:
-        if self.configured and self.missing and self._okta is not None and self._guard is not None and self._guard.on:
+        if self.configured and self.missing and self._can_act:
             # SMS or voice through Messages: no Verify to feed back, and the conversions serve the guard.
             return [(logging.INFO, "The event hook at /okta/events reports conversions to the spend guard.")]
         if self.configured and self.missing:
@@ -159,6 +267,7 @@ class EventHook:
         return []
 
     def handle(self, request: flask.Request) -> Answer:
+        started = time.monotonic()
         if request.method not in ("GET", "POST"):
             raise method_not_allowed(ROUTE, "GET, POST")
         # Authenticated from the headers, before a byte of the body is read; fail closed.
@@ -169,14 +278,17 @@ class EventHook:
         if request.method == "GET":
             return self._verification(request)
         body = read_body(request, lambda: body_too_large(ROUTE, MAX_EVENT_BODY_BYTES), MAX_EVENT_BODY_BYTES)
-        hook = self._parse(body)
-        futures = [
-            self._workers.submit(contextvars.copy_context().run, self._feedback_logged, event)
-            for event in hook.data.events
-        ]
-        # Each event's calls are bounded; the batch is answered by Okta's deadline whatever is left.
-        _, unfinished = wait(futures, timeout=EVENT_BUDGET_SECONDS)
-        return events_received(EventHookAccepted(), len(futures), len(unfinished))
+        delivered, events = self._parse(body)
+        counts = {"events": delivered, "over_cap": delivered - len(events)}
+        passes = self._sort(events, counts)
+        if counts["not_configured"]:  # what the admin must fix: one ERROR line per POST, not one per event
+            fields = {"outcome": Outcome.NOT_CONFIGURED, "events": counts["not_configured"], "missing": self.missing}
+            log.error(f"okta event {Outcome.NOT_CONFIGURED}: missing {self.missing}", extra={"fields": fields})
+        futures = self._submit(passes, counts)
+        # Each user's calls are bounded; the POST is answered by Okta's deadline whatever is left.
+        _, unfinished = wait(futures, timeout=max(0.0, started + EVENT_BUDGET_SECONDS - time.monotonic()))
+        counts["unfinished"] = len(unfinished)
+        return events_received(EventHookAccepted(), counts)
 
     def _verification(self, request: flask.Request) -> Answer:
         """Okta's one-time check of a new event hook: echo the challenge."""
@@ -185,66 +297,118 @@ class EventHook:
             raise verification_challenge_missing()
         return event_hook_verified(EventHookVerification(verification=challenge))
 
-    def _parse(self, body: bytes) -> EventHookRequest:
+    def _parse(self, body: bytes) -> tuple[int, list[LogEvent]]:
+        """How many events the POST carries, and the first MAX_EVENTS_PER_POST of them, read. The
+        rest are never read as events: a POST of 128,000 costs what a POST of MAX_EVENTS_PER_POST does."""
         try:
-            return EventHookRequest.model_validate_json(body)
+            delivery = EventDelivery.model_validate_json(body)
+            first = delivery.data.events[:MAX_EVENTS_PER_POST]
+            # Read through the documented model, so a malformed event is named as data.events.N.field.
+            events = EventHookRequest.model_validate({"data": {"events": first}}).data.events
         except ValidationError as error:
             raise invalid_request(ROUTE, error) from None
+        return len(delivery.data.events), events
 
-    def _feedback_logged(self, event: LogEvent) -> None:
-        """One event, one log line: its outcome and the masked number, never the number or the user."""
+    @property
+    def _can_act(self) -> bool:
+        """Whether a passed challenge leads anywhere: the user's numbers can be read, and Verify told or
+        the spend guard (in every delivery mode: it needs no Verify)."""
+        guard_on = self._guard is not None and self._guard.on
+        return self._okta is not None and (self._client is not None or guard_on)
+
+    def _sort(self, events: list[LogEvent], counts: dict[str, int]) -> dict[str, dict[str, _Passes]]:
+        """The passed challenges to act on, by user and factor type; every other event counted by why not."""
+        for name in ("ignored", "stale", "repeated", "not_configured"):
+            counts[name] = 0
+        passes: dict[str, dict[str, _Passes]] = {}
+        now = datetime.now(UTC)
+        for event in events:
+            passed = passed_challenge(event)
+            event_id = (event.uuid or "")[:128]
+            if passed is None or not event_id:
+                counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
+            elif not self._can_act:
+                counts["not_configured"] += 1
+            elif too_old(event, now):
+                counts["stale"] += 1
+            elif not self._claims.claim(f"okta-event:{event_id}", EVENT_CLAIM_SECONDS):
+                counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
+            else:
+                by_factor = passes.setdefault(passed.user_id, {})
+                grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
+                grouped.event_ids.append(event_id)
+                if passed.enrollment_id:
+                    grouped.enrollment_ids.add(passed.enrollment_id)
+        return passes
+
+    def _submit(self, passes: dict[str, dict[str, _Passes]], counts: dict[str, int]) -> list[Future[None]]:
+        """One job per user, while fewer than MAX_USERS_WAITING wait for a worker; the rest are counted."""
+        futures: list[Future[None]] = []
+        counts["users"] = len(passes)
+        counts["users_skipped"] = 0
+        for user_id, by_factor in passes.items():
+            with self._waiting_lock:
+                if self._waiting >= MAX_USERS_WAITING:
+                    counts["users_skipped"] += 1
+                    continue
+                self._waiting += 1
+            futures.append(
+                self._workers.submit(contextvars.copy_context().run, self._user_feedback, user_id, by_factor)
+            )
+        return futures
+
+    def _user_feedback(self, user_id: str, by_factor: dict[str, _Passes]) -> None:
+        """One user's feedback: one Management API read, then one Verify update per factor passed."""
+        try:
+            self._feedback(user_id, by_factor)
+        except Exception:  # a bug of ours: the other users of the POST still get their feedback
+            log.exception("okta event hook failed on one user's events")
+            for passes in by_factor.values():
+                self._line(Outcome.INTERNAL_ERROR, passes, {})
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _feedback(self, user_id: str, by_factor: dict[str, _Passes]) -> None:
+        assert self._okta is not None
         started = time.perf_counter()
-        fields: dict[str, Any] = {
-            "event_id": (event.uuid or "")[:64] or None,
-            "event_type": (event.event_type or "")[:128],
-        }
         try:
-            outcome = self._feedback(event, fields)
-        except Exception:  # a bug of ours: the other events of the batch still get their feedback
-            log.exception("okta event hook failed on one event")
-            outcome = Outcome.INTERNAL_ERROR
-        fields.update(outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 1))
-        message = f"okta event {outcome}"
-        if "phone" in fields:
-            message += f": {fields['phone']}"
-        log.log(outcome.severity, message, extra={"fields": fields})
-
-    def _feedback(self, event: LogEvent, fields: dict[str, Any]) -> Outcome:
-        user_id = user_of(event)
-        if not passed_phone_challenge(event) or user_id is None:
-            return Outcome.EVENT_IGNORED
-        if self._okta is None:
-            fields["missing"] = self.missing
-            return Outcome.NOT_CONFIGURED
-        try:
-            numbers = self._okta.phone_numbers(user_id)
+            factors = self._okta.phone_factors(user_id)
         except OktaApiUnavailable as error:
-            fields["okta_api_error"] = error.reason
-            return Outcome.OKTA_API_UNAVAILABLE
-        if not numbers:
-            return Outcome.FEEDBACK_NO_PHONE
-        for number in numbers:
-            mark_sensitive(number, mask(number))
-        if self._guard is not None:  # every delivery mode: the spend guard learns the numbers converted
-            fields["guard_converted"] = sum(self._guard.converted(number) for number in numbers)
-        if self._client is None or self._service_sid is None:
-            fields["phone"] = mask(numbers[-1])
-            if fields.get("guard_converted"):
-                return Outcome.CONVERTED
-            fields["missing"] = self.missing
-            return Outcome.NOT_CONFIGURED
-        outcome = Outcome.FEEDBACK_NOT_PENDING
-        for number in numbers:
-            masked = mask(number)
-            mark_sensitive(number, masked)
-            fields["phone"] = masked
-            approval = self._approve(number)
-            fields.update(approval.log_fields)
-            if approval.outcome is Outcome.FEEDBACK_FAILED:
-                return approval.outcome
-            if approval.outcome is Outcome.FEEDBACK_APPROVED:
-                outcome = approval.outcome
-        return outcome
+            for passes in by_factor.values():
+                self._line(Outcome.OKTA_API_UNAVAILABLE, passes, {"okta_api_error": error.reason}, started)
+            return
+        for factor_type, passes in by_factor.items():
+            numbers = numbers_passed(factors, factor_type, passes.enrollment_ids)
+            # Here the owner of `numbers` is known to have passed a challenge on them.
+            if not numbers:
+                self._line(Outcome.FEEDBACK_NO_PHONE, passes, {"factor": factor_type}, started)
+            for number in numbers:
+                masked = mask(number)
+                mark_sensitive(number, masked)
+                fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
+                if self._guard is not None and self._guard.on:  # known from now on, its room given back
+                    fields["guard_converted"] = self._guard.converted(number)
+                if self._client is None:  # no Verify: the spend guard's conversion is all there is to do
+                    self._line(Outcome.CONVERTED, passes, fields, started)
+                    continue
+                approval = self._approve(number)
+                self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
+
+    @staticmethod
+    def _line(outcome: Outcome, passes: _Passes, fields: dict[str, Any], started: float | None = None) -> None:
+        """One line per Verify update (or per failure before one): never the number, the user or the code."""
+        line = {
+            "event_id": passes.event_ids[0][:64],
+            "event_type": passes.event_type,
+            "events": len(passes.event_ids),
+            **fields,
+            "outcome": outcome,
+        }
+        if started is not None:
+            line["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        message = f"okta event {outcome}" + (f": {fields['phone']}" if "phone" in fields else "")
+        log.log(outcome.severity, message, extra={"fields": line})
 
     def _approve(self, number: str) -> Approval:
         """Verify's update by number: approved, or 404 when nothing is pending (normal: not ours, or done)."""

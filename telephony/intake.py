@@ -19,6 +19,7 @@ from collections.abc import Callable
 import flask
 
 from telephony.answers import MAX_BODY_BYTES
+from telephony.deadlines import read_deadline
 
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
 
@@ -28,11 +29,35 @@ def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> b
     return (request.content_length or 0) > limit
 
 
-def read_body(request: flask.Request, too_large: Callable[[], Exception], limit: int = MAX_BODY_BYTES) -> bytes:
-    """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory."""
+def read_body(
+    request: flask.Request,
+    too_large: Callable[[], Exception],
+    limit: int = MAX_BODY_BYTES,
+    *,
+    seconds: float | None = None,
+    too_slow: Callable[[], Exception] | None = None,
+) -> bytes:
+    """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory.
+
+    With `seconds`, the body must also arrive within that time, or the route's `too_slow` refusal is
+    raised: gunicorn's thread worker reads with no timeout at all, so a caller that stalls its body
+    would hold the thread for as long as it likes. The deadline shuts the connection's read side
+    (telephony/deadlines.py's watchdog); it applies where gunicorn serves, as functions-framework does."""
     if declared_too_large(request, limit):
         raise too_large()
-    body = request.stream.read(limit + 1)  # bounded whatever the framing, Content-Length or chunked
+    server_socket = request.environ.get("gunicorn.socket")
+    if seconds is None or not isinstance(server_socket, socket.socket):
+        body = request.stream.read(limit + 1)  # bounded whatever the framing, Content-Length or chunked
+    else:
+        with read_deadline(server_socket, seconds) as deadline:
+            try:
+                body = request.stream.read(limit + 1)
+            except Exception:  # the shut read side ends the read, each server in its own words
+                if not deadline.expired:
+                    raise
+                body = b""
+            if deadline.finish():  # the deadline passed: what was read may be cut short
+                raise (too_slow or too_large)()
     if len(body) > limit:
         raise too_large()
     request.environ[_BODY_READ] = True

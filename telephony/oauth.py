@@ -16,12 +16,10 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import certifi
 import jwt
-import urllib3
 
 from telephony.answers import Headers, jwks_unavailable, unauthorized
-from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
+from telephony.outbound import CallFailed, Outbound
 from telephony.settings import Settings
 
 log = logging.getLogger("telephony_hook.oauth")
@@ -32,6 +30,7 @@ MAX_TOKEN_BYTES = 8192
 JWKS_TIMEOUT_SECONDS = 0.8  # a key-set fetch and Twilio's call share Okta's 3 s
 JWKS_REFETCH_INTERVAL = 30.0  # an unknown kid refetches at most this often
 JWKS_MAX_AGE = 3600.0  # known keys are refreshed hourly, so a revoked key stops working
+MAX_JWKS_BYTES = 64 * 1024  # a key set holds a few keys of about 1.5 KB each
 
 
 class JwksUnavailable(Exception):
@@ -42,25 +41,19 @@ class JwksFetchFailed(Exception):
     """One fetch failed: the message says how (timeout, HTTP status, not a key set), never a key."""
 
 
-# Its own pool, under one overall deadline per fetch: a socket timeout bounds each read, and an
-# issuer trickling its key set a byte at a time would otherwise hold every hook that waits for it.
-_POOL = urllib3.PoolManager(num_pools=4, maxsize=4, block=False, retries=False, ca_certs=certifi.where())
-_POOL.pool_classes_by_scheme = DEADLINE_POOL_CLASSES
+# Its own small pool (one fetch at a time per cache), under one overall deadline and a cap per fetch:
+# an issuer trickling or flooding its key set would otherwise hold or swell every hook that waits for it.
+_POOL = Outbound(size=4)
 
 
 def fetch_jwks(url: str, seconds: float = JWKS_TIMEOUT_SECONDS) -> dict[str, Any]:
     """The issuer's key set, fetched within `seconds` overall. Raises JwksFetchFailed."""
-    with overall_deadline(seconds) as call:
-        try:
-            response = _POOL.request(
-                "GET",
-                url,
-                headers={"Accept": "application/json"},
-                timeout=urllib3.Timeout(connect=seconds, read=seconds),
-                redirect=False,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise JwksFetchFailed("timeout" if timed_out(call, error) else type(error).__name__) from None
+    try:
+        response = _POOL.call("GET", url, seconds=seconds, cap=MAX_JWKS_BYTES, headers={"Accept": "application/json"})
+    except CallFailed as failure:
+        if failure.too_large:
+            raise JwksFetchFailed("answer too large") from None
+        raise JwksFetchFailed("timeout" if failure.timed_out else failure.error_type) from None
     if response.status != 200:
         raise JwksFetchFailed(f"HTTP {response.status}")
     try:

@@ -1,21 +1,31 @@
 """Okta's Management API, read-only: the phone numbers a user enrolled for SMS and voice.
 
 Event hooks name the user, not the number; `GET /api/v1/users/{id}/factors` gives the number. The
-token is an SSWS token of a read-only administrator. Every call runs within one overall deadline
-(telephony/deadlines.py), because the event hook shares Okta's 3 s with Verify's update.
+token is an SSWS token of a read-only administrator. Every call runs within one overall deadline and
+reads at most MAX_ANSWER_BYTES (telephony/outbound.py), because the event hook shares Okta's 3 s with
+Verify's update.
 """
 
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 from urllib.parse import quote
 
-import urllib3
-
-from telephony.deadlines import DEADLINE_POOL_CLASSES, overall_deadline, timed_out
+from telephony.outbound import CallFailed, Outbound
 from telephony.phone import without_separators
 
 PHONE_FACTOR_TYPES = frozenset({"sms", "call"})  # Okta's factorType of SMS and voice enrolments
+# A user's factor list: a few KB per factor, and a user has a handful. Past this, it is not one.
+MAX_ANSWER_BYTES = 256 * 1024
+
+
+class PhoneFactor(NamedTuple):
+    """One active phone factor: Okta's factorType ("sms" or "call"), its number, and its id."""
+
+    factor_type: str
+    number: str
+    factor_id: str
 
 
 class OktaApiUnavailable(Exception):
@@ -33,20 +43,17 @@ class OktaApi:
         self._org_url = org_url.rstrip("/")
         self._headers = {"Authorization": f"SSWS {api_token}", "Accept": "application/json"}
         self._timeout = timeout_seconds
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=pool_size, block=False, retries=False)
-        self._pool.pool_classes_by_scheme = DEADLINE_POOL_CLASSES
+        self._pool = Outbound(size=pool_size, num_pools=2)
 
-    def phone_numbers(self, user_id: str) -> list[str]:
-        """The numbers of the user's active SMS and voice factors, in Okta's order, without repeats."""
+    def phone_factors(self, user_id: str) -> list[PhoneFactor]:
+        """The user's active SMS and voice factors, in Okta's order: each with its type and number."""
         url = f"{self._org_url}/api/v1/users/{quote(user_id, safe='')}/factors"
-        limits = urllib3.Timeout(connect=self._timeout / 2, read=self._timeout)
-        with overall_deadline(self._timeout) as call:
-            try:
-                answer = self._pool.request("GET", url, headers=self._headers, timeout=limits, redirect=False)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                raise OktaApiUnavailable(
-                    "OKTA_API_TIMEOUT" if timed_out(call, error) else "OKTA_API_UNREACHABLE"
-                ) from None
+        try:
+            answer = self._pool.call("GET", url, seconds=self._timeout, cap=MAX_ANSWER_BYTES, headers=self._headers)
+        except CallFailed as failure:
+            if failure.too_large:
+                raise OktaApiUnavailable("OKTA_API_TOO_LARGE") from None
+            raise OktaApiUnavailable("OKTA_API_TIMEOUT" if failure.timed_out else "OKTA_API_UNREACHABLE") from None
         if answer.status != 200:
             raise OktaApiUnavailable(f"OKTA_API_HTTP_{answer.status}")
         try:
@@ -55,7 +62,7 @@ class OktaApi:
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER") from None
         if not isinstance(factors, list):
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER")
-        numbers: list[str] = []
+        found: list[PhoneFactor] = []
         for factor in factors:
             if not isinstance(factor, dict) or factor.get("factorType") not in PHONE_FACTOR_TYPES:
                 continue
@@ -65,6 +72,9 @@ class OktaApi:
             number = profile.get("phoneNumber") if isinstance(profile, dict) else None
             if isinstance(number, str):
                 dialled = without_separators(number)  # Okta keeps E.164 with separators at times
-                if dialled and dialled not in numbers:
-                    numbers.append(dialled)
-        return numbers
+                factor_id = factor.get("id")
+                if dialled:
+                    found.append(
+                        PhoneFactor(str(factor["factorType"]), dialled, factor_id if isinstance(factor_id, str) else "")
+                    )
+        return found

@@ -1,14 +1,20 @@
 """Delivery receipts: Twilio's status callbacks for each message and call, one log line per receipt.
 
 Twilio posts them, form-encoded and signed with the account's auth token, to the URL each create
-asked for: {public URL}/twilio/status. The signature covers the exact URL Twilio called; behind Cloud
-Run the request arrives as http on an internal address, so the URL is rebuilt from PUBLIC_URL, or
-from the public host and X-Forwarded-Proto Cloud Run passes on. Nothing external is called here.
+asked for: {PUBLIC_URL}/twilio/status. The signature covers the exact URL Twilio called, and a receipt
+is accepted only when signed for this function's own URL, which only PUBLIC_URL can say: the Host
+and X-Forwarded-Proto of a request are the caller's to choose, and a receipt Twilio signed for another
+deployment of the same account would pass a check over them. Without PUBLIC_URL, receipts are off.
+
+The body is read only after the signature header is seen, within RECEIPT_READ_SECONDS and at most
+RECEIPT_MAX_BYTES, and only so many at once: stalled uploads can hold no more than a quarter of the
+instance's threads, each for at most that deadline. Nothing external is called here.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -20,10 +26,12 @@ from telephony.answers import (
     Answer,
     Outcome,
     receipt,
+    receipt_busy,
     receipt_forbidden,
     receipt_invalid,
     receipt_method_not_allowed,
     receipt_too_large,
+    receipt_too_slow,
 )
 from telephony.intake import read_body
 from telephony.logs import mark_sensitive
@@ -33,6 +41,8 @@ from telephony.twilio_errors import twilio_error
 from telephony.twilio_facts import is_sid
 
 RECEIPTS_PATH = "/twilio/status"
+RECEIPT_MAX_BYTES = 8 * 1024  # Twilio's status callbacks are about 1 KB
+RECEIPT_READ_SECONDS = 2.0  # a receipt's body arrives with its head; a stalled one is cut here
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 # Twilio's MessageStatus and CallStatus values (twilio-oai: message_enum_status, call_enum_status).
@@ -52,24 +62,14 @@ def outcome_for(status: str) -> Outcome:
     return Outcome.RECEIPT_NOT_DELIVERED if status in NOT_DELIVERED else Outcome.RECEIPT
 
 
-def public_base(request: flask.Request, configured: str | None) -> str:
-    """'https://host': PUBLIC_URL (with the path a platform strips in front, if any), else what the
-    caller called, as the proxy in front reports it."""
-    if configured:
-        return configured.rstrip("/")
-    # Cloud Run keeps the public Host and says in X-Forwarded-Proto whether the caller used https.
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    scheme = forwarded if forwarded in {"http", "https"} else request.scheme
-    return f"{scheme}://{request.host}"
-
-
-def called_url(request: flask.Request, configured: str | None) -> str:
-    """The exact URL the caller used, query string included, as its signature covers it."""
+def called_url(request: flask.Request, public_url: str) -> str:
+    """The URL Twilio called, as its signature covers it: PUBLIC_URL (with the path a platform strips
+    in front, if any), then the path and query string exactly as they arrived. Never the request's Host."""
     raw_target = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if not raw_target or not raw_target.startswith("/"):
         query = request.query_string.decode("latin-1")
         raw_target = request.path + (f"?{query}" if query else "")
-    return public_base(request, configured) + raw_target
+    return public_url.rstrip("/") + raw_target
 
 
 class Receipt(NamedTuple):
@@ -144,14 +144,18 @@ class Receipts:
     def __init__(self, settings: Settings) -> None:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
         self._validator = RequestValidator(token) if token else None
-        self._public_url = settings.public_url
+        self._public_url = settings.public_url.rstrip("/") if settings.public_url else None
         self._verify = settings.twilio_verify_service_sid is not None  # Verify asks for no receipts
-        self._derivation_reported = False
+        # Receipt bodies read at once; the rest are refused unread, so stalled uploads can hold at
+        # most this many of the instance's threads, each for RECEIPT_READ_SECONDS at most.
+        self._readers = max(1, settings.threads // 4)
+        self._reading = threading.BoundedSemaphore(self._readers)
 
     @property
     def on(self) -> bool:
-        """Whether codes ask Twilio for receipts: Messages and Calls do, Verify has none."""
-        return self._validator is not None and not self._verify
+        """Whether codes ask Twilio for receipts: Messages and Calls do, Verify has none, and without
+        PUBLIC_URL no receipt could be checked against this function's own URL."""
+        return self._validator is not None and not self._verify and self._public_url is not None
 
     def startup_report(self) -> list[tuple[int, str]]:
         return [self._receipts_report()]
@@ -167,23 +171,20 @@ class Receipts:
                 "Delivery receipts are off: TWILIO_AUTH_TOKEN is not set, and Twilio signs receipts with it "
                 "(even when sending with an API key). No status callback is requested."
             )
-        if self._public_url:
-            url = self._public_url.rstrip("/") + RECEIPTS_PATH
-            return logging.INFO, f"Delivery receipts on: Twilio posts them to {url} (PUBLIC_URL)."
-        return logging.INFO, (
-            f"Delivery receipts on: PUBLIC_URL is not set, so the URL is taken from each hook's request "
-            f"(Host and X-Forwarded-Proto) + {RECEIPTS_PATH}."
+        if self._public_url is None:
+            return logging.WARNING, (
+                "Delivery receipts are off: PUBLIC_URL is not set. A receipt is accepted only when Twilio "
+                "signed it for this function's own URL, and only PUBLIC_URL says what that is (a request's Host "
+                "is the caller's to choose). Set PUBLIC_URL to the function's URL, as registered in Okta."
+            )
+        return (
+            logging.INFO,
+            f"Delivery receipts on: Twilio posts them to {self._public_url}{RECEIPTS_PATH} (PUBLIC_URL).",
         )
 
     def callback_url(self, request: flask.Request) -> str | None:
-        """Where Twilio should post this code's receipts; None when receipts are off."""
-        if not self.on:
-            return None
-        url = public_base(request, self._public_url) + RECEIPTS_PATH
-        if not self._public_url and not self._derivation_reported:
-            self._derivation_reported = True  # once per instance: a race only repeats the line
-            self.log.info(f"Delivery receipts go to {url}, derived from the hook's request (PUBLIC_URL is not set).")
-        return url
+        """Where Twilio should post this code's receipts (PUBLIC_URL's, whatever the request); None when off."""
+        return f"{self._public_url}{RECEIPTS_PATH}" if self.on else None
 
     def handle(self, request: flask.Request) -> Answer:
         """Check the signature, then the receipt is logged and answered 204: Twilio needs nothing more."""
@@ -199,12 +200,25 @@ class Receipts:
             raise receipt_method_not_allowed()
         if self._validator is None:
             raise receipt_forbidden("receipts are off (TWILIO_AUTH_TOKEN is not set)")
+        if self._public_url is None:
+            raise receipt_forbidden("receipts are off (PUBLIC_URL is not set)")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:  # refused before the body is read
             raise receipt_forbidden(f"no {SIGNATURE_HEADER} header")
-        body = read_body(request, receipt_too_large)
         if request.mimetype != "application/x-www-form-urlencoded":
             raise receipt_invalid("the body is not form-encoded")
+        if not self._reading.acquire(blocking=False):
+            raise receipt_busy(self._readers)
+        try:
+            body = read_body(
+                request,
+                lambda: receipt_too_large(RECEIPT_MAX_BYTES),
+                RECEIPT_MAX_BYTES,
+                seconds=RECEIPT_READ_SECONDS,
+                too_slow=lambda: receipt_too_slow(RECEIPT_READ_SECONDS),
+            )
+        finally:
+            self._reading.release()
         try:
             form = dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body), errors="strict"))
         except (UnicodeDecodeError, ValueError):

@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from telephony import phone
 from telephony.rates import parse_rates
@@ -37,6 +39,45 @@ DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL
 
 _CSV = re.compile(r"[,\s]+")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_URL_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII without spaces
+# The URLs the function calls (or hands to Twilio to call): each is https, http only on loopback.
+OUTBOUND_URLS = (
+    "OKTA_HOOK_OAUTH_ISSUER",
+    "OKTA_HOOK_OAUTH_JWKS_URL",
+    "OKTA_ORG_URL",
+    "TWILIO_API_BASE_URL",
+    "PUBLIC_URL",
+)
+
+
+def check_outbound_url(value: str, *, query: bool = False) -> str:
+    """An outbound URL, checked as urllib3 (the HTTP library that will call it) reads it, and as the
+    standard library does: both must see the same host, with no user name or password, and the scheme
+    must be https, or http to a loopback host (local stand-ins and the sandbox). Backslashes, spaces,
+    percent-escapes in the host and userinfo are refused outright: parsers disagree on them, which is
+    how `http://HOST\\@localhost/` once passed a loopback check and was fetched from HOST. The message
+    never repeats the value."""
+    if not _URL_CHARACTERS.fullmatch(value) or "\\" in value:
+        raise ValueError("must be a plain URL: printable ASCII, no spaces, no backslashes")
+    parts = urlsplit(value)
+    try:
+        read = parse_url(value)
+        port = parts.port
+    except (LocationParseError, ValueError):
+        raise ValueError("is not a URL the HTTP library can read") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https:// URL with a host")
+    if "@" in parts.netloc or read.auth:
+        raise ValueError("must not carry a user name or password")
+    host = (read.host or "").lower().removeprefix("[").removesuffix("]")
+    if "%" in parts.netloc or host != parts.hostname or read.port != port:
+        raise ValueError("must name its host plainly (the HTTP library reads it differently)")
+    if parts.fragment or (parts.query and not query):
+        raise ValueError("must not carry a query or a fragment")
+    if scheme != "https" and host not in LOOPBACK_HOSTS:
+        raise ValueError("must be an https URL (http only on loopback: localhost, 127.0.0.1, [::1])")
+    return value
 
 
 def _check_regions(countries: list[str]) -> None:
@@ -135,7 +176,7 @@ class Settings(BaseModel):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="The function's public URL as registered in Okta, e.g. https://hook-abc-uc.a.run.app, "
         "or with the path the platform strips (https://REGION-PROJECT.cloudfunctions.net/NAME); "
-        "Twilio posts delivery receipts to it. Unset: taken from each hook's request.",
+        "Twilio posts delivery receipts to it, signed for it. Unset: delivery receipts are off.",
     )
     # Okta gives up after 3 s; 2 s for Twilio leaves room for Okta's network and our own work.
     twilio_timeout_seconds: float = Field(2.0, alias="TWILIO_TIMEOUT_SECONDS", gt=0, le=2.8)
@@ -221,13 +262,19 @@ class Settings(BaseModel):
         _check_regions([value.upper()])
         return value.upper()
 
-    @field_validator("okta_org_url")
+    @field_validator("okta_hook_oauth_issuer", "okta_org_url", "twilio_api_base_url", "public_url")
     @classmethod
-    def _org_over_https(cls, value: str | None) -> str | None:
-        """The API token travels to this URL: https only (loopback excepted, for local stand-ins)."""
-        if value and not re.match(r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/?$)", value):
-            raise ValueError("must be an https:// URL (http only on loopback)")
-        return value
+    def _outbound(cls, value: str | None) -> str | None:
+        """Keys, the API token and Twilio's credentials travel to these URLs, and Twilio posts receipts
+        to PUBLIC_URL: https only (loopback excepted, for local stand-ins)."""
+        return None if value is None else check_outbound_url(value)
+
+    @field_validator("okta_hook_oauth_jwks_url")
+    @classmethod
+    def _jwks_outbound(cls, value: str | None) -> str | None:
+        """Keys fetched over plain HTTP can be swapped by anyone on the path. A query is allowed: some
+        issuers name the client in it."""
+        return None if value is None else check_outbound_url(value, query=True)
 
     @field_validator("sms_template")
     @classmethod
@@ -339,16 +386,6 @@ class Settings(BaseModel):
         # Okta sends it as an HTTP header value: anything else cannot arrive byte for byte.
         if value is not None and not all(" " <= char <= "~" for char in value.get_secret_value()):
             raise ValueError("must be printable ASCII: it travels in an HTTP header")
-        return value
-
-    @field_validator("okta_hook_oauth_issuer", "okta_hook_oauth_jwks_url")
-    @classmethod
-    def _https(cls, value: str | None) -> str | None:
-        # Keys fetched over plain HTTP can be swapped by anyone on the path; loopback serves tests.
-        if value is not None and not value.lower().startswith("https://"):
-            host = urlsplit(value).hostname or ""
-            if host not in LOOPBACK_HOSTS:
-                raise ValueError("must be an https URL (http only for localhost)")
         return value
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
 from telephony.answers import NOT_DELIVERED, Refused, provider_error, provider_unavailable
+from telephony.outbound import ANSWER_TOO_LARGE
 from telephony.twilio_facts import SMS_MAX_CHARS
 from telephony.twilio_http import TwilioUnavailable
 
@@ -183,7 +184,9 @@ def twilio_failure(error: TwilioException, attempts: int) -> Refused:
 
 def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> Refused:
     """Twilio did not answer in time, or could not be reached: answer Okta before its 3 s run out."""
-    if error.timed_out:
+    if error.error_type == ANSWER_TOO_LARGE:  # treated as a timeout: Twilio may have taken the request
+        hint, reason = "Twilio's answer was far larger than any Twilio resource.", "TWILIO_TIMEOUT"
+    elif error.timed_out:
         hint, reason = f"Twilio did not answer within {timeout_seconds:g} s.", "TWILIO_TIMEOUT"
     else:
         hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"

@@ -15,6 +15,8 @@ from tests.okta_stand_in import OktaStandIn, OktaState
 from tests.redis_server import RedisServer
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
+pytest_plugins = ["tests.process_guard"]  # only tests marked e2e may start a process
+
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:
@@ -85,7 +87,8 @@ def hook_env(monkeypatch: pytest.MonkeyPatch, sandbox_server: SandboxServer, san
     """A complete configuration against the sandbox; tests change it with monkeypatch.setenv/delenv."""
     for name in HOOK_ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
-    env = sandbox_env(sandbox_server.base_url)
+    # As deployed: PUBLIC_URL says the function's own URL, here the Flask test client's (receipts need it).
+    env = sandbox_env(sandbox_server.base_url, PUBLIC_URL="http://localhost")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

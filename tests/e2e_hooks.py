@@ -53,26 +53,63 @@ class RunningHook:
         return replace(self, log_offset=self.log_path.stat().st_size)
 
     def post(
-        self, body: Any, secret: str | None = HOOK_SECRET, headers: dict[str, str] | None = None
+        self,
+        body: Any,
+        secret: str | None = HOOK_SECRET,
+        headers: dict[str, str] | None = None,
+        path: str = "",
+        timeout: float = 10,
     ) -> tuple[int, Any, float]:
-        """POST like Okta; returns the status, the parsed JSON answer and the seconds it took."""
+        """POST like Okta (to `path`, relative to the root); returns the status, the parsed JSON answer
+        and the seconds it took."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = {"Content-Type": "application/json", **(headers or {})}
         if secret is not None:
             sent["Authorization"] = secret
-        request = urllib.request.Request(self.url, data=data, headers=sent, method="POST")
+        request = urllib.request.Request(self.url + path, data=data, headers=sent, method="POST")
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 status, raw, content_type = response.status, response.read(), response.headers["Content-Type"]
         except urllib.error.HTTPError as error:
             status, raw, content_type = error.code, error.read(), error.headers["Content-Type"]
         assert content_type.startswith("application/json"), content_type
         return status, json.loads(raw), time.monotonic() - started
 
+    def worker_peak_kib(self) -> int:
+        """The peak resident memory (VmHWM) of the gunicorn worker that serves the requests, in KiB."""
+        return _status_kib(_worker_pid(self.process.pid), "VmHWM")
 
-def hook_environment(env_overrides: dict[str, str]) -> dict[str, str]:
+
+def _worker_pid(parent: int) -> int:
+    """functions-framework runs gunicorn: its master forks one worker, which serves every request."""
+    children = [
+        int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and _parent_of(entry) == parent
+    ]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def _parent_of(entry: Path) -> int | None:
+    try:
+        stat = (entry / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def hook_environment(env_overrides: dict[str, str], port: int) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
+    # As deployed: the function knows its own URL (receipts need it); PUBLIC_URL="" leaves it unset.
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     env.update(env_overrides)
     return env
 
@@ -82,7 +119,7 @@ def launch_hook(env_overrides: dict[str, str], log_path: Path) -> tuple[subproce
     port = free_port()
     with log_path.open("wb") as log_file:
         process = start_function(
-            "telephony_hook", "main.py", port, hook_environment(env_overrides), log_file, wait=False
+            "telephony_hook", "main.py", port, hook_environment(env_overrides, port), log_file, wait=False
         )
     return process, port
 

@@ -1,28 +1,43 @@
-"""Peers that misbehave over real sockets: a Twilio or a JWKS endpoint answering oddly or trickling."""
+"""Peers that misbehave over real sockets: a Twilio, a JWKS endpoint or Okta's API answering oddly,
+trickling, or flooding."""
 
 from __future__ import annotations
 
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+
+Answer = bytes | Callable[[], Iterable[bytes]]
 
 
 class StandIn(socketserver.ThreadingTCPServer):
-    """Answers every request with `answer` (raw HTTP bytes), in `chunk`-byte pieces every `pause` s."""
+    """Answers every request with `answer` (raw HTTP bytes, or a function giving them in pieces), in
+    `chunk`-byte pieces every `pause` s; with `head_at_once`, the head goes out whole and only the
+    body trickles."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, answer: bytes, *, chunk: int = 0, pause: float = 0.0) -> None:
+    def __init__(self, answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer, self.chunk, self.pause = answer, chunk, pause
+        self.answer, self.chunk, self.pause, self.head_at_once = answer, chunk, pause, head_at_once
         self.requests = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def pieces(self) -> Iterable[bytes]:
+        if callable(self.answer):
+            return self.answer()
+        answer, chunk = self.answer, self.chunk or len(self.answer)
+        head = b""
+        if self.head_at_once:
+            end = answer.index(b"\r\n\r\n") + 4
+            head, answer = answer[:end], answer[end:]
+        return [head, *(answer[start : start + chunk] for start in range(0, len(answer), chunk))]
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -36,10 +51,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 length = int(value)
         self.rfile.read(length)
         self.server.requests += 1
-        answer, chunk = self.server.answer, self.server.chunk or len(self.server.answer)
         try:
-            for start in range(0, len(answer), chunk):
-                self.wfile.write(answer[start : start + chunk])
+            for piece in self.server.pieces():
+                if not piece:
+                    continue
+                self.wfile.write(piece)
                 self.wfile.flush()
                 if self.server.pause:
                     time.sleep(self.server.pause)
@@ -47,15 +63,42 @@ class _Handler(socketserver.StreamRequestHandler):
             pass
 
 
-def http_answer(status: int, body: bytes, content_type: str = "application/json") -> bytes:
-    head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+def http_answer(
+    status: int, body: bytes, content_type: str = "application/json", *, framing: str = "content-length"
+) -> bytes:
+    """A raw answer that closes the connection, framed as `framing` says: 'content-length' (HTTP/1.1,
+    `Connection: close`), 'http/1.0' (no length: the body ends when the connection does), or 'chunked'."""
+    version = "HTTP/1.0" if framing == "http/1.0" else "HTTP/1.1"
+    head = f"{version} {status} X\r\nContent-Type: {content_type}\r\n"
+    if framing == "content-length":
+        head += f"Content-Length: {len(body)}\r\n"
+    elif framing == "chunked":
+        head += "Transfer-Encoding: chunked\r\n"
+        body = b"".join(b"%x\r\n%s\r\n" % (1, body[i : i + 1]) for i in range(len(body))) + b"0\r\n\r\n"
     head += "Connection: close\r\n\r\n"
     return head.encode() + body
 
 
+def flood(status: int, prefix: bytes, size: int, suffix: bytes = b"") -> Callable[[], Iterator[bytes]]:
+    """An answer of `size` bytes, streamed as fast as the peer reads it, built piece by piece so the
+    stand-in never holds it: `prefix`, then spaces (valid inside JSON), then `suffix`."""
+
+    def pieces() -> Iterator[bytes]:
+        yield f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode()
+        yield prefix
+        filler = size - len(prefix) - len(suffix)
+        block = b" " * (1024 * 1024)
+        while filler > 0:
+            yield block[: min(filler, len(block))]
+            filler -= len(block)
+        yield suffix
+
+    return pieces
+
+
 @contextmanager
-def stand_in(answer: bytes, *, chunk: int = 0, pause: float = 0.0) -> Iterator[StandIn]:
-    server = StandIn(answer, chunk=chunk, pause=pause)
+def stand_in(answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False) -> Iterator[StandIn]:
+    server = StandIn(answer, chunk=chunk, pause=pause, head_at_once=head_at_once)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield server

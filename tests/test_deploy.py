@@ -25,6 +25,7 @@ def make_deploy(**variables: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_dry_run_prints_the_exact_gcloud_command() -> None:
     result = make_deploy(
         SECRETS=BASE["SECRETS"], REGION="europe-west1", FUNCTION_NAME="okta-otp", PROJECT="acme-prod",
@@ -45,6 +46,8 @@ def test_dry_run_prints_the_exact_gcloud_command() -> None:
     assert [shlex.split(line) for line in metrics] == [
         ["gcloud", "logging", "metrics", "create", "okta_telephony_hook_outcomes",
          "--config-from-file=tools/monitoring/hook-outcomes.metric.json", "--project=acme-prod"],
+        ["gcloud", "logging", "metrics", "create", "okta_telephony_hook_refusals",
+         "--config-from-file=tools/monitoring/hook-refusals.metric.json", "--project=acme-prod"],
         ["gcloud", "logging", "metrics", "create", "okta_telephony_delivery_statuses",
          "--config-from-file=tools/monitoring/delivery-statuses.metric.json", "--project=acme-prod"],
         ["gcloud", "logging", "metrics", "create", "okta_telephony_guard_refusals",
@@ -82,6 +85,7 @@ def test_env_var_delimiter_avoids_characters_in_values() -> None:
     )
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_dry_run_runs_nothing_and_make_fails_on_bad_input() -> None:
     result = make_deploy(SECRETS="OKTA_HOOK_AUTH_SECRET=s:latest")
     assert result.returncode != 0
@@ -99,6 +103,7 @@ def uploaded(tree: Path) -> set[str]:
     return set(listed.stdout.split())
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_only_the_function_is_uploaded(tmp_path: Path) -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     if not tracked:  # not a git checkout: the working tree is the project
@@ -136,6 +141,7 @@ def test_max_instances_is_passed_when_given() -> None:
         gcloud_command({**BASE, "MAX_INSTANCES": "many"})
 
 
+@pytest.mark.e2e  # runs make, or git
 def test_the_guards_redis_comes_from_secret_manager_with_direct_vpc_egress() -> None:
     result = make_deploy(
         SECRETS=BASE["SECRETS"] + ",GUARD_STORAGE_URI=guard-redis-uri:2,GUARD_HASH_KEY=guard-hash-key:1",

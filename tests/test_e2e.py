@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,10 @@ def test_the_event_hook_verifies_and_approves_over_http(
         assert json.loads(response.read()) == {"verification": "chk-42"}
 
     sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "4c" * 16)
-    batch = json.dumps(load_fixture("okta_event_hook_mfa.json")).encode()
+    delivered = load_fixture("okta_event_hook_mfa.json")
+    for event in delivered["data"]["events"]:  # published now: an older event approves nothing
+        event["published"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    batch = json.dumps(delivered).encode()
     unauthenticated = urllib.request.Request(events_url, data=batch, headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(unauthenticated, timeout=10)

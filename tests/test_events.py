@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from models import LogEvent
-from telephony.events import passed_phone_challenge
+from telephony.events import passed_challenge
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
@@ -38,15 +40,23 @@ def events_env(okta: OktaState, **overrides: str) -> dict[str, str]:
     }
 
 
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def batch(*events: dict[str, Any]) -> dict[str, Any]:
+    """Okta's documented delivery (a passed SMS challenge and a sign-in), published now, or these events."""
     body = copy.deepcopy(load_fixture("okta_event_hook_mfa.json"))
-    if events:
-        body["data"]["events"] = list(events)
+    body["data"]["events"] = list(events) or [
+        {**event, "published": now(), "uuid": str(uuid.uuid4())} for event in body["data"]["events"]
+    ]
     return dict(body)
 
 
 def mfa_event(**changes: Any) -> dict[str, Any]:
+    """The fixture's passed SMS challenge, published now, with a uuid of its own."""
     event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
+    event.update(published=now(), uuid=str(uuid.uuid4()))
     event.update(changes)
     return dict(event)
 
@@ -150,11 +160,12 @@ def test_one_matching_event_approves_exactly_one_verification_for_the_users_numb
         2,
         0,
     )
+    assert (request["ignored"], request["users"], request["repeated"], request["stale"]) == (1, 1, 0, 0)
     assert isinstance(request["duration_ms"], float)
-    lines = sorted(event_lines(output), key=lambda line: line["event_id"])
-    assert [line["outcome"] for line in lines] == ["feedback_approved", "event_ignored"]
-    assert lines[0]["phone"] == PHONE_MASKED
-    assert lines[0]["twilio_sid"] == PENDING_SID
+    (line,) = event_lines(output)  # the sign-in is counted on the request's line, not given its own
+    assert (line["outcome"], line["factor"], line["events"]) == ("feedback_approved", "sms", 1)
+    assert line["phone"] == PHONE_MASKED
+    assert line["twilio_sid"] == PENDING_SID
     for secret in (PHONE, PHONE[1:], EVENT_HOOK_SECRET, OKTA_API_TOKEN):
         assert secret not in output
 
@@ -187,15 +198,33 @@ def test_a_user_with_nothing_pending_is_normal_and_answered_200(
     assert line["phone"] == PHONE_MASKED
 
 
-def test_a_repeated_event_does_no_harm(
-    events_client: FlaskClient, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+def test_a_repeated_event_is_acted_on_once(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    event = mfa_event()
     sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
-    assert post_events(events_client, batch(mfa_event())).status_code == 200
+    assert post_events(events_client, batch(event)).status_code == 200
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "5e" * 16)  # a newer code the user has not typed
     capsys.readouterr()
-    assert post_events(events_client, batch(mfa_event())).status_code == 200
-    assert [line["outcome"] for line in event_lines(capsys.readouterr().out)] == ["feedback_not_pending"]
-    assert len(verify_updates(sandbox)) == 1
+    assert post_events(events_client, batch(event, event)).status_code == 200
+    output = capsys.readouterr().out
+    assert event_lines(output) == [] and request_line(output)["repeated"] == 2
+    assert len(verify_updates(sandbox)) == 1 and len(okta_api.requests) == 1
+    assert sandbox.pending == {(VERIFY_SERVICE_SID, PHONE): "VE" + "5e" * 16}
+
+
+def test_the_claims_of_one_instance_expire_and_stay_bounded() -> None:
+    from telephony.events import LocalClaims
+
+    clock = [0.0]
+    claims = LocalClaims(capacity=3, clock=lambda: clock[0])
+    assert claims.claim("a", 10) and not claims.claim("a", 10)
+    clock[0] = 10.5
+    assert claims.claim("a", 10)  # expired: claimable again
+    for key in "bcd":
+        assert claims.claim(key, 10)
+    assert claims.claim("a", 10)  # pushed out by capacity, the oldest first
+    assert not claims.claim("d", 10)
 
 
 def test_a_verification_sent_through_the_hook_is_approved_by_the_event(
@@ -215,7 +244,8 @@ def test_the_batch_is_handled_concurrently(
     events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState
 ) -> None:
     okta_api.latency_seconds = 0.3
-    events = [mfa_event(uuid=f"event-{index}") for index in range(6)]
+    users = [f"00u{index}otheruser" for index in range(6)]
+    events = [mfa_event(actor={"id": user, "type": "User"}) for user in users]
     started = time.monotonic()
     assert post_events(events_client, batch(*events)).status_code == 200
     elapsed = time.monotonic() - started
@@ -295,7 +325,31 @@ def test_an_okta_api_that_refuses_the_token_is_logged_by_status(
     ],
 )
 def test_only_passed_sms_and_voice_challenges_count(changes: dict[str, Any], counts: bool) -> None:
-    assert passed_phone_challenge(LogEvent.model_validate(mfa_event(**changes))) is counts
+    assert (passed_challenge(LogEvent.model_validate(mfa_event(**changes))) is not None) is counts
+
+
+VOICE_ENROLLMENT = {"id": "clf1", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": "VOICE"}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "factor_type"),
+    [
+        ({"debugContext": {"debugData": {"factor": "SMS_FACTOR"}}}, "sms"),
+        ({"debugContext": {"debugData": {"factor": "CALL_FACTOR"}}}, "call"),
+        (
+            {
+                "eventType": "user.mfa.factor.activate",
+                "target": [
+                    {"id": "clf1", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": "VOICE"}}
+                ],
+            },
+            "call",
+        ),
+    ],
+)
+def test_a_passed_challenge_names_the_factor_type_it_used(changes: dict[str, Any], factor_type: str) -> None:
+    passed = passed_challenge(LogEvent.model_validate(mfa_event(**changes)))
+    assert passed is not None and passed.factor_type == factor_type and passed.user_id == OKTA_USER_ID
 
 
 def test_a_batch_that_is_not_oktas_shape_is_a_400_naming_the_field(events_client: FlaskClient) -> None:
@@ -376,3 +430,41 @@ def test_a_half_configured_event_hook_is_named_at_start_up(
     (line,) = [line for line in lines if "/okta/events" in line["message"]]
     assert line["severity"] == "CRITICAL"
     assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"] and "TWILIO_VERIFY_SERVICE_SID" in line["message"]
+
+
+# ------------------------------------------------------------------ which number, and how fresh
+
+
+@pytest.mark.parametrize(
+    ("published", "stale"),
+    [
+        ("2026-11-30T12:00:00.000Z", False),
+        ("2026-11-30T11:50:00.000Z", False),  # 10 minutes: a Verify code's life
+        ("2026-11-30T11:49:59.000Z", True),
+        ("2026-11-30T12:04:59.000Z", False),  # clock skew
+        ("2026-11-30T12:05:01.000Z", True),
+        ("2026-11-30T12:00:00", True),  # no time zone: not Okta's
+        ("yesterday", True),
+        (None, True),
+    ],
+)
+def test_an_event_older_than_a_codes_life_is_too_old(published: str | None, stale: bool) -> None:
+    from telephony.events import too_old
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert too_old(LogEvent.model_validate(mfa_event(published=published)), now) is stale
+
+
+def test_the_numbers_passed_are_of_the_factor_type_and_enrolment_the_event_names() -> None:
+    from telephony.events import numbers_passed
+    from telephony.okta_api import PhoneFactor
+
+    factors = [
+        PhoneFactor("sms", "+14155550123", "sms1"),
+        PhoneFactor("call", "+14155550999", "clf1"),
+        PhoneFactor("sms", "+14155550777", "sms2"),
+    ]
+    assert numbers_passed(factors, "sms", set()) == ["+14155550123", "+14155550777"]
+    assert numbers_passed(factors, "sms", {"sms2"}) == ["+14155550777"]
+    assert numbers_passed(factors, "sms", {"clf1"}) == ["+14155550123", "+14155550777"]  # not an sms factor
+    assert numbers_passed(factors, "call", {"unknown"}) == ["+14155550999"]

@@ -86,6 +86,85 @@ def test_the_policys_filters_name_the_deployed_metrics_their_labels_and_real_val
                 assert value in known, (label, value)
 
 
+# ------------------------------------------------------------------ who can move the paging alert
+
+
+def matches(query: str, line: dict[str, Any]) -> bool:
+    """Whether a log line matches a Logging query of the forms these files use: terms joined by AND,
+    each `[NOT] path = "value"`, `path != "value"`, `path = ("a" OR "b")` or `path:*` (present)."""
+    terms = re.split(r"\s+AND\s+", query.strip())
+    return all(_term(term, line) for term in terms)
+
+
+def _term(term: str, line: dict[str, Any]) -> bool:
+    negated = term.startswith("NOT ")
+    term = term.removeprefix("NOT ").strip()
+    found = re.fullmatch(r'([\w.]+)\s*(!=|=|:)\s*(\*|"[^"]*"|\((?:"[^"]*"(?:\s+OR\s+)?)+\))', term)
+    assert found, f"a query term this reader does not know: {term}"
+    path, operator, value = found.groups()
+    entry = {"resource.type": "cloud_run_revision"} | {f"jsonPayload.{k}": v for k, v in line.items()}
+    present = path in entry
+    if operator == ":":
+        assert value == "*"
+        result = present
+    else:
+        wanted = set(re.findall(r'"([^"]*)"', value))
+        result = present and str(entry[path]) in wanted
+        result = (not result and present) if operator == "!=" else result
+    return result != negated
+
+
+def paging_ratio(lines: list[dict[str, Any]]) -> float:
+    """The first condition of the alert policy, computed over these lines as Cloud Monitoring would."""
+    condition = POLICY["conditions"][0]["conditionThreshold"]
+    metric = METRICS["okta_telephony_hook_outcomes"]
+    counted = [line for line in lines if matches(metric["filter"], line)]
+    label_filter = re.search(r'metric\.label\.outcome!="([^"]+)"', condition["filter"])
+    assert label_filter is not None and "metric.label" not in condition["denominatorFilter"]
+    failures = [line for line in counted if line["outcome"] != label_filter.group(1)]
+    return len(failures) / len(counted) if counted else 0.0
+
+
+def test_the_query_reader_reads_the_forms_used() -> None:
+    line = {"logger": "telephony_hook", "outcome": "unauthorized"}
+    assert matches('jsonPayload.logger="telephony_hook" AND jsonPayload.outcome:*', line)
+    assert matches('jsonPayload.outcome=("forbidden" OR "unauthorized")', line)
+    assert not matches('NOT jsonPayload.outcome=("forbidden" OR "unauthorized")', line)
+    assert not matches("jsonPayload.country:*", line)
+    assert matches('jsonPayload.outcome!="delivered"', line)
+
+
+def test_anonymous_callers_cannot_page_the_on_call(make_client: AppFactory, capfd: pytest.CaptureFixture[str]) -> None:
+    """On a quiet org, one code delivered and a handful of anonymous probes: 401, 405, 413, 403."""
+    client = make_client()
+    capfd.readouterr()
+    post_hook(client, okta_request())
+    for _ in range(3):
+        client.get("/")
+    post_hook(client, okta_request(), secret=None)
+    post_hook(client, okta_request(), secret="wrong")
+    client.post("/", data=b"{", environ_overrides={"CONTENT_LENGTH": str(10**8)}, content_type="application/json")
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    hook_lines = [line for line in lines if line.get("logger") == "telephony_hook" and "outcome" in line]
+    assert sorted(line["http_status"] for line in hook_lines) == [200, 401, 401, 405, 405, 405, 413]
+    assert paging_ratio(hook_lines) == 0.0
+    refusals = [line for line in hook_lines if matches(METRICS["okta_telephony_hook_refusals"]["filter"], line)]
+    assert len(refusals) == 6
+    assert not any("okta_telephony_hook_refusals" in condition["conditionThreshold"]["filter"]
+                   for condition in POLICY["conditions"])  # fmt: skip
+
+
+def test_authenticated_failures_still_page(make_client: AppFactory, capfd: pytest.CaptureFixture[str]) -> None:
+    client = make_client(TWILIO_API_BASE_URL="http://127.0.0.1:9")  # nothing listens: Twilio unreachable
+    capfd.readouterr()
+    post_hook(client, okta_request())
+    post_hook(client, b"{not json")  # authenticated, then refused: Okta's own call went wrong
+    client.get("/")
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    hook_lines = [line for line in lines if line.get("logger") == "telephony_hook" and "outcome" in line]
+    assert paging_ratio(hook_lines) == 1.0
+
+
 GUARD_POLICY = load("guard-alert-policy.json")
 
 

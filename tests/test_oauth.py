@@ -273,6 +273,7 @@ def test_tokens_never_reach_logs_or_answers(oauth_client: FlaskClient, capfd: py
     assert OTP not in everything
 
 
+@pytest.mark.e2e  # a fresh interpreter
 def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
     import subprocess
     import sys

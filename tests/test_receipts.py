@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from telephony.answers import Outcome
-from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, called_url, outcome_for, parse_receipt, public_base
+from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, called_url, outcome_for, parse_receipt
 from telephony.settings import SettingsError, load_settings
 from tests.helpers import (
     HOOK_SECRET,
@@ -29,6 +29,7 @@ from tests.helpers import (
     post_receipt,
     twilio_signature,
 )
+from tools.processes import free_port
 from tools.sandbox.twilio_sandbox import SandboxState
 
 
@@ -104,13 +105,38 @@ def test_the_query_string_is_part_of_the_signed_url(client: FlaskClient) -> None
     assert post_receipt(client, form, path="/twilio/status?attempt=1").status_code == 403
 
 
-def test_behind_cloud_run_the_signature_covers_the_public_https_url(client: FlaskClient) -> None:
+def test_behind_cloud_run_the_signature_covers_the_public_https_url(make_client: AppFactory) -> None:
+    client = make_client(PUBLIC_URL="https://hook-abc-uc.a.run.app")
     form = call_receipt()
     public = "https://hook-abc-uc.a.run.app/twilio/status"
-    headers = {"Host": "hook-abc-uc.a.run.app", "X-Forwarded-Proto": "https"}
-    assert post_receipt(client, form, signed_url=public, **headers).status_code == 204
+    # Cloud Run hands the request over as http, on its own address: PUBLIC_URL is what Twilio called.
+    assert post_receipt(client, form, signed_url=public).status_code == 204
     internal = "http://hook-abc-uc.a.run.app/twilio/status"
-    assert post_receipt(client, form, signed_url=internal, **headers).status_code == 403
+    assert post_receipt(client, form, signed_url=internal).status_code == 403
+
+
+def test_the_requests_host_never_decides_the_signed_url(make_client: AppFactory) -> None:
+    """A receipt Twilio signed for another deployment of the account, sent with that deployment's Host."""
+    client = make_client(PUBLIC_URL="https://hook-abc-uc.a.run.app")
+    form = message_receipt("undelivered", ErrorCode="30007")
+    other = "https://other-def-uc.a.run.app/twilio/status"
+    headers = {"Host": "other-def-uc.a.run.app", "X-Forwarded-Proto": "https"}
+    assert post_receipt(client, form, signed_url=other, **headers).status_code == 403
+
+
+def test_without_public_url_receipts_are_off_and_refused(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    client = make_client(PUBLIC_URL=None)
+    assert post_hook(client, okta_request()).status_code == 200
+    assert "StatusCallback" not in sandbox.requests[-1]["form"]  # no receipt could be checked: none asked for
+    headers = {"Host": "localhost", "X-Forwarded-Proto": "http"}
+    assert post_receipt(client, message_receipt(), **headers).status_code == 403
+    output = capfd.readouterr().out
+    startup = [line for line in log_lines(output) if "Delivery receipts are off" in line["message"]]
+    assert startup and startup[0]["severity"] == "WARNING" and "PUBLIC_URL is not set" in startup[0]["message"]
+    assert only_receipt_line(output)["receipt_problem"] == "receipts are off (PUBLIC_URL is not set)"
 
 
 def test_public_url_decides_the_signed_url_when_set(make_client: AppFactory) -> None:
@@ -176,20 +202,18 @@ def test_a_bug_while_reading_a_receipt_is_logged_without_the_receipt(
 @pytest.mark.parametrize(
     ("headers", "configured", "expected"),
     [
-        ({"Host": "hook-abc-uc.a.run.app", "X-Forwarded-Proto": "https"}, None, "https://hook-abc-uc.a.run.app"),
-        ({"Host": "hook.example.com", "X-Forwarded-Proto": "https, http"}, None, "https://hook.example.com"),
-        ({"Host": "localhost:8080"}, None, "http://localhost:8080"),
-        ({"Host": "10.0.0.7:8080", "X-Forwarded-Proto": "gopher"}, None, "http://10.0.0.7:8080"),
+        ({"Host": "hook-abc-uc.a.run.app", "X-Forwarded-Proto": "https"}, "https://hook-abc-uc.a.run.app", None),
+        ({"Host": "elsewhere.example.com", "X-Forwarded-Proto": "https"}, "https://hook-abc-uc.a.run.app", None),
         ({"Host": "internal:8080"}, "https://okta-hook.example.com/", "https://okta-hook.example.com"),
+        ({"Host": "internal:8080"}, "https://r-p.cloudfunctions.net/hook/", "https://r-p.cloudfunctions.net/hook"),
     ],
 )
-def test_the_public_url_is_rebuilt_behind_a_proxy(
-    headers: dict[str, str], configured: str | None, expected: str
+def test_the_signed_url_is_public_url_whatever_the_request_says(
+    headers: dict[str, str], configured: str, expected: str | None
 ) -> None:
     app = flask.Flask(__name__)
     with app.test_request_context("/twilio/status?x=1", base_url="http://internal:8080", headers=headers):
-        assert public_base(flask.request, configured) == expected
-        assert called_url(flask.request, configured) == expected + "/twilio/status?x=1"
+        assert called_url(flask.request, configured) == (expected or configured) + "/twilio/status?x=1"
 
 
 # ------------------------------------------------------------------------------- every status
@@ -293,10 +317,10 @@ def test_a_body_that_is_not_a_form_gets_400(
 # ------------------------------------------------------------------ the callbacks each create asks
 
 
-def test_an_sms_asks_for_receipts_at_the_hooks_own_url(client: FlaskClient, sandbox: SandboxState) -> None:
+def test_an_sms_asks_for_receipts_at_public_url_whatever_the_host(client: FlaskClient, sandbox: SandboxState) -> None:
     headers = {"Host": "hook-abc-uc.a.run.app", "X-Forwarded-Proto": "https"}
     assert post_hook(client, okta_request(), **headers).status_code == 200
-    assert sandbox.requests[-1]["form"]["StatusCallback"] == "https://hook-abc-uc.a.run.app/twilio/status"
+    assert sandbox.requests[-1]["form"]["StatusCallback"] == "http://localhost/twilio/status"
 
 
 def test_a_call_asks_for_receipts_at_public_url(make_client: AppFactory, sandbox: SandboxState) -> None:
@@ -313,13 +337,12 @@ def test_verify_asks_for_no_receipts(make_client: AppFactory, sandbox: SandboxSt
 
 def test_the_log_says_where_receipts_go(make_client: AppFactory, capfd: pytest.CaptureFixture[str]) -> None:
     capfd.readouterr()
-    client = make_client()
-    post_hook(client, okta_request())
-    post_hook(client, okta_request())
+    make_client(PUBLIC_URL="https://okta-hook.example.com/")
     messages = [line["message"] for line in log_lines(capfd.readouterr().out)]
-    assert any("PUBLIC_URL is not set, so the URL is taken from each hook's request" in text for text in messages)
-    derived = [text for text in messages if text.startswith("Delivery receipts go to http://localhost/twilio/status")]
-    assert len(derived) == 1  # said once, by the first hook
+    assert (
+        "Delivery receipts on: Twilio posts them to https://okta-hook.example.com/twilio/status (PUBLIC_URL)."
+        in messages
+    )
 
 
 def test_without_the_auth_token_no_receipt_is_asked_for_and_start_up_says_why(
@@ -342,8 +365,9 @@ def test_without_the_auth_token_no_receipt_is_asked_for_and_start_up_says_why(
 @pytest.fixture
 def served(make_client: AppFactory) -> Iterator[str]:
     """The function served over real HTTP in this process, so the sandbox can call it back."""
-    app = make_client().application
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port = free_port()
+    app = make_client(PUBLIC_URL=f"http://127.0.0.1:{port}").application
+    server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()

@@ -68,3 +68,59 @@ def test_allowed_countries_may_name_the_non_geographic_region() -> None:
     assert load_settings({"ALLOWED_COUNTRIES": "us,001"}).allowed_countries == ["US", "001"]
     with pytest.raises(SettingsError, match="ALLOWED_COUNTRIES"):
         load_settings({"ALLOWED_COUNTRIES": "002"})
+
+
+# Each outbound URL with the variables it needs beside it, so that only the URL can be wrong.
+NEEDS = {
+    "OKTA_HOOK_OAUTH_ISSUER": {**OAUTH},
+    "OKTA_HOOK_OAUTH_JWKS_URL": {**OAUTH},
+    "OKTA_ORG_URL": {},
+    "TWILIO_API_BASE_URL": {},
+    "PUBLIC_URL": {},
+}
+
+# URL tricks: each reads as one host to one parser and as another to the HTTP library, carries
+# credentials, or sends over plain http away from loopback. 'Qv7' marks the value: never echoed.
+TRICKS = [
+    "http://evil.example\\@localhost/Qv7",  # urllib3 calls evil.example; urlsplit sees localhost
+    "http://evil.example\\@127.0.0.1/Qv7",
+    "https://acme.okta.com\\@evil.example/Qv7",
+    "http://127.0.0.1:80@evil.example/Qv7",  # userinfo that looks like loopback
+    "https://user:Qv7@acme.okta.com",  # userinfo: credentials in the URL
+    "https://Qv7@acme.okta.com",
+    "http://localhost.evil.example/Qv7",
+    "http://127.0.0.1.evil.example/Qv7",
+    "http://%6cocalhost/Qv7",  # a percent-escaped host
+    "http://evil.example/Qv7",  # plain http to another host
+    "http://api.twilio.com/Qv7",
+    "ftp://acme.okta.com/Qv7",
+    "https://acme.okta.com/Qv7 x",  # a space
+    "https://acme.okta.com:99999/Qv7",  # no such port
+    "https://acme.okta.com/Qv7#fragment",
+]
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+@pytest.mark.parametrize("url", TRICKS)
+def test_every_outbound_url_is_refused_when_a_url_trick_is_played(name: str, url: str) -> None:
+    if name == "OKTA_ORG_URL" and "/Qv7" in url:
+        url = url.replace("/Qv7", "", 1) + "/"  # an org URL has no path
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**NEEDS[name], name: url})
+    message = str(caught.value)
+    assert name.lower() in message.lower() or name in message
+    assert "Qv7" not in message and "evil" not in message
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:9000", "LOCALHOST"])
+def test_every_outbound_url_may_be_plain_http_on_loopback(name: str, host: str) -> None:
+    url = f"http://{host}" + ("" if name == "OKTA_ORG_URL" else "/base")
+    settings = load_settings({**NEEDS[name], name: url})
+    assert url in {settings.okta_hook_oauth_issuer, settings.jwks_url, settings.okta_org_url,
+                   settings.twilio_api_base_url, settings.public_url}  # fmt: skip
+
+
+def test_a_jwks_url_may_name_the_client_in_its_query() -> None:
+    url = "https://acme.okta.com/oauth2/v1/keys?client_id=0oa1hook"
+    assert load_settings({**OAUTH, "OKTA_HOOK_OAUTH_JWKS_URL": url}).jwks_url == url

@@ -43,7 +43,7 @@ def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **cha
     return Ask(**values)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.e2e)])  # a redis-server is a process
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
@@ -156,6 +156,7 @@ def test_claim_is_true_once(store: Store) -> None:
     assert store.claim("event-2", 60) is True
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, redis_url: str) -> None:
     from telephony.guard import SpendGuard
 
@@ -321,6 +322,7 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     assert len(sent(sandbox)) == 3
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_the_start_up_line_says_which_store_and_never_its_password(
     make_client: AppFactory, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -381,6 +383,7 @@ def test_the_redis_password_is_scrubbed_from_every_line() -> None:
     assert {"GUARD_STORAGE_URI", "GUARD_HASH_KEY"} <= set(secret_env_names())
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
     make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
@@ -400,6 +403,7 @@ def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
     assert {line["guard"] for line in hook_lines(output)} == {"store_unavailable"}
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_the_claim_primitive_is_once_across_instances_and_fails_open(redis_url: str, closed_port: str) -> None:
     """For the event hook: an event is acted on once, across instances when the store is shared."""
     from telephony.guard import SpendGuard
@@ -413,6 +417,7 @@ def test_the_claim_primitive_is_once_across_instances_and_fails_open(redis_url: 
     assert down.claim("event:1d0b4a6e", 86400) is True  # the store down: act (fail open)
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_a_store_restarted_behind_a_kept_connection_is_used_again_at_once(tmp_path: Any) -> None:
     """A restart or failover closes the connections the store keeps: the next call reconnects, no error."""
     server = RedisServer(tmp_path)

@@ -166,8 +166,8 @@ def test_requests_reuse_one_connection(sandbox_server: SandboxServer, sandbox: S
 
 def test_the_pool_is_sized_to_the_threads_served() -> None:
     transport = TwilioTransport(timeout_seconds=1, pool_size=80)
-    assert transport.pool.connection_pool_kw["maxsize"] == 80
-    pool = transport.pool.connection_from_url("https://api.twilio.com").pool
+    assert transport.pool.manager.connection_pool_kw["maxsize"] == 80
+    pool = transport.pool.manager.connection_from_url("https://api.twilio.com").pool
     assert pool is not None and pool.maxsize == 80
 
 
@@ -237,17 +237,17 @@ def test_https_connections_share_one_tls_context_with_certifis_bundle(
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
     transport = TwilioTransport(timeout_seconds=1, pool_size=2, base_url=tls_listener)
-    assert "ssl_context" not in transport.pool.connection_pool_kw  # a base URL: loaded on first HTTPS use
+    assert "ssl_context" not in transport.pool.manager.connection_pool_kw  # a base URL: loaded on first HTTPS use
     for _ in range(3):  # each attempt opens a new connection: the self-signed certificate is refused
         with pytest.raises(TwilioUnavailable):
             transport.request("POST", "https://api.twilio.com/2010-04-01/x", data={"a": "b"})
-    assert transport.pool.connection_pool_kw["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    assert transport.pool.manager.connection_pool_kw["ssl_context"].verify_mode == ssl.CERT_REQUIRED
     assert loaded == [certifi.where()]  # once for the process, not once per connection
 
 
 def test_real_twilio_gets_its_tls_context_before_the_first_hook() -> None:
     transport = TwilioTransport(timeout_seconds=1, pool_size=2)
-    assert "ssl_context" in transport.pool.connection_pool_kw
+    assert "ssl_context" in transport.pool.manager.connection_pool_kw
 
 
 def test_concurrent_requests_share_the_pool_without_reconnecting(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -101,6 +102,7 @@ def passed_event(user: User) -> dict[str, Any]:
     event = body["data"]["events"][0]
     event["actor"]["id"] = user.user_id
     event["uuid"] = f"evt-{user.user_id}-{next(_code_counter)}"
+    event["published"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")  # older events act on nothing
     body["data"]["events"] = [event]
     return dict(body)
 

@@ -40,6 +40,7 @@ PLAIN_SETTINGS = tuple(
 MONITORING = Path(__file__).resolve().parent / "monitoring"
 LOG_METRICS = (
     "hook-outcomes.metric.json",
+    "hook-refusals.metric.json",
     "delivery-statuses.metric.json",
     "guard-refusals.metric.json",
     "guard-store.metric.json",

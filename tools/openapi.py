@@ -31,7 +31,14 @@ from models import (
 from telephony.app import ROUTE_TYPES
 from telephony.events import EventHook
 from telephony.hook import TelephonyHook
-from telephony.receipts import CALL_STATUSES, MESSAGE_STATUSES, SIGNATURE_HEADER, Receipts
+from telephony.receipts import (
+    CALL_STATUSES,
+    MESSAGE_STATUSES,
+    RECEIPT_MAX_BYTES,
+    RECEIPT_READ_SECONDS,
+    SIGNATURE_HEADER,
+    Receipts,
+)
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "tests" / "contracts" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -138,8 +145,8 @@ ROUTES: tuple[Route, ...] = (
         path=Receipts.path,
         method="post",
         summary="Twilio's delivery receipts: one log line per status callback",
-        description="Asked for by every Messages and Calls create (not Verify), when TWILIO_AUTH_TOKEN is set. "
-        "Answered at once; nothing external is called.",
+        description="Asked for by every Messages and Calls create (not Verify), when TWILIO_AUTH_TOKEN and "
+        "PUBLIC_URL are set; accepted only when signed for PUBLIC_URL. Answered at once; nothing external is called.",
         body_content_type="application/x-www-form-urlencoded",
         body_schema=STATUS_CALLBACK_FORM,
         security=("twilioSignature",),
@@ -147,7 +154,11 @@ ROUTES: tuple[Route, ...] = (
             204: Answer("Logged. " + NO_BODY),
             400: Answer("Not a form, no SID, or an unknown status. " + NO_BODY),
             403: Answer("No signature, a wrong one, or receipts are off. " + NO_BODY),
-            413: Answer("The body is over 64 KiB. " + NO_BODY),
+            408: Answer(f"The body did not arrive within {RECEIPT_READ_SECONDS:g} s. " + NO_BODY),
+            413: Answer(f"The body is over {RECEIPT_MAX_BYTES // 1024} KiB. " + NO_BODY),
+            503: Answer(
+                "As many receipts as allowed were being read: refused unread; Retry-After says when. " + NO_BODY
+            ),
         },
     ),
     Route(

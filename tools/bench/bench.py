@@ -1,22 +1,29 @@
-"""`make bench`: the hook measured against Okta's limits, beside baselines, in one run, on loopback.
+"""`make bench`: the hook measured side by side with baselines, in one run, on loopback.
 
 Starts the Twilio sandbox (with a chosen latency) and the function the way it is deployed
-(`functions-framework --target telephony_hook`, THREADS from .env.example), then runs:
-  burst        75 concurrent hooks, sandbox answering in 300 ms: p99 <= 1.5 x 300 ms, no errors,
-               and later bursts reuse the Twilio connections the first one opened
-  warm         sequential hooks over one keep-alive connection, 0 ms sandbox: median latency
-               <= 1 ms above a bare function answering a fixed dict
+(`functions-framework --target telephony_hook`, THREADS from .env.example). Every timing is gated as a
+ratio to a baseline measured in the same run, alternated with the hook round by round so that both see
+the same machine: the gate is the median of the rounds' ratios, their min–max is printed beside it.
+Milliseconds are printed, never gated: they depend on the machine and on what else it runs.
+
+  burst        75 concurrent hooks (Okta's most), sandbox answering in 300 ms: p99 of the hook / p99 of
+               the relay baseline (tools/bench/relay_main.py: one Twilio call per request, nothing else)
+               <= 1.30x; no errors; later bursts reuse the Twilio connections the first one opened
+  warm         sequential hooks over one keep-alive connection, 0 ms sandbox: median latency of the
+               hook / the relay baseline <= 1.75x (against a function answering a fixed dict: printed)
   reuse        60 sequential hooks open at most 1 new connection to Twilio
-  cold start   launch to first SUCCESSFUL <= 1.15 x a function that only imports the mandated
-               dependencies and answers a fixed dict (bench/baseline_main.py says what it loads)
-  memory       worker RSS after 2,000 hooks <= 1.10 x its RSS after 100
-  guard        the spend guard's warm-path cost, Redis on loopback, against GUARD_MODE=off:
-               <= 1.21 x (0.3 ms on the 1.4 ms warm hook of a quiet run); memory:// beside it
-Medians over rounds, min-max beside them. Exits 1 when a target is missed.
+  memory       worker RSS after 2,000 hooks / after 100 <= 1.10x
+  cold start   launch to first SUCCESSFUL, hook / a function that only imports the mandated dependencies
+               and answers a fixed dict (tools/bench/baseline_main.py) <= 1.15x
+  guard        the spend guard's warm-path cost: the guard on a Redis on loopback / GUARD_MODE=off
+               <= 1.21x (0.3 ms on the 1.4 ms warm hook of a quiet run); memory:// beside it; no errors
+Exits 1 when a gate is missed. Prints how long the run took.
 
   --against REF  also runs the hook as it was at git REF (a temporary worktree), alternated with this
-                 one in the burst, warm and cold scenarios, and reports this/REF ratios with their
+                 one in the burst, warm and cold scenarios, and prints this/REF ratios with their
                  per-round spread: before and after a change, side by side in one run.
+
+A new comparison is one more scenario function returning rows, each timing through ratio_row().
 """
 
 from __future__ import annotations
@@ -46,6 +53,18 @@ BODY = (ROOT / "examples" / "okta-sms-request.json").read_bytes()
 HEADERS = {"Authorization": SECRET, "Content-Type": "application/json"}
 BURST = 75  # Okta's largest concurrency for inline hooks
 BURST_LATENCY_MS = 300
+
+# The gates: each a ratio to a baseline of the same run (median of the rounds' ratios).
+# Burst: under 75 concurrent hooks on 2 cores the hook's own CPU work (~1 ms a hook more than the relay,
+# warm) queues up; 1.30x leaves room for the machine's noise and still catches tens of ms at p99.
+BURST_P99_LIMIT = 1.30
+# Warm: the relay makes the same Twilio round trip; the rest is the hook's own work (parsing, policy,
+# logging, the twilio library): medians of 1.2-1.5x on the busy development machine, single rounds up
+# to 1.8x. 1.75x still catches a hook that costs twice the relay (an extra round trip, a CA bundle
+# loaded per call).
+WARM_MEDIAN_LIMIT = 1.75
+COLD_START_LIMIT = 1.15
+MEMORY_GROWTH_LIMIT = 1.10
 
 
 def deployed_env() -> dict[str, str]:
@@ -129,8 +148,12 @@ def function(
         stop(process)
 
 
-# These scenarios send one request over and over: with the spend guard on, Okta's retry short-cut and
-# the per-number limit would answer in Twilio's place. The guard's own cost is the `guard` scenario.
+Starter = Callable[..., AbstractContextManager[Function]]
+
+
+# The scenarios but the cold start send one request over and over: with the spend guard on, Okta's
+# retry short-cut and the per-number limit would answer in Twilio's place. The guard's own cost is
+# the `guard` scenario; the cold start runs with the settings of .env.example, the guard on.
 REPEATED = {"GUARD_MODE": "off"}
 
 
@@ -141,6 +164,18 @@ def hook_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[
 def deployed_hook_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
     """The hook with the settings of .env.example, the spend guard on: for the cold start, one request."""
     return function("telephony_hook", "main.py", twilio_url, wait)
+
+
+def baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait)
+
+
+def bare_baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait, {"BARE_PYDANTIC": "1"})
+
+
+def relay_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+    return function("relay_answer", "tools/bench/relay_main.py", twilio_url, wait)
 
 
 PREVIOUS: dict[str, Path] = {}  # --against: the git ref and its temporary worktree
@@ -167,23 +202,11 @@ def previous_checkout(ref: str | None) -> Iterator[None]:
         subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False)
 
 
-def versus_previous(scenario: str, ours: list[float], theirs: list[float]) -> Row:
-    """This hook / the hook at --against REF: median of the rounds' ratios, their spread beside it."""
-    (ref,) = PREVIOUS
-    ratios = [mine / previous for mine, previous in zip(ours, theirs, strict=True)]
-    return Row(
-        f"{scenario}: this / {ref}", "-", ms(statistics.median(theirs)),
-        f"{ms(statistics.median(ours))} ({statistics.median(ratios):.3f}x)",
-        f"{min(ratios):.3f}–{max(ratios):.3f}x", True,
-    )  # fmt: skip
-
-
-def baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
-    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait)
-
-
-def bare_baseline_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
-    return function("fixed_answer", "tools/bench/baseline_main.py", twilio_url, wait, {"BARE_PYDANTIC": "1"})
+def contenders(**starters: Starter) -> dict[str, Starter]:
+    """The functions a scenario alternates: the hook, its baselines, and the hook at --against REF."""
+    if PREVIOUS:
+        starters[next(iter(PREVIOUS))] = previous_function
+    return starters
 
 
 def post(conn: http.client.HTTPConnection) -> tuple[bool, float]:
@@ -240,7 +263,7 @@ def p99(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
-def cold_start(start: Callable[..., AbstractContextManager[Function]], twilio_url: str) -> float:
+def cold_start(start: Starter, twilio_url: str) -> float:
     """Seconds from launching the process to its first SUCCESSFUL answer."""
     with start(twilio_url, wait=False) as running:
         deadline = running.launched + 30
@@ -256,13 +279,24 @@ def cold_start(start: Callable[..., AbstractContextManager[Function]], twilio_ur
         raise SystemExit("bench: no SUCCESSFUL answer within 30 s")
 
 
+def alternated(rounds: int, names: list[str], measure: Callable[[str], float]) -> dict[str, list[float]]:
+    """`measure(name)` for every name, round after round, each round starting one name later, so that
+    no contender is always measured first (or right after the same other one)."""
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for offset in range(len(names)):
+            name = names[(index + offset) % len(names)]
+            results[name].append(measure(name))
+    return results
+
+
 @dataclass
 class Row:
     scenario: str
-    target: str
+    gate: str
     baseline: str
     hook: str
-    spread: str
+    ratio: str
     passed: bool
 
 
@@ -270,8 +304,22 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def spread_ms(values: list[float]) -> str:
-    return f"{min(values) * 1000:.1f}–{max(values) * 1000:.1f} ms"
+def ratio_row(scenario: str, hook: list[float], baseline: list[float], limit: float | None) -> Row:
+    """The one timing gate: the median over rounds of hook/baseline (each round's pair measured side by
+    side) <= limit; min–max beside it. Medians in ms are printed for reading, never gated. No limit:
+    information only."""
+    ratios = [mine / theirs for mine, theirs in zip(hook, baseline, strict=True)]
+    median = statistics.median(ratios)
+    return Row(
+        scenario, f"<= {limit:.2f}x" if limit is not None else "(information)",
+        ms(statistics.median(baseline)), ms(statistics.median(hook)),
+        f"{median:.3f}x ({min(ratios):.3f}–{max(ratios):.3f}x)", limit is None or median <= limit,
+    )  # fmt: skip
+
+
+def count_row(scenario: str, gate: str, value: str, passed: bool) -> Row:
+    """A gate that is not a timing (errors, connections): exact, machine-independent."""
+    return Row(scenario, gate, "-", value, "-", passed)
 
 
 SCENARIOS = ("burst", "warm", "reuse", "memory", "cold", "guard")
@@ -297,67 +345,59 @@ def run(rounds: int, only: set[str]) -> list[Row]:
 
 def burst_rows(rounds: int) -> list[Row]:
     print("burst ...", flush=True)
+    starters = contenders(hook=hook_function, relay=relay_function)
     with ExitStack() as running:
-        slow = running.enter_context(sandbox(BURST_LATENCY_MS))
-        hook = running.enter_context(hook_function(slow.url))
-        before_change = None
-        if PREVIOUS:  # its own sandbox, so connection counts stay this hook's
-            before_change = running.enter_context(
-                previous_function(running.enter_context(sandbox(BURST_LATENCY_MS)).url)
-            )
-        p99s, previous_p99s, errors, reopened = [], [], 0, 0
-        for port in (hook.port, before_change.port if before_change else None):
-            if port:
-                sequential(port, 3)  # a first request, as after a deploy's health check
-        for index in range(rounds + 1):  # the first burst opens the pool's connections: not counted
-            opened = slow.connections()
-            latencies, failures = burst(hook.port, BURST)
-            if index:
-                p99s.append(p99(latencies))
-                errors += failures
-                reopened += slow.connections() - opened
-            if before_change:  # alternated, so both see the same machine
-                latencies, _ = burst(before_change.port, BURST)
-                if index:
-                    previous_p99s.append(p99(latencies))
-    limit = 1.5 * BURST_LATENCY_MS / 1000
+        # Each its own slow sandbox, so the connection counts are the hook's alone.
+        sandboxes = {name: running.enter_context(sandbox(BURST_LATENCY_MS)) for name in starters}
+        functions = {name: running.enter_context(start(sandboxes[name].url)) for name, start in starters.items()}
+        for running_function in functions.values():
+            sequential(running_function.port, 3)  # a first request, as after a deploy's health check
+            burst(running_function.port, BURST)  # the first burst opens the pool's connections: not counted
+        errors = dict.fromkeys(starters, 0)
+        reopened = 0
+
+        def measure(name: str) -> float:
+            nonlocal reopened
+            opened = sandboxes[name].connections()
+            latencies, failures = burst(functions[name].port, BURST)
+            errors[name] += failures
+            if name == "hook":
+                reopened += sandboxes[name].connections() - opened
+            return p99(latencies)
+
+        p99s = alternated(rounds, list(starters), measure)
     rows = [
-        Row(
-            f"burst: {BURST} concurrent, p99", f"<= {ms(limit)}, 0 errors", f"{BURST_LATENCY_MS} ms sandbox",
-            f"{ms(statistics.median(p99s))}, {errors} errors", spread_ms(p99s),
-            statistics.median(p99s) <= limit and errors == 0,
+        ratio_row(f"burst: {BURST} concurrent, p99, hook / relay", p99s["hook"], p99s["relay"], BURST_P99_LIMIT),
+        count_row(
+            "burst: errors (hook, relay)",
+            "0",
+            f"{errors['hook']}, {errors['relay']}",
+            errors["hook"] == errors["relay"] == 0,
         ),
-        Row(
-            "burst: new Twilio connections after the first", "0", "-", str(reopened), f"{rounds} bursts",
-            reopened == 0,
+        count_row(
+            "burst: new Twilio connections after the first", "0", f"{reopened} in {rounds} bursts", reopened == 0
         ),
-    ]  # fmt: skip
-    if PREVIOUS:
-        rows.append(versus_previous("burst p99", p99s, previous_p99s))
+    ]
+    rows += [ratio_row(f"burst p99: this / {ref}", p99s["hook"], p99s[ref], None) for ref in PREVIOUS]
     return rows
 
 
 def warm_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("warm overhead ...", flush=True)
-    hook_medians, base_medians, previous_medians = [], [], []
-    previous = previous_function if PREVIOUS else baseline_function  # a second baseline stands in, unused
-    with hook_function(fast.url) as hook, baseline_function(fast.url) as base, previous(fast.url) as before:
-        for _ in range(rounds):  # interleaved, so all see the same machine
-            sequential(hook.port, 50)
-            sequential(base.port, 50)
-            hook_medians.append(statistics.median(sequential(hook.port, 300)[0]))
-            base_medians.append(statistics.median(sequential(base.port, 300)[0]))
-            if PREVIOUS:
-                sequential(before.port, 50)
-                previous_medians.append(statistics.median(sequential(before.port, 300)[0]))
-    extra = statistics.median(hook_medians) - statistics.median(base_medians)
-    rows = [Row(
-        "warm: median latency, keep-alive", "<= baseline + 1 ms", ms(statistics.median(base_medians)),
-        f"{ms(statistics.median(hook_medians))} (+{extra * 1000:.2f} ms)", spread_ms(hook_medians),
-        extra <= 0.001,
-    )]  # fmt: skip
-    if PREVIOUS:
-        rows.append(versus_previous("warm median", hook_medians, previous_medians))
+    starters = contenders(hook=hook_function, relay=relay_function, fixed=baseline_function)
+    with ExitStack() as running:
+        functions = {name: running.enter_context(start(fast.url)) for name, start in starters.items()}
+
+        def measure(name: str) -> float:
+            sequential(functions[name].port, 50)  # warm this one up again after the others ran
+            return statistics.median(sequential(functions[name].port, 300)[0])
+
+        medians = alternated(rounds, list(starters), measure)
+    rows = [
+        ratio_row("warm: median, keep-alive, hook / relay", medians["hook"], medians["relay"], WARM_MEDIAN_LIMIT),
+        ratio_row("warm: median, hook / fixed answer", medians["hook"], medians["fixed"], None),
+    ]
+    rows += [ratio_row(f"warm median: this / {ref}", medians["hook"], medians[ref], None) for ref in PREVIOUS]
     return rows
 
 
@@ -367,8 +407,8 @@ def reuse_row(fast: Sandbox) -> Row:
         before = fast.connections()
         _, failures = sequential(hook.port, 60)
         opened = fast.connections() - before
-    return Row(
-        "reuse: 60 hooks, new Twilio connections", "<= 1", "-", f"{opened} ({failures} errors)", "-",
+    return count_row(
+        "reuse: 60 hooks, new Twilio connections", "<= 1, 0 errors", f"{opened} ({failures} errors)",
         opened <= 1 and failures == 0,
     )  # fmt: skip
 
@@ -382,66 +422,46 @@ def memory_row(fast: Sandbox) -> Row:
         after_2000 = hook.rss_kib()
     growth = after_2000 / after_100
     return Row(
-        "memory: worker RSS, 2,000 vs 100 hooks", "<= 1.10x", f"{after_100 / 1024:.1f} MiB",
-        f"{after_2000 / 1024:.1f} MiB ({growth:.3f}x)", "-", growth <= 1.10 and failures == 0,
+        "memory: worker RSS, 2,000 / 100 hooks", f"<= {MEMORY_GROWTH_LIMIT:.2f}x, 0 errors",
+        f"{after_100 / 1024:.1f} MiB", f"{after_2000 / 1024:.1f} MiB", f"{growth:.3f}x",
+        growth <= MEMORY_GROWTH_LIMIT and failures == 0,
     )  # fmt: skip
 
 
 def cold_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("cold start ...", flush=True)
-    hook_starts, base_starts, bare_starts, previous_starts = [], [], [], []
-    for _ in range(max(rounds, 9)):  # alternated, so all see the same machine; starts are noisy
-        hook_starts.append(cold_start(deployed_hook_function, fast.url))
-        base_starts.append(cold_start(baseline_function, fast.url))
-        bare_starts.append(cold_start(bare_baseline_function, fast.url))
-        if PREVIOUS:
-            previous_starts.append(cold_start(previous_function, fast.url))
-    hook = statistics.median(hook_starts)
-    ratio, bare_ratio = hook / statistics.median(base_starts), hook / statistics.median(bare_starts)
+    starters = contenders(hook=deployed_hook_function, fixed=baseline_function, bare=bare_baseline_function)
+    # Starts are noisy: at least 9 rounds.
+    starts = alternated(max(rounds, 9), list(starters), lambda name: cold_start(starters[name], fast.url))
     rows = [
-        Row(
-            "cold start: launch to first SUCCESSFUL", "<= 1.15x baseline", ms(statistics.median(base_starts)),
-            f"{ms(hook)} ({ratio:.3f}x)", spread_ms(hook_starts), ratio <= 1.15,
-        ),
-        Row(
-            "cold start vs bare `import pydantic` (information)", "-", ms(statistics.median(bare_starts)),
-            f"{ms(hook)} ({bare_ratio:.3f}x)", spread_ms(bare_starts), True,
-        ),
+        ratio_row("cold start: launch to first SUCCESSFUL, hook / fixed answer", starts["hook"], starts["fixed"],
+                  COLD_START_LIMIT),
+        ratio_row("cold start: hook / bare `import pydantic`", starts["hook"], starts["bare"], None),
     ]  # fmt: skip
-    if PREVIOUS:
-        rows.append(versus_previous("cold start", hook_starts, previous_starts))
+    rows += [ratio_row(f"cold start: this / {ref}", starts["hook"], starts[ref], None) for ref in PREVIOUS]
     return rows
 
 
-GUARD_TARGET = 1.21  # 0.3 ms on the 1.4 ms warm hook of a quiet run: the bound, as a same-run ratio
+GUARD_LIMIT = 1.21  # 0.3 ms on the 1.4 ms warm hook of a quiet run: the bound, as a same-run ratio
 
 
 def guard_rows(rounds: int) -> list[Row]:
+    """The spend guard on Redis (gated) and on memory:// (information), each / the guard off, hooks sent
+    to the three in turn (tools/bench/guard_scenario.py); the added milliseconds in the row's name."""
     print("spend guard ...", flush=True)
     rows = []
     for cost in guard_scenario.measure(rounds):
-        extra = statistics.median(cost.differences)
-        ratio = statistics.median(cost.ratios)
         gated = cost.store == "redis"
-        rows.append(
-            Row(
-                f"guard: {'Redis on loopback' if gated else 'memory:// (information)'} / off, warm median",
-                f"<= {GUARD_TARGET:.2f}x, 0 errors" if gated else "-",
-                ms(statistics.median(cost.off_medians)),
-                f"{ms(statistics.median(cost.on_medians))} (+{extra * 1000:.2f} ms, {ratio:.3f}x), "
-                f"{cost.failures} errors",
-                f"{min(cost.ratios):.3f}–{max(cost.ratios):.3f}x",
-                cost.failures == 0 and (ratio <= GUARD_TARGET or not gated),
-            )
-        )
+        added = statistics.median(cost.differences) * 1000
+        scenario = f"guard: {'Redis on loopback' if gated else 'memory://'} / off, warm median (+{added:.2f} ms)"
+        rows.append(ratio_row(scenario, cost.on_medians, cost.off_medians, GUARD_LIMIT if gated else None))
+        rows.append(count_row(f"guard: {cost.store}, hooks not delivered", "0", str(cost.failures), not cost.failures))
     return rows
 
 
 def table(rows: list[Row]) -> str:
-    header = ("scenario", "target", "baseline", "hook (median)", "hook min–max", "")
-    cells = [header] + [
-        (r.scenario, r.target, r.baseline, r.hook, r.spread, "ok" if r.passed else "MISSED") for r in rows
-    ]
+    header = ("scenario", "gate", "baseline (median)", "hook (median)", "ratio: median (min–max)", "")
+    cells = [header] + [(r.scenario, r.gate, r.baseline, r.hook, r.ratio, "ok" if r.passed else "MISSED") for r in rows]
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
     return "\n".join(lines)
@@ -453,9 +473,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--against", metavar="REF", help="also run the hook at this git ref, side by side")
     args = parser.parse_args()
+    started = time.monotonic()
     with previous_checkout(args.against):
         rows = run(args.rounds, set(args.only))
-    print(f"\n{os.cpu_count()} cores, THREADS={deployed_env().get('THREADS')}, {args.rounds} rounds\n")
+    took = time.monotonic() - started
+    print(
+        f"\n{os.cpu_count()} cores, THREADS={deployed_env().get('THREADS')}, {args.rounds} rounds, took {took:.0f} s\n"
+    )
     print(table(rows))
     missed = [row.scenario for row in rows if not row.passed]
     if missed:

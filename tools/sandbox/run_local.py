@@ -1,26 +1,53 @@
 """`make run`: serve the hook locally, against real Twilio or, without credentials, the sandbox.
 
 Reads `.env` when present (variables already in the environment win). Without Twilio credentials it
-starts the local Twilio sandbox and points TWILIO_API_BASE_URL at it; without a hook secret in that
-mode it makes one up, keeps it in .run/hook-secret, and prints a curl command ready to paste.
+starts the local Twilio sandbox and points TWILIO_API_BASE_URL at it. In that mode it also:
+- makes up the hook's secret and the event hook's when they are unset, keeps them in .run/hook-secret
+  and .run/event-hook-secret, and prints curl commands ready to paste;
+- serves a local Okta Management API stand-in and points OKTA_ORG_URL and OKTA_API_TOKEN at it (when
+  unset), so Verify feedback (/okta/events) can be tried end to end with TWILIO_VERIFY_SERVICE_SID set.
+
+Its life: a taken port is refused before anything starts; a start that fails stops every process
+started so far and exits 1; Ctrl-C or SIGTERM stops them all and exits 0; a process that dies while
+running stops the others and exits 1. Every process it starts is stopped with the processes it started.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 
-from tools.processes import ROOT, free_port, start_function, start_sandbox
-from tools.processes import stop as stop_process
+from tools.processes import (
+    ROOT,
+    StartFailed,
+    free_port,
+    listening,
+    port_taken,
+    start_function,
+    start_sandbox,
+    stop,
+)
+from tools.sandbox.okta_stand_in import OktaStandIn, OktaState, example_factors
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
-RUN_DIR = ROOT / ".run"
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" number
+# Any Verify service SID works against the sandbox; this one is printed for copy and paste.
+SANDBOX_VERIFY_SERVICE_SID = "VA" + "5a" * 16
+STOP_GRACE_SECONDS = 5.0
+RULE = "=" * 78
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT: stop everything and exit 0."""
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -40,59 +67,177 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def main() -> None:
-    env = {**read_dotenv(ROOT / ".env"), **os.environ}
-    env = {key: value for key, value in env.items() if value != ""}
-    port = int(env.setdefault("PORT", "8080"))
-    children: list[subprocess.Popen[bytes]] = []
+# Sets an event's `published` to now, in the shell: the event hook acts only on events under 10 minutes old.
+STAMP_NOW = r'sed "s/\"published\": \"[^\"]*\"/\"published\": \"$(date -u +%FT%TZ)\"/"'
 
-    sandboxed = not env.get("TWILIO_ACCOUNT_SID")
-    if sandboxed:
-        sandbox_port = free_port()
-        env.update(
-            TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
-            TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN,
-            TWILIO_API_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
+
+def say(*lines: str) -> None:
+    """Print, whoever reads: a closed pipe (`make run | head`) must not stop the clean-up."""
+    with suppress(BrokenPipeError, ValueError):
+        print("\n".join(lines), flush=True)
+
+
+def shown(path: Path) -> str:
+    """`path` as the user types it: relative to the current directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def made_up_secret(path: Path) -> str:
+    """The secret kept in `path`, made up (and kept, readable by this user only) the first time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@contextmanager
+def okta_stand_in(token: str) -> Iterator[OktaStandIn]:
+    """The Okta Management API stand-in, in this process, knowing the example user."""
+    server = OktaStandIn(OktaState(token=token, factors=example_factors(), quiet=False))
+    server.state.url = server.url
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+Children = list[tuple[str, subprocess.Popen[bytes]]]
+
+
+def started(name: str, process: subprocess.Popen[bytes], port: int, running: ExitStack, children: Children) -> None:
+    """Register `process` to be stopped first, then wait until it listens on `port` (StartFailed if not)."""
+    running.callback(say, f"run: {name} stopped")
+    running.callback(stop, process, STOP_GRACE_SECONDS)
+    children.append((name, process))
+    try:
+        listening(process, port)
+    except StartFailed as failure:
+        raise StartFailed(f"{name} did not start: {failure}") from None
+
+
+def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: ExitStack, children: Children) -> None:
+    """Start the Twilio sandbox and the Okta stand-in, point `env` at them, make up the secrets."""
+    sandbox_port = free_port()
+    env.update(
+        TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN,
+        TWILIO_API_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
+    )
+    env.setdefault("TWILIO_FROM_NUMBER", SANDBOX_FROM)
+    env.pop("TWILIO_API_KEY", None)
+    env.pop("TWILIO_API_SECRET", None)
+    latency, receipt_delay = env.get("SANDBOX_LATENCY_MS", "0"), env.get("SANDBOX_RECEIPT_DELAY_MS", "1000")
+    say(
+        RULE,
+        " No TWILIO_ACCOUNT_SID configured: using the LOCAL TWILIO SANDBOX.",
+        " NOTHING IS REALLY SENT. The sandbox prints each SMS and call instead, then posts",
+        " signed delivery receipts back to the hook: its receipt lines follow the hook's line.",
+        RULE,
+    )
+    arguments = ("--latency-ms", latency, "--receipt-delay-ms", receipt_delay)
+    sandbox = start_sandbox(sandbox_port, env, *arguments, wait=False, own_group=True)
+    started("the Twilio sandbox", sandbox, sandbox_port, running, children)
+    if not env.get("OKTA_ORG_URL") and not env.get("OKTA_API_TOKEN"):
+        env["OKTA_API_TOKEN"] = secrets.token_urlsafe(24)  # between this process and the function only
+        env["OKTA_ORG_URL"] = running.enter_context(okta_stand_in(env["OKTA_API_TOKEN"])).url
+        say(f" Okta Management API stand-in on {env['OKTA_ORG_URL']} (OKTA_ORG_URL), for Verify feedback.")
+    url = f"http://localhost:{port}"
+    env.setdefault("PUBLIC_URL", url)  # receipts need the function's own URL: the sandbox posts them there
+    if not env.get("OKTA_HOOK_AUTH_SECRET") and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
+        secret_file = run_dir / "hook-secret"
+        env["OKTA_HOOK_AUTH_SECRET"] = made_up_secret(secret_file)
+        env.pop("OKTA_HOOK_AUTH_HEADER", None)
+        say(
+            f" No OKTA_HOOK_AUTH_SECRET configured: made one up, kept in {shown(secret_file)}",
+            " Try it (the secret is read from the file, so it never lands in a terminal log):",
+            f'   curl -sS -X POST {url}/ -H "Authorization: $(cat {shown(secret_file)})" \\',
+            "     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json",
         )
-        env.setdefault("TWILIO_FROM_NUMBER", SANDBOX_FROM)
-        env.pop("TWILIO_API_KEY", None)
-        env.pop("TWILIO_API_SECRET", None)
-        latency, receipt_delay = env.get("SANDBOX_LATENCY_MS", "0"), env.get("SANDBOX_RECEIPT_DELAY_MS", "1000")
-        children.append(start_sandbox(sandbox_port, env, "--latency-ms", latency, "--receipt-delay-ms", receipt_delay))
-        print("=" * 78)
-        print(" No TWILIO_ACCOUNT_SID configured: using the LOCAL TWILIO SANDBOX.")
-        print(" NOTHING IS REALLY SENT. The sandbox prints each SMS and call instead, then posts")
-        print(" signed delivery receipts back to the hook: its receipt lines follow the hook's line.")
-        print("=" * 78, flush=True)
-        if not env.get("OKTA_HOOK_AUTH_SECRET") and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
-            RUN_DIR.mkdir(exist_ok=True)
-            secret_file = RUN_DIR / "hook-secret"
-            if not secret_file.exists():
-                secret_file.write_text(secrets.token_urlsafe(24))
-                secret_file.chmod(0o600)
-            env["OKTA_HOOK_AUTH_SECRET"] = secret_file.read_text().strip()
-            env.pop("OKTA_HOOK_AUTH_HEADER", None)
-            print(" No OKTA_HOOK_AUTH_SECRET configured: made one up, kept in .run/hook-secret")
-            print(" Try it (the secret is read from the file, so it never lands in a terminal log):")
-            print(f'   curl -sS -X POST http://localhost:{port}/ -H "Authorization: $(cat .run/hook-secret)" \\')
-            print("     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json")
-            print(" Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump")
-            print("=" * 78, flush=True)
+    if not env.get("OKTA_EVENT_HOOK_AUTH_SECRET"):
+        secret_file = run_dir / "event-hook-secret"
+        env["OKTA_EVENT_HOOK_AUTH_SECRET"] = made_up_secret(secret_file)
+        env.pop("OKTA_EVENT_HOOK_AUTH_HEADER", None)
+        say(
+            f" No OKTA_EVENT_HOOK_AUTH_SECRET configured: made one up, kept in {shown(secret_file)}",
+            " The event hook (Verify feedback, after a code sent with TWILIO_VERIFY_SERVICE_SID set):",
+            " (its `published` set to now: an event over 10 minutes old approves nothing):",
+            f"   {STAMP_NOW} examples/okta-event-hook.json |",
+            f'   curl -sS -X POST {url}/okta/events -H "Authorization: $(cat {shown(secret_file)})" \\',
+            "     -H 'Content-Type: application/json' -d @-",
+        )
+    if not env.get("TWILIO_VERIFY_SERVICE_SID"):
+        say(
+            " Verify feedback needs codes sent through Verify: any Verify service SID works with the sandbox,",
+            f"   TWILIO_VERIFY_SERVICE_SID={SANDBOX_VERIFY_SERVICE_SID} make run",
+            " Until then the event hook only reports conversions to the spend guard, as it would deployed so.",
+        )
+    say(
+        " Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump",
+        " More requests to try, and what each gives: examples/README.md",
+        RULE,
+    )
 
-    children.append(start_function("telephony_hook", "main.py", port, env))
-    print(f"run: telephony hook listening on http://localhost:{port}/ (Ctrl-C stops)", flush=True)
 
-    def stop(*_: object) -> None:
-        for child in children:
-            stop_process(child, grace_seconds=5)
-        sys.exit(0)
+def start(env: dict[str, str], port: int, run_dir: Path, running: ExitStack, children: Children) -> None:
+    """Start what `env` asks for; every process is registered in `running` as soon as it exists."""
+    if not env.get("TWILIO_ACCOUNT_SID"):
+        sandbox_settings(env, port, run_dir, running, children)
+    hook = start_function("telephony_hook", "main.py", port, env, wait=False, own_group=True)
+    started("the telephony hook", hook, port, running, children)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    stop()
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-file", type=Path, default=ROOT / ".env", help="settings file (default: .env)")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".run", help="where made-up secrets are kept")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def stopped(signal_number: int, _frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signal_number).name)
+
+    # From the first instant: a signal while starting stops what has started, too.
+    signal.signal(signal.SIGTERM, stopped)
+    signal.signal(signal.SIGINT, stopped)
+    arguments = parse_arguments(argv)
+    env = {**read_dotenv(arguments.env_file), **os.environ}
+    env = {key: value for key, value in env.items() if value != ""}
+    port_setting = env.setdefault("PORT", "8080")
+    if not port_setting.isdigit() or not 0 < int(port_setting) < 65536:
+        say(f"run: PORT must be a TCP port number, not {port_setting[:20]!r}; nothing was started.")
+        return 1
+    port = int(port_setting)
+    taken = port_taken(port)
+    if taken:
+        say(f"run: {taken}; nothing was started.", f"     Stop it, or choose another port: PORT={port + 1} make run")
+        return 1
+    children: Children = []
+    with ExitStack() as running:
+        try:
+            start(env, port, arguments.run_dir, running, children)
+            say(f"run: telephony hook listening on http://localhost:{port}/ (Ctrl-C stops)")
+            while True:
+                for name, child in children:
+                    if child.poll() is not None:
+                        say(f"run: {name} exited with {child.returncode}; stopping the rest.")
+                        return 1
+                time.sleep(0.2)
+        except StartFailed as failure:
+            say(f"run: {failure}.", "     Its own message, if any, is above. Stopping what was started.")
+            return 1
+        except Stopped:
+            say("run: stopping")
+            return 0
+        finally:  # a second Ctrl-C must not cut the clean-up short; stop() bounds it
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """A local stand-in for the parts of Twilio's REST API the hook uses. Nothing is really sent.
 
-    python -m sandbox.twilio_sandbox --port 8099 [--latency-ms 300]
+    python -m tools.sandbox.twilio_sandbox --port 8099 [--latency-ms 300]
 
 Serves, the way Twilio does (form-encoded requests, HTTP basic auth, Twilio's JSON and error JSON):
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   -> 201, SM... sid, status queued/accepted

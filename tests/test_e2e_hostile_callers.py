@@ -1,0 +1,291 @@
+"""A real functions-framework process against hostile callers of the receipts route: uploads that
+stall, receipts signed for another deployment."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from telephony.phone import mask
+from telephony.receipts import RECEIPT_MAX_BYTES, RECEIPT_READ_SECONDS
+from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
+from tests.helpers import (
+    EVENT_HOOK_SECRET,
+    OKTA_API_TOKEN,
+    OKTA_USER_ID,
+    PHONE,
+    VERIFY_SERVICE_SID,
+    load_fixture,
+    message_receipt,
+    okta_request,
+    twilio_signature,
+)
+from tests.okta_stand_in import OktaState, phone_factor
+from tests.test_e2e_stalls import read_answer
+from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
+
+pytestmark = pytest.mark.e2e
+
+THREADS = 4
+
+
+@pytest.fixture
+def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter]:
+    yield from hook_starter(sandbox_server.base_url, tmp_path)
+
+
+def lines(hook: RunningHook) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in hook.output().splitlines() if line.startswith("{")]
+
+
+def post_receipt(hook: RunningHook, form: dict[str, str], signature: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        hook.url + "twilio/status",
+        data=urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature, **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def stalled_receipt(hook: RunningHook, stack: ExitStack, timeout: float) -> socket.socket:
+    """A receipt upload with a signature header that sends its head and one byte of its body, then stalls."""
+    head = (
+        b"POST /twilio/status HTTP/1.1\r\nHost: hook\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 1000\r\nX-Twilio-Signature: c2lnbmF0dXJl\r\n\r\nA"
+    )
+    connection = stack.enter_context(socket.create_connection(hook.address, timeout=timeout))
+    connection.sendall(head)
+    return connection
+
+
+# ------------------------------------------------------------------ item 3: stalled receipt uploads
+
+
+def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(start: HookStarter) -> None:
+    hook = start(THREADS=str(THREADS))
+    _, _, alone = hook.post(okta_request())
+    with ExitStack() as stack:
+        stalled = [stalled_receipt(hook, stack, 3 * RECEIPT_READ_SECONDS) for _ in range(2 * THREADS)]
+        time.sleep(0.2)  # every one of them is in the worker by now
+        status, answer, elapsed = hook.post(okta_request(), timeout=5)
+        answered = [read_answer(connection)[0] for connection in stalled]
+    assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert elapsed < max(10 * alone, 1.0)
+    # Some were read until their deadline (408); the rest were refused at once, unread (503).
+    assert set(answered) <= {408, 503} and 408 in answered and 503 in answered
+
+
+def test_a_trickled_receipt_is_cut_at_its_deadline(start: HookStarter) -> None:
+    hook = start()
+    with ExitStack() as stack:
+        started = time.monotonic()
+        connection = stalled_receipt(hook, stack, 3 * RECEIPT_READ_SECONDS)
+        status, _, closed = read_answer(connection)
+        elapsed = time.monotonic() - started
+    assert status == 408 and closed
+    assert RECEIPT_READ_SECONDS <= elapsed < 1.5 * RECEIPT_READ_SECONDS
+    [line] = [line for line in lines(hook) if line.get("outcome") == "receipt_too_slow"]
+    assert line["http_status"] == 408
+
+
+def test_a_receipt_over_the_small_cap_is_refused_unread(start: HookStarter) -> None:
+    hook = start()
+    form = {**message_receipt(), "Pad": "x" * RECEIPT_MAX_BYTES}
+    url = hook.url + "twilio/status"
+    assert post_receipt(hook, form, twilio_signature(url, form), {}) == 413
+
+
+# ------------------------------------------------------------------ item 6: whose URL a receipt is signed for
+
+
+OTHER_DEPLOYMENT = "other-deployment-abc-uc.a.run.app"
+
+
+def test_without_public_url_a_receipt_signed_for_another_deployment_is_refused(start: HookStarter) -> None:
+    hook = start(PUBLIC_URL="")
+    form = message_receipt("undelivered", ErrorCode="30007")
+    signature = twilio_signature(f"https://{OTHER_DEPLOYMENT}/twilio/status", form)
+    headers = {"Host": OTHER_DEPLOYMENT, "X-Forwarded-Proto": "https"}
+    assert post_receipt(hook, form, signature, headers) == 403
+    logged = lines(hook)
+    assert not [line for line in logged if line.get("outcome") == "receipt_not_delivered"]
+    assert any("Delivery receipts are off: PUBLIC_URL is not set" in line["message"] for line in logged)
+    _, answer, _ = hook.post(okta_request())
+    assert answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+
+
+def test_with_public_url_only_a_receipt_signed_for_it_is_accepted(start: HookStarter) -> None:
+    hook = start()  # PUBLIC_URL is the process's own URL
+    form = message_receipt("undelivered", ErrorCode="30007")
+    forged = twilio_signature(f"https://{OTHER_DEPLOYMENT}/twilio/status", form)
+    headers = {"Host": OTHER_DEPLOYMENT, "X-Forwarded-Proto": "https"}
+    assert post_receipt(hook, form, forged, headers) == 403
+    assert post_receipt(hook, form, twilio_signature(hook.url + "twilio/status", form), {}) == 204
+
+
+# ------------------------------------------------------------------ items 4 and 5: the event hook
+
+OKTA_EVENT_HOOK_SECONDS = 3.0  # Okta gives up on an event hook after 3 s
+SMS_NUMBER, CALL_NUMBER = PHONE, "+14155550999"
+SMS_SID, CALL_SID, NEWER_SID = "VE" + "1a" * 16, "VE" + "2b" * 16, "VE" + "3c" * 16
+
+
+@pytest.fixture
+def events_hook(start: HookStarter, okta_api: OktaState) -> RunningHook:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(SMS_NUMBER, "sms"), phone_factor(CALL_NUMBER, "call")]
+    return start(
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+
+
+def published(seconds_ago: float = 0.0) -> str:
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def passed(factor: str = "SMS_FACTOR", user: str = OKTA_USER_ID, **changes: Any) -> dict[str, Any]:
+    """A passed challenge, published now, with its own uuid."""
+    event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
+    event.update(uuid=str(uuid.uuid4()), published=published())
+    event["actor"]["id"] = user
+    event["debugContext"]["debugData"]["factor"] = factor
+    event.update(changes)
+    return dict(event)
+
+
+def compact(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with only the fields the hook reads."""
+    kept = ("uuid", "published", "eventType", "actor", "outcome", "debugContext", "target")
+    return {key: event[key] for key in kept}
+
+
+def activated(method: str, user: str = OKTA_USER_ID) -> dict[str, Any]:
+    target = {"id": "x", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": method}}
+    return passed(eventType="user.mfa.factor.activate", debugContext={"debugData": {}}, target=[target], user=user)
+
+
+def deliver(hook: RunningHook, *events: Any) -> tuple[int, float]:
+    body = copy.deepcopy(load_fixture("okta_event_hook_mfa.json"))
+    body["data"]["events"] = list(events)
+    status, _, elapsed = hook.post(body, secret=EVENT_HOOK_SECRET, path="okta/events")
+    return status, elapsed
+
+
+def event_hook_lines(hook: RunningHook) -> list[dict[str, Any]]:
+    return [line for line in lines(hook) if line.get("logger") == "okta_events"]
+
+
+def pend_both(sandbox: SandboxState) -> None:
+    sandbox.pend(VERIFY_SERVICE_SID, SMS_NUMBER, SMS_SID)
+    sandbox.pend(VERIFY_SERVICE_SID, CALL_NUMBER, CALL_SID)
+
+
+@pytest.mark.parametrize(
+    ("event", "approved", "left"),
+    [
+        (lambda: passed("SMS_FACTOR"), SMS_NUMBER, CALL_NUMBER),
+        (lambda: passed("CALL_FACTOR"), CALL_NUMBER, SMS_NUMBER),
+        (lambda: activated("SMS"), SMS_NUMBER, CALL_NUMBER),
+        (lambda: activated("VOICE"), CALL_NUMBER, SMS_NUMBER),
+    ],
+)
+def test_an_event_approves_only_the_number_of_the_factor_the_user_passed(
+    events_hook: RunningHook, sandbox: SandboxState, event: Any, approved: str, left: str
+) -> None:
+    pend_both(sandbox)
+    assert deliver(events_hook, event())[0] == 200
+    assert (VERIFY_SERVICE_SID, approved) not in sandbox.pending
+    assert (VERIFY_SERVICE_SID, left) in sandbox.pending  # the other factor's code was never typed
+    [line] = [line for line in event_hook_lines(events_hook) if line.get("outcome") == "feedback_approved"]
+    assert line["twilio_sid"] == (SMS_SID if approved == SMS_NUMBER else CALL_SID)
+    assert line["phone"] == mask(approved)
+
+
+def test_an_event_delivered_again_approves_no_newer_code(
+    events_hook: RunningHook, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    event = passed("SMS_FACTOR")
+    sandbox.pend(VERIFY_SERVICE_SID, SMS_NUMBER, SMS_SID)
+    assert deliver(events_hook, event)[0] == 200
+    assert (VERIFY_SERVICE_SID, SMS_NUMBER) not in sandbox.pending
+    sandbox.pend(VERIFY_SERVICE_SID, SMS_NUMBER, NEWER_SID)  # a newer code, not typed yet
+    reads = len(okta_api.requests)
+    assert deliver(events_hook, event)[0] == 200  # Okta's retry, or a replay: the same uuid
+    assert sandbox.pending[(VERIFY_SERVICE_SID, SMS_NUMBER)] == NEWER_SID
+    assert len(okta_api.requests) == reads
+
+
+def test_an_event_published_two_hours_ago_approves_nothing(
+    events_hook: RunningHook, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    pend_both(sandbox)
+    assert deliver(events_hook, passed("SMS_FACTOR", published=published(2 * 3600)))[0] == 200
+    assert sandbox.pending[(VERIFY_SERVICE_SID, SMS_NUMBER)] == SMS_SID
+    assert okta_api.requests == []
+
+
+def test_each_approval_is_its_own_line_with_its_sid_and_masked_number(
+    events_hook: RunningHook, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    other_user, other_number, other_sid = "00ub0oNGTSWTBKOLGLNS", "+14155550777", "VE" + "4d" * 16
+    okta_api.factors[other_user] = [phone_factor(other_number, "sms")]
+    sandbox.pend(VERIFY_SERVICE_SID, SMS_NUMBER, SMS_SID)
+    sandbox.pend(VERIFY_SERVICE_SID, other_number, other_sid)
+    assert deliver(events_hook, passed("SMS_FACTOR"), passed("SMS_FACTOR", user=other_user))[0] == 200
+    approvals = [line for line in event_hook_lines(events_hook) if line.get("outcome") == "feedback_approved"]
+    assert sorted((line["twilio_sid"], line["phone"]) for line in approvals) == sorted(
+        [(SMS_SID, mask(SMS_NUMBER)), (other_sid, mask(other_number))]
+    )
+    output = events_hook.output()
+    assert SMS_NUMBER not in output and other_number not in output
+
+
+@pytest.mark.parametrize("same_uuid", [True, False])
+def test_754_copies_of_one_event_make_one_read_and_one_update(
+    events_hook: RunningHook, okta_api: OktaState, sandbox: SandboxState, same_uuid: bool
+) -> None:
+    pend_both(sandbox)
+    one = compact(passed("SMS_FACTOR"))  # 754 fit in the event hook's 512 KiB cap
+    copies = [one if same_uuid else {**one, "uuid": str(uuid.uuid4())} for _ in range(754)]
+    before = len(event_hook_lines(events_hook))
+    status, elapsed = deliver(events_hook, *copies)
+    assert status == 200 and elapsed < OKTA_EVENT_HOOK_SECONDS / 2
+    assert len(okta_api.requests) == 1
+    assert len([request for request in sandbox.requests if "/Verifications/" in request["path"]]) == 1
+    written = event_hook_lines(events_hook)[before:]
+    assert len(written) <= 2  # the approval, and the POST's summary
+    # A later legitimate event, for another factor, is not held back by them.
+    status, elapsed = deliver(events_hook, passed("CALL_FACTOR"))
+    assert status == 200 and (VERIFY_SERVICE_SID, CALL_NUMBER) not in sandbox.pending
+    assert elapsed < OKTA_EVENT_HOOK_SECONDS / 4
+
+
+def test_128000_empty_events_are_answered_in_time_in_one_summary_line(events_hook: RunningHook) -> None:
+    before = len(event_hook_lines(events_hook))
+    status, elapsed = deliver(events_hook, *([{}] * 128_000))
+    assert status == 200
+    assert elapsed < OKTA_EVENT_HOOK_SECONDS / 2
+    written = event_hook_lines(events_hook)[before:]
+    assert len(written) == 1
+    assert written[0]["events"] == 128_000 and written[0]["ignored"] + written[0]["over_cap"] == 128_000

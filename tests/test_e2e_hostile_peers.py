@@ -1,0 +1,209 @@
+"""A real functions-framework process against peers that close, trickle or flood: every outbound call
+(Twilio, the issuer's JWKS, Okta's Management API) ends by its one overall deadline whatever the
+peer's framing, and reads at most a cap that fits its document, in bounded pieces."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telephony.oauth import JWKS_TIMEOUT_SECONDS
+from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
+from tests.helpers import (
+    EVENT_HOOK_SECRET,
+    OKTA_API_TOKEN,
+    PHONE,
+    VERIFY_SERVICE_SID,
+    first_reason,
+    load_fixture,
+    okta_request,
+)
+from tests.okta_stand_in import phone_factor
+from tests.standins import flood, http_answer, stand_in
+from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
+from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
+
+pytestmark = pytest.mark.e2e
+
+CHUNK, PAUSE = 20, 0.3  # 20 bytes every 0.3 s after a prompt head: no single read ever times out
+FRAMINGS = ["content-length", "http/1.0", "chunked"]  # each closes the connection after the answer
+FLOOD_BYTES = 300 * 1024 * 1024
+PEAK_GROWTH_KIB = 8 * 1024  # a few MiB: the flood is read in small pieces and dropped at the cap
+TWILIO_SECONDS = 1.0
+OKTA_API_SECONDS = 0.8
+PENDING_SID = "VE" + "4c" * 16
+
+
+@pytest.fixture
+def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter]:
+    yield from hook_starter(sandbox_server.base_url, tmp_path)
+
+
+def twilio_created(padding: int = 200) -> bytes:
+    return json.dumps({"sid": "SM" + "0" * 32, "status": "queued", "body": "x" * padding}).encode()
+
+
+def fresh_mfa_event(**changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
+    event["published"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event.update(changes)
+    return dict(event)
+
+
+def event_batch(*events: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(load_fixture("okta_event_hook_mfa.json"))
+    body["data"]["events"] = list(events)
+    return dict(body)
+
+
+def post_events(hook: RunningHook, body: Any) -> tuple[int, Any, float]:
+    return hook.post(body, secret=EVENT_HOOK_SECRET, path="okta/events")
+
+
+def event_lines(hook: RunningHook) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in hook.output().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "okta_events" and "event_type" in line]
+
+
+def start_events(start: HookStarter, org_url: str) -> RunningHook:
+    return start(
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=org_url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        OKTA_API_TIMEOUT_SECONDS=str(OKTA_API_SECONDS),
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+
+
+def start_oauth(start: HookStarter, jwks_url: str) -> RunningHook:
+    return start(
+        OKTA_HOOK_AUTH_SECRET="",
+        OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+        OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+        OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+        OKTA_HOOK_OAUTH_JWKS_URL=jwks_url,
+    )
+
+
+def first_then(first: bytes, then: Callable[[], Iterable[bytes]]) -> Callable[[], Iterable[bytes]]:
+    """A peer that answers normally once (the process warms up on it), then floods."""
+    answers = itertools.chain([lambda: [first]], itertools.repeat(then))
+    return lambda: next(answers)()
+
+
+# ------------------------------------------------------------- item 1: one deadline, whatever the framing
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_a_twilio_that_closes_and_trickles_its_201_gets_no_successful(start: HookStarter, framing: str) -> None:
+    """The user must not get two codes: an answer read past the deadline is a timeout, not SUCCESSFUL."""
+    answer = http_answer(201, twilio_created(), framing=framing)
+    with stand_in(answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as twilio:
+        hook = start(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_TIMEOUT_SECONDS=str(TWILIO_SECONDS))
+        status, body, elapsed = hook.post(okta_request())
+    assert status == 200
+    assert first_reason(body) == "TWILIO_TIMEOUT"
+    assert elapsed < 1.5 * TWILIO_SECONDS
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_a_jwks_that_closes_and_trickles_holds_no_hook_past_its_deadline(start: HookStarter, framing: str) -> None:
+    document = json.dumps({"keys": [public_jwk(SIGNING_KEY, KID)]}).encode()
+    with stand_in(http_answer(200, document, framing=framing), chunk=CHUNK, pause=PAUSE, head_at_once=True) as issuer:
+        hook = start_oauth(start, issuer.base_url + "/keys")
+        status, body, elapsed = hook.post(okta_request(), secret=f"Bearer {token()}")
+    assert status == 503 and "error" in body
+    assert elapsed < 1.5 * JWKS_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_an_okta_api_that_closes_and_trickles_is_given_up_on_at_its_deadline(
+    start: HookStarter, sandbox: SandboxState, framing: str
+) -> None:
+    factors = json.dumps([{**phone_factor(PHONE), "_links": {"self": {"href": "x" * 300}}}]).encode()
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    with stand_in(http_answer(200, factors, framing=framing), chunk=CHUNK, pause=PAUSE, head_at_once=True) as okta:
+        hook = start_events(start, okta.base_url)
+        status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event()))
+    assert status == 200
+    assert elapsed < 1.5 * OKTA_API_SECONDS
+    [line] = event_lines(hook)
+    assert line["okta_api_error"] == "OKTA_API_TIMEOUT"
+    assert sandbox.pending[(VERIFY_SERVICE_SID, PHONE)] == PENDING_SID  # nothing approved
+
+
+# ------------------------------------------------------------- item 2: a cap on every answer, read in pieces
+
+
+def test_a_twilio_flooding_its_answer_fails_at_the_cap_without_the_worker_growing(start: HookStarter) -> None:
+    created = twilio_created()
+    normal = http_answer(201, created)
+    huge = flood(201, created[:-1], FLOOD_BYTES, b"}")  # valid JSON, a Twilio resource with 300 MiB of spaces
+    with stand_in(first_then(normal, huge)) as twilio:
+        hook = start(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_TIMEOUT_SECONDS="2.0")
+        status, body, _ = hook.post(okta_request())
+        assert body["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+        before = hook.worker_peak_kib()
+        status, body, elapsed = hook.post(okta_request())
+        after = hook.worker_peak_kib()
+    assert status == 200 and first_reason(body) == "TWILIO_TIMEOUT"
+    assert after - before < PEAK_GROWTH_KIB
+    assert elapsed < 2.0
+    assert "AnswerTooLarge" in hook.output()
+
+
+def test_a_jwks_flooding_its_key_set_fails_at_the_cap_without_the_worker_growing(start: HookStarter) -> None:
+    prefix = json.dumps({"keys": [public_jwk(SIGNING_KEY, KID)]}).encode()[:-1]
+    with stand_in(flood(200, prefix, FLOOD_BYTES, b"}")) as issuer:
+        hook = start_oauth(start, issuer.base_url + "/keys")
+        assert hook.post(okta_request(), secret="Bearer not-a-jwt")[0] == 401  # warms the worker, fetches nothing
+        before = hook.worker_peak_kib()
+        status, body, elapsed = hook.post(okta_request(), secret=f"Bearer {token()}")
+        after = hook.worker_peak_kib()
+    assert status == 503 and "error" in body
+    assert after - before < PEAK_GROWTH_KIB
+    assert elapsed < 1.5 * JWKS_TIMEOUT_SECONDS
+
+
+def test_an_okta_api_flooding_the_factor_list_fails_at_the_cap_without_the_worker_growing(
+    start: HookStarter, sandbox: SandboxState
+) -> None:
+    factors = json.dumps([phone_factor(PHONE)]).encode()
+    normal = http_answer(200, factors)
+    with stand_in(first_then(normal, flood(200, factors[:-1], FLOOD_BYTES, b"]"))) as okta:
+        hook = start_events(start, okta.base_url)
+        assert post_events(hook, event_batch(fresh_mfa_event()))[0] == 200  # warm: read, Verify, log
+        sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+        before = hook.worker_peak_kib()
+        status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event(uuid="flooded-event")))
+        after = hook.worker_peak_kib()
+    assert status == 200
+    assert after - before < PEAK_GROWTH_KIB
+    assert elapsed < 1.5 * OKTA_API_SECONDS
+    assert event_lines(hook)[-1]["okta_api_error"] == "OKTA_API_TOO_LARGE"
+    assert sandbox.pending[(VERIFY_SERVICE_SID, PHONE)] == PENDING_SID
+
+
+# ------------------------------------------------------------- item 8: URLs read as the HTTP library reads them
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("OKTA_HOOK_OAUTH_JWKS_URL", "http://keys.example\\@localhost/keys"),  # urllib3 would call keys.example
+        ("TWILIO_API_BASE_URL", "http://twilio-mock.example"),  # Twilio's credentials in the clear
+    ],
+)
+def test_a_url_trick_stops_the_process_at_start_naming_the_variable(start: HookStarter, name: str, url: str) -> None:
+    oauth = {"OKTA_HOOK_OAUTH_ISSUER": ISSUER, "OKTA_HOOK_OAUTH_AUDIENCE": AUDIENCE, "OKTA_HOOK_OAUTH_SCOPE": SCOPE}
+    with pytest.raises(AssertionError) as refused:  # start_hook's report: the process exited, and its output
+        start(OKTA_HOOK_AUTH_SECRET="", **oauth, **{name: url})
+    assert "Invalid configuration" in str(refused.value) and name in str(refused.value)
+    assert "example" not in str(refused.value)
