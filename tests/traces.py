@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import phonenumbers
