@@ -279,10 +279,10 @@ def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(
         if isinstance(expected, Delivered)
     }
 
-    # The event hook without Verify: accepted, and the function says what it lacks.
+    # The event hook without Verify: accepted, and the spend guard learns the user's number converted.
     status, answer = run.post("/okta/events", event_hook_example(), "event-hook-secret")
     assert (status, answer) == (200, {})
-    run.wait_for(lambda _: any(line.get("outcome") == "not_configured" for line in run.log_lines()), "event line")
+    run.wait_for(lambda _: any(line.get("outcome") == "converted" for line in run.log_lines()), "event line")
 
     code, output = run.end(signal.SIGTERM)
     assert code == 0, output
