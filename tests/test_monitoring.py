@@ -165,6 +165,26 @@ def test_authenticated_failures_still_page(make_client: AppFactory, capfd: pytes
     assert paging_ratio(hook_lines) == 1.0
 
 
+def test_a_pump_held_back_by_the_guard_does_not_page_as_codes_not_arriving(
+    make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The guard's refusals are its own metric and alert: a pump it holds back is not a delivery
+    failure, and must not bury real failures either."""
+    client = make_client()
+    capfd.readouterr()
+    for last in range(20):  # enrolments into one range: the guard lets the first few through
+        body = okta_request(phoneNumber=f"+1415555{last:04d}")
+        body["requestType"] = "com.okta.user.telephony.pre-enrollment"
+        post_hook(client, body)
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    hook_lines = [line for line in lines if line.get("logger") == "telephony_hook" and "outcome" in line]
+    outcomes = {line["outcome"] for line in hook_lines}
+    assert outcomes == {"delivered", "guard_refused"}
+    assert paging_ratio(hook_lines) == 0.0
+    refused = [line for line in hook_lines if matches(METRICS["okta_telephony_guard_refusals"]["filter"], line)]
+    assert len(refused) == sum(line["outcome"] == "guard_refused" for line in hook_lines)
+
+
 GUARD_POLICY = load("guard-alert-policy.json")
 
 
