@@ -109,13 +109,16 @@ class TwilioDelivery:
             channel: missing_configuration(settings, client is not None, channel) for channel in ("sms", "voice")
         }
 
-    def deliver(self, profile: MessageProfile, status_callback: str | None = None) -> Answer:
+    def deliver(
+        self, profile: MessageProfile, status_callback: str | None = None, until: float | None = None
+    ) -> Answer:
         """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises Refused.
-        `status_callback`: where Twilio posts the message's or call's receipts (Verify has none)."""
+        `status_callback`: where Twilio posts the message's or call's receipts (Verify has none);
+        `until`: a time.monotonic() value Twilio's call must end by (the hook's budget)."""
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
-        with counting_attempts() as attempts:
+        with counting_attempts(until) as attempts:
             try:
                 sid, status, api = self._send(client, profile, validity, status_callback)
             except TwilioException as error:

@@ -203,6 +203,12 @@ class _Passes:
         self.enrollment_ids: set[str] = set()
 
 
+def canonical_uuid(uuid: str | None) -> str:
+    """One spelling of an event's uuid, so a redelivery spelled otherwise ('{…}', upper case, no dashes)
+    is the same event. Clipped: it comes from the caller."""
+    return "".join(char for char in (uuid or "")[:160] if char.isalnum()).lower()[:128]
+
+
 class EventHook:
     """The /okta/events route, built once at start-up."""
 
@@ -324,7 +330,7 @@ class EventHook:
         now = datetime.now(UTC)
         for event in events:
             passed = passed_challenge(event)
-            event_id = (event.uuid or "")[:128]
+            event_id = canonical_uuid(event.uuid)
             if passed is None or not event_id:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
             elif not self._can_act:

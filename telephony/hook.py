@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,9 @@ from telephony.policy import DeliveryPolicy
 from telephony.settings import Settings
 
 ROUTE = "telephony hook"
+# Okta waits 3 s for the answer. Every step of a hook (a key-set fetch, the guard's store, Twilio) has
+# a deadline of its own; this one bounds them together, leaving the rest to the network.
+HOOK_BUDGET_SECONDS = 2.8
 
 
 class TelephonyHook:
@@ -62,6 +66,7 @@ class TelephonyHook:
 
     def handle(self, request: flask.Request) -> Answer:
         """Authenticate, parse, check, deliver: each step answers Okta by raising Refused."""
+        until = time.monotonic() + HOOK_BUDGET_SECONDS
         if request.method != "POST":
             raise method_not_allowed(ROUTE)
         if declared_too_large(request):
@@ -80,15 +85,15 @@ class TelephonyHook:
                 profile = profile.model_copy(update={"phone_number": number.e164})
             passage = self._guard.admit(profile, number, hook.request_type, facts)
             # An Answer here is Okta's retry of a code already sent: the first call's answer, nothing sent.
-            answer = self._deliver(profile, request, passage) if isinstance(passage, Passage) else passage
+            answer = self._deliver(profile, request, passage, until) if isinstance(passage, Passage) else passage
         except Refused as refusal:
             answer = refusal.answer
         return answer.adding(facts, f"{facts['channel']} to {facts['phone']}")
 
-    def _deliver(self, profile: MessageProfile, request: flask.Request, passage: Passage) -> Answer:
+    def _deliver(self, profile: MessageProfile, request: flask.Request, passage: Passage, until: float) -> Answer:
         """Twilio gets the code; the guard hears whether it was accepted (only then is it a retry's answer)."""
         try:
-            answer = self._delivery.deliver(profile, self._receipts_url(request))
+            answer = self._delivery.deliver(profile, self._receipts_url(request), until)
         except Refused as refusal:  # Okta's retry is a new attempt; the room goes back if nothing went out
             self._guard.failed(passage, refusal.answer)
             raise

@@ -23,6 +23,7 @@ Here:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from telephony.deadlines import Call, call_in_flight, overall_deadline
 
 READ_BYTES = 16 * 1024  # an answer is read in pieces of at most this many bytes
+HEAD_BYTES = 64 * 1024  # an answer's status line and headers together; http.client alone allows ~6 MiB
 
 
 class CallFailed(Exception):
@@ -73,8 +75,41 @@ class _TooLarge(Exception):
     pass
 
 
+class _HeadBudget:
+    """The answer's stream while http.client reads its status line and headers: at most HEAD_BYTES."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self._left = stream, HEAD_BYTES
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._stream.readline(self._left + 1 if limit < 0 else min(limit, self._left + 1))
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong("the answer's headers")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _HeadCappedResponse(http.client.HTTPResponse):
+    """http.client's answer, its head read within HEAD_BYTES (the body has the caller's own cap)."""
+
+    def begin(self) -> None:
+        stream = self.fp
+        self.fp = _HeadBudget(stream)  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is not None:
+                self.fp = stream
+
+
 class _DeadlineMixin:
-    """A connection that hands every socket it uses to the call in flight, so the watchdog can shut it."""
+    """A connection that hands every socket it uses to the call in flight, so the watchdog can shut it,
+    and reads each answer's head within HEAD_BYTES."""
+
+    response_class: type[http.client.HTTPResponse] = _HeadCappedResponse
 
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]  # connected, before any TLS handshake
@@ -169,6 +204,9 @@ class Outbound:
         with overall_deadline(seconds) as call:
             try:
                 response = self._open(method, url, body, dict(headers or {}), limits)
+                if response.status < 200:  # http.client takes a 1xx other than 100 as the answer:
+                    # the real one is still on its way, and the next call on this connection would read it.
+                    raise urllib3.exceptions.ProtocolError("an informational answer in place of the answer")
                 data = _read_capped(response, cap)
             except _TooLarge:
                 _discard(response)

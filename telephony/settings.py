@@ -73,7 +73,7 @@ def check_outbound_url(value: str, *, query: bool = False) -> str:
     host = (read.host or "").lower().removeprefix("[").removesuffix("]")
     if "%" in parts.netloc or host != parts.hostname or read.port != port:
         raise ValueError("must name its host plainly (the HTTP library reads it differently)")
-    if parts.fragment or (parts.query and not query):
+    if "#" in value or ("?" in value and not (query and parts.query)):  # '?' or '#' alone too: they say nothing
         raise ValueError("must not carry a query or a fragment")
     if scheme != "https" and host not in LOOPBACK_HOSTS:
         raise ValueError("must be an https URL (http only on loopback: localhost, 127.0.0.1, [::1])")

@@ -50,21 +50,24 @@ RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
 
 
 class Attempts:
-    """How many attempts the library's call took: the library hides its transport from its callers."""
+    """One use of the library by the function: how many attempts its call took, and by when (a
+    time.monotonic() value) it must be over, whatever TWILIO_TIMEOUT_SECONDS allows. The library hides
+    its transport from its callers, so both travel beside it."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "until")
 
-    def __init__(self) -> None:
+    def __init__(self, until: float | None) -> None:
         self.count = 0
+        self.until = until
 
 
 _attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
 
 
 @contextmanager
-def counting_attempts() -> Iterator[Attempts]:
-    """Count the attempts of the Twilio calls made inside, for the log line."""
-    attempts = Attempts()
+def counting_attempts(until: float | None = None) -> Iterator[Attempts]:
+    """Count the attempts of the Twilio calls made inside, for the log line; none runs past `until`."""
+    attempts = Attempts(until)
     token = _attempts.set(attempts)
     try:
         yield attempts
@@ -121,8 +124,10 @@ class TwilioTransport(HttpClient):
         # the request: refused or reset before a byte was sent, or rate-limited. Never after a read
         # timeout, an answer past the cap or a 5xx: Twilio may have accepted it, and a retry could
         # send a second code.
+        counted = _attempts.get() or Attempts(None)
         deadline = time.monotonic() + seconds
-        counted = _attempts.get() or Attempts()
+        if counted.until is not None:  # the request's own budget may be shorter than Twilio's timeout
+            deadline = min(deadline, counted.until)
         attempts = 0
         while True:
             attempts += 1

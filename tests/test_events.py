@@ -198,6 +198,19 @@ def test_a_user_with_nothing_pending_is_normal_and_answered_200(
     assert line["phone"] == PHONE_MASKED
 
 
+@pytest.mark.parametrize("spelling", [str.upper, lambda uuid: "{" + uuid + "}", lambda uuid: uuid.replace("-", "")])
+def test_an_event_redelivered_with_its_uuid_spelled_otherwise_is_the_same_event(
+    events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, spelling: Any
+) -> None:
+    event = mfa_event()
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    assert post_events(events_client, batch(event)).status_code == 200
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "5e" * 16)  # a newer code the user has not typed
+    assert post_events(events_client, batch({**event, "uuid": spelling(event["uuid"])})).status_code == 200
+    assert len(verify_updates(sandbox)) == 1
+    assert sandbox.pending == {(VERIFY_SERVICE_SID, PHONE): "VE" + "5e" * 16}
+
+
 def test_a_repeated_event_is_acted_on_once(
     events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:

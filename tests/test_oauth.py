@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 
 from telephony.oauth import MAX_TOKEN_BYTES, JwksCache, JwksUnavailable
 from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
+from tests.standins import stand_in
 from tools.sandbox.twilio_sandbox import SandboxState
 
 ISSUER = "https://acme.okta.com/oauth2/aus1hook"
@@ -234,6 +235,33 @@ def test_a_failed_issuer_stays_unavailable_without_being_asked_again_at_once(iss
     assert cache.key(KID) is not None
 
 
+def test_a_slow_key_set_and_a_slow_twilio_together_stay_within_the_hooks_budget(
+    make_client: AppFactory, hanging_twilio: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call has its own deadline, the key-set fetch and Twilio's; the hook's budget bounds them
+    together, so a cold instance's fetch cannot push Okta's answer past its 3 s. (The budget is cut
+    down here, so the test does not take seconds; the fetch takes half of it.)"""
+    budget = 0.8
+    monkeypatch.setattr("telephony.hook.HOOK_BUDGET_SECONDS", budget)
+    document = json.dumps({"keys": [public_jwk(SIGNING_KEY, KID)]}).encode()
+    answer = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(document)}\r\n\r\n"
+    with stand_in(answer.encode() + document, chunk=len(document), pause=budget / 2, head_at_once=True) as keys:
+        client = make_client(
+            OKTA_HOOK_AUTH_SECRET=None,
+            OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+            OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+            OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+            OKTA_HOOK_OAUTH_JWKS_URL=keys.base_url + "/keys",
+            TWILIO_API_BASE_URL=hanging_twilio,
+            TWILIO_TIMEOUT_SECONDS="2.8",
+        )
+        started = time.monotonic()
+        response = bearer(client, token())
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200 and first_reason(response.get_json()) == "TWILIO_TIMEOUT"
+    assert budget <= elapsed < 1.5 * budget
+
+
 def test_both_schemes_configured_means_both_must_pass(make_client: AppFactory, issuer: Issuer) -> None:
     client = make_client(
         OKTA_HOOK_AUTH_HEADER="X-Hook-Secret",
@@ -295,7 +323,7 @@ def test_a_bare_token_in_an_unexpected_error_is_scrubbed(
 
     sent = token()
 
-    def explode(self: TwilioDelivery, profile: Any, status_callback: str | None = None) -> Any:
+    def explode(self: TwilioDelivery, profile: Any, *arguments: Any) -> Any:
         raise RuntimeError(f"bug that quotes the caller's token {sent}")
 
     monkeypatch.setattr(TwilioDelivery, "deliver", explode)

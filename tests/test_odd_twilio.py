@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -113,3 +117,62 @@ def test_an_error_code_that_spells_the_otp_is_not_repeated(
     output = capfd.readouterr().out
     assert OTP not in answer and OTP not in output
     assert first_reason(json.loads(answer)) == "TWILIO_HTTP_400"
+
+
+@contextmanager
+def keep_alive_twilio(answers: list[bytes]) -> Iterator[str]:
+    """A Twilio that keeps each connection open and answers every request, on whichever connection,
+    with the next of `answers`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    pending = iter(answers)
+
+    def serve() -> None:
+        with listener:
+            for _ in answers:  # at most a connection per answer
+                connection, _ = listener.accept()
+                with connection, connection.makefile("rb") as requests:
+                    while (line := requests.readline()) != b"":
+                        length = 0
+                        while line not in (b"\r\n", b""):
+                            if line.lower().startswith(b"content-length:"):
+                                length = int(line.split(b":")[1])
+                            line = requests.readline()
+                        requests.read(length)
+                        answer = next(pending, None)
+                        if answer is None:
+                            return
+                        connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def created(sid: str) -> bytes:
+    body = json.dumps({"sid": sid, "status": "queued"}).encode()
+    head = f"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def test_an_informational_answer_is_no_answer_and_its_connection_is_not_reused(make_client: AppFactory) -> None:
+    """http.client takes a 1xx other than 100 for the answer. The real one follows on the connection:
+    reused, it would become the next hook's answer (one user without a code, Okta told SUCCESSFUL)."""
+    first, second = "SM" + "1" * 32, "SM" + "2" * 32
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" + created(first)
+    with keep_alive_twilio([early_hints, created(second)]) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio)
+        refused = post_hook(client, okta_request()).get_json()
+        delivered = post_hook(client, okta_request(otpCode="739152")).get_json()
+    assert first_reason(refused) == "TWILIO_UNREACHABLE"  # Twilio may have taken it: never asked again
+    assert delivered["commands"][0]["value"][0]["transactionId"] != first
+
+
+def test_an_answer_whose_headers_pass_the_cap_is_no_answer(make_client: AppFactory) -> None:
+    """The body has its cap; the head has one too (http.client alone would take about 6 MiB of it)."""
+    body = json.dumps({"sid": SMS_SID, "status": "queued"}).encode()
+    padding = "".join(f"X-Padding-{index}: {'p' * 30_000}\r\n" for index in range(3))
+    head = f"HTTP/1.1 201 Created\r\n{padding}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with stand_in(head.encode() + body) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        answer = post_hook(client, okta_request()).get_json()
+        assert twilio.requests == 1
+    assert first_reason(answer) == "TWILIO_UNREACHABLE"

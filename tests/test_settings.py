@@ -97,6 +97,8 @@ TRICKS = [
     "https://acme.okta.com/Qv7 x",  # a space
     "https://acme.okta.com:99999/Qv7",  # no such port
     "https://acme.okta.com/Qv7#fragment",
+    "https://acme.okta.com/Qv7#",  # an empty fragment, or query, says nothing and is refused all the same
+    "https://acme.okta.com/Qv7?",
 ]
 
 
