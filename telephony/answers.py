@@ -59,6 +59,7 @@ class Outcome(StrEnum):
     # Twilio's delivery receipts, on /twilio/status
     RECEIPT = "receipt"
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
+    RECEIPT_REPEATED = "receipt_repeated"  # the same status of the same message or call again: counted once
     RECEIPT_FORBIDDEN = "receipt_forbidden"
     RECEIPT_INVALID = "receipt_invalid"
     RECEIPT_TOO_SLOW = "receipt_too_slow"  # its body did not arrive within the receipt's deadline
@@ -86,6 +87,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.OKTA_API_UNAVAILABLE: logging.ERROR,
     Outcome.CONVERTED: logging.INFO,
     Outcome.RECEIPT: logging.INFO,
+    Outcome.RECEIPT_REPEATED: logging.INFO,
 }
 
 

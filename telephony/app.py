@@ -45,8 +45,8 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self._project = settings.google_cloud_project
-        receipts = Receipts(settings)
         guard = SpendGuard(settings)  # the hook asks it before each code; the event hook reports conversions
+        receipts = Receipts(settings, claims=guard)  # each receipt counted once, through the guard's store
         self.hook = TelephonyHook(settings, receipts.callback_url, guard)  # its codes ask for receipts
         # Its events are acted on once through the guard's store: across instances when that is Redis.
         events = EventHook(settings, claims=guard, guard=guard)

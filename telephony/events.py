@@ -34,11 +34,10 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import flask
@@ -67,6 +66,7 @@ from telephony.logs import mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask
 from telephony.settings import Settings
+from telephony.store import Claims, LocalClaims
 from telephony.twilio_errors import error_code, twilio_error
 from telephony.twilio_http import TwilioUnavailable
 
@@ -100,37 +100,6 @@ class Passed(NamedTuple):
     user_id: str
     factor_type: str
     enrollment_id: str | None
-
-
-class Claims(Protocol):
-    """'Act on this once': the shared store of the spend guard offers the same call across instances."""
-
-    def claim(self, key: str, ttl_seconds: int) -> bool: ...
-
-
-class LocalClaims:
-    """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
-
-    def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._until: dict[str, float] = {}  # in claim order, and so in expiry order (one TTL for all)
-        self._capacity = capacity
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def claim(self, key: str, ttl_seconds: int) -> bool:
-        with self._lock:
-            now = self._clock()
-            until = self._until.get(key)
-            if until is not None and until > now:
-                return False
-            self._until.pop(key, None)
-            self._until[key] = now + ttl_seconds
-            while self._until:
-                oldest, expires = next(iter(self._until.items()))
-                if expires > now and len(self._until) <= self._capacity:
-                    break
-                del self._until[oldest]
-            return True
 
 
 def passed_challenge(event: LogEvent) -> Passed | None:

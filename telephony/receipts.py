@@ -37,10 +37,12 @@ from telephony.intake import read_body
 from telephony.logs import mark_sensitive
 from telephony.phone import describe, mask
 from telephony.settings import Settings
+from telephony.store import Claims, LocalClaims
 from telephony.twilio_errors import twilio_error
 from telephony.twilio_facts import is_sid
 
 RECEIPTS_PATH = "/twilio/status"
+RECEIPT_CLAIM_SECONDS = 2 * 86400  # Twilio posts a message's statuses within hours of sending it
 RECEIPT_MAX_BYTES = 8 * 1024  # Twilio's status callbacks are about 1 KB
 RECEIPT_READ_SECONDS = 2.0  # a receipt's body arrives with its head; a stalled one is cut here
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -141,8 +143,9 @@ class Receipts:
     log = logging.getLogger("telephony_hook.receipts")
     credential_headers: tuple[str, ...] = (SIGNATURE_HEADER,)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, claims: Claims | None = None) -> None:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+        self._claims: Claims = claims or LocalClaims()
         self._validator = RequestValidator(token) if token else None
         self._public_url = settings.public_url.rstrip("/") if settings.public_url else None
         self._verify = settings.twilio_verify_service_sid is not None  # Verify asks for no receipts
@@ -189,8 +192,12 @@ class Receipts:
     def handle(self, request: flask.Request) -> Answer:
         """Check the signature, then the receipt is logged and answered 204: Twilio needs nothing more."""
         taken = self._receive(request)
-        fields = taken.log_fields()
         note = f"{taken.channel} {taken.sid} {taken.status}"
+        # A signed receipt can be sent again by whoever saw it: one status of one message counts once
+        # (in the delivery metric and its alert), across instances when the guard's store is shared.
+        if not self._claims.claim(f"receipt:{taken.sid}:{taken.status}", RECEIPT_CLAIM_SECONDS):
+            return receipt(Outcome.RECEIPT_REPEATED, {"twilio_sid": taken.sid, "channel": taken.channel}, note)
+        fields = taken.log_fields()
         if taken.error_code is not None:
             note += f", error {taken.error_code}: {fields['error_meaning']}"
         return receipt(outcome_for(taken.status), fields, f"{note} ({taken.phone})")

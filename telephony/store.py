@@ -658,3 +658,34 @@ def open_store(uri: str) -> Store:
 
 
 __all__ = ["Ask", "MemoryStore", "RedisStore", "Store", "StoreUnavailable", "Verdict", "open_store"]
+
+
+class Claims(Protocol):
+    """'Act on this once': the shared store of the spend guard offers the same call across instances."""
+
+    def claim(self, key: str, ttl_seconds: int) -> bool: ...
+
+
+class LocalClaims:
+    """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
+
+    def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._until: dict[str, float] = {}  # in claim order, and so in expiry order (one TTL for all)
+        self._capacity = capacity
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def claim(self, key: str, ttl_seconds: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            until = self._until.get(key)
+            if until is not None and until > now:
+                return False
+            self._until.pop(key, None)
+            self._until[key] = now + ttl_seconds
+            while self._until:
+                oldest, expires = next(iter(self._until.items()))
+                if expires > now and len(self._until) <= self._capacity:
+                    break
+                del self._until[oldest]
+            return True

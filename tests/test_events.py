@@ -227,7 +227,7 @@ def test_a_repeated_event_is_acted_on_once(
 
 
 def test_the_claims_of_one_instance_expire_and_stay_bounded() -> None:
-    from telephony.events import LocalClaims
+    from telephony.store import LocalClaims
 
     clock = [0.0]
     claims = LocalClaims(capacity=3, clock=lambda: clock[0])

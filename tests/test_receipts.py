@@ -29,6 +29,7 @@ from tests.helpers import (
     post_receipt,
     twilio_signature,
 )
+from tests.test_monitoring import METRICS, matches
 from tools.processes import free_port
 from tools.sandbox.twilio_sandbox import SandboxState
 
@@ -45,6 +46,27 @@ def only_receipt_line(output: str) -> dict[str, Any]:
     lines = receipt_lines(output)
     assert len(lines) == 1, lines
     return lines[0]
+
+
+# ------------------------------------------------------------------------------------- replays
+
+
+def test_a_receipt_sent_again_is_answered_but_counted_once(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever saw one signed receipt can post it again: the delivery metric (and its alert) must see
+    one status of one message once. A later status of the same message is news, not a repeat."""
+    undelivered = message_receipt("undelivered", ErrorCode="30007")
+    capsys.readouterr()
+    statuses = [post_receipt(client, form).status_code for form in (undelivered, undelivered, undelivered)]
+    statuses.append(post_receipt(client, message_receipt("failed", ErrorCode="30007")).status_code)
+    lines = receipt_lines(capsys.readouterr().out)
+    assert statuses == [204, 204, 204, 204]
+    assert [line["outcome"] for line in lines] == [
+        "receipt_not_delivered", "receipt_repeated", "receipt_repeated", "receipt_not_delivered"
+    ]  # fmt: skip
+    counted = [line for line in lines if matches(METRICS["okta_telephony_delivery_statuses"]["filter"], line)]
+    assert [line["delivery_status"] for line in counted] == ["undelivered", "failed"]
 
 
 # ------------------------------------------------------------------------------------- signature
