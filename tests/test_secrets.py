@@ -85,7 +85,7 @@ def test_no_secret_reaches_any_output(
 def test_an_unexpected_error_is_answered_and_logged_without_secrets(
     make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    def explode(self: TwilioDelivery, profile: Any, status_callback: str | None = None) -> Any:
+    def explode(self: TwilioDelivery, profile: Any, *arguments: Any) -> Any:
         raise RuntimeError(f"bug while sending {profile.otp_code} to {profile.phone_number} with {HOOK_SECRET}")
 
     monkeypatch.setattr(TwilioDelivery, "deliver", explode)
