@@ -77,6 +77,9 @@ MAX_USERS_WAITING = 64  # users waiting for a worker, across POSTs: beyond it a 
 EVENT_MAX_AGE_SECONDS = 600  # a Verify code lives 10 minutes: an older event cannot be about a live one
 EVENT_CLOCK_SKEW_SECONDS = 300  # an event published this far in the future is not believed either
 EVENT_CLAIM_SECONDS = EVENT_MAX_AGE_SECONDS + EVENT_CLOCK_SKEW_SECONDS  # past it, the age check refuses
+# A late event approves no code, but still proves the number is its owner's: the spend guard takes it
+# as a conversion (idempotent, so it is not claimed) for a day after it was published.
+CONVERSION_MAX_AGE_SECONDS = 86400
 # Okta's factorType of the factor each challenge or enrolment method used.
 FACTOR_OF_CHALLENGE = {"SMS_FACTOR": "sms", "CALL_FACTOR": "call"}
 FACTOR_OF_METHOD = {"SMS": "sms", "VOICE": "call"}
@@ -136,17 +139,24 @@ def user_of(event: LogEvent) -> str | None:
     return user_id if user_id is not None and OKTA_ID.fullmatch(user_id) else None
 
 
-def too_old(event: LogEvent, now: datetime) -> bool:
-    """Whether the event cannot be about a code still alive: published over EVENT_MAX_AGE_SECONDS ago,
-    in the future beyond clock skew, or at a time that cannot be read."""
+def event_age(event: LogEvent, now: datetime) -> float | None:
+    """Seconds since the event was published; None when its time cannot be read or is in the future
+    beyond clock skew."""
     try:
         published = datetime.fromisoformat(event.published or "")
     except ValueError:
-        return True
+        return None
     if published.tzinfo is None:
-        return True
+        return None
     age = (now - published).total_seconds()
-    return not -EVENT_CLOCK_SKEW_SECONDS <= age <= EVENT_MAX_AGE_SECONDS
+    return age if age >= -EVENT_CLOCK_SKEW_SECONDS else None
+
+
+def too_old(event: LogEvent, now: datetime) -> bool:
+    """Whether the event cannot be about a code still alive: published over EVENT_MAX_AGE_SECONDS ago,
+    in the future beyond clock skew, or at a time that cannot be read."""
+    age = event_age(event, now)
+    return age is None or age > EVENT_MAX_AGE_SECONDS
 
 
 def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids: set[str]) -> list[str]:
@@ -164,12 +174,13 @@ def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids:
 class _Passes:
     """One user's passed challenges of one factor type in a POST: acted on together, once."""
 
-    __slots__ = ("enrollment_ids", "event_ids", "event_type")
+    __slots__ = ("approve", "enrollment_ids", "event_ids", "event_type")
 
     def __init__(self, event_type: str) -> None:
         self.event_type = event_type
         self.event_ids: list[str] = []
         self.enrollment_ids: set[str] = set()
+        self.approve = False  # a fresh event among them: Verify's pending code may be approved
 
 
 def canonical_uuid(uuid: str | None) -> str:
@@ -288,8 +299,11 @@ class EventHook:
     def _can_act(self) -> bool:
         """Whether a passed challenge leads anywhere: the user's numbers can be read, and Verify told or
         the spend guard (in every delivery mode: it needs no Verify)."""
-        guard_on = self._guard is not None and self._guard.on
-        return self._okta is not None and (self._client is not None or guard_on)
+        return self._okta is not None and (self._client is not None or self._guard_on)
+
+    @property
+    def _guard_on(self) -> bool:
+        return self._guard is not None and self._guard.on
 
     def _sort(self, events: list[LogEvent], counts: dict[str, int]) -> dict[str, dict[str, _Passes]]:
         """The passed challenges to act on, by user and factor type; every other event counted by why not."""
@@ -304,14 +318,20 @@ class EventHook:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
             elif not self._can_act:
                 counts["not_configured"] += 1
-            elif too_old(event, now):
-                counts["stale"] += 1
-            elif not self._claims.claim(f"okta-event:{event_id}", EVENT_CLAIM_SECONDS):
-                counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
             else:
+                fresh = not too_old(event, now)
+                if not fresh:
+                    counts["stale"] += 1
+                    age = event_age(event, now)
+                    if not self._guard_on or age is None or age > CONVERSION_MAX_AGE_SECONDS:
+                        continue  # nothing left to do with it
+                elif not self._claims.claim(f"okta-event:{event_id}", EVENT_CLAIM_SECONDS):
+                    counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
+                    continue
                 by_factor = passes.setdefault(passed.user_id, {})
                 grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
                 grouped.event_ids.append(event_id)
+                grouped.approve = grouped.approve or fresh
                 if passed.enrollment_id:
                     grouped.enrollment_ids.add(passed.enrollment_id)
         return passes
@@ -364,7 +384,7 @@ class EventHook:
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
                 if self._guard is not None and self._guard.on:  # known from now on, its room given back
                     fields["guard_converted"] = self._guard.converted(number)
-                if self._client is None:  # no Verify: the spend guard's conversion is all there is to do
+                if self._client is None or not passes.approve:  # the guard's conversion is all there is to do
                     self._line(Outcome.CONVERTED, passes, fields, started)
                     continue
                 approval = self._approve(number)

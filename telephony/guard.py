@@ -3,7 +3,7 @@
 Checked after the number policy and before Twilio, for every channel and delivery mode:
 - per number: codes to one number in a moving window, tighter for numbers that never converted;
 - per range (the E.164 number without its last 4 digits), per country and over every country: how
-  many numbers that have not converted got codes within a window. A pump never converts, so it stops
+  many codes went to numbers that have not converted, within a window. A pump never converts, so it stops
   at the cap; people verify within a minute, and their conversion (Okta's event hook) gives their
   room back;
 - known numbers stay open: a number whose owner passed a challenge keeps getting codes while its
@@ -32,14 +32,14 @@ from typing import Any, NamedTuple
 
 from models import MessageProfile
 from telephony.answers import Answer, Outcome, guard_refused, retried
-from telephony.phone import NumberFacts, describe
+from telephony.phone import NumberFacts, describe, to_e164
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
 from telephony.store import PENDING, Ask, Store, StoreUnavailable, Verdict, open_store
 
 PRE_ENROLLMENT = "com.okta.user.telephony.pre-enrollment"
 RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
-RETRY_WAIT_SECONDS = 0.5  # how long a twin request waits for the first one's answer
+RETRY_WAIT_SECONDS = 2.0  # how long a twin request waits for the first one's answer (Twilio's usual deadline)
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
 
@@ -71,6 +71,7 @@ class SpendGuard:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.mode = GuardMode(settings.guard_mode)
         self._provider = settings.okta_provider_name
+        self._region = settings.default_country  # how national numbers are read, as the hook reads them
         self._conversions = bool(
             settings.okta_event_hook_auth_secret and settings.okta_org_url and settings.okta_api_token
         )
@@ -109,7 +110,8 @@ class SpendGuard:
         )
         return (
             f"Spend guard {self.mode} on {self.store.description}: new numbers {_text(self._new_rates)}, "
-            f"known numbers {_text(self._known_rates)}, unconverted numbers per range {_text(self._default_range)}"
+            f"known numbers {_text(self._known_rates)}, "
+            f"codes to unconverted numbers per range {_text(self._default_range)}"
             f", per country {_text(self._default_country)} and over every country {_text(self._all_rates)};"
             f" {conversions}; numbers hashed with {self.key_source}."
         )
@@ -204,20 +206,30 @@ class SpendGuard:
             return
         verdict = passage.verdict
         if answer is None or not certainly_not_sent(answer):
-            verdict = verdict._replace(member="", added_range=False, added_country=False)
+            verdict = verdict._replace(member="", added_range=False, added_country=False, added_all=False)
+        if self.store.remote:  # after Twilio's deadline: off the answer's path, which must end in time
+            self._after_answer.submit(self._release, passage.ask, verdict)
+        else:
+            self._release(passage.ask, verdict)
+
+    def _release(self, ask: Ask, verdict: Verdict) -> None:
         try:
-            self.store.release(passage.ask, verdict)
+            self.store.release(ask, verdict)
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
     # ---------------------------------------------------------------------------------- the event hook
 
-    def converted(self, e164: str) -> bool:
-        """A user with this number passed an SMS or voice challenge: known from now on, and the room
-        its codes took in its range and country is given back. False when the store is unavailable."""
+    def converted(self, number: str) -> bool:
+        """A user with this number (as Okta keeps it: E.164, digits without '+', or national digits)
+        passed an SMS or voice challenge: known from now on, and the room its codes took in its range
+        and country is given back. False when the store is unavailable or the number cannot be read."""
         if not self.on:
             return False
-        facts = describe(e164)
+        try:  # read as the hook reads the number its codes go to, or the two would never meet
+            facts = describe(to_e164(number, self._region))
+        except ValueError:
+            return False
         try:
             self.store.convert(self._digest(facts.e164), facts.e164[:-4], facts.country, KNOWN_SECONDS)
         except StoreUnavailable as error:
@@ -287,9 +299,10 @@ def certainly_not_sent(answer: Answer) -> bool:
     with one of its error codes, or created the message failed or canceled."""
     if answer.outcome in (Outcome.NOT_CONFIGURED, Outcome.CODE_TOO_LONG):
         return True
-    code = answer.log_fields.get("twilio_error_code")
-    twilio_code = isinstance(code, int) and 10000 <= code <= 99999
-    return twilio_code or answer.log_fields.get("twilio_error") == "TWILIO_NOT_ACCEPTED"
+    code, status = answer.log_fields.get("twilio_error_code"), answer.log_fields.get("twilio_http_status")
+    # A 4xx with Twilio's code is a refusal; a 5xx, even with a code, may hide a code Twilio took.
+    refused = isinstance(code, int) and 10000 <= code <= 99999 and isinstance(status, int) and status < 500
+    return refused or answer.log_fields.get("twilio_error") == "TWILIO_NOT_ACCEPTED"
 
 
 def _text(rates: tuple[Rate, ...]) -> str:

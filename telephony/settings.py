@@ -311,8 +311,16 @@ class Settings(BaseModel):
         uri = value.get_secret_value()
         if uri == "memory://":
             return None
+        shape = "must be memory://, or redis://[:password@]host[:port][/db] (rediss:// for TLS)"
         if not re.match(r"^rediss?://[^\s/]+(/[0-9]{0,2})?(\?\S*)?$", uri):
-            raise ValueError("must be memory://, or redis://[:password@]host[:port][/db] (rediss:// for TLS)")
+            raise ValueError(shape)
+        try:  # read as redis-py will read it: a host or port it cannot parse stops the start here
+            parts = urlsplit(uri)
+            _ = parts.port, parts.password
+        except ValueError:
+            raise ValueError(shape) from None
+        if not parts.hostname:
+            raise ValueError(shape)
         return value
 
     @field_validator("guard_hash_key")

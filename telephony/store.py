@@ -12,8 +12,9 @@ atomically or give back the room of a code that converted.
 
 The windows are moving windows kept as sorted sets scored by time:
 - per number: one member per code sent, so resends count;
-- per range and per country: one member per *unconverted number*, so a conversion removes it and
-  gives its room back, and a resend to a number already counted takes no more room.
+- per range, per country and over every country: one member per code to an *unconverted number*
+  ('number hash|code'), so resends count too, and a conversion removes every code of its number and
+  gives their room back.
 
 Every Redis call runs under one overall deadline (telephony/deadlines.py's watchdog shuts the
 socket): a store that is down, refuses or hangs raises StoreUnavailable fast, and the caller fails
@@ -37,7 +38,7 @@ from telephony.rates import Rate
 STORE_DEADLINE_SECONDS = 0.15  # per store call, connect included: well inside Okta's 3 s
 RESTING_SECONDS = 1.0  # after a store failure, calls fail open at once for this long, then try again
 KEY_PREFIX = "okta-hook:"
-ALL_KEY = KEY_PREFIX + "a"  # the window of unconverted numbers over every country
+ALL_KEY = KEY_PREFIX + "a"  # the window of codes to unconverted numbers over every country
 
 
 class StoreUnavailable(Exception):
@@ -62,9 +63,9 @@ class Ask(NamedTuple):
     claim_refused: bool  # monitor mode: a code sent although it would be refused is deduplicated too
     known_rates: tuple[Rate, ...]  # per number, for numbers that converted
     new_rates: tuple[Rate, ...]  # per number, for numbers that never did
-    range_rates: tuple[Rate, ...]  # unconverted numbers per range
-    country_rates: tuple[Rate, ...]  # unconverted numbers per country
-    all_rates: tuple[Rate, ...]  # unconverted numbers over every country: a pump that moves from country to country
+    range_rates: tuple[Rate, ...]  # codes to unconverted numbers per range
+    country_rates: tuple[Rate, ...]  # codes to unconverted numbers per country
+    all_rates: tuple[Rate, ...]  # the same over every country: a pump that moves from country to country
 
 
 class Verdict(NamedTuple):
@@ -76,7 +77,7 @@ class Verdict(NamedTuple):
     rate: Rate | None = None  # refused: the limit that was full
     transaction_id: str | None = None  # replay: the first call's transaction id
     member: str = ""  # admitted: the code's entry in the number's window
-    added_range: bool = False  # admitted: the number newly took room in its range...
+    added_range: bool = False  # admitted: the code took room in its range...
     added_country: bool = False  # ...and in its country
     added_all: bool = False  # ...and over every country
 
@@ -170,11 +171,9 @@ class MemoryStore:
         return window if isinstance(window, _Window) else _Window()
 
     @staticmethod
-    def _full(window: _Window, rates: tuple[Rate, ...], now: float, member: str | None) -> Rate | None:
+    def _full(window: _Window, rates: tuple[Rate, ...], now: float) -> Rate | None:
         for rate in rates:
             since = now - rate.seconds
-            if member is not None and window.members.get(member, -1.0) > since:
-                continue  # this number is counted in this window already: it takes no more room
             if window.count_since(since) >= rate.amount:
                 return rate
         return None
@@ -196,7 +195,7 @@ class MemoryStore:
             known = not ask.enrolment and self._get(keys.known, now) is not None
             number_rates = ask.known_rates if known else ask.new_rates
             refusal: tuple[str, Rate] | None = None
-            full = self._full(self._window(keys.number, now), number_rates, now, None)
+            full = self._full(self._window(keys.number, now), number_rates, now)
             if full is not None:
                 refusal = ("number", full)
             elif not known:
@@ -205,7 +204,7 @@ class MemoryStore:
                     ("country", keys.country, ask.country_rates),
                     ("all", keys.all, ask.all_rates),
                 ):
-                    full = self._full(self._window(key, now), rates, now, ask.number)
+                    full = self._full(self._window(key, now), rates, now)
                     if full is not None:
                         refusal = (scope, full)
                         break
@@ -216,10 +215,11 @@ class MemoryStore:
             member = _member(now)
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
-            if not known:
-                added_range = self._keep(keys.range, ask.number, ask.range_rates, now)
-                added_country = self._keep(keys.country, ask.number, ask.country_rates, now)
-                added_all = self._keep(keys.all, ask.number, ask.all_rates, now)
+            if not known:  # every code counts, each its own entry: a conversion finds its number's entries
+                code = f"{ask.number}|{member}"
+                added_range = self._keep(keys.range, code, ask.range_rates, now)
+                added_country = self._keep(keys.country, code, ask.country_rates, now)
+                added_all = self._keep(keys.all, code, ask.all_rates, now)
             return Verdict(
                 "admitted",
                 known=known,
@@ -233,11 +233,12 @@ class MemoryStore:
         keys = _Keys(ask)
         now = self._clock()
         with self._lock:
+            code = f"{ask.number}|{verdict.member}"
             for key, member, took in (
                 (keys.number, verdict.member, bool(verdict.member)),
-                (keys.range, ask.number, verdict.added_range),
-                (keys.country, ask.number, verdict.added_country),
-                (keys.all, ask.number, verdict.added_all),
+                (keys.range, code, verdict.added_range),
+                (keys.country, code, verdict.added_country),
+                (keys.all, code, verdict.added_all),
             ):
                 if took:
                     self._window(key, now).discard(member)
@@ -259,8 +260,11 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
+            prefix = number + "|"
             for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY):
-                self._window(key, now).discard(number)
+                window = self._window(key, now)
+                for code in [code for code in window.members if code.startswith(prefix)]:
+                    window.discard(code)
 
     def claim(self, key: str, ttl_seconds: int) -> bool:
         now = self._clock()
@@ -372,15 +376,15 @@ if known then index = full(KEYS[1], known_at, nil) else index = full(KEYS[1], ne
 if index > 0 then
   scope = 'number'
 elseif not known then
-  index = full(KEYS[3], range_at, ARGV[3])
+  index = full(KEYS[3], range_at, nil)
   if index > 0 then
     scope = 'range'
   else
-    index = full(KEYS[4], country_at, ARGV[3])
+    index = full(KEYS[4], country_at, nil)
     if index > 0 then
       scope = 'country'
     else
-      index = full(KEYS[6], all_at, ARGV[3])
+      index = full(KEYS[6], all_at, nil)
       if index > 0 then scope = 'all' end
     end
   end
@@ -400,9 +404,11 @@ end
 keep(KEYS[1], ARGV[2], ARGV[7], math.max(largest(known_at), largest(new_at)))
 local added_range, added_country, added_all = 0, 0, 0
 if not known then
-  added_range = keep(KEYS[3], ARGV[3], ARGV[8], largest(range_at))
-  added_country = keep(KEYS[4], ARGV[3], ARGV[9], largest(country_at))
-  added_all = keep(KEYS[6], ARGV[3], ARGV[10], largest(all_at))
+  -- Every code counts, each its own entry ('number hash|code'): a conversion finds its number's entries.
+  local code = ARGV[3] .. '|' .. ARGV[2]
+  added_range = keep(KEYS[3], code, ARGV[8], largest(range_at))
+  added_country = keep(KEYS[4], code, ARGV[9], largest(country_at))
+  added_all = keep(KEYS[6], code, ARGV[10], largest(all_at))
 end
 return {'admitted', known and 1 or 0, added_range, added_country, added_all}
 """
@@ -410,10 +416,11 @@ return {'admitted', known and 1 or 0, added_range, added_country, added_all}
 # KEYS: number window, range window, country window, retry record, window over every country
 # ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0)
 RELEASE_SCRIPT = """
+local code = ARGV[2] .. '|' .. ARGV[1]
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], ARGV[2]) end
-if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end
-if ARGV[5] == '1' then redis.call('ZREM', KEYS[5], ARGV[2]) end
+if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], code) end
+if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], code) end
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[5], code) end
 if redis.call('GET', KEYS[4]) == 'pending' then redis.call('DEL', KEYS[4]) end
 return 1
 """
@@ -421,9 +428,13 @@ return 1
 # KEYS: known flag, range window, country window, window over every country. ARGV: number hash, known seconds
 CONVERT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+-- The windows hold at most their largest limit's amount of codes: reading them whole is cheap.
+local prefix = ARGV[1] .. '|'
+for index = 2, 4 do
+  for _, code in ipairs(redis.call('ZRANGE', KEYS[index], 0, -1)) do
+    if string.sub(code, 1, #prefix) == prefix then redis.call('ZREM', KEYS[index], code) end
+  end
+end
 return 1
 """
 

@@ -174,6 +174,9 @@ def twilio_failure(error: TwilioException, attempts: int) -> Refused:
     """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why."""
     code = error_code(error)
     fields = {"twilio_error_code": code, "twilio_attempts": attempts}
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        fields["twilio_http_status"] = status
     if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
         hint, reason = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}"
         return provider_error(NOT_DELIVERED, hint, reason, "https://status.twilio.com", log_fields=fields)

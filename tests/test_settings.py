@@ -126,3 +126,10 @@ def test_every_outbound_url_may_be_plain_http_on_loopback(name: str, host: str) 
 def test_a_jwks_url_may_name_the_client_in_its_query() -> None:
     url = "https://acme.okta.com/oauth2/v1/keys?client_id=0oa1hook"
     assert load_settings({**OAUTH, "OKTA_HOOK_OAUTH_JWKS_URL": url}).jwks_url == url
+
+
+@pytest.mark.parametrize("uri", ["redis://:LeakMe3@[::1/0", "redis://:LeakMe3@host:port99/0", "redis://:LeakMe3@/0"])
+def test_a_store_uri_redis_could_not_read_stops_the_start_without_repeating_it(uri: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"GUARD_STORAGE_URI": uri})
+    assert "GUARD_STORAGE_URI" in str(caught.value) and "LeakMe3" not in str(caught.value)

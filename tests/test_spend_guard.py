@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from telephony.phone import mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
 from telephony.store import Ask, MemoryStore, RedisStore, Store
-from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, AppFactory, first_reason, post_hook
+from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, VERIFY_SERVICE_SID, AppFactory, first_reason, post_hook
 from tests.okta_stand_in import OktaState, phone_factor
 from tests.redis_server import RedisServer
 from tests.traces import ENROLMENT, SIGN_IN, User, code_request, passed_event, range_numbers
@@ -110,16 +111,29 @@ def test_all_countries_together_stop_a_pump_that_moves_from_country_to_country(s
     assert store.admit(ask("y", range_="+9999998", country="JP"), NOW + 51).kind == "admitted"
     assert store.admit(ask("z", range_="+9999997", country="JP"), NOW + 52).scope == "all"
     resend = store.admit(ask("n7", range_=f"+{7:07d}", country="PT", code="2"), NOW + 53)
-    assert resend.kind == "admitted"  # counted already: a resend takes no more room
+    assert resend.scope == "all"  # a resend to a number counted already is one more code: it counts too
 
 
-def test_resends_count_per_number_but_take_no_more_room_in_the_range(store: Store) -> None:
+def test_resends_count_per_number_and_in_the_range(store: Store) -> None:
+    """The caps are codes, not numbers: a pump resending to the numbers it has gets no more than one
+    sending to new ones (8 numbers asked 4 times each must not get 3 codes each into one range)."""
     kinds = [store.admit(ask("n1", code=str(i)), NOW + 30 * i).kind for i in range(4)]
     assert kinds == ["admitted"] * 3 + ["refused"]
     assert store.admit(ask("n1", code="9"), NOW + 30 * 4).scope == "number"
-    for i in range(2, 6):  # four more numbers fill the range: the resends took one place
+    for i in range(2, 4):  # two more codes fill the range's 5 an hour: the three resends took three
         assert store.admit(ask(f"n{i}"), NOW + 200 + i).kind == "admitted"
     assert store.admit(ask("n7"), NOW + 300).scope == "range"
+
+
+def test_a_conversion_gives_back_the_room_of_every_code_of_its_number(store: Store) -> None:
+    for i in range(3):
+        assert store.admit(ask("n1", code=str(i)), NOW + i).kind == "admitted"
+    assert store.admit(ask("n2"), NOW + 5).kind == "admitted"
+    assert store.admit(ask("n3"), NOW + 6).kind == "admitted"
+    assert store.admit(ask("n4"), NOW + 7).scope == "range"
+    store.convert("n1", "+3361234", "FR", 86400)  # its three codes leave the range's window
+    kinds = [store.admit(ask(f"n{i}"), NOW + 10 + i).kind for i in (4, 5, 6, 7)]
+    assert kinds == ["admitted"] * 3 + ["refused"]
 
 
 def test_windows_move(store: Store) -> None:
@@ -322,6 +336,58 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     assert len(sent(sandbox)) == 3
 
 
+@pytest.mark.parametrize(
+    ("kept_by_okta", "default_country"),
+    [
+        (lambda e164: e164[1:], None),
+        (lambda e164: "0" + e164[3:], "FR"),
+        (lambda e164: e164[:3] + " " + e164[3:], None),
+    ],
+    ids=["digits without +", "national with DEFAULT_COUNTRY", "separated"],
+)
+def test_a_factor_number_okta_keeps_in_another_spelling_still_converts(
+    make_client: AppFactory, okta_api: OktaState, kept_by_okta: Any, default_country: str | None
+) -> None:
+    """The event's number comes from Okta's factor list, the hook's from Okta's request: both are read
+    the same way, or the conversion would be logged and never meet the number the codes go to."""
+    overrides = {"DEFAULT_COUNTRY": default_country} if default_country else {}
+    client = make_client(
+        GUARD_RANGE_LIMIT="1/hour",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        **overrides,
+    )
+    alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
+    okta_api.factors[alice.user_id] = [phone_factor(kept_by_okta(alice.phone))]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
+
+
+def test_a_late_event_approves_nothing_but_still_converts(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    """Okta may deliver an event late: past a Verify code's life it approves no code, but it still
+    proves the number is its owner's."""
+    client = make_client(
+        GUARD_RANGE_LIMIT="1/hour",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+    alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
+    okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    late = passed_event(alice)
+    published = datetime.now(UTC) - timedelta(minutes=11)
+    late["data"]["events"][0]["published"] = published.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    client.post("/okta/events", json=late, headers={"Authorization": EVENT_HOOK_SECRET})
+    assert sandbox.pending  # alice's verification stays pending: the event came too late for it
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
+
+
 @pytest.mark.e2e  # starts or uses a redis-server
 def test_the_start_up_line_says_which_store_and_never_its_password(
     make_client: AppFactory, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
@@ -468,12 +534,24 @@ def test_a_code_twilio_may_have_taken_keeps_counting_but_its_retry_is_a_new_atte
     make_client: AppFactory, sandbox: SandboxState, hanging_twilio: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A timeout may hide a code Twilio accepted: it keeps its room. Okta's retry of it is not deduplicated."""
-    client = make_client(GUARD_RANGE_LIMIT="1/hour", TWILIO_API_BASE_URL=hanging_twilio, TWILIO_TIMEOUT_SECONDS="0.3")
+    client = make_client(GUARD_RANGE_LIMIT="2/hour", TWILIO_API_BASE_URL=hanging_twilio, TWILIO_TIMEOUT_SECONDS="0.3")
     first, second = range_numbers("FR", 2)
     body = code_request(first, ENROLMENT)
     assert status_of(post_hook(client, body)) == "TWILIO_TIMEOUT"
-    assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SPEND_GUARD"  # still counted
     capfd.readouterr()
     assert status_of(post_hook(client, body)) == "TWILIO_TIMEOUT"  # tried again, not answered as a retry
     (line,) = hook_lines(capfd.readouterr().out)
+    assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SPEND_GUARD"  # both still counted
     assert line["guard"] == "passed" and line["outcome"] == "provider_unavailable"
+
+
+@pytest.mark.parametrize(("status", "code", "not_sent"), [(400, 21211, True), (500, 20500, False), (503, 20503, False)])
+def test_only_a_4xx_refusal_proves_no_code_went_out(status: int, code: int, not_sent: bool) -> None:
+    """A 5xx may hide a code Twilio took, whatever code it carries: its room is not given back."""
+    from twilio.base.exceptions import TwilioRestException
+
+    from telephony.guard import certainly_not_sent
+    from telephony.twilio_errors import twilio_failure
+
+    answer = twilio_failure(TwilioRestException(status, "https://api.twilio.com/x", "no", code=code), 1).answer
+    assert certainly_not_sent(answer) is not_sent

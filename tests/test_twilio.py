@@ -354,7 +354,11 @@ def test_rate_limiting_is_retried_only_once(sandbox_server: SandboxServer, sandb
     sandbox.refuse_next.extend([20429, 20429, 20429])
     with pytest.raises(Refused) as refusal:
         delivery_for(sandbox_server).deliver(profile())
-    assert refusal.value.answer.log_fields == {"twilio_error_code": 20429, "twilio_attempts": 2}
+    assert refusal.value.answer.log_fields == {
+        "twilio_error_code": 20429,
+        "twilio_attempts": 2,
+        "twilio_http_status": 429,
+    }
     assert len(sandbox.requests) == 2
 
 
