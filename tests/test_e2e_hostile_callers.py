@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +20,7 @@ import pytest
 
 from telephony.phone import mask
 from telephony.receipts import RECEIPT_MAX_BYTES, RECEIPT_READ_SECONDS
-from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
+from tests.e2e_hooks import HookStarter, RunningHook, start_hook, stop_later
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
@@ -31,20 +30,22 @@ from tests.helpers import (
     load_fixture,
     message_receipt,
     okta_request,
+    sandbox_env,
     twilio_signature,
 )
-from tests.okta_stand_in import OktaState, phone_factor
+from tests.okta_stand_in import OktaStandIn, OktaState, phone_factor
 from tests.test_e2e_stalls import read_answer
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
 
-pytestmark = pytest.mark.e2e
-
-THREADS = 4
-
-
-@pytest.fixture
-def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter]:
-    yield from hook_starter(sandbox_server.base_url, tmp_path)
+THREADS = 4  # as in test_e2e_stalls: the two modules share that process
+# The receipt tests need no state of their own: they share the session's processes (test_e2e's default
+# one, test_e2e_stalls' THREADS=4 one), launched early.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.prestart(),
+    pytest.mark.prestart(THREADS=str(THREADS)),
+    pytest.mark.prestart(PUBLIC_URL=""),
+]
 
 
 def lines(hook: RunningHook) -> list[dict[str, Any]]:
@@ -79,8 +80,8 @@ def stalled_receipt(hook: RunningHook, stack: ExitStack, timeout: float) -> sock
 # ------------------------------------------------------------------ item 3: stalled receipt uploads
 
 
-def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(start: HookStarter) -> None:
-    hook = start(THREADS=str(THREADS))
+def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(shared_hook: HookStarter) -> None:
+    hook = shared_hook(THREADS=str(THREADS))
     _, _, alone = hook.post(okta_request())
     with ExitStack() as stack:
         stalled = [stalled_receipt(hook, stack, 3 * RECEIPT_READ_SECONDS) for _ in range(2 * THREADS)]
@@ -93,8 +94,8 @@ def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(start
     assert set(answered) <= {408, 503} and 408 in answered and 503 in answered
 
 
-def test_a_trickled_receipt_is_cut_at_its_deadline(start: HookStarter) -> None:
-    hook = start()
+def test_a_trickled_receipt_is_cut_at_its_deadline(shared_hook: HookStarter) -> None:
+    hook = shared_hook()
     with ExitStack() as stack:
         started = time.monotonic()
         connection = stalled_receipt(hook, stack, 3 * RECEIPT_READ_SECONDS)
@@ -106,8 +107,8 @@ def test_a_trickled_receipt_is_cut_at_its_deadline(start: HookStarter) -> None:
     assert line["http_status"] == 408
 
 
-def test_a_receipt_over_the_small_cap_is_refused_unread(start: HookStarter) -> None:
-    hook = start()
+def test_a_receipt_over_the_small_cap_is_refused_unread(shared_hook: HookStarter) -> None:
+    hook = shared_hook()
     form = {**message_receipt(), "Pad": "x" * RECEIPT_MAX_BYTES}
     url = hook.url + "twilio/status"
     assert post_receipt(hook, form, twilio_signature(url, form), {}) == 413
@@ -119,21 +120,21 @@ def test_a_receipt_over_the_small_cap_is_refused_unread(start: HookStarter) -> N
 OTHER_DEPLOYMENT = "other-deployment-abc-uc.a.run.app"
 
 
-def test_without_public_url_a_receipt_signed_for_another_deployment_is_refused(start: HookStarter) -> None:
-    hook = start(PUBLIC_URL="")
+def test_without_public_url_a_receipt_signed_for_another_deployment_is_refused(shared_hook: HookStarter) -> None:
+    hook = shared_hook(PUBLIC_URL="")
+    # Said once, at start: this test's lines do not hold it, the process's whole log does.
+    assert "Delivery receipts are off: PUBLIC_URL is not set" in hook.log_path.read_text()
     form = message_receipt("undelivered", ErrorCode="30007")
     signature = twilio_signature(f"https://{OTHER_DEPLOYMENT}/twilio/status", form)
     headers = {"Host": OTHER_DEPLOYMENT, "X-Forwarded-Proto": "https"}
     assert post_receipt(hook, form, signature, headers) == 403
-    logged = lines(hook)
-    assert not [line for line in logged if line.get("outcome") == "receipt_not_delivered"]
-    assert any("Delivery receipts are off: PUBLIC_URL is not set" in line["message"] for line in logged)
+    assert not [line for line in lines(hook) if line.get("outcome") == "receipt_not_delivered"]
     _, answer, _ = hook.post(okta_request())
     assert answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
 
 
-def test_with_public_url_only_a_receipt_signed_for_it_is_accepted(start: HookStarter) -> None:
-    hook = start()  # PUBLIC_URL is the process's own URL
+def test_with_public_url_only_a_receipt_signed_for_it_is_accepted(shared_hook: HookStarter) -> None:
+    hook = shared_hook()  # PUBLIC_URL is the process's own URL
     form = message_receipt("undelivered", ErrorCode="30007")
     forged = twilio_signature(f"https://{OTHER_DEPLOYMENT}/twilio/status", form)
     headers = {"Host": OTHER_DEPLOYMENT, "X-Forwarded-Proto": "https"}
@@ -148,15 +149,51 @@ SMS_NUMBER, CALL_NUMBER = PHONE, "+14155550999"
 SMS_SID, CALL_SID, NEWER_SID = "VE" + "1a" * 16, "VE" + "2b" * 16, "VE" + "3c" * 16
 
 
+@pytest.fixture(scope="module")
+def okta_server() -> Iterator[OktaStandIn]:
+    """One Okta Management API stand-in for the module's event hook (`okta_api` empties it per test)."""
+    server = OktaStandIn(OktaState(token=OKTA_API_TOKEN))
+    server.state.url = server.url
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
-def events_hook(start: HookStarter, okta_api: OktaState) -> RunningHook:
-    okta_api.factors[OKTA_USER_ID] = [phone_factor(SMS_NUMBER, "sms"), phone_factor(CALL_NUMBER, "call")]
-    return start(
+def okta_api(okta_server: OktaStandIn) -> OktaState:
+    """The module's Okta stand-in, with no requests seen and only the user's two factors."""
+    state = okta_server.state
+    state.requests.clear()
+    state.factors.clear()
+    state.factors[OKTA_USER_ID] = [phone_factor(SMS_NUMBER, "sms"), phone_factor(CALL_NUMBER, "call")]
+    state.latency_seconds = 0.0
+    return state
+
+
+@pytest.fixture(scope="module")
+def events_process(
+    sandbox_server: SandboxServer, okta_server: OktaStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHook]:
+    """One process for the module's event hook tests, as deployed (the spend guard on). What it keeps
+    between tests cannot leak into the next: each event has its own uuid (the claims), and nothing
+    else is kept per user (every event reads the user's factors afresh, as the tests assert)."""
+    settings = sandbox_env(
+        sandbox_server.base_url,
         OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
+        OKTA_ORG_URL=okta_server.url,
         OKTA_API_TOKEN=OKTA_API_TOKEN,
         TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
     )
+    hook = start_hook(settings, tmp_path_factory.mktemp("events-hook") / "hook.log")
+    yield hook
+    stop_later([hook.process])
+
+
+@pytest.fixture
+def events_hook(events_process: RunningHook, okta_api: OktaState, sandbox: SandboxState) -> RunningHook:
+    """The module's event hook, its output() limited to this test's lines."""
+    assert events_process.process.poll() is None, f"the event hook exited: {events_process.output()}"
+    return events_process.from_now()
 
 
 def published(seconds_ago: float = 0.0) -> str:
