@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from telephony.oauth import JWKS_TIMEOUT_SECONDS
-from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
+from tests.e2e_hooks import HookStarter, RunningHook, hook_starter, start_hook, stop_later
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
@@ -24,9 +26,10 @@ from tests.helpers import (
     first_reason,
     load_fixture,
     okta_request,
+    sandbox_env,
 )
 from tests.okta_stand_in import phone_factor
-from tests.standins import flood, http_answer, stand_in
+from tests.standins import Answer, StandIn, flood, http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
 
@@ -43,7 +46,76 @@ PENDING_SID = "VE" + "4c" * 16
 
 @pytest.fixture
 def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter]:
+    """A process of the test's own: the JWKS tests need one each, since the key cache of a process whose
+    fetch failed does not fetch again for a while (a later test would get its 503 without a fetch)."""
     yield from hook_starter(sandbox_server.base_url, tmp_path)
+
+
+# One peer and one process per configuration for the module (a start costs about a second of CPU); each
+# test switches the peer's answer before it posts and checks the peer was asked, so no test can pass on
+# an earlier one's work.
+
+
+@contextmanager
+def answering(
+    peer: StandIn, answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False
+) -> Iterator[StandIn]:
+    """The module's `peer`, answering so for the block, its request count from zero; silent again after."""
+    peer.answer, peer.chunk, peer.pause, peer.head_at_once, peer.requests = answer, chunk, pause, head_at_once, 0
+    try:
+        yield peer
+    finally:
+        peer.answer, peer.chunk, peer.pause, peer.head_at_once = UNSET, 0, 0.0, False
+
+
+UNSET = http_answer(500, b"{}")  # what a peer answers between tests: no test expects it
+
+
+@pytest.fixture(scope="module")
+def twilio_peer() -> Iterator[StandIn]:
+    with stand_in(UNSET) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def okta_peer() -> Iterator[StandIn]:
+    with stand_in(UNSET) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def twilio_process(
+    sandbox_server: SandboxServer, twilio_peer: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHook]:
+    """Against the module's Twilio peer. The spend guard is off, as in every process tests share: it
+    counts codes per number, and one test's codes would be the next one's limit or retry."""
+    settings = sandbox_env(
+        sandbox_server.base_url,
+        TWILIO_API_BASE_URL=twilio_peer.base_url,
+        TWILIO_TIMEOUT_SECONDS=str(TWILIO_SECONDS),
+        GUARD_MODE="off",
+    )
+    hook = start_hook(settings, tmp_path_factory.mktemp("twilio-peer") / "hook.log")
+    yield hook
+    stop_later([hook.process])
+
+
+@pytest.fixture(scope="module")
+def events_process(
+    sandbox_server: SandboxServer, okta_peer: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHook]:
+    """The event hook against the module's Okta peer. Each test's events carry their own uuids (the
+    process claims each uuid once)."""
+    settings = sandbox_env(sandbox_server.base_url, **events_settings(okta_peer.base_url))
+    hook = start_hook(settings, tmp_path_factory.mktemp("okta-peer") / "hook.log")
+    yield hook
+    stop_later([hook.process])
+
+
+def alive(hook: RunningHook) -> RunningHook:
+    """The module's process, its output() limited to this test's lines."""
+    assert hook.process.poll() is None, f"the shared process exited: {hook.output()}"
+    return hook.from_now()
 
 
 def twilio_created(padding: int = 200) -> bytes:
@@ -51,7 +123,9 @@ def twilio_created(padding: int = 200) -> bytes:
 
 
 def fresh_mfa_event(**changes: Any) -> dict[str, Any]:
+    """The sample's event, published now, with a uuid of its own."""
     event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
+    event["uuid"] = str(uuid.uuid4())
     event["published"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     event.update(changes)
     return dict(event)
@@ -72,14 +146,14 @@ def event_lines(hook: RunningHook) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("logger") == "okta_events" and "event_type" in line]
 
 
-def start_events(start: HookStarter, org_url: str) -> RunningHook:
-    return start(
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=org_url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-        OKTA_API_TIMEOUT_SECONDS=str(OKTA_API_SECONDS),
-        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
-    )
+def events_settings(org_url: str) -> dict[str, str]:
+    return {
+        "OKTA_EVENT_HOOK_AUTH_SECRET": EVENT_HOOK_SECRET,
+        "OKTA_ORG_URL": org_url,
+        "OKTA_API_TOKEN": OKTA_API_TOKEN,
+        "OKTA_API_TIMEOUT_SECONDS": str(OKTA_API_SECONDS),
+        "TWILIO_VERIFY_SERVICE_SID": VERIFY_SERVICE_SID,
+    }
 
 
 def start_oauth(start: HookStarter, jwks_url: str) -> RunningHook:
@@ -102,12 +176,16 @@ def first_then(first: bytes, then: Callable[[], Iterable[bytes]]) -> Callable[[]
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-def test_a_twilio_that_closes_and_trickles_its_201_gets_no_successful(start: HookStarter, framing: str) -> None:
+def test_a_twilio_that_closes_and_trickles_its_201_gets_no_successful(
+    twilio_process: RunningHook, twilio_peer: StandIn, framing: str
+) -> None:
     """The user must not get two codes: an answer read past the deadline is a timeout, not SUCCESSFUL."""
     answer = http_answer(201, twilio_created(), framing=framing)
-    with stand_in(answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as twilio:
-        hook = start(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_TIMEOUT_SECONDS=str(TWILIO_SECONDS))
-        status, body, elapsed = hook.post(okta_request())
+    hook = alive(twilio_process)
+    code = str(100000 + FRAMINGS.index(framing))  # a code of its own: the same code again would be a retry
+    with answering(twilio_peer, answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as twilio:
+        status, body, elapsed = hook.post(okta_request(otpCode=code))
+        assert twilio.requests == 1
     assert status == 200
     assert first_reason(body) == "TWILIO_TIMEOUT"
     assert elapsed < 1.5 * TWILIO_SECONDS
@@ -125,13 +203,15 @@ def test_a_jwks_that_closes_and_trickles_holds_no_hook_past_its_deadline(start: 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_an_okta_api_that_closes_and_trickles_is_given_up_on_at_its_deadline(
-    start: HookStarter, sandbox: SandboxState, framing: str
+    events_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState, framing: str
 ) -> None:
     factors = json.dumps([{**phone_factor(PHONE), "_links": {"self": {"href": "x" * 300}}}]).encode()
     sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
-    with stand_in(http_answer(200, factors, framing=framing), chunk=CHUNK, pause=PAUSE, head_at_once=True) as okta:
-        hook = start_events(start, okta.base_url)
+    hook = alive(events_process)
+    answer = http_answer(200, factors, framing=framing)
+    with answering(okta_peer, answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as okta:
         status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event()))
+        assert okta.requests == 1
     assert status == 200
     assert elapsed < 1.5 * OKTA_API_SECONDS
     [line] = event_lines(hook)
@@ -173,17 +253,20 @@ def test_a_jwks_flooding_its_key_set_fails_at_the_cap_without_the_worker_growing
 
 
 def test_an_okta_api_flooding_the_factor_list_fails_at_the_cap_without_the_worker_growing(
-    start: HookStarter, sandbox: SandboxState
+    events_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState
 ) -> None:
+    """The only flood this process sees: the trickling tests that may have run in it before read a few
+    hundred bytes each, nothing that would lift its peak and hide a flood's growth."""
     factors = json.dumps([phone_factor(PHONE)]).encode()
     normal = http_answer(200, factors)
-    with stand_in(first_then(normal, flood(200, factors[:-1], FLOOD_BYTES, b"]"))) as okta:
-        hook = start_events(start, okta.base_url)
+    hook = alive(events_process)
+    with answering(okta_peer, first_then(normal, flood(200, factors[:-1], FLOOD_BYTES, b"]"))) as okta:
         assert post_events(hook, event_batch(fresh_mfa_event()))[0] == 200  # warm: read, Verify, log
         sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
         before = hook.worker_peak_kib()
-        status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event(uuid="flooded-event")))
+        status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event()))
         after = hook.worker_peak_kib()
+        assert okta.requests == 2
     assert status == 200
     assert after - before < PEAK_GROWTH_KIB
     assert elapsed < 1.5 * OKTA_API_SECONDS
