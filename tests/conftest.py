@@ -9,10 +9,19 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
-from tests.e2e_hooks import HookStarter, SharedHooks, reap
-from tests.helpers import HOOK_ENV_NAMES, OKTA_API_TOKEN, ROOT, AppFactory, sandbox_env
+from tests.e2e_hooks import HookStarter, RunningHook, SharedHooks, reap, start_hook, stop_later
+from tests.helpers import (
+    EVENT_HOOK_SECRET,
+    HOOK_ENV_NAMES,
+    OKTA_API_TOKEN,
+    ROOT,
+    VERIFY_SERVICE_SID,
+    AppFactory,
+    sandbox_env,
+)
 from tests.okta_stand_in import OktaStandIn, OktaState
 from tests.redis_server import RedisServer
+from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, stand_in
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
 pytest_plugins = ["tests.process_guard"]  # only tests marked e2e may start a process
@@ -155,3 +164,91 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, empty."""
     redis_server.flush()
     return redis_server.url
+
+
+# Peers and processes the end-to-end modules share (a functions-framework start costs about a second of
+# CPU). A test switches a shared peer's answer (standins.answering) or empties its state before it
+# posts, and asserts the peer was asked, so none passes on an earlier test's work.
+
+
+@pytest.fixture(scope="session")
+def twilio_peer() -> Iterator[StandIn]:
+    """A raw-socket Twilio for the session, answering UNSET until a test switches it."""
+    with stand_in(UNSET) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def twilio_peer_process(
+    sandbox_server: SandboxServer, twilio_peer: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHook]:
+    """The hook against `twilio_peer`, TWILIO_TIMEOUT_SECONDS=TWILIO_PEER_SECONDS. The spend guard is off,
+    as in every shared process: it counts codes per number, and one test's codes would be the next one's
+    limit. Each test sends a code of its own: the same code again would be Okta's retry."""
+    settings = sandbox_env(
+        sandbox_server.base_url,
+        TWILIO_API_BASE_URL=twilio_peer.base_url,
+        TWILIO_TIMEOUT_SECONDS=str(TWILIO_PEER_SECONDS),
+        GUARD_MODE="off",
+    )
+    hook = start_hook(settings, tmp_path_factory.mktemp("twilio-peer") / "hook.log")
+    yield hook
+    stop_later([hook.process])
+
+
+@pytest.fixture
+def twilio_peer_hook(twilio_peer_process: RunningHook) -> RunningHook:
+    """The session's hook against `twilio_peer`, its output() limited to this test's lines."""
+    return _alive(twilio_peer_process)
+
+
+@pytest.fixture(scope="session")
+def okta_server() -> Iterator[OktaStandIn]:
+    """Okta's Management API stand-in for the session's event hook (`shared_okta_api` empties it)."""
+    server = OktaStandIn(OktaState(token=OKTA_API_TOKEN))
+    server.state.url = server.url
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def shared_okta_api(okta_server: OktaStandIn) -> OktaState:
+    """The session's Okta stand-in with no factors, no requests seen, no latency."""
+    state = okta_server.state
+    state.requests.clear()
+    state.factors.clear()
+    state.latency_seconds = 0.0
+    return state
+
+
+@pytest.fixture(scope="session")
+def events_process(
+    sandbox_server: SandboxServer, okta_server: OktaStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHook]:
+    """The event hook (Verify feedback) against `okta_server`, as deployed (the spend guard on). What it
+    keeps between tests cannot leak into the next: it claims each event uuid once (every test's events
+    have their own), and keeps nothing per user (every event reads the user's factors afresh)."""
+    settings = sandbox_env(
+        sandbox_server.base_url,
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_server.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
+    )
+    hook = start_hook(settings, tmp_path_factory.mktemp("events-hook") / "hook.log")
+    yield hook
+    stop_later([hook.process])
+
+
+@pytest.fixture
+def events_hook(events_process: RunningHook, shared_okta_api: OktaState, sandbox: SandboxState) -> RunningHook:
+    """The session's event hook, its output() limited to this test's lines; its Okta and the sandbox
+    emptied."""
+    return _alive(events_process)
+
+
+def _alive(hook: RunningHook) -> RunningHook:
+    # Never restarted: a process that died under an earlier test is a failure to see, not to hide.
+    assert hook.process.poll() is None, f"the shared process exited: {hook.log_path.read_text()}"
+    return hook.from_now()

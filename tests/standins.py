@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 Answer = bytes | Callable[[], Iterable[bytes]]
+TWILIO_PEER_SECONDS = 1.0  # the Twilio timeout of the session's hook against its raw-socket Twilio (conftest)
 
 
 class StandIn(socketserver.ThreadingTCPServer):
@@ -105,3 +106,19 @@ def stand_in(answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once
     finally:
         server.shutdown()
         server.server_close()
+
+
+UNSET = b"HTTP/1.1 500 X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+"""What a shared stand-in answers between tests: no test expects it."""
+
+
+@contextmanager
+def answering(
+    peer: StandIn, answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False
+) -> Iterator[StandIn]:
+    """A shared stand-in, answering so for the block, its request count from zero; UNSET again after."""
+    peer.answer, peer.chunk, peer.pause, peer.head_at_once, peer.requests = answer, chunk, pause, head_at_once, 0
+    try:
+        yield peer
+    finally:
+        peer.answer, peer.chunk, peer.pause, peer.head_at_once = UNSET, 0, 0.0, False

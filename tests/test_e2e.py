@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,15 +153,10 @@ def test_a_chunked_body_over_64_kb_is_refused_with_413(hook: RunningHook, sandbo
 
 
 def test_the_event_hook_verifies_and_approves_over_http(
-    start: HookStarter, sandbox: SandboxState, okta_api: OktaState
+    events_hook: RunningHook, sandbox: SandboxState, shared_okta_api: OktaState
 ) -> None:
+    okta_api, hook = shared_okta_api, events_hook  # the session's event hook and its Okta (conftest)
     okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
-    hook = start(
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
-    )
     events_url = hook.url + "okta/events"
     challenge = urllib.request.Request(
         events_url, headers={"Authorization": EVENT_HOOK_SECRET, "X-Okta-Verification-Challenge": "chk-42"}
@@ -171,6 +167,7 @@ def test_the_event_hook_verifies_and_approves_over_http(
     sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "4c" * 16)
     delivered = load_fixture("okta_event_hook_mfa.json")
     for event in delivered["data"]["events"]:  # published now: an older event approves nothing
+        event["uuid"] = str(uuid.uuid4())  # the shared process claims each uuid once
         event["published"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     batch = json.dumps(delivered).encode()
     unauthenticated = urllib.request.Request(events_url, data=batch, headers={"Content-Type": "application/json"})
@@ -185,7 +182,8 @@ def test_the_event_hook_verifies_and_approves_over_http(
     with urllib.request.urlopen(delivery, timeout=10) as response:
         assert response.status == 200
     assert sandbox.pending == {}
-    output = hook.output_with('"outcome": "feedback_approved"')
+    hook.output_with('"outcome": "feedback_approved"')
+    output = hook.log_path.read_text()  # all of it, its start-up lines too
     for forbidden in (PHONE, PHONE[1:], EVENT_HOOK_SECRET, OKTA_API_TOKEN, DEFAULT_AUTH_TOKEN):
         assert forbidden not in output
 

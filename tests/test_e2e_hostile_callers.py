@@ -10,7 +10,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,22 +19,20 @@ import pytest
 
 from telephony.phone import mask
 from telephony.receipts import RECEIPT_MAX_BYTES, RECEIPT_READ_SECONDS
-from tests.e2e_hooks import HookStarter, RunningHook, start_hook, stop_later
+from tests.e2e_hooks import HookStarter, RunningHook
 from tests.helpers import (
     EVENT_HOOK_SECRET,
-    OKTA_API_TOKEN,
     OKTA_USER_ID,
     PHONE,
     VERIFY_SERVICE_SID,
     load_fixture,
     message_receipt,
     okta_request,
-    sandbox_env,
     twilio_signature,
 )
-from tests.okta_stand_in import OktaStandIn, OktaState, phone_factor
+from tests.okta_stand_in import OktaState, phone_factor
 from tests.test_e2e_stalls import read_answer
-from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
+from tools.sandbox.twilio_sandbox import SandboxState
 
 THREADS = 4  # as in test_e2e_stalls: the two modules share that process
 # The receipt tests need no state of their own: they share the session's processes (test_e2e's default
@@ -149,51 +146,17 @@ SMS_NUMBER, CALL_NUMBER = PHONE, "+14155550999"
 SMS_SID, CALL_SID, NEWER_SID = "VE" + "1a" * 16, "VE" + "2b" * 16, "VE" + "3c" * 16
 
 
-@pytest.fixture(scope="module")
-def okta_server() -> Iterator[OktaStandIn]:
-    """One Okta Management API stand-in for the module's event hook (`okta_api` empties it per test)."""
-    server = OktaStandIn(OktaState(token=OKTA_API_TOKEN))
-    server.state.url = server.url
-    yield server
-    server.shutdown()
-    server.server_close()
+@pytest.fixture
+def okta_api(shared_okta_api: OktaState) -> OktaState:
+    """The session's Okta stand-in, the user with an SMS and a voice factor."""
+    shared_okta_api.factors[OKTA_USER_ID] = [phone_factor(SMS_NUMBER, "sms"), phone_factor(CALL_NUMBER, "call")]
+    return shared_okta_api
 
 
 @pytest.fixture
-def okta_api(okta_server: OktaStandIn) -> OktaState:
-    """The module's Okta stand-in, with no requests seen and only the user's two factors."""
-    state = okta_server.state
-    state.requests.clear()
-    state.factors.clear()
-    state.factors[OKTA_USER_ID] = [phone_factor(SMS_NUMBER, "sms"), phone_factor(CALL_NUMBER, "call")]
-    state.latency_seconds = 0.0
-    return state
-
-
-@pytest.fixture(scope="module")
-def events_process(
-    sandbox_server: SandboxServer, okta_server: OktaStandIn, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningHook]:
-    """One process for the module's event hook tests, as deployed (the spend guard on). What it keeps
-    between tests cannot leak into the next: each event has its own uuid (the claims), and nothing
-    else is kept per user (every event reads the user's factors afresh, as the tests assert)."""
-    settings = sandbox_env(
-        sandbox_server.base_url,
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_server.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
-    )
-    hook = start_hook(settings, tmp_path_factory.mktemp("events-hook") / "hook.log")
-    yield hook
-    stop_later([hook.process])
-
-
-@pytest.fixture
-def events_hook(events_process: RunningHook, okta_api: OktaState, sandbox: SandboxState) -> RunningHook:
-    """The module's event hook, its output() limited to this test's lines."""
-    assert events_process.process.poll() is None, f"the event hook exited: {events_process.output()}"
-    return events_process.from_now()
+def events_hook(events_hook: RunningHook, okta_api: OktaState) -> RunningHook:
+    """The session's event hook (conftest), its Okta knowing the user's two factors."""
+    return events_hook
 
 
 def published(seconds_ago: float = 0.0) -> str:

@@ -9,7 +9,6 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tests.helpers import (
     sandbox_env,
 )
 from tests.okta_stand_in import phone_factor
-from tests.standins import Answer, StandIn, flood, http_answer, stand_in
+from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, answering, flood, http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
 
@@ -39,7 +38,7 @@ CHUNK, PAUSE = 20, 0.3  # 20 bytes every 0.3 s after a prompt head: no single re
 FRAMINGS = ["content-length", "http/1.0", "chunked"]  # each closes the connection after the answer
 FLOOD_BYTES = 300 * 1024 * 1024
 PEAK_GROWTH_KIB = 8 * 1024  # a few MiB: the flood is read in small pieces and dropped at the cap
-TWILIO_SECONDS = 1.0
+TWILIO_SECONDS = TWILIO_PEER_SECONDS  # the session's hook against its raw-socket Twilio (conftest)
 OKTA_API_SECONDS = 0.8
 PENDING_SID = "VE" + "4c" * 16
 
@@ -51,30 +50,9 @@ def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter
     yield from hook_starter(sandbox_server.base_url, tmp_path)
 
 
-# One peer and one process per configuration for the module (a start costs about a second of CPU); each
-# test switches the peer's answer before it posts and checks the peer was asked, so no test can pass on
-# an earlier one's work.
-
-
-@contextmanager
-def answering(
-    peer: StandIn, answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False
-) -> Iterator[StandIn]:
-    """The module's `peer`, answering so for the block, its request count from zero; silent again after."""
-    peer.answer, peer.chunk, peer.pause, peer.head_at_once, peer.requests = answer, chunk, pause, head_at_once, 0
-    try:
-        yield peer
-    finally:
-        peer.answer, peer.chunk, peer.pause, peer.head_at_once = UNSET, 0, 0.0, False
-
-
-UNSET = http_answer(500, b"{}")  # what a peer answers between tests: no test expects it
-
-
-@pytest.fixture(scope="module")
-def twilio_peer() -> Iterator[StandIn]:
-    with stand_in(UNSET) as peer:
-        yield peer
+# One peer and one process per configuration (a start costs about a second of CPU): the Twilio ones are
+# the session's (conftest), the Okta API ones the module's. Each test switches the peer's answer before
+# it posts and checks the peer was asked, so no test can pass on an earlier one's work.
 
 
 @pytest.fixture(scope="module")
@@ -84,24 +62,7 @@ def okta_peer() -> Iterator[StandIn]:
 
 
 @pytest.fixture(scope="module")
-def twilio_process(
-    sandbox_server: SandboxServer, twilio_peer: StandIn, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningHook]:
-    """Against the module's Twilio peer. The spend guard is off, as in every process tests share: it
-    counts codes per number, and one test's codes would be the next one's limit or retry."""
-    settings = sandbox_env(
-        sandbox_server.base_url,
-        TWILIO_API_BASE_URL=twilio_peer.base_url,
-        TWILIO_TIMEOUT_SECONDS=str(TWILIO_SECONDS),
-        GUARD_MODE="off",
-    )
-    hook = start_hook(settings, tmp_path_factory.mktemp("twilio-peer") / "hook.log")
-    yield hook
-    stop_later([hook.process])
-
-
-@pytest.fixture(scope="module")
-def events_process(
+def okta_peer_process(
     sandbox_server: SandboxServer, okta_peer: StandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHook]:
     """The event hook against the module's Okta peer. Each test's events carry their own uuids (the
@@ -177,11 +138,11 @@ def first_then(first: bytes, then: Callable[[], Iterable[bytes]]) -> Callable[[]
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_a_twilio_that_closes_and_trickles_its_201_gets_no_successful(
-    twilio_process: RunningHook, twilio_peer: StandIn, framing: str
+    twilio_peer_hook: RunningHook, twilio_peer: StandIn, framing: str
 ) -> None:
     """The user must not get two codes: an answer read past the deadline is a timeout, not SUCCESSFUL."""
     answer = http_answer(201, twilio_created(), framing=framing)
-    hook = alive(twilio_process)
+    hook = twilio_peer_hook
     code = str(100000 + FRAMINGS.index(framing))  # a code of its own: the same code again would be a retry
     with answering(twilio_peer, answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as twilio:
         status, body, elapsed = hook.post(okta_request(otpCode=code))
@@ -203,11 +164,11 @@ def test_a_jwks_that_closes_and_trickles_holds_no_hook_past_its_deadline(start: 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_an_okta_api_that_closes_and_trickles_is_given_up_on_at_its_deadline(
-    events_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState, framing: str
+    okta_peer_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState, framing: str
 ) -> None:
     factors = json.dumps([{**phone_factor(PHONE), "_links": {"self": {"href": "x" * 300}}}]).encode()
     sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
-    hook = alive(events_process)
+    hook = alive(okta_peer_process)
     answer = http_answer(200, factors, framing=framing)
     with answering(okta_peer, answer, chunk=CHUNK, pause=PAUSE, head_at_once=True) as okta:
         status, _, elapsed = post_events(hook, event_batch(fresh_mfa_event()))
@@ -253,13 +214,13 @@ def test_a_jwks_flooding_its_key_set_fails_at_the_cap_without_the_worker_growing
 
 
 def test_an_okta_api_flooding_the_factor_list_fails_at_the_cap_without_the_worker_growing(
-    events_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState
+    okta_peer_process: RunningHook, okta_peer: StandIn, sandbox: SandboxState
 ) -> None:
     """The only flood this process sees: the trickling tests that may have run in it before read a few
     hundred bytes each, nothing that would lift its peak and hide a flood's growth."""
     factors = json.dumps([phone_factor(PHONE)]).encode()
     normal = http_answer(200, factors)
-    hook = alive(events_process)
+    hook = alive(okta_peer_process)
     with answering(okta_peer, first_then(normal, flood(200, factors[:-1], FLOOD_BYTES, b"]"))) as okta:
         assert post_events(hook, event_batch(fresh_mfa_event()))[0] == 200  # warm: read, Verify, log
         sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)

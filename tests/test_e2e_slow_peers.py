@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from telephony.oauth import JWKS_TIMEOUT_SECONDS
-from tests.e2e_hooks import HookStarter, hook_starter
+from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
 from tests.helpers import first_reason, okta_request
-from tests.standins import http_answer, stand_in
+from tests.standins import TWILIO_PEER_SECONDS, StandIn, answering, http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
 from tools.sandbox.twilio_sandbox import SandboxServer
 
@@ -26,14 +26,16 @@ def start(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[HookStarter
     yield from hook_starter(sandbox_server.base_url, tmp_path)
 
 
-def test_a_trickling_twilio_gets_the_timeout_answer_at_the_deadline(start: HookStarter) -> None:
+def test_a_trickling_twilio_gets_the_timeout_answer_at_the_deadline(
+    twilio_peer_hook: RunningHook, twilio_peer: StandIn
+) -> None:
     sid = "SM" + "0" * 32
     answer = http_answer(201, json.dumps({"sid": sid, "status": "queued", "body": "x" * 200}).encode())
-    timeout = 1.0
-    with stand_in(answer, chunk=CHUNK, pause=PAUSE) as twilio:
+    timeout = TWILIO_PEER_SECONDS  # the session's hook against twilio_peer (conftest)
+    with answering(twilio_peer, answer, chunk=CHUNK, pause=PAUSE) as twilio:
         assert len(answer) / CHUNK * PAUSE > 3 * timeout  # it would finish far too late
-        hook = start(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_TIMEOUT_SECONDS=str(timeout))
-        status, body, elapsed = hook.post(okta_request())
+        status, body, elapsed = twilio_peer_hook.post(okta_request(otpCode="200001"))  # a code of its own
+        assert twilio.requests == 1
     assert status == 200
     assert first_reason(body) == "TWILIO_TIMEOUT"
     assert timeout <= elapsed < 2 * timeout
