@@ -181,15 +181,12 @@ class SpendGuard:
         return verdict
 
     def delivered(self, passage: Passage, answer: Answer) -> None:
-        """The provider accepted the code: Okta's retry of this request gets its transaction id. Written
-        after the answer, off the hook's path (a twin waiting for it polls the record meanwhile)."""
+        """The provider accepted the code: Okta's retry of this request gets its transaction id (a twin
+        waiting for it polls the record meanwhile). On Redis the write does not wait for its reply."""
         transaction_id = answer.log_fields.get("twilio_sid")
         if passage.ask is None or not isinstance(transaction_id, str):
             return
-        if self.store.remote:
-            self._after_answer.submit(self._record, passage.ask.retry, transaction_id)
-        else:  # memory: a dict write costs less than waking the writer thread
-            self._record(passage.ask.retry, transaction_id)
+        self._record(passage.ask.retry, transaction_id)  # Redis: sent without waiting for its reply
 
     def _record(self, retry: str, transaction_id: str) -> None:
         try:

@@ -24,6 +24,7 @@ open. Every key expires.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import secrets
 import threading
@@ -544,6 +545,10 @@ class RedisStore:
         try:
             call.attach(connection)  # its socket is shut at the deadline
             connection.send_command(*args)
+            while connection.owed_replies:  # the replies of writes sent without waiting come first
+                connection.owed_replies -= 1
+                with contextlib.suppress(self._response_error):
+                    connection.read_response()
             return connection.read_response()
         except self._response_error:
             raise
@@ -630,7 +635,23 @@ class RedisStore:
         )
 
     def delivered(self, retry: str, transaction_id: str) -> None:
-        self._execute("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
+        """Sent without waiting for Redis's reply (read before the thread's next command's): the hook's
+        answer does not wait a round trip for a record only a retry reads. A connection not open yet
+        takes the ordinary path."""
+        args = ("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection._sock is None or time.monotonic() < self._resting_until:
+            self._execute(*args)
+            return
+        with overall_deadline(self._deadline) as call:
+            try:
+                call.attach(connection)
+                connection.send_command(*args)
+                connection.owed_replies += 1
+            except Exception:
+                connection.disconnect()
+                self._rest()
+                raise StoreUnavailable("STORE_UNREACHABLE") from None
 
     def lookup(self, retry: str) -> str | None:
         value = self._execute("GET", KEY_PREFIX + "o:" + retry)
@@ -649,12 +670,14 @@ class _DeadlineConnection:
     call's deadline, so the watchdog can shut its socket during connect, AUTH or the reply alike."""
 
     _sock: Any
+    owed_replies = 0  # writes sent whose replies are still to be read, in order, before the next one's
 
     @property
     def sock(self) -> Any:
         return self._sock
 
     def connect(self) -> None:
+        self.owed_replies = 0  # a new socket owes nothing
         call = getattr(_active, "call", None)
         if call is not None:
             call.attach(self)

@@ -15,7 +15,7 @@ from telephony.answers import Refused
 from telephony.phone import mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
-from telephony.store import Ask, MemoryStore, RedisStore, Store
+from telephony.store import Ask, MemoryStore, RedisStore, Store, Verdict
 from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, VERIFY_SERVICE_SID, AppFactory, first_reason, post_hook
 from tests.okta_stand_in import OktaState, phone_factor
 from tests.redis_server import RedisServer
@@ -555,3 +555,17 @@ def test_only_a_4xx_refusal_proves_no_code_went_out(status: int, code: int, not_
 
     answer = twilio_failure(TwilioRestException(status, "https://api.twilio.com/x", "no", code=code), 1).answer
     assert certainly_not_sent(answer) is not_sent
+
+
+def test_records_written_without_waiting_leave_the_next_calls_in_step(store: Store) -> None:
+    """On Redis the retry record is sent without waiting for its reply: the replies owed must be read
+    in order before the next call's, or every later answer would be the one before."""
+    first, second = ask("n1", code="1"), ask("n2", code="2")
+    assert store.admit(first, NOW).kind == "admitted" and store.admit(second, NOW + 1).kind == "admitted"
+    store.delivered(first.retry, "SM" + "1" * 32)
+    store.delivered(second.retry, "SM" + "2" * 32)
+    store.delivered("no-such-record", "SM" + "3" * 32)  # XX: writes nothing, its reply still owed
+    assert store.lookup(second.retry) == "SM" + "2" * 32
+    assert store.lookup(first.retry) == "SM" + "1" * 32
+    assert store.admit(first, NOW + 2) == Verdict("replay", transaction_id="SM" + "1" * 32)
+    assert store.claim("once", 60) is True and store.claim("once", 60) is False

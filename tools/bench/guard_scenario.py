@@ -33,7 +33,6 @@ HEADERS = {"Authorization": SECRET, "Content-Type": "application/json"}
 TEMPLATE = json.loads((ROOT / "examples" / "okta-sms-request.json").read_text())
 NEVER_REFUSES = "1000000/second"  # never refuses; one-second windows: each set as big as a busy second
 HOOKS_PER_ROUND = 300
-LIMIT_MS = 0.3  # the bound: at most 0.3 ms median per hook, Redis on loopback
 _serial = count(1)
 
 
