@@ -78,6 +78,10 @@ def post(url: str, secret: str, body: dict[str, Any]) -> dict[str, Any]:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as error:
         return dict(json.loads(error.read()))
+    except urllib.error.URLError as error:
+        raise SystemExit(
+            f"pump: nothing answers at {url} ({error.reason}): is `make run` serving there? (--port)"
+        ) from None
 
 
 def describe(answer: dict[str, Any]) -> str:

@@ -177,7 +177,7 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
             " Until then the event hook only reports conversions to the spend guard, as it would deployed so.",
         )
     say(
-        " Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump",
+        f" Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump --port {port}",
         " More requests to try, and what each gives: examples/README.md",
         RULE,
     )
