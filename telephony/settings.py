@@ -283,9 +283,9 @@ class Settings(BaseModel):
             raise ValueError(f"must contain the {CODE_PLACEHOLDER} placeholder")
         return value
 
-    @field_validator("voice_phrases", mode="before")
+    @field_validator("voice_phrases", "guard_limits_by_country", mode="before")
     @classmethod
-    def _phrases_from_json(cls, value: Any) -> Any:
+    def _object_from_json(cls, value: Any) -> Any:
         if isinstance(value, str):
             if not value:
                 return {}
@@ -336,18 +336,6 @@ class Settings(BaseModel):
     @classmethod
     def _rates(cls, value: str) -> str:
         parse_rates(value)
-        return value
-
-    @field_validator("guard_limits_by_country", mode="before")
-    @classmethod
-    def _limits_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value:
-                return {}
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"must be a JSON object ({error.msg})") from None
         return value
 
     @field_validator("guard_limits_by_country")
