@@ -224,15 +224,15 @@ class Settings(BaseModel):
     guard_range_limit: str = Field(
         "5/hour;10/day",
         alias="GUARD_RANGE_LIMIT",
-        description="Unconverted numbers per range (the number without its last 4 digits).",
+        description="Codes to unconverted numbers per range (the number without its last 4 digits).",
     )
     guard_country_limit: str = Field(
-        "10/hour;40/day", alias="GUARD_COUNTRY_LIMIT", description="Unconverted numbers per country."
+        "10/hour;40/day", alias="GUARD_COUNTRY_LIMIT", description="Codes to unconverted numbers per country."
     )
     guard_all_limit: str = Field(
         "30/hour;100/day",
         alias="GUARD_ALL_LIMIT",
-        description="Unconverted numbers over every country: a pump that moves from country to country.",
+        description="Codes to unconverted numbers over every country: a pump that moves from country to country.",
     )
     guard_limits_by_country: dict[str, dict[str, str]] = Field(
         default_factory=dict,
