@@ -51,6 +51,7 @@ from telephony.answers import (
     Answer,
     Outcome,
     body_too_large,
+    body_unreadable,
     event_hook_verified,
     events_received,
     invalid_request,
@@ -263,7 +264,12 @@ class EventHook:
         self._auth.verify(request.headers)
         if request.method == "GET":
             return self._verification(request)
-        body = read_body(request, lambda: body_too_large(ROUTE, MAX_EVENT_BODY_BYTES), MAX_EVENT_BODY_BYTES)
+        body = read_body(
+            request,
+            lambda: body_too_large(ROUTE, MAX_EVENT_BODY_BYTES),
+            MAX_EVENT_BODY_BYTES,
+            unreadable=lambda: body_unreadable(ROUTE),
+        )
         delivered, events = self._parse(body)
         counts = {"events": delivered, "over_cap": delivered - len(events)}
         passes = self._sort(events, counts)
@@ -382,7 +388,7 @@ class EventHook:
                 masked = mask(number)
                 mark_sensitive(number, masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
-                if self._guard is not None and self._guard.on:  # known from now on, its room given back
+                if self._guard is not None and self._guard_on:  # known from now on, its room given back
                     fields["guard_converted"] = self._guard.converted(number)
                 if self._client is None or not passes.approve:  # the guard's conversion is all there is to do
                     self._line(Outcome.CONVERTED, passes, fields, started)
