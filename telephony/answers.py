@@ -182,6 +182,17 @@ def body_too_large(route: str, limit: int = MAX_BODY_BYTES) -> Refused:
     )
 
 
+def body_unreadable(route: str) -> Refused:
+    """A body the server could not read: its chunked framing is broken, or the caller closed it early."""
+    return refused(
+        HTTPStatus.BAD_REQUEST,
+        Outcome.INVALID_REQUEST,
+        f"The {route} request is invalid: body",
+        [cause("The body could not be read: its framing is broken, or it ended early.", "BODY_UNREADABLE", "body")],
+        log_fields={"invalid_fields": ["body"]},
+    )
+
+
 def verification_challenge_missing() -> Refused:
     return refused(
         HTTPStatus.BAD_REQUEST,

@@ -12,7 +12,7 @@ import flask
 from pydantic import ValidationError
 
 from models import KNOWN_REQUEST_TYPES, MessageProfile, TelephonyHookRequest, parse_hook_request
-from telephony.answers import Answer, Refused, body_too_large, invalid_request, method_not_allowed
+from telephony.answers import Answer, Refused, body_too_large, body_unreadable, invalid_request, method_not_allowed
 from telephony.auth import Authenticator
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.guard import Passage, SpendGuard
@@ -104,7 +104,7 @@ class TelephonyHook:
         return answer
 
     def _parse(self, request: flask.Request) -> TelephonyHookRequest:
-        body = read_body(request, lambda: body_too_large(ROUTE))
+        body = read_body(request, lambda: body_too_large(ROUTE), unreadable=lambda: body_unreadable(ROUTE))
         try:
             return parse_hook_request(body, self._default_country)
         except ValidationError as error:

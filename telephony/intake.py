@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flask
 
 from telephony.answers import MAX_BODY_BYTES
-from telephony.deadlines import read_deadline
+from telephony.deadlines import Call, read_deadline
 
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
 
@@ -34,10 +34,13 @@ def read_body(
     too_large: Callable[[], Exception],
     limit: int = MAX_BODY_BYTES,
     *,
+    unreadable: Callable[[], Exception],
     seconds: float | None = None,
     too_slow: Callable[[], Exception] | None = None,
 ) -> bytes:
     """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory.
+    A body the server cannot read (broken chunked framing, a caller that closed it early) is the route's
+    `unreadable` refusal, a 4xx: it is the caller's doing, never a bug of ours.
 
     With `seconds`, the body must also arrive within that time, or the route's `too_slow` refusal is
     raised: gunicorn's thread worker reads with no timeout at all, so a caller that stalls its body
@@ -46,18 +49,18 @@ def read_body(
     if declared_too_large(request, limit):
         raise too_large()
     server_socket = request.environ.get("gunicorn.socket")
-    if seconds is None or not isinstance(server_socket, socket.socket):
-        body = request.stream.read(limit + 1)  # bounded whatever the framing, Content-Length or chunked
-    else:
-        with read_deadline(server_socket, seconds) as deadline:
-            try:
-                body = request.stream.read(limit + 1)
-            except Exception:  # the shut read side ends the read, each server in its own words
-                if not deadline.expired:
-                    raise
-                body = b""
-            if deadline.finish():  # the deadline passed: what was read may be cut short
-                raise (too_slow or too_large)()
+    watch: contextlib.AbstractContextManager[Call | None] = contextlib.nullcontext()
+    if seconds is not None and isinstance(server_socket, socket.socket):
+        watch = read_deadline(server_socket, seconds)
+    with watch as deadline:
+        try:
+            body = request.stream.read(limit + 1)  # bounded whatever the framing, Content-Length or chunked
+        except Exception:  # each server says it in its own words; the shut read side ends the read too
+            if deadline is None or not deadline.expired:
+                raise unreadable() from None
+            body = b""
+        if deadline is not None and deadline.finish():  # the deadline passed: what was read may be cut short
+            raise (too_slow or too_large)()
     if len(body) > limit:
         raise too_large()
     request.environ[_BODY_READ] = True

@@ -221,6 +221,7 @@ class Receipts:
                 request,
                 lambda: receipt_too_large(RECEIPT_MAX_BYTES),
                 RECEIPT_MAX_BYTES,
+                unreadable=lambda: receipt_invalid("the body could not be read"),
                 seconds=RECEIPT_READ_SECONDS,
                 too_slow=lambda: receipt_too_slow(RECEIPT_READ_SECONDS),
             )

@@ -22,6 +22,7 @@ from telephony.receipts import RECEIPT_MAX_BYTES, RECEIPT_READ_SECONDS
 from tests.e2e_hooks import HookStarter, RunningHook
 from tests.helpers import (
     EVENT_HOOK_SECRET,
+    HOOK_SECRET,
     OKTA_USER_ID,
     PHONE,
     VERIFY_SERVICE_SID,
@@ -292,3 +293,44 @@ def test_128000_empty_events_are_answered_in_time_in_one_summary_line(events_hoo
     written = event_hook_lines(events_hook)[before:]
     assert len(written) == 1
     assert written[0]["events"] == 128_000 and written[0]["ignored"] + written[0]["over_cap"] == 128_000
+
+
+# ------------------------------------------------------------------ bodies the server cannot read
+
+BROKEN_BODIES = {
+    # a valid first chunk, then a chunk size that is not hex
+    "broken chunk size": ("Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\nzz\r\nabc\r\n0\r\n\r\n", False),
+    # a chunked body whose caller closes its side before the last chunk
+    "cut short": ("Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n", True),
+}
+
+
+def post_broken(hook: RunningHook, path: str, credentials: str, framing: str, body: bytes, close: bool) -> int:
+    head = f"POST /{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    with socket.create_connection(hook.address, timeout=10) as connection:
+        connection.sendall(f"{head}{credentials}{framing}\r\n".encode() + body)
+        if close:
+            connection.shutdown(socket.SHUT_WR)
+        status, _, _ = read_answer(connection)
+    return status
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_BODIES))
+@pytest.mark.parametrize("route", ["telephony hook", "receipts route", "event hook"])
+def test_a_body_the_server_cannot_read_is_a_4xx_never_a_bug_of_ours(
+    shared_hook: HookStarter, events_hook: RunningHook, route: str, case: str
+) -> None:
+    """Broken chunked framing, or a caller that closes early, is the caller's doing: a 400 in the route's
+    shape and a WARNING at most, never a 500 and an ERROR line (which would page, and which anyone could
+    cause on the receipts route)."""
+    hook, path, credentials = {
+        "telephony hook": (shared_hook(), "", f"Authorization: {HOOK_SECRET}\r\n"),
+        "receipts route": (shared_hook(), "twilio/status", "X-Twilio-Signature: c2lnbmF0dXJl\r\n"),
+        "event hook": (events_hook, "okta/events", f"Authorization: {EVENT_HOOK_SECRET}\r\n"),
+    }[route]
+    framing, body, close = BROKEN_BODIES[case]
+    assert post_broken(hook, path, credentials, framing, body, close) == 400
+    outcome = "receipt_invalid" if route == "receipts route" else "invalid_request"
+    seen = [line for line in lines(hook) if line.get("message", "").startswith(f"{route} ")]
+    assert [(line["outcome"], line["http_status"]) for line in seen] == [(outcome, 400)]
+    assert not [line for line in lines(hook) if line.get("severity") in ("ERROR", "CRITICAL")]

@@ -16,7 +16,11 @@ def route_app(read: bool) -> flask.Flask:
     def receipt() -> flask.Response:
         try:
             if read:
-                body = read_body(flask.request, lambda: body_too_large("receipt route"))
+                body = read_body(
+                    flask.request,
+                    lambda: body_too_large("receipt route"),
+                    unreadable=lambda: body_too_large("receipt route"),
+                )
                 return finish(flask.request, flask.Response(str(len(body)), 200))
             return finish(flask.request, flask.Response('{"error": {}}', 401, mimetype="application/json"))
         except Refused as refusal:
