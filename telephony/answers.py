@@ -7,6 +7,7 @@ Other modules decide *that* a call is refused; this module decides what the refu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, NamedTuple, Protocol
@@ -107,6 +108,8 @@ class Answer(NamedTuple):
     log_fields: dict[str, Any]
     headers: dict[str, str]
     note: str = ""  # the log line's message after the route and outcome, e.g. 'sms to +1******0123'
+    # Bookkeeping the caller need not wait for: run once the answer has been sent (telephony/app.py).
+    after_sent: tuple[Callable[[], None], ...] = ()
 
     def json(self) -> str:
         return "" if self.body is None else self.body.model_dump_json(by_alias=True, exclude_none=True)
@@ -114,6 +117,10 @@ class Answer(NamedTuple):
     def adding(self, fields: dict[str, Any], note: str = "") -> Answer:
         """The same answer, its log line told more: what the route knew before it was refused."""
         return self._replace(log_fields={**fields, **self.log_fields}, note=self.note or note)
+
+    def then(self, task: Callable[[], None]) -> Answer:
+        """The same answer, with `task` to run once it has been sent."""
+        return self._replace(after_sent=(*self.after_sent, task))
 
 
 class Refused(Exception):

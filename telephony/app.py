@@ -8,8 +8,10 @@ credentials as sensitive, the catch-all answer in Okta's shape, one log line per
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import flask
@@ -82,6 +84,24 @@ class App:
             fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
             message = f"{route.name} {answer.outcome}" + (f": {answer.note}" if answer.note else "")
             route.log.log(answer.outcome.severity, message, extra={"fields": fields})
+            context = contextvars.copy_context()  # the request's scope, for what runs after the answer
         mimetype = "application/json" if answer.body is not None else None
         response = flask.Response(answer.json(), answer.status, answer.headers, mimetype=mimetype)
+        if answer.after_sent:
+            payload = response.get_data()
+            response.response = _sent_then(payload, answer.after_sent, context, route.log)
+            response.headers["Content-Length"] = str(len(payload))
         return finish(request, response)
+
+
+def _sent_then(
+    payload: bytes, tasks: tuple[Callable[[], None], ...], context: contextvars.Context, log: logging.Logger
+) -> Iterator[bytes]:
+    """The answer's body, then its bookkeeping: the server writes the body (its length is declared, so
+    the caller has it whole) before it asks for more, which runs the tasks in the request's scope."""
+    yield payload
+    for task in tasks:
+        try:
+            context.run(task)
+        except Exception:  # a bug of ours: the answer is out already, the next task still runs
+            context.run(log.exception, "work after the answer failed")

@@ -24,7 +24,6 @@ open. Every key expires.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import secrets
 import threading
@@ -440,6 +439,15 @@ return 1
 """
 
 
+ADMIT_KEYS = 6
+ADMIT_OWN_ARGS = 6  # the arguments of the request itself, before the limits
+
+
+def _bulk(word: bytes) -> bytes:
+    """One word of a command as Redis reads it (RESP's bulk string)."""
+    return b"$%d\r\n%s\r\n" % (len(word), word)
+
+
 def _encode(rates: tuple[Rate, ...]) -> list[str]:
     """A list of limits as the admit script reads it: its length, then amount and seconds pairs."""
     return [str(len(rates)), *(str(part) for rate in rates for part in rate)]
@@ -498,7 +506,7 @@ class RedisStore:
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
             for name, text in (("admit", ADMIT_SCRIPT), ("release", RELEASE_SCRIPT), ("convert", CONVERT_SCRIPT))
         }
-        self._encoded: dict[tuple[tuple[Rate, ...], ...], list[bytes]] = {}
+        self._encoded: dict[tuple[tuple[Rate, ...], ...], tuple[list[bytes], bytes, bytes]] = {}
         self._resting_until = 0.0
 
     # --------------------------------------------------------------------------- the one call path
@@ -542,13 +550,13 @@ class RedisStore:
                 _active.call = None
 
     def _exchange(self, call: Any, connection: Any, args: tuple[Any, ...]) -> Any:
+        """One command and its reply. `args` is the command's words, or one bytes: the command packed."""
         try:
             call.attach(connection)  # its socket is shut at the deadline
-            connection.send_command(*args)
-            while connection.owed_replies:  # the replies of writes sent without waiting come first
-                connection.owed_replies -= 1
-                with contextlib.suppress(self._response_error):
-                    connection.read_response()
+            if len(args) == 1 and isinstance(args[0], bytes):
+                connection.send_packed_command([args[0]], check_health=False)
+            else:
+                connection.send_command(*args)
             return connection.read_response()
         except self._response_error:
             raise
@@ -559,10 +567,11 @@ class RedisStore:
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
 
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Any:
+        """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""
         sha, text = self._scripts[name]
         try:
-            return self._execute("EVALSHA", sha, len(keys), *keys, *args)
+            return self._execute(packed) if packed else self._execute("EVALSHA", sha, len(keys), *keys, *args)
         except self._no_script:  # a new or restarted server: EVAL sends the text and caches it
             try:
                 return self._execute("EVAL", text, len(keys), *keys, *args)
@@ -570,16 +579,21 @@ class RedisStore:
                 self._rest()
                 raise StoreUnavailable("STORE_REFUSED") from None
 
-    def _limits(self, ask: Ask) -> list[bytes]:
-        """The key lifetimes and the four lists of limits, encoded once per combination (as bytes, which
-        redis-py sends without encoding them again)."""
+    def _limits(self, ask: Ask) -> tuple[list[bytes], bytes, bytes]:
+        """The key lifetimes and the five lists of limits, encoded once per combination: as arguments,
+        and packed as the head and tail of the admit command (the words around the request's own)."""
         lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates, ask.all_rates)
         encoded = self._encoded.get(lists)
         if encoded is None:
             lifetimes = [_lifetime(ask.known_rates, ask.new_rates), _lifetime(ask.range_rates)]
             lifetimes += [_lifetime(ask.country_rates), _lifetime(ask.all_rates)]
-            parts = lifetimes + [part for rates in lists for part in _encode(rates)]
-            encoded = self._encoded[lists] = [part.encode() for part in parts]
+            parts = [part.encode() for part in lifetimes + [part for rates in lists for part in _encode(rates)]]
+            words = 3 + ADMIT_KEYS + ADMIT_OWN_ARGS + len(parts)
+            head = b"*%d\r\n" % words + b"".join(
+                _bulk(word) for word in (b"EVALSHA", self._scripts["admit"][0].encode())
+            )
+            head += _bulk(b"%d" % ADMIT_KEYS)
+            encoded = self._encoded[lists] = (parts, head, b"".join(_bulk(part) for part in parts))
         return encoded
 
     # ------------------------------------------------------------------------------- the interface
@@ -587,14 +601,19 @@ class RedisStore:
     def admit(self, ask: Ask, now: float) -> Verdict:
         keys = _Keys(ask)
         member = _member(now)
-        reply = self._script(
-            "admit",
-            [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all],
-            [
-                repr(now), member, ask.number, ask.retry_seconds, int(ask.enrolment), int(ask.claim_refused),
-                *self._limits(ask),
-            ],
-        )  # fmt: skip
+        names = [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all]
+        own = [
+            repr(now),
+            member,
+            ask.number,
+            str(ask.retry_seconds),
+            str(int(ask.enrolment)),
+            str(int(ask.claim_refused)),
+        ]
+        limits, head, tail = self._limits(ask)
+        # Packed by hand: redis-py's packer costs more than the rest of the call's Python.
+        packed = head + b"".join(_bulk(word.encode()) for word in names + own) + tail
+        reply = self._script("admit", names, [*own, *limits], packed)
         kind = reply[0]
         if kind == PENDING:
             return Verdict(PENDING, transaction_id=PENDING)
@@ -635,23 +654,7 @@ class RedisStore:
         )
 
     def delivered(self, retry: str, transaction_id: str) -> None:
-        """Sent without waiting for Redis's reply (read before the thread's next command's): the hook's
-        answer does not wait a round trip for a record only a retry reads. A connection not open yet
-        takes the ordinary path."""
-        args = ("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection._sock is None or time.monotonic() < self._resting_until:
-            self._execute(*args)
-            return
-        with overall_deadline(self._deadline) as call:
-            try:
-                call.attach(connection)
-                connection.send_command(*args)
-                connection.owed_replies += 1
-            except Exception:
-                connection.disconnect()
-                self._rest()
-                raise StoreUnavailable("STORE_UNREACHABLE") from None
+        self._execute("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
 
     def lookup(self, retry: str) -> str | None:
         value = self._execute("GET", KEY_PREFIX + "o:" + retry)
@@ -670,14 +673,12 @@ class _DeadlineConnection:
     call's deadline, so the watchdog can shut its socket during connect, AUTH or the reply alike."""
 
     _sock: Any
-    owed_replies = 0  # writes sent whose replies are still to be read, in order, before the next one's
 
     @property
     def sock(self) -> Any:
         return self._sock
 
     def connect(self) -> None:
-        self.owed_replies = 0  # a new socket owes nothing
         call = getattr(_active, "call", None)
         if call is not None:
             call.attach(self)

@@ -141,3 +141,46 @@ def test_an_unexpected_error_in_any_route_is_answered_in_oktas_shape_and_logged(
     assert not [value for value in sensitive if value in output]
     if PHONE in sensitive:
         assert PHONE_MASKED in output
+
+
+def test_bookkeeping_runs_once_the_answer_is_out_in_the_requests_scope(
+    every_route: FlaskClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Work a route leaves for after its answer (the spend guard's retry record) runs when the server
+    asks for more than the body: the caller has the whole answer first. It still logs in the request's
+    scope (the code and number masked), and a failing task is logged without touching the answer."""
+    from werkzeug.test import EnvironBuilder
+
+    from telephony.hook import TelephonyHook
+
+    done: list[str] = []
+    deliver = TelephonyHook._deliver
+
+    def failing() -> None:
+        raise RuntimeError(f"bookkeeping of {OTP} for {PHONE} failed")
+
+    def deliver_then(self: TelephonyHook, *args: Any) -> Any:
+        answer = deliver(self, *args)
+        logged = lambda: TelephonyHook.log.warning(f"after the answer: {OTP} to {PHONE}")  # noqa: E731
+        return answer.then(failing).then(logged).then(lambda: done.append("ran"))
+
+    monkeypatch.setattr(TelephonyHook, "_deliver", deliver_then)
+    capsys.readouterr()
+    environ = EnvironBuilder(
+        path="/", method="POST", json=okta_request(), headers=[("Authorization", HOOK_SECRET)]
+    ).get_environ()
+    started: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:
+        started.append(status)
+
+    body = every_route.application(environ, start_response)
+    chunks = iter(body)
+    answer = json.loads(next(chunks))
+    assert started == ["200 OK"] and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert done == []  # the body is out, the bookkeeping not yet run
+    assert list(chunks) == [] and done == ["ran"]
+    output = capsys.readouterr().out
+    assert "work after the answer failed" in output and "RuntimeError" in output
+    assert "after the answer: " in output and PHONE_MASKED in output
+    assert OTP not in output and PHONE not in output

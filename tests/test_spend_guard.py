@@ -557,9 +557,9 @@ def test_only_a_4xx_refusal_proves_no_code_went_out(status: int, code: int, not_
     assert certainly_not_sent(answer) is not_sent
 
 
-def test_records_written_without_waiting_leave_the_next_calls_in_step(store: Store) -> None:
-    """On Redis the retry record is sent without waiting for its reply: the replies owed must be read
-    in order before the next call's, or every later answer would be the one before."""
+def test_records_written_in_turn_leave_the_next_calls_in_step(store: Store) -> None:
+    """Retry records written one after another, one of them for a record that is gone: every later
+    call still reads its own answer, never the one before."""
     first, second = ask("n1", code="1"), ask("n2", code="2")
     # The store's own clock, not NOW (taken at import): lookup() expires the retry record 30 s after
     # admit()'s `now`, and in a whole run this test may start more than 30 s after the module's import.
@@ -567,7 +567,7 @@ def test_records_written_without_waiting_leave_the_next_calls_in_step(store: Sto
     assert store.admit(first, now).kind == "admitted" and store.admit(second, now + 1).kind == "admitted"
     store.delivered(first.retry, "SM" + "1" * 32)
     store.delivered(second.retry, "SM" + "2" * 32)
-    store.delivered("no-such-record", "SM" + "3" * 32)  # XX: writes nothing, its reply still owed
+    store.delivered("no-such-record", "SM" + "3" * 32)  # XX: writes nothing
     assert store.lookup(second.retry) == "SM" + "2" * 32
     assert store.lookup(first.retry) == "SM" + "1" * 32
     assert store.admit(first, now + 2) == Verdict("replay", transaction_id="SM" + "1" * 32)
