@@ -341,8 +341,8 @@ local country_at = range_at + 2 * ARGV[range_at] + 1
 local all_at = country_at + 2 * ARGV[country_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
-  if previous == 'pending' then return {'pending'} end
-  return {'replay', previous}
+  if previous == 'pending' then return 'pending' end
+  return 'replay ' .. previous
 end
 local now = tonumber(ARGV[1])
 local known = ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1
@@ -392,7 +392,7 @@ end
 if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending', 'EX', ARGV[4])
 end
-if scope then return {'refused', known and 1 or 0, scope, index} end
+if scope then return 'refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
 local function keep(key, member, lifetime, most)
   local added = redis.call('ZADD', key, ARGV[1], member)
   if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > most then
@@ -410,7 +410,7 @@ if not known then
   added_country = keep(KEYS[4], code, ARGV[9], largest(country_at))
   added_all = keep(KEYS[6], code, ARGV[10], largest(all_at))
 end
-return {'admitted', known and 1 or 0, added_range, added_country, added_all}
+return 'admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
 """
 
 # KEYS: number window, range window, country window, retry record, window over every country
@@ -458,6 +458,79 @@ def _lifetime(*lists: tuple[Rate, ...]) -> str:
     return str(max(rate.seconds for rates in lists for rate in rates) + 1)
 
 
+Reply = str | int | None  # what our commands answer: a word, a transaction id, a count, or nothing
+MAX_REPLY_BYTES = 4096  # the longest reply of ours is a transaction id: anything far longer is not ours
+
+
+class _StoreRefused(Exception):
+    """The store answered with an error (a refusal: out of memory, read-only, busy, a wrong password)."""
+
+
+class _NoScript(_StoreRefused):
+    """The store does not hold the script (a new or restarted server): send its text."""
+
+
+class _Garbled(Exception):
+    """The store's answer is not one of ours: the connection can no longer be trusted."""
+
+
+def _pack(words: tuple[str | int | bytes, ...]) -> bytes:
+    """A command as Redis reads it (RESP: an array of bulk strings)."""
+    encoded = (word if isinstance(word, bytes) else str(word).encode() for word in words)
+    return b"*%d\r\n" % len(words) + b"".join(_bulk(word) for word in encoded)
+
+
+def _exchange(sock: Any, command: bytes, until: float) -> Reply:
+    """Send one command, read its one reply, both within `until` (a time.monotonic() value): each
+    socket operation gets the time that is left, so a store that trickles its answer still ends there.
+    Raises ConnectionError when the store closed the connection, TimeoutError at the deadline.
+
+    redis-py opens and authenticates the connection; its parser is not used here: for our commands'
+    replies (one word or a transaction id) it cost as much as the loopback round trip itself."""
+    sock.settimeout(_left(until))
+    sock.sendall(command)
+    data = b""
+    while True:
+        end = data.find(b"\r\n")
+        if end >= 0:
+            kind, line, rest = data[:1], data[1:end], data[end + 2 :]
+            if kind == b"$" and line.lstrip(b"-").isdigit():
+                size = int(line)
+                if size < 0 and not rest:
+                    return None
+                if len(rest) >= size + 2:
+                    if rest[size:] != b"\r\n":
+                        raise _Garbled
+                    return rest[:size].decode("utf-8", "replace")
+            elif rest:
+                raise _Garbled  # a one-line reply followed by more: the stream is out of step
+            elif kind == b"+":
+                return line.decode("utf-8", "replace")
+            elif kind == b":" and line.lstrip(b"-").isdigit():
+                return int(line)
+            elif kind == b"-":
+                raise _NoScript if line.startswith(b"NOSCRIPT") else _StoreRefused
+            else:
+                raise _Garbled
+        if len(data) > MAX_REPLY_BYTES:
+            raise _Garbled
+        sock.settimeout(_left(until))
+        piece = sock.recv(READ_BYTES)
+        if not piece:
+            raise ConnectionError("the store closed the connection")
+        data += piece
+
+
+def _left(until: float) -> float:
+    left = until - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the store's deadline passed")
+    return left
+
+
+READ_BYTES = 4096
+
+
 _active = threading.local()  # the deadline of this thread's store call, for a connection opened inside it
 
 
@@ -482,11 +555,9 @@ class RedisStore:
         )
         self._deadline = deadline_seconds
         self._errors = redis.RedisError
-        self._no_script = redis.exceptions.NoScriptError
         self._timeout = redis.TimeoutError
         self._response_error = redis.ResponseError
         self._auth_error = redis.AuthenticationError
-        self._connection_error = redis.ConnectionError
         base = redis.SSLConnection if parts.scheme == "rediss" else redis.Connection
         self._connection_class = type("DeadlineConnection", (_DeadlineConnection, base), {})
         self._connection_options = {
@@ -511,71 +582,67 @@ class RedisStore:
 
     # --------------------------------------------------------------------------- the one call path
 
-    def _execute(self, *args: Any) -> Any:
+    def _execute(self, *words: str | int | bytes) -> Reply:
+        return self._call(_pack(words))
+
+    def _call(self, command: bytes) -> Reply:
+        """One command (packed) and its reply, within the store's deadline, connect included."""
         if time.monotonic() < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
-        with overall_deadline(self._deadline) as call:
+        until = time.monotonic() + self._deadline
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connection_class(**self._connection_options)
+        reused = connection._sock is not None
+        try:
+            try:
+                if not reused:
+                    self._connect(connection, until)
+                return _exchange(connection._sock, command, until)
+            except ConnectionError:
+                connection.disconnect()
+                if not reused:
+                    raise
+                # A kept connection the store closed (a restart, a failover, an idle timeout): the
+                # command never reached a live store. Once more on a new connection, same deadline.
+                self._connect(connection, until)
+                return _exchange(connection._sock, command, until)
+        except _NoScript:
+            raise  # the store answered: the connection is sound, the caller sends the script's text
+        except _StoreRefused:
+            self._rest()
+            raise StoreUnavailable("STORE_REFUSED") from None
+        except (self._errors, OSError, _Garbled) as error:
+            connection.disconnect()  # the next call connects afresh: a store back up is used again
+            self._rest()
+            if isinstance(error, self._auth_error | self._response_error):
+                raise StoreUnavailable("STORE_REFUSED") from None
+            timed_out = isinstance(error, self._timeout | TimeoutError) or time.monotonic() >= until
+            raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
+
+    def _connect(self, connection: Any, until: float) -> None:
+        """redis-py connects (TLS, AUTH, SELECT) under the watchdog: whatever it reads, it ends at `until`."""
+        with overall_deadline(max(until - time.monotonic(), 0.001)) as call:
             _active.call = call
             try:
-                connection = getattr(self._local, "connection", None)
-                if connection is None:
-                    connection = self._local.connection = self._connection_class(**self._connection_options)
-                reused = connection._sock is not None
-                try:
-                    return self._exchange(call, connection, args)
-                except self._response_error:
-                    raise  # the store answered: the connection is sound
-                except self._connection_error:
-                    connection.disconnect()
-                    if not reused or call.expired:
-                        raise
-                    # A kept connection the store closed (a restart, a failover, an idle timeout): the
-                    # command never reached a live store. Once more on a new connection, same deadline.
-                    return self._exchange(call, connection, args)
-                except BaseException:
-                    connection.disconnect()  # the next call connects afresh: a store back up is used again
-                    raise
-            except self._response_error as error:
-                if isinstance(error, self._no_script):
-                    raise
-                self._rest()
-                raise StoreUnavailable("STORE_REFUSED") from None
-            except (self._errors, OSError, Exception) as error:
-                self._rest()
-                if isinstance(error, self._auth_error):
-                    raise StoreUnavailable("STORE_REFUSED") from None
-                timed_out = call.expired or isinstance(error, self._timeout | TimeoutError)
-                raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
+                connection.connect()
             finally:
                 _active.call = None
-
-    def _exchange(self, call: Any, connection: Any, args: tuple[Any, ...]) -> Any:
-        """One command and its reply. `args` is the command's words, or one bytes: the command packed."""
-        try:
-            call.attach(connection)  # its socket is shut at the deadline
-            if len(args) == 1 and isinstance(args[0], bytes):
-                connection.send_packed_command([args[0]], check_health=False)
-            else:
-                connection.send_command(*args)
-            return connection.read_response()
-        except self._response_error:
-            raise
-        except BaseException:
-            connection.disconnect()
-            raise
+            if call.finish():
+                raise TimeoutError("the store's deadline passed while connecting")
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
 
-    def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Any:
+    def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Reply:
         """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""
         sha, text = self._scripts[name]
         try:
-            return self._execute(packed) if packed else self._execute("EVALSHA", sha, len(keys), *keys, *args)
-        except self._no_script:  # a new or restarted server: EVAL sends the text and caches it
+            return self._call(packed) if packed else self._execute("EVALSHA", sha, len(keys), *keys, *args)
+        except _NoScript:  # a new or restarted server: EVAL sends the text and caches it
             try:
                 return self._execute("EVAL", text, len(keys), *keys, *args)
-            except self._response_error:
+            except _NoScript:
                 self._rest()
                 raise StoreUnavailable("STORE_REFUSED") from None
 
@@ -602,34 +669,32 @@ class RedisStore:
         keys = _Keys(ask)
         member = _member(now)
         names = [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all]
-        own = [
-            repr(now),
-            member,
-            ask.number,
-            str(ask.retry_seconds),
-            str(int(ask.enrolment)),
-            str(int(ask.claim_refused)),
-        ]
+        own = [repr(now), member, ask.number, str(ask.retry_seconds), str(int(ask.enrolment))]
+        own.append(str(int(ask.claim_refused)))
         limits, head, tail = self._limits(ask)
-        # Packed by hand: redis-py's packer costs more than the rest of the call's Python.
-        packed = head + b"".join(_bulk(word.encode()) for word in names + own) + tail
-        reply = self._script("admit", names, [*own, *limits], packed)
-        kind = reply[0]
+        # Packed by hand, in one piece: redis-py's packer cost more than the rest of the call's Python.
+        # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
+        words = "".join([f"${len(word)}\r\n{word}\r\n" for word in names + own]).encode("ascii")
+        reply = self._script("admit", names, [*own, *limits], head + words + tail)
+        # One line: 'pending', 'replay <id>', 'refused <known> <scope> <index>' or
+        # 'admitted <known> <added to range> <to country> <to all>'.
+        kind, _, rest = str(reply).partition(" ")
         if kind == PENDING:
             return Verdict(PENDING, transaction_id=PENDING)
         if kind == "replay":
-            return Verdict("replay", transaction_id=str(reply[1]))
-        known = reply[1] == 1
+            return Verdict("replay", transaction_id=rest)
+        flags = rest.split(" ")
+        known = flags[0] == "1"
         if kind == "refused":
-            scope = str(reply[2])
+            scope = flags[1]
             rates = {
                 "number": ask.known_rates if known else ask.new_rates,
                 "range": ask.range_rates,
                 "country": ask.country_rates,
                 "all": ask.all_rates,
             }[scope]
-            return Verdict("refused", known=known, scope=scope, rate=rates[int(reply[3]) - 1])
-        added_range, added_country, added_all = (flag == 1 for flag in reply[2:5])
+            return Verdict("refused", known=known, scope=scope, rate=rates[int(flags[2]) - 1])
+        added_range, added_country, added_all = (flag == "1" for flag in flags[1:4])
         return Verdict(
             "admitted",
             known=known,

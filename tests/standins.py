@@ -122,3 +122,63 @@ def answering(
         yield peer
     finally:
         peer.answer, peer.chunk, peer.pause, peer.head_at_once = UNSET, 0, 0.0, False
+
+
+class RedisStandIn(socketserver.ThreadingTCPServer):
+    """A 'Redis' that answers the connection's set-up (CLIENT, SELECT, AUTH, HELLO) with +OK and every
+    other command with `answer`'s pieces, `pause` s apart: a trickle, a flood, garbage, an error."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answer: Iterable[bytes], *, pause: float = 0.0) -> None:
+        super().__init__(("127.0.0.1", 0), _RespHandler)
+        self.answer, self.pause = list(answer), pause
+        self.commands: list[list[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.server_address[1]}/0"
+
+
+class _RespHandler(socketserver.StreamRequestHandler):
+    server: RedisStandIn
+    SET_UP = (b"CLIENT", b"SELECT", b"AUTH", b"HELLO")
+
+    def handle(self) -> None:
+        try:
+            while command := self._command():
+                self.server.commands.append(command)
+                if command[0].upper() in self.SET_UP:
+                    self.wfile.write(b"+OK\r\n")
+                    continue
+                for piece in self.server.answer:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    if self.server.pause:
+                        time.sleep(self.server.pause)
+        except OSError:  # the client gave up: that is the point of the deadline
+            pass
+
+    def _command(self) -> list[bytes]:
+        """One command as a client sends it (RESP: an array of bulk strings); [] at the end."""
+        head = self.rfile.readline()
+        if not head.startswith(b"*"):
+            return []
+        words = []
+        for _ in range(int(head[1:])):
+            size = int(self.rfile.readline()[1:])
+            words.append(self.rfile.read(size + 2)[:-2])
+        return words
+
+
+@contextmanager
+def redis_stand_in(answer: Iterable[bytes], *, pause: float = 0.0) -> Iterator[RedisStandIn]:
+    server = RedisStandIn(answer, pause=pause)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,96 @@
+"""A store that misbehaves: every call ends by its deadline, whatever the store sends, and fails open
+with the label that says why. The 'Redis' here is a local stand-in speaking Redis's protocol."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
+from tests.standins import redis_stand_in
+
+DEADLINE = 0.15
+
+
+def failure(store: RedisStore, *words: str) -> tuple[str, float]:
+    """The label a failing call raises, and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as raised:
+        store._execute(*words)
+    return raised.value.reason, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [
+        ("a bulk string trickled", [b"$5\r\n", *(bytes([byte]) for byte in b"hello\r\n")]),
+        ("a word that never ends", [b"+", *(b"O" for _ in range(40))]),
+    ],
+)
+def test_a_store_that_trickles_its_reply_is_given_up_on_at_the_deadline(name: str, answer: list[bytes]) -> None:
+    """Each piece comes well within a socket timeout; only the call's deadline ends it."""
+    with redis_stand_in(answer, pause=DEADLINE / 5) as peer:
+        reason, took = failure(RedisStore(peer.url, DEADLINE), "GET", "okta-hook:o:x")
+    assert reason == "STORE_TIMEOUT"
+    assert DEADLINE * 0.9 <= took < DEADLINE * 2
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [
+        ("a reply far past the cap", [b"$%d\r\n" % (50 * MAX_REPLY_BYTES), b"x" * (50 * MAX_REPLY_BYTES) + b"\r\n"]),
+        ("a line past the cap without an end", [b"+" + b"O" * (4 * MAX_REPLY_BYTES)]),
+        ("not Redis at all", [b"HTTP/1.1 400 Bad Request\r\n\r\n"]),
+        ("a bulk string of the wrong length", [b"$2\r\nhello\r\n"]),
+        ("two replies to one command", [b"+OK\r\n+OK\r\n"]),
+        ("an array where a word belongs", [b"*1\r\n$2\r\nok\r\n"]),
+        ("a length that is no number", [b"$x\r\nhello\r\n"]),
+    ],
+)
+def test_a_reply_that_is_not_ours_drops_the_connection_at_once(name: str, answer: list[bytes]) -> None:
+    """Anything but one well-formed reply: the stream cannot be trusted, the connection goes, the
+    call fails open at once, and the next call opens a new connection."""
+    with redis_stand_in(answer) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        reason, took = failure(store, "GET", "okta-hook:o:x")
+        assert reason == "STORE_UNREACHABLE" and took < DEADLINE
+        assert store._local.connection._sock is None  # dropped: never read as the next call's reply
+
+
+def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
+    with redis_stand_in([b"-BUSY Redis is busy running a script\r\n"]) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        reason, took = failure(store, "GET", "okta-hook:o:x")
+        assert reason == "STORE_REFUSED" and took < DEADLINE
+        assert store._local.connection._sock is not None  # a whole reply was read: the stream is in step
+
+
+def test_a_store_that_resets_after_an_error_rests_then_tries_again() -> None:
+    """After a failure the store is left alone for a second (calls fail open at once), then used again."""
+    with redis_stand_in([b"-LOADING Redis is loading the dataset in memory\r\n"]) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        assert failure(store, "GET", "k")[0] == "STORE_REFUSED"
+        sent = len(peer.commands)
+        with pytest.raises(StoreUnavailable) as resting:
+            store._execute("GET", "k")
+        assert (resting.value.reason, resting.value.fresh, len(peer.commands)) == ("STORE_RESTING", False, sent)
+        store._resting_until = 0.0  # a second later
+        peer.answer = [b"$2\r\nSM\r\n"]
+        assert store._execute("GET", "k") == "SM"
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ([b"$-1\r\n"], None),
+        ([b"+OK\r\n"], "OK"),
+        ([b":1\r\n"], 1),
+        ([b"$0\r\n\r\n"], ""),
+        ([b"$34\r\n", b"SM" + b"a" * 32, b"\r\n"], "SM" + "a" * 32),  # in pieces, within the deadline
+    ],
+)
+def test_the_replies_of_our_commands_are_read_whole(answer: list[bytes], value: object) -> None:
+    with redis_stand_in(answer, pause=0.01) as peer:
+        assert RedisStore(peer.url, DEADLINE)._execute("GET", "k") == value
+        assert peer.commands[-1] == [b"GET", b"k"]
