@@ -456,6 +456,9 @@ def guard_rows(rounds: int) -> list[Row]:
         scenario = f"guard: {'Redis on loopback' if gated else 'memory://'} / off, warm median (+{added:.2f} ms)"
         rows.append(ratio_row(scenario, cost.on_medians, cost.off_medians, GUARD_LIMIT if gated else None))
         rows.append(count_row(f"guard: {cost.store}, hooks not delivered", "0", str(cost.failures), not cost.failures))
+        if gated:
+            undecided = str(cost.undecided)
+            rows.append(count_row("guard: Redis, hooks not decided by Redis", "0", undecided, not cost.undecided))
     return rows
 
 
