@@ -1,4 +1,5 @@
-"""One watchdog for every deadline of the process: outbound calls, store calls, and callers' uploads.
+"""One watchdog for the deadlines of the process: outbound calls, connecting to the guard's store,
+and callers' uploads.
 
 A socket timeout bounds each read, not a call: a peer that trickles a byte a second never times out.
 Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, or

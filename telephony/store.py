@@ -16,9 +16,10 @@ The windows are moving windows kept as sorted sets scored by time:
   ('number hash|code'), so resends count too, and a conversion removes every code of its number and
   gives their room back.
 
-Every Redis call runs under one overall deadline (telephony/deadlines.py's watchdog shuts the
-socket): a store that is down, refuses or hangs raises StoreUnavailable fast, and the caller fails
-open. Every key expires.
+Every Redis call runs under one overall deadline, connect included (redis-py connects under
+telephony/deadlines.py's watchdog; each command's send and read get only the time left): a store
+that is down, refuses, hangs or trickles raises StoreUnavailable fast, and the caller fails open.
+Every key expires.
 """
 
 from __future__ import annotations
