@@ -256,7 +256,7 @@ class SpendGuard:
         facts["guard_store_error"] = error.reason
         if error.fresh:
             log.error(
-                f"spend guard store unavailable ({self.store.description}): codes go out unguarded until it answers",
+                f"spend guard store unavailable ({self.store.where}): codes go out unguarded until it answers",
                 extra={"fields": {"guard_store_error": error.reason}},
             )
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import secrets
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +87,7 @@ class Verdict(NamedTuple):
 
 class Store(Protocol):
     description: str  # for the start-up line: which store, and whether instances share it
+    where: str  # which store, for the lines that report it failing
     remote: bool  # each call is a round trip to another process
 
     def admit(self, ask: Ask, now: float) -> Verdict:
@@ -136,6 +139,7 @@ class MemoryStore:
 
     MAX_ENTRIES = 200_000
     description = "memory:// (this instance only: every instance counts on its own)"
+    where = "memory://"
     remote = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -551,16 +555,18 @@ class RedisStore:
         # Not the URI itself: that is a secret (it may hold the AUTH string), and the log scrubber blanks it.
         database = (parts.path or "/0").strip("/") or "0"
         tls = " over TLS" if parts.scheme == "rediss" else ""
-        self.description = (
-            f"Redis at {parts.hostname}:{parts.port or 6379}, database {database}{tls} (shared by every instance)"
-        )
+        self.where = f"Redis at {parts.hostname}:{parts.port or 6379}, database {database}{tls}"
+        self.description = f"{self.where} (shared by every instance)"
         self._deadline = deadline_seconds
         self._errors = redis.RedisError
         self._timeout = redis.TimeoutError
         self._response_error = redis.ResponseError
         self._auth_error = redis.AuthenticationError
-        base = redis.SSLConnection if parts.scheme == "rediss" else redis.Connection
-        self._connection_class = type("DeadlineConnection", (_DeadlineConnection, base), {})
+        bases = (
+            (_DeadlineConnection, _SharedTls, redis.SSLConnection) if tls else (_DeadlineConnection, redis.Connection)
+        )
+        # A class of its own per store: its TLS context is this store's.
+        self._connection_class = type("DeadlineConnection", bases, {"tls_context": None})
         self._connection_options = {
             **redis.connection.parse_url(uri),  # type: ignore[no-untyped-call]
             "socket_timeout": deadline_seconds,
@@ -627,6 +633,10 @@ class RedisStore:
             _active.call = call
             try:
                 connection.connect()
+            except (self._errors, OSError):
+                raise
+            except Exception:  # a store garbling its set-up replies fails redis-py's parser its own
+                raise _Garbled from None  # ways (RecursionError on deep nesting): not a bug of ours
             finally:
                 _active.call = None
             if call.finish():
@@ -749,6 +759,47 @@ class _DeadlineConnection:
         if call is not None:
             call.attach(self)
         super().connect()  # type: ignore[misc]
+
+
+class _SharedTls:
+    """Mixed into redis-py's SSLConnection: one TLS context per store, built as redis-py builds it,
+    where redis-py builds one for every connection. Loading the CA bundle costs tens of milliseconds
+    of CPU, within the store's deadline, for every thread's first call and every reconnection."""
+
+    tls_context: ssl.SSLContext | None
+    host: str
+    ssl_validate_ocsp: bool
+    ssl_validate_ocsp_stapled: bool
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
+        if self.ssl_validate_ocsp or self.ssl_validate_ocsp_stapled:  # redis-py's own checks, per connection
+            return super()._wrap_socket_with_ssl(sock)  # type: ignore[misc, no-any-return]
+        kind = type(self)
+        if kind.tls_context is None:
+            kind.tls_context = self._build_context()
+        return kind.tls_context.wrap_socket(sock, server_hostname=self.host)
+
+    def _build_context(self) -> ssl.SSLContext:
+        """redis-py 8.1's SSLConnection._wrap_socket_with_ssl, its context alone."""
+        options: Any = self
+        context = ssl.create_default_context()
+        context.check_hostname = options.check_hostname
+        context.verify_mode = options.cert_reqs
+        for flag in options.ssl_include_verify_flags or ():
+            context.verify_flags |= flag
+        for flag in options.ssl_exclude_verify_flags or ():
+            context.verify_flags &= ~flag
+        if options.certfile or options.keyfile:
+            context.load_cert_chain(
+                certfile=options.certfile, keyfile=options.keyfile, password=options.certificate_password
+            )
+        if options.ca_certs is not None or options.ca_path is not None or options.ca_data is not None:
+            context.load_verify_locations(cafile=options.ca_certs, capath=options.ca_path, cadata=options.ca_data)
+        if options.ssl_min_version is not None:
+            context.minimum_version = options.ssl_min_version
+        if options.ssl_ciphers:
+            context.set_ciphers(options.ssl_ciphers)
+        return context
 
 
 def open_store(uri: str) -> Store:

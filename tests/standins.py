@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 Answer = bytes | Callable[[], Iterable[bytes]]
 TWILIO_PEER_SECONDS = 1.0  # the Twilio timeout of the session's hook against its raw-socket Twilio (conftest)
@@ -125,15 +126,15 @@ def answering(
 
 
 class RedisStandIn(socketserver.ThreadingTCPServer):
-    """A 'Redis' that answers the connection's set-up (CLIENT, SELECT, AUTH, HELLO) with +OK and every
-    other command with `answer`'s pieces, `pause` s apart: a trickle, a flood, garbage, an error."""
+    """A 'Redis' that answers the connection's set-up (CLIENT, SELECT, AUTH, HELLO) with `set_up` (+OK)
+    and every other command with `answer`'s pieces, `pause` s apart: a trickle, a flood, garbage, an error."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, answer: Iterable[bytes], *, pause: float = 0.0) -> None:
+    def __init__(self, answer: Iterable[bytes], *, pause: float = 0.0, set_up: bytes = b"+OK\r\n") -> None:
         super().__init__(("127.0.0.1", 0), _RespHandler)
-        self.answer, self.pause = list(answer), pause
+        self.answer, self.pause, self.set_up = list(answer), pause, set_up
         self.commands: list[list[bytes]] = []
 
     @property
@@ -150,7 +151,7 @@ class _RespHandler(socketserver.StreamRequestHandler):
             while command := self._command():
                 self.server.commands.append(command)
                 if command[0].upper() in self.SET_UP:
-                    self.wfile.write(b"+OK\r\n")
+                    self.wfile.write(self.server.set_up)
                     continue
                 for piece in self.server.answer:
                     self.wfile.write(piece)
@@ -173,8 +174,10 @@ class _RespHandler(socketserver.StreamRequestHandler):
 
 
 @contextmanager
-def redis_stand_in(answer: Iterable[bytes], *, pause: float = 0.0) -> Iterator[RedisStandIn]:
-    server = RedisStandIn(answer, pause=pause)
+def redis_stand_in(
+    answer: Iterable[bytes], *, pause: float = 0.0, set_up: bytes = b"+OK\r\n"
+) -> Iterator[RedisStandIn]:
+    server = RedisStandIn(answer, pause=pause, set_up=set_up)
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
@@ -182,3 +185,55 @@ def redis_stand_in(answer: Iterable[bytes], *, pause: float = 0.0) -> Iterator[R
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def tls_listener(directory: Path) -> Iterator[int]:
+    """A loopback TLS server with a self-signed certificate (written to `directory`): handshakes
+    happen, verification fails. Yields its port."""
+    import datetime
+    import socket
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                context.wrap_socket(connection, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

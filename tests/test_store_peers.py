@@ -3,12 +3,17 @@ with the label that says why. The 'Redis' here is a local stand-in speaking Redi
 
 from __future__ import annotations
 
+import json
+import statistics
 import time
+from pathlib import Path
 
 import pytest
 
 from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
-from tests.standins import redis_stand_in
+from tests.helpers import AppFactory, okta_request, post_hook
+from tests.standins import redis_stand_in, tls_listener
+from tools.sandbox.twilio_sandbox import SandboxState
 
 DEADLINE = 0.15
 
@@ -94,3 +99,39 @@ def test_the_replies_of_our_commands_are_read_whole(answer: list[bytes], value: 
     with redis_stand_in(answer, pause=0.01) as peer:
         assert RedisStore(peer.url, DEADLINE)._execute("GET", "k") == value
         assert peer.commands[-1] == [b"GET", b"k"]
+
+
+def test_a_store_garbling_its_set_up_replies_fails_open_and_the_hook_still_delivers(
+    make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of nested arrays in reply to the connection's set-up exhaust redis-py's recursive
+    parser: the store is unusable, the code goes out, and the ERROR line says so (never a 500)."""
+    nested = b"*1\r\n" * 5000 + b":1\r\n"
+    with redis_stand_in([b"+OK\r\n"], set_up=nested) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        assert failure(store, "GET", "k")[0] == "STORE_UNREACHABLE"
+        client = make_client(GUARD_STORAGE_URI=peer.url)
+        capsys.readouterr()
+        answer = post_hook(client, okta_request())
+    assert answer.status_code == 200
+    assert answer.get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (error,) = [line for line in lines if line["severity"] == "ERROR"]
+    assert error["message"].startswith(f"spend guard store unavailable (Redis at 127.0.0.1:{peer.server_address[1]}")
+    assert error["guard_store_error"] == "STORE_UNREACHABLE"
+    assert [line["guard"] for line in lines if line.get("outcome") == "delivered"] == ["store_unavailable"]
+
+
+def test_tls_connections_to_the_store_share_one_context(tmp_path: Path) -> None:
+    """Loading a CA bundle costs tens of milliseconds: paid by the first connection, not by each one
+    (every thread opens its own, and every failure opens a new one). Each attempt here is a new
+    connection, refused by verification (the listener's certificate is self-signed)."""
+    with tls_listener(tmp_path) as port:
+        store = RedisStore(f"rediss://127.0.0.1:{port}/0", deadline_seconds=1.0)
+        times = []
+        for _ in range(6):
+            store._resting_until = 0.0  # no rest between attempts: each one connects
+            reason, took = failure(store, "GET", "k")
+            assert reason == "STORE_UNREACHABLE"
+            times.append(took)
+    assert statistics.median(times[1:]) < times[0] / 3, times

@@ -31,6 +31,7 @@ from tests.helpers import (
     post_hook,
     profile,
 )
+from tests.standins import tls_listener
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 
@@ -181,62 +182,18 @@ def test_the_pool_keeps_as_many_connections_as_the_threads_it_serves(
 
 
 @pytest.fixture
-def tls_listener(tmp_path: Path) -> Iterator[str]:
-    """A loopback TLS server with a self-signed certificate: handshakes happen, verification fails."""
-    import datetime
-    import socket
-    import ssl
-    import threading
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                context.wrap_socket(connection, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                connection.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    listener.close()
+def https_listener(tmp_path: Path) -> Iterator[str]:
+    with tls_listener(tmp_path) as port:
+        yield f"https://127.0.0.1:{port}"
 
 
-def test_https_connections_share_one_tls_context(tls_listener: str) -> None:
+def test_https_connections_share_one_tls_context(https_listener: str) -> None:
     """Loading a CA bundle costs tens of milliseconds: paid once, not by every new connection. Each
     attempt here is a new connection (the listener's self-signed certificate is refused): the first
     builds the context, the rest are handshakes only."""
     import statistics
 
-    transport = TwilioTransport(timeout_seconds=1, pool_size=2, base_url=tls_listener)
+    transport = TwilioTransport(timeout_seconds=1, pool_size=2, base_url=https_listener)
     times = []
     for _ in range(6):
         started = time.perf_counter()
