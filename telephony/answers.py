@@ -47,6 +47,7 @@ class Outcome(StrEnum):
     INTERNAL_ERROR = "internal_error"
     CODE_TOO_LONG = "code_too_long"
     GUARD_REFUSED = "guard_refused"  # the spend guard: a limit per number, range or country is full
+    RETRY_NOT_SENT = "retry_not_sent"  # Okta's retry of a code Twilio may have accepted: not sent twice
     # Okta's event hook (/okta/events): Verify feedback, one outcome per event.
     EVENT_HOOK_VERIFIED = "event_hook_verified"
     EVENTS_RECEIVED = "events_received"  # one POST of events; each event has its own line and outcome
@@ -297,6 +298,18 @@ def retried(provider: str, transaction_id: str) -> Answer:
         transaction_id=transaction_id,
         metadata="retry of a code already sent; nothing sent again",
         log_fields={"twilio_sid": transaction_id},
+    )
+
+
+def retry_not_sent(*, in_flight: bool) -> Refused:
+    """Okta's retry of a request whose first attempt Twilio may have accepted (its answer timed out or
+    was a 5xx), or is still with Twilio: sending again could send the code twice."""
+    state = "is still being sent" if in_flight else "may have reached the provider"
+    return refused(
+        HTTPStatus.OK,
+        Outcome.RETRY_NOT_SENT,
+        NOT_DELIVERED,
+        [cause(f"The first attempt of this request {state}: it is not sent twice.", "RETRY_NOT_SENT", "data")],
     )
 
 

@@ -9,7 +9,9 @@ Checked after the number policy and before Twilio, for every channel and deliver
 - known numbers stay open: a number whose owner passed a challenge keeps getting codes while its
   range or country is paused. `pre-enrollment` codes are always held as new numbers.
 - Okta's retry is one code: the same request (number, channel, code) within 30 s answers SUCCESSFUL
-  with the first call's transaction id and sends nothing.
+  with the first call's transaction id and sends nothing. A first attempt Twilio refused is a new
+  attempt; one Twilio may have accepted (a timeout, a 5xx), or still in flight, is never sent again:
+  the retry gets the error object.
 
 The store holds keyed hashes of numbers (BLAKE2b keyed by GUARD_HASH_KEY, or by a key derived from the
 Twilio credential), ranges and countries, never a number in the clear. Any store fault fails open:
@@ -31,15 +33,17 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from models import MessageProfile
-from telephony.answers import Answer, Outcome, guard_refused, retried
+from telephony.answers import Answer, Outcome, guard_refused, retried, retry_not_sent
 from telephony.phone import NumberFacts, describe, to_e164
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
-from telephony.store import PENDING, Ask, Store, StoreUnavailable, Verdict, open_store
+from telephony.store import PENDING, UNSETTLED, Ask, Store, StoreUnavailable, Verdict, open_store
 
 PRE_ENROLLMENT = "com.okta.user.telephony.pre-enrollment"
 RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
-RETRY_WAIT_SECONDS = 2.0  # how long a twin request waits for the first one's answer (Twilio's usual deadline)
+# A twin request waits for the first one's answer until this long before its own deadline: what a new
+# attempt needs, should the first turn out certainly not sent.
+RESEND_SECONDS = 1.0
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
 
@@ -119,10 +123,16 @@ class SpendGuard:
     # ------------------------------------------------------------------------------- the telephony hook
 
     def admit(
-        self, profile: MessageProfile, number: NumberFacts, request_type: str | None, facts: dict[str, Any]
+        self,
+        profile: MessageProfile,
+        number: NumberFacts,
+        request_type: str | None,
+        facts: dict[str, Any],
+        until: float,
     ) -> Passage | Answer:
         """A Passage when the code may go; the first call's Answer for Okta's retry; raises Refused
-        (guard_refused) when the code must not go. `facts` gets the guard's fields for the hook's line."""
+        (guard_refused, retry_not_sent) when the code must not go. `facts` gets the guard's fields for
+        the hook's line; `until` is the hook's deadline (time.monotonic())."""
         if not self.on:
             return Passage(None, None)
         e164 = number.e164
@@ -141,16 +151,16 @@ class SpendGuard:
             all_rates=self._all_rates,
         )
         try:
-            verdict = self._decide(ask)
+            verdict = self._decide(ask, until)
         except StoreUnavailable as error:
             self._store_failed(error, facts)
             return Passage(None, None)
         if verdict.kind == "replay":
             facts["guard"] = "retry"
             return retried(self._provider, str(verdict.transaction_id))
-        if verdict.kind == PENDING:  # the twin did not finish in time: send (fail open), record nothing
-            facts["guard"] = "retry_in_flight"
-            return Passage(None, None)
+        if verdict.kind in (PENDING, UNSETTLED):  # Twilio may have the first attempt's code: not twice
+            facts["guard"] = "retry_in_flight" if verdict.kind == PENDING else "retry_unsettled"
+            raise retry_not_sent(in_flight=verdict.kind == PENDING)
         facts["guard_number"] = "known" if verdict.known else "new"
         if verdict.kind == "refused":
             refusal = {
@@ -168,14 +178,15 @@ class SpendGuard:
         facts["guard"] = "passed"
         return Passage(ask, verdict)
 
-    def _decide(self, ask: Ask) -> Verdict:
+    def _decide(self, ask: Ask, until: float) -> Verdict:
         verdict = self.store.admit(ask, time.time())
-        waited_until = time.monotonic() + RETRY_WAIT_SECONDS
-        while verdict.kind == PENDING and time.monotonic() < waited_until:
+        while verdict.kind == PENDING and time.monotonic() < until - RESEND_SECONDS:
             time.sleep(0.05)  # a twin of this request is with Twilio now: its answer is ours
             value = self.store.lookup(ask.retry)
-            if value is None:  # the twin failed: this call is a new attempt
+            if value is None:  # the twin certainly sent nothing: this call is a new attempt
                 verdict = self.store.admit(ask, time.time())
+            elif value == UNSETTLED:
+                verdict = Verdict(UNSETTLED)
             elif value != PENDING:
                 verdict = Verdict("replay", transaction_id=value)
         return verdict
@@ -195,23 +206,24 @@ class SpendGuard:
             self._store_failed(error, {})
 
     def failed(self, passage: Passage, answer: Answer | None) -> None:
-        """The hook answers an error (`answer`; None for a bug of ours): Okta's retry of this request is a
-        new attempt. The code's room goes back only when it certainly was not sent: Twilio refused it
-        with an error code or created it failed, or Twilio was never asked. A timeout or an unreadable
-        answer may hide a code Twilio took: it keeps counting."""
+        """The hook answers an error (`answer`; None for a bug of ours). When the code certainly was not
+        sent (Twilio refused it with an error code or created it failed, or Twilio was never asked),
+        its room goes back and Okta's retry of this request is a new attempt. A timeout or an
+        unreadable answer may hide a code Twilio took: it keeps counting, and a retry is not sent."""
         if passage.ask is None or passage.verdict is None:
             return
         verdict = passage.verdict
-        if answer is None or not certainly_not_sent(answer):
+        unsettled = answer is None or not certainly_not_sent(answer)
+        if unsettled:
             verdict = verdict._replace(member="", added_range=False, added_country=False, added_all=False)
         if self.store.remote:  # after Twilio's deadline: off the answer's path, which must end in time
-            self._after_answer.submit(self._release, passage.ask, verdict)
+            self._after_answer.submit(self._release, passage.ask, verdict, unsettled)
         else:
-            self._release(passage.ask, verdict)
+            self._release(passage.ask, verdict, unsettled)
 
-    def _release(self, ask: Ask, verdict: Verdict) -> None:
+    def _release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         try:
-            self.store.release(ask, verdict)
+            self.store.release(ask, verdict, unsettled)
         except StoreUnavailable as error:
             self._store_failed(error, {})
 

@@ -83,7 +83,7 @@ class TelephonyHook:
             if number.e164 != profile.phone_number:  # Twilio gets the number the guard checked
                 facts["phone"] = self._mark_number(number.e164)
                 profile = profile.model_copy(update={"phone_number": number.e164})
-            passage = self._guard.admit(profile, number, hook.request_type, facts)
+            passage = self._guard.admit(profile, number, hook.request_type, facts, until)
             # An Answer here is Okta's retry of a code already sent: the first call's answer, nothing sent.
             answer = self._deliver(profile, request, passage, until) if isinstance(passage, Passage) else passage
         except Refused as refusal:

@@ -74,7 +74,8 @@ class Ask(NamedTuple):
 class Verdict(NamedTuple):
     """What the store decided for an Ask."""
 
-    kind: str  # "admitted", "refused", "replay" (same request recently sent), "pending" (in flight)
+    kind: str  # "admitted", "refused", "replay" (same request recently sent), "pending" (in flight),
+    # or "unsettled" (the same request's code may have reached Twilio, its answer unknown)
     known: bool = False  # the number has converted before
     scope: str | None = None  # refused: "number", "range" or "country"
     rate: Rate | None = None  # refused: the limit that was full
@@ -94,14 +95,15 @@ class Store(Protocol):
         """Check every limit and, when the code may go, count it: one atomic step. A code that
         may go (or that monitor mode sends anyway) also claims the retry record as pending."""
 
-    def release(self, ask: Ask, verdict: Verdict) -> None:
-        """The code was not sent after all: give its room back and drop the pending retry record."""
+    def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
+        """The code failed: give back the room `verdict` names as taken, and drop the pending retry
+        record (Okta's retry is a new attempt), or, `unsettled`, mark it so (never sent again)."""
 
     def delivered(self, retry: str, transaction_id: str) -> None:
         """The provider accepted the code: Okta's retry of this request gets `transaction_id`."""
 
     def lookup(self, retry: str) -> str | None:
-        """The retry record: a transaction id, "pending", or None."""
+        """The retry record: a transaction id, "pending", "unsettled", or None."""
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
         """The number's owner passed a challenge: known from now on, and its room is given back."""
@@ -111,7 +113,8 @@ class Store(Protocol):
         store is shared): "act on this once". SET NX EX on Redis."""
 
 
-PENDING = "pending"
+PENDING = "pending"  # the retry record of a code with Twilio now
+UNSETTLED = "unsettled"  # ... of a code Twilio may have accepted (a timeout, a 5xx): never sent again
 
 
 _PROCESS = secrets.token_hex(4)  # members of one number's window from two instances never collide
@@ -195,8 +198,10 @@ class MemoryStore:
         keys = _Keys(ask)
         with self._lock:
             previous = self._get(keys.retry, now)
+            if previous in (PENDING, UNSETTLED):
+                return Verdict(previous)
             if previous is not None:
-                return Verdict(PENDING if previous == PENDING else "replay", transaction_id=previous)
+                return Verdict("replay", transaction_id=previous)
             known = not ask.enrolment and self._get(keys.known, now) is not None
             number_rates = ask.known_rates if known else ask.new_rates
             refusal: tuple[str, Rate] | None = None
@@ -234,7 +239,7 @@ class MemoryStore:
                 added_all=added_all,
             )
 
-    def release(self, ask: Ask, verdict: Verdict) -> None:
+    def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         keys = _Keys(ask)
         now = self._clock()
         with self._lock:
@@ -248,7 +253,10 @@ class MemoryStore:
                 if took:
                     self._window(key, now).discard(member)
             if self._get(keys.retry, now) == PENDING:
-                del self._entries[keys.retry]
+                if unsettled:  # keeps its expiry: 30 s from the first call
+                    self._entries[keys.retry].value = UNSETTLED
+                else:
+                    del self._entries[keys.retry]
 
     def delivered(self, retry: str, transaction_id: str) -> None:
         with self._lock:
@@ -346,7 +354,7 @@ local country_at = range_at + 2 * ARGV[range_at] + 1
 local all_at = country_at + 2 * ARGV[country_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
-  if previous == 'pending' then return 'pending' end
+  if previous == 'pending' or previous == 'unsettled' then return previous end
   return 'replay ' .. previous
 end
 local now = tonumber(ARGV[1])
@@ -419,14 +427,16 @@ return 'admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_c
 """
 
 # KEYS: number window, range window, country window, retry record, window over every country
-# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0)
+# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0)
 RELEASE_SCRIPT = """
 local code = ARGV[2] .. '|' .. ARGV[1]
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], code) end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], code) end
 if ARGV[5] == '1' then redis.call('ZREM', KEYS[5], code) end
-if redis.call('GET', KEYS[4]) == 'pending' then redis.call('DEL', KEYS[4]) end
+if redis.call('GET', KEYS[4]) == 'pending' then
+  if ARGV[6] == '1' then redis.call('SET', KEYS[4], 'unsettled', 'KEEPTTL') else redis.call('DEL', KEYS[4]) end
+end
 return 1
 """
 
@@ -690,8 +700,8 @@ class RedisStore:
         # One line: 'pending', 'replay <id>', 'refused <known> <scope> <index>' or
         # 'admitted <known> <added to range> <to country> <to all>'.
         kind, _, rest = str(reply).partition(" ")
-        if kind == PENDING:
-            return Verdict(PENDING, transaction_id=PENDING)
+        if kind in (PENDING, UNSETTLED):
+            return Verdict(kind)
         if kind == "replay":
             return Verdict("replay", transaction_id=rest)
         flags = rest.split(" ")
@@ -715,7 +725,7 @@ class RedisStore:
             added_all=added_all,
         )
 
-    def release(self, ask: Ask, verdict: Verdict) -> None:
+    def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         keys = _Keys(ask)
         self._script(
             "release",
@@ -726,6 +736,7 @@ class RedisStore:
                 int(verdict.added_range),
                 int(verdict.added_country),
                 int(verdict.added_all),
+                int(unsettled),
             ],
         )
 
@@ -809,7 +820,17 @@ def open_store(uri: str) -> Store:
     return MemoryStore()
 
 
-__all__ = ["Ask", "MemoryStore", "RedisStore", "Store", "StoreUnavailable", "Verdict", "open_store"]
+__all__ = [
+    "PENDING",
+    "UNSETTLED",
+    "Ask",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "StoreUnavailable",
+    "Verdict",
+    "open_store",
+]
 
 
 class Claims(Protocol):
