@@ -509,10 +509,12 @@ def _exchange(sock: Any, command: bytes, until: float) -> Reply:
         end = data.find(b"\r\n")
         if end >= 0:
             kind, line, rest = data[:1], data[1:end], data[end + 2 :]
-            if kind == b"$" and line.lstrip(b"-").isdigit():
-                size = int(line)
-                if size < 0 and not rest:
-                    return None
+            if kind == b"$":
+                if line == b"-1" and not rest:
+                    return None  # nothing under that key
+                size = _integer(line)
+                if size < 0:
+                    raise _Garbled
                 if len(rest) >= size + 2:
                     if rest[size:] != b"\r\n":
                         raise _Garbled
@@ -521,8 +523,8 @@ def _exchange(sock: Any, command: bytes, until: float) -> Reply:
                 raise _Garbled  # a one-line reply followed by more: the stream is out of step
             elif kind == b"+":
                 return line.decode("utf-8", "replace")
-            elif kind == b":" and line.lstrip(b"-").isdigit():
-                return int(line)
+            elif kind == b":":
+                return _integer(line)
             elif kind == b"-":
                 raise _NoScript if line.startswith(b"NOSCRIPT") else _StoreRefused
             else:
@@ -534,6 +536,13 @@ def _exchange(sock: Any, command: bytes, until: float) -> Reply:
         if not piece:
             raise ConnectionError("the store closed the connection")
         data += piece
+
+
+def _integer(line: bytes) -> int:
+    """A count or a length as Redis writes it: an optional minus, then digits."""
+    if not line.removeprefix(b"-").isdigit():
+        raise _Garbled
+    return int(line)
 
 
 def _left(until: float) -> float:

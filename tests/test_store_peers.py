@@ -51,6 +51,10 @@ def test_a_store_that_trickles_its_reply_is_given_up_on_at_the_deadline(name: st
         ("two replies to one command", [b"+OK\r\n+OK\r\n"]),
         ("an array where a word belongs", [b"*1\r\n$2\r\nok\r\n"]),
         ("a length that is no number", [b"$x\r\nhello\r\n"]),
+        ("a length with two minus signs", [b"$--5\r\nhello\r\n"]),
+        ("a negative length", [b"$-5\r\n\r\n"]),
+        ("a count with two minus signs", [b":--1\r\n"]),
+        ("a count that is no number", [b":1.5\r\n"]),
     ],
 )
 def test_a_reply_that_is_not_ours_drops_the_connection_at_once(name: str, answer: list[bytes]) -> None:
