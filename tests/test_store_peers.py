@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
 from tests.helpers import AppFactory, okta_request, post_hook
@@ -139,3 +141,32 @@ def test_tls_connections_to_the_store_share_one_context(tmp_path: Path) -> None:
             assert reason == "STORE_UNREACHABLE"
             times.append(took)
     assert statistics.median(times[1:]) < times[0] / 3, times
+
+
+# Replies shaped like Redis's (a type byte, a length or count, CRLF, more), and arbitrary bytes.
+RESP_LIKE = st.builds(
+    lambda kind, line, rest: kind + line + b"\r\n" + rest,
+    st.sampled_from([b"$", b"+", b"-", b":", b"*", b""]),
+    st.from_regex(rb"\A-{0,2}[0-9]{0,3}\Z") | st.binary(max_size=8),
+    st.binary(max_size=24),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(answer=RESP_LIKE | st.binary(max_size=64))
+def test_whatever_the_store_sends_a_call_returns_a_reply_or_fails_as_the_store(answer: bytes) -> None:
+    """Any bytes at all in place of a reply: a value of ours, or one of the failures the call path turns
+    into StoreUnavailable. Never another exception (the hook would answer 500)."""
+    import socket
+
+    from telephony import store
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(answer)
+        theirs.shutdown(socket.SHUT_WR)
+        try:
+            value = store._exchange(ours, b"*1\r\n$4\r\nPING\r\n", time.monotonic() + 1)
+        except (store._Garbled, store._StoreRefused, ConnectionError):
+            return
+        assert value is None or isinstance(value, str | int)
