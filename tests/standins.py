@@ -3,14 +3,17 @@ trickling, or flooding."""
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 Answer = bytes | Callable[[], Iterable[bytes]]
+Server = TypeVar("Server", bound=socketserver.BaseServer)
 TWILIO_PEER_SECONDS = 1.0  # the Twilio timeout of the session's hook against its raw-socket Twilio (conftest)
 
 
@@ -53,16 +56,19 @@ class _Handler(socketserver.StreamRequestHandler):
                 length = int(value)
         self.rfile.read(length)
         self.server.requests += 1
-        try:
-            for piece in self.server.pieces():
-                if not piece:
-                    continue
-                self.wfile.write(piece)
-                self.wfile.flush()
-                if self.server.pause:
-                    time.sleep(self.server.pause)
-        except OSError:  # the client gave up: that is the point of the deadline
-            pass
+        with contextlib.suppress(OSError):  # the client gave up: that is the point of the deadline
+            send(self.wfile, self.server.pieces(), self.server.pause)
+
+
+def send(out: Any, pieces: Iterable[bytes], pause: float) -> None:
+    """Write `pieces` one by one, `pause` s apart."""
+    for piece in pieces:
+        if not piece:
+            continue
+        out.write(piece)
+        out.flush()
+        if pause:
+            time.sleep(pause)
 
 
 def http_answer(
@@ -100,7 +106,13 @@ def flood(status: int, prefix: bytes, size: int, suffix: bytes = b"") -> Callabl
 
 @contextmanager
 def stand_in(answer: Answer, *, chunk: int = 0, pause: float = 0.0, head_at_once: bool = False) -> Iterator[StandIn]:
-    server = StandIn(answer, chunk=chunk, pause=pause, head_at_once=head_at_once)
+    with serving(StandIn(answer, chunk=chunk, pause=pause, head_at_once=head_at_once)) as server:
+        yield server
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` answering on a thread of its own for the block, closed after."""
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield server
@@ -153,11 +165,7 @@ class _RespHandler(socketserver.StreamRequestHandler):
                 if command[0].upper() in self.SET_UP:
                     self.wfile.write(self.server.set_up)
                     continue
-                for piece in self.server.answer:
-                    self.wfile.write(piece)
-                    self.wfile.flush()
-                    if self.server.pause:
-                        time.sleep(self.server.pause)
+                send(self.wfile, self.server.answer, self.server.pause)
         except OSError:  # the client gave up: that is the point of the deadline
             pass
 
@@ -177,14 +185,8 @@ class _RespHandler(socketserver.StreamRequestHandler):
 def redis_stand_in(
     answer: Iterable[bytes], *, pause: float = 0.0, set_up: bytes = b"+OK\r\n"
 ) -> Iterator[RedisStandIn]:
-    server = RedisStandIn(answer, pause=pause, set_up=set_up)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
+    with serving(RedisStandIn(answer, pause=pause, set_up=set_up)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
