@@ -44,6 +44,9 @@ RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
 # A twin request waits for the first one's answer until this long before its own deadline: what a new
 # attempt needs, should the first turn out certainly not sent.
 RESEND_SECONDS = 1.0
+# A first call is over by Okta's 3 s, its record written just after: a 'pending' record older than this
+# belongs to a call whose record's write failed, or that died. Nothing more to wait for.
+STALE_PENDING_SECONDS = 3.5
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
 
@@ -151,7 +154,7 @@ class SpendGuard:
             all_rates=self._all_rates,
         )
         try:
-            verdict = self._decide(ask, until)
+            verdict = self._decide(ask, until, facts)
         except StoreUnavailable as error:
             self._store_failed(error, facts)
             return Passage(None, None)
@@ -178,16 +181,20 @@ class SpendGuard:
         facts["guard"] = "passed"
         return Passage(ask, verdict)
 
-    def _decide(self, ask: Ask, until: float) -> Verdict:
+    def _decide(self, ask: Ask, until: float, facts: dict[str, Any]) -> Verdict:
         verdict = self.store.admit(ask, time.time())
-        while verdict.kind == PENDING and time.monotonic() < until - RESEND_SECONDS:
+        while verdict.kind == PENDING and not _stale(verdict) and time.monotonic() < until - RESEND_SECONDS:
             time.sleep(0.05)  # a twin of this request is with Twilio now: its answer is ours
-            value = self.store.lookup(ask.retry)
+            try:
+                value = self.store.lookup(ask.retry)
+            except StoreUnavailable as error:  # as far as we know the twin is with Twilio: never send twice
+                self._store_failed(error, facts)
+                continue
             if value is None:  # the twin certainly sent nothing: this call is a new attempt
                 verdict = self.store.admit(ask, time.time())
             elif value == UNSETTLED:
                 verdict = Verdict(UNSETTLED)
-            elif value != PENDING:
+            elif not value.startswith(PENDING):
                 verdict = Verdict("replay", transaction_id=value)
         return verdict
 
@@ -301,6 +308,10 @@ class _Background:
                 job(*arguments)
             except Exception:  # a bug of ours: the next write still goes
                 log.exception("spend guard write failed")
+
+
+def _stale(verdict: Verdict) -> bool:
+    return verdict.pending_since is not None and time.time() - verdict.pending_since > STALE_PENDING_SECONDS
 
 
 def certainly_not_sent(answer: Answer) -> bool:

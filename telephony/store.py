@@ -80,6 +80,7 @@ class Verdict(NamedTuple):
     scope: str | None = None  # refused: "number", "range" or "country"
     rate: Rate | None = None  # refused: the limit that was full
     transaction_id: str | None = None  # replay: the first call's transaction id
+    pending_since: float | None = None  # pending: when the first call was admitted (time.time())
     member: str = ""  # admitted: the code's entry in the number's window
     added_range: bool = False  # admitted: the code took room in its range...
     added_country: bool = False  # ...and in its country
@@ -113,12 +114,20 @@ class Store(Protocol):
         store is shared): "act on this once". SET NX EX on Redis."""
 
 
-PENDING = "pending"  # the retry record of a code with Twilio now
+PENDING = "pending"  # the retry record of a code with Twilio now ('pending <time it was admitted>')
 UNSETTLED = "unsettled"  # ... of a code Twilio may have accepted (a timeout, a 5xx): never sent again
 
 
 _PROCESS = secrets.token_hex(4)  # members of one number's window from two instances never collide
 _SEQUENCE = itertools.count()
+
+
+def _since(record: str) -> float | None:
+    """When a pending retry record's first call was admitted ('pending 1796047070.49'), if it says."""
+    try:
+        return float(record.removeprefix(PENDING))
+    except ValueError:
+        return None
 
 
 def _member(now: float) -> str:
@@ -198,8 +207,10 @@ class MemoryStore:
         keys = _Keys(ask)
         with self._lock:
             previous = self._get(keys.retry, now)
-            if previous in (PENDING, UNSETTLED):
-                return Verdict(previous)
+            if previous == UNSETTLED:
+                return Verdict(UNSETTLED)
+            if isinstance(previous, str) and previous.startswith(PENDING):
+                return Verdict(PENDING, pending_since=_since(previous))
             if previous is not None:
                 return Verdict("replay", transaction_id=previous)
             known = not ask.enrolment and self._get(keys.known, now) is not None
@@ -219,7 +230,7 @@ class MemoryStore:
                         refusal = (scope, full)
                         break
             if refusal is None or ask.claim_refused:
-                self._set(keys.retry, PENDING, ask.retry_seconds, now)
+                self._set(keys.retry, f"{PENDING} {now!r}", ask.retry_seconds, now)
             if refusal is not None:
                 return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
             member = _member(now)
@@ -252,7 +263,7 @@ class MemoryStore:
             ):
                 if took:
                     self._window(key, now).discard(member)
-            if self._get(keys.retry, now) == PENDING:
+            if str(self._get(keys.retry, now)).startswith(PENDING):
                 if unsettled:  # keeps its expiry: 30 s from the first call
                     self._entries[keys.retry].value = UNSETTLED
                 else:
@@ -354,7 +365,7 @@ local country_at = range_at + 2 * ARGV[range_at] + 1
 local all_at = country_at + 2 * ARGV[country_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
-  if previous == 'pending' or previous == 'unsettled' then return previous end
+  if string.sub(previous, 1, 7) == 'pending' or previous == 'unsettled' then return previous end
   return 'replay ' .. previous
 end
 local now = tonumber(ARGV[1])
@@ -403,7 +414,7 @@ elseif not known then
   end
 end
 if scope == nil or ARGV[6] == '1' then
-  redis.call('SET', KEYS[5], 'pending', 'EX', ARGV[4])
+  redis.call('SET', KEYS[5], 'pending ' .. ARGV[1], 'EX', ARGV[4])
 end
 if scope then return 'refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
 local function keep(key, member, lifetime, most)
@@ -434,7 +445,8 @@ if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], code) end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], code) end
 if ARGV[5] == '1' then redis.call('ZREM', KEYS[5], code) end
-if redis.call('GET', KEYS[4]) == 'pending' then
+local record = redis.call('GET', KEYS[4])
+if record and string.sub(record, 1, 7) == 'pending' then
   if ARGV[6] == '1' then redis.call('SET', KEYS[4], 'unsettled', 'KEEPTTL') else redis.call('DEL', KEYS[4]) end
 end
 return 1
@@ -706,11 +718,13 @@ class RedisStore:
         # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
         words = "".join([f"${len(word)}\r\n{word}\r\n" for word in names + own]).encode("ascii")
         reply = self._script("admit", names, [*own, *limits], head + words + tail)
-        # One line: 'pending', 'replay <id>', 'refused <known> <scope> <index>' or
+        # One line: 'pending <since>', 'unsettled', 'replay <id>', 'refused <known> <scope> <index>' or
         # 'admitted <known> <added to range> <to country> <to all>'.
         kind, _, rest = str(reply).partition(" ")
-        if kind in (PENDING, UNSETTLED):
-            return Verdict(kind)
+        if kind == PENDING:
+            return Verdict(PENDING, pending_since=_since(str(reply)))
+        if kind == UNSETTLED:
+            return Verdict(UNSETTLED)
         if kind == "replay":
             return Verdict("replay", transaction_id=rest)
         flags = rest.split(" ")

@@ -16,7 +16,15 @@ from telephony.phone import mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
 from telephony.store import Ask, MemoryStore, RedisStore, Store, Verdict
-from tests.helpers import EVENT_HOOK_SECRET, OKTA_API_TOKEN, VERIFY_SERVICE_SID, AppFactory, first_reason, post_hook
+from tests.helpers import (
+    EVENT_HOOK_SECRET,
+    OKTA_API_TOKEN,
+    VERIFY_SERVICE_SID,
+    AppFactory,
+    first_reason,
+    okta_request,
+    post_hook,
+)
 from tests.okta_stand_in import OktaState, phone_factor
 from tests.redis_server import RedisServer
 from tests.traces import ENROLMENT, SIGN_IN, User, code_request, passed_event, range_numbers
@@ -177,8 +185,8 @@ def test_a_code_twilio_may_have_taken_is_marked_never_to_be_sent_again(store: St
 def test_the_retry_record_is_pending_then_the_transaction_id(store: Store) -> None:
     first = ask("n1")
     assert store.admit(first, NOW).kind == "admitted"
-    assert store.lookup(first.retry) == "pending"
-    assert store.admit(first, NOW + 0.1).kind == "pending"
+    assert store.lookup(first.retry) == f"pending {NOW!r}"  # when the first call was admitted
+    assert store.admit(first, NOW + 0.1) == Verdict("pending", pending_since=NOW)
     store.delivered(first.retry, "SM" + "a" * 32)
     replay = store.admit(first, NOW + 1)
     assert (replay.kind, replay.transaction_id) == ("replay", "SM" + "a" * 32)
@@ -569,6 +577,56 @@ def test_a_code_twilio_may_have_taken_keeps_counting_and_its_retry_is_never_sent
     assert (line["guard"], line["outcome"], line["severity"]) == ("retry_unsettled", "retry_not_sent", "WARNING")
     assert "twilio_attempts" not in line
     assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SPEND_GUARD"  # still counted
+
+
+def test_a_twin_whose_store_fails_while_it_waits_still_never_sends_twice() -> None:
+    """The store said the first attempt is with Twilio; a store fault while the twin waits for its answer
+    is reported (the ERROR line), and the twin still answers the error object rather than send again."""
+    from telephony.guard import RESEND_SECONDS, Passage, SpendGuard
+    from telephony.phone import describe
+    from telephony.store import StoreUnavailable
+
+    class FailingLookups(MemoryStore):
+        def lookup(self, retry: str) -> str | None:
+            raise StoreUnavailable("STORE_TIMEOUT")
+
+    guard = SpendGuard(load_settings({}), FailingLookups())
+    profile = _profile(okta_request())
+    number = describe(profile.phone_number)
+    assert isinstance(guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10), Passage)
+    facts: dict[str, Any] = {}
+    with pytest.raises(Refused) as refused:
+        guard.admit(profile, number, SIGN_IN, facts, time.monotonic() + RESEND_SECONDS + 0.2)
+    assert refused.value.answer.outcome == "retry_not_sent"
+    assert (facts["guard"], facts["guard_store_error"]) == ("retry_in_flight", "STORE_TIMEOUT")
+
+
+def test_a_pending_record_older_than_any_call_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first call is over by Okta's 3 s: a record still pending after that lost its write (or its
+    instance died). The twin answers the error object at once rather than wait out its budget."""
+    import types
+
+    from telephony import guard as guard_module
+    from telephony.guard import STALE_PENDING_SECONDS, SpendGuard
+    from telephony.phone import describe
+
+    guard = SpendGuard(load_settings({}), MemoryStore())
+    profile = _profile(okta_request())
+    number = describe(profile.phone_number)
+    earlier = time.time() - STALE_PENDING_SECONDS - 1
+    with monkeypatch.context() as patched:  # the first call was admitted 4.5 s ago, and never finished
+        patched.setattr(guard_module, "time", types.SimpleNamespace(time=lambda: earlier, monotonic=time.monotonic))
+        guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10)
+    started = time.monotonic()
+    with pytest.raises(Refused) as refused:
+        guard.admit(profile, number, SIGN_IN, {}, started + 2.8)
+    assert refused.value.answer.outcome == "retry_not_sent" and time.monotonic() - started < 0.2
+
+
+def _profile(body: dict[str, Any]) -> Any:
+    from models import parse_hook_request
+
+    return parse_hook_request(json.dumps(body).encode(), "US").data.message_profile
 
 
 @pytest.mark.parametrize("twin", ["still with Twilio", "unsettled meanwhile"])
