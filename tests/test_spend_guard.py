@@ -25,6 +25,15 @@ from tools.sandbox.twilio_sandbox import SandboxState
 NOW = time.time()  # the stores expire keys by their own clock: windows are tested by moving `now` on
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is when the test starts, not when the module was imported: a store reads its own clock for
+    what it keeps (the retry record's 30 s), and a test run a minute after the import (as under a worker of
+    pytest-xdist) would find its records expired before it looked."""
+    global NOW
+    NOW = time.time()
+
+
 def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **changes: Any) -> Ask:
     values: dict[str, Any] = {
         "number": number,
