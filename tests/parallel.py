@@ -24,8 +24,11 @@ UNITS = {
     "tests/test_e2e_hostile_callers.py": "shared hooks",
     "tests/test_e2e_stalls.py": "shared hooks",
     # The raw-socket Twilio and the hook in front of it (conftest.py: twilio_peer_process).
-    "tests/test_e2e_hostile_peers.py": "twilio peer",
-    "tests/test_e2e_slow_peers.py": "twilio peer",
+    "tests/test_e2e_hostile_peers.py::test_a_twilio_that_closes_and_trickles_its_201": "twilio peer",
+    "tests/test_e2e_slow_peers.py::test_a_trickling_twilio": "twilio peer",
+    # The module's raw-socket Okta API and its event hook (okta_peer_process); the module's other tests
+    # start processes of their own and go anywhere.
+    "tests/test_e2e_hostile_peers.py::test_an_okta_api": "okta peer",
     # Module-scoped processes: two instances and their Redis; the live hook schemathesis tests.
     "tests/test_e2e_spend_guard.py": "spend guard pair",
     "tests/test_openapi.py": "openapi live hook",
@@ -33,7 +36,9 @@ UNITS = {
 
 
 def unit_of(nodeid: str) -> str:
-    return UNITS.get(nodeid.partition("::")[0], nodeid)
+    """The unit of a test: that of the longest UNITS key naming its module or the start of its id."""
+    keys = [key for key in UNITS if nodeid.startswith(key if "::" in key else key + "::")]
+    return UNITS[max(keys, key=len)] if keys else nodeid
 
 
 @pytest.hookimpl(optionalhook=True)
