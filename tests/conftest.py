@@ -24,7 +24,8 @@ from tests.redis_server import RedisServer
 from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, stand_in
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
-pytest_plugins = ["tests.process_guard"]  # only tests marked e2e may start a process
+# only tests marked e2e may start a process; which tests share a worker under pytest-xdist
+pytest_plugins = ["tests.process_guard", "tests.parallel"]
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +65,20 @@ def _stop_processes_at_the_end() -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _prestart_shared_hooks(request: pytest.FixtureRequest) -> None:
     """Launch, at the start of the session, every configuration a selected test names in a
-    `prestart(**overrides)` mark: each takes most of a second to start, time the in-process tests use."""
-    configurations = {
-        tuple(sorted(mark.kwargs.items())) for item in request.session.items for mark in item.iter_markers("prestart")
-    }
+    `prestart(**overrides)` mark: each takes most of a second to start, time the in-process tests use.
+    A worker of pytest-xdist learns its tests a unit at a time: it launches a module's as the module begins."""
+    if not hasattr(request.config, "workerinput"):
+        _prestart(request, request.session.items)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prestart_module_hooks(request: pytest.FixtureRequest) -> None:
+    if hasattr(request.config, "workerinput"):
+        _prestart(request, [item for item in request.session.items if item.path == request.path])
+
+
+def _prestart(request: pytest.FixtureRequest, items: list[pytest.Item]) -> None:
+    configurations = {tuple(sorted(mark.kwargs.items())) for item in items for mark in item.iter_markers("prestart")}
     if configurations:
         shared: SharedHooks = request.getfixturevalue("shared_hooks")
         for configuration in sorted(configurations):
