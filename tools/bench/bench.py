@@ -181,9 +181,14 @@ def relay_function(twilio_url: str, wait: bool = True) -> AbstractContextManager
 PREVIOUS: dict[str, Path] = {}  # --against: the git ref and its temporary worktree
 
 
-def previous_function(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+def previous_function(settings: dict[str, str] | None) -> Starter:
+    """The hook at --against REF, with the same settings as the hook it is compared with."""
     (checkout,) = PREVIOUS.values()
-    return function("telephony_hook", "main.py", twilio_url, wait, root=checkout)
+
+    def start(twilio_url: str, wait: bool = True) -> AbstractContextManager[Function]:
+        return function("telephony_hook", "main.py", twilio_url, wait, settings, root=checkout)
+
+    return start
 
 
 @contextmanager
@@ -202,10 +207,11 @@ def previous_checkout(ref: str | None) -> Iterator[None]:
         subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False)
 
 
-def contenders(**starters: Starter) -> dict[str, Starter]:
-    """The functions a scenario alternates: the hook, its baselines, and the hook at --against REF."""
+def contenders(settings: dict[str, str] | None, **starters: Starter) -> dict[str, Starter]:
+    """The functions a scenario alternates: the hook, its baselines, and the hook at --against REF run
+    with the hook's `settings` (REPEATED, or None for those of .env.example)."""
     if PREVIOUS:
-        starters[next(iter(PREVIOUS))] = previous_function
+        starters[next(iter(PREVIOUS))] = previous_function(settings)
     return starters
 
 
@@ -345,7 +351,7 @@ def run(rounds: int, only: set[str]) -> list[Row]:
 
 def burst_rows(rounds: int) -> list[Row]:
     print("burst ...", flush=True)
-    starters = contenders(hook=hook_function, relay=relay_function)
+    starters = contenders(REPEATED, hook=hook_function, relay=relay_function)
     with ExitStack() as running:
         # Each its own slow sandbox, so the connection counts are the hook's alone.
         sandboxes = {name: running.enter_context(sandbox(BURST_LATENCY_MS)) for name in starters}
@@ -384,7 +390,7 @@ def burst_rows(rounds: int) -> list[Row]:
 
 def warm_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("warm overhead ...", flush=True)
-    starters = contenders(hook=hook_function, relay=relay_function, fixed=baseline_function)
+    starters = contenders(REPEATED, hook=hook_function, relay=relay_function, fixed=baseline_function)
     with ExitStack() as running:
         functions = {name: running.enter_context(start(fast.url)) for name, start in starters.items()}
 
@@ -430,7 +436,7 @@ def memory_row(fast: Sandbox) -> Row:
 
 def cold_rows(rounds: int, fast: Sandbox) -> list[Row]:
     print("cold start ...", flush=True)
-    starters = contenders(hook=deployed_hook_function, fixed=baseline_function, bare=bare_baseline_function)
+    starters = contenders(None, hook=deployed_hook_function, fixed=baseline_function, bare=bare_baseline_function)
     # Starts are noisy: at least 9 rounds.
     starts = alternated(max(rounds, 9), list(starters), lambda name: cold_start(starters[name], fast.url))
     rows = [
