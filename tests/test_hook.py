@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import statistics
 import sys
 import time
 from typing import Any
@@ -167,7 +166,8 @@ def test_refusing_a_guess_takes_as_long_however_much_of_it_is_right() -> None:
             with pytest.raises(Refused):
                 scheme.verify({"X-Secret": guess})
             times[which].append(time.perf_counter() - started)
-    ratio = statistics.median(times["first"]) / statistics.median(times["last"])
+    # The fastest of each: a busy machine only ever adds time, so the minimum is what the comparison costs.
+    ratio = min(times["first"]) / min(times["last"])
     assert 0.5 < ratio < 2, ratio
 
 
