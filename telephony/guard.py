@@ -198,13 +198,18 @@ class SpendGuard:
                 verdict = Verdict("replay", transaction_id=value)
         return verdict
 
-    def delivered(self, passage: Passage, answer: Answer) -> None:
+    def delivered(self, passage: Passage, answer: Answer) -> Answer:
         """The provider accepted the code: Okta's retry of this request gets its transaction id (a twin
-        waiting for it polls the record meanwhile). On Redis the write does not wait for its reply."""
+        waiting for it polls the record meanwhile). In memory that is written at once; on Redis, a round
+        trip, once the answer has been sent: Okta does not wait for it. Returns the answer to give."""
         transaction_id = answer.log_fields.get("twilio_sid")
         if passage.ask is None or not isinstance(transaction_id, str):
-            return
-        self._record(passage.ask.retry, transaction_id)  # Redis: sent without waiting for its reply
+            return answer
+        retry = passage.ask.retry
+        if self.store.remote:
+            return answer.then(lambda: self._record(retry, transaction_id))
+        self._record(retry, transaction_id)
+        return answer
 
     def _record(self, retry: str, transaction_id: str) -> None:
         try:

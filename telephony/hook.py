@@ -100,8 +100,7 @@ class TelephonyHook:
         except BaseException:
             self._guard.failed(passage, None)
             raise
-        # Okta's retry record gets the transaction id once the answer is out: Okta does not wait for it.
-        return answer.then(lambda: self._guard.delivered(passage, answer))
+        return self._guard.delivered(passage, answer)
 
     def _parse(self, request: flask.Request) -> TelephonyHookRequest:
         body = read_body(request, lambda: body_too_large(ROUTE), unreadable=lambda: body_unreadable(ROUTE))

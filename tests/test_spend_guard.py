@@ -316,6 +316,21 @@ def test_off_mode_has_no_guard(
     assert all("guard" not in line for line in hook_lines(output))
 
 
+def test_a_retry_sent_before_the_first_answer_is_read_gets_its_transaction_id(
+    make_client: AppFactory, sandbox: SandboxState
+) -> None:
+    """With the embedded store the record is written before the answer leaves: a caller that reads the
+    first answer only after sending the retry (or never) still gets one code and one transaction id."""
+    client = make_client()
+    body = code_request(range_numbers("FR", 1)[0], SIGN_IN)
+    first = post_hook(client, body)  # not read yet
+    started = time.monotonic()
+    again = post_hook(client, body).get_json()["commands"][0]["value"][0]
+    assert time.monotonic() - started < 0.5  # answered from the record, not after a twin's wait
+    assert again["transactionId"] == first.get_json()["commands"][0]["value"][0]["transactionId"]
+    assert len(sent(sandbox)) == 1
+
+
 def test_oktas_retry_sends_one_code_and_a_failed_first_attempt_is_not_deduplicated(
     make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
 ) -> None:
