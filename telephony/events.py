@@ -315,8 +315,8 @@ class EventHook:
         """The passed challenges to act on, by user and factor type; every other event counted by why not."""
         for name in ("ignored", "stale", "repeated", "not_configured"):
             counts[name] = 0
-        passes: dict[str, dict[str, _Passes]] = {}
         now = datetime.now(UTC)
+        kept: list[tuple[LogEvent, Passed, str, bool]] = []
         for event in events:
             passed = passed_challenge(event)
             event_id = canonical_uuid(event.uuid)
@@ -331,15 +331,21 @@ class EventHook:
                     age = event_age(event, now)
                     if not self._guard_on or age is None or age > CONVERSION_MAX_AGE_SECONDS:
                         continue  # nothing left to do with it
-                elif not self._claims.claim(f"okta-event:{event_id}", EVENT_CLAIM_SECONDS):
-                    counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
-                    continue
-                by_factor = passes.setdefault(passed.user_id, {})
-                grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
-                grouped.event_ids.append(event_id)
-                grouped.approve = grouped.approve or fresh
-                if passed.enrollment_id:
-                    grouped.enrollment_ids.add(passed.enrollment_id)
+                kept.append((event, passed, event_id, fresh))
+        # The fresh ones are acted on once: claimed all together, one store round trip for the POST.
+        keys = [f"okta-event:{event_id}" for _, _, event_id, fresh in kept if fresh]
+        claimed = iter(self._claims.claim_all(keys, EVENT_CLAIM_SECONDS) if keys else [])
+        passes: dict[str, dict[str, _Passes]] = {}
+        for event, passed, event_id, fresh in kept:
+            if fresh and not next(claimed):
+                counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
+                continue
+            by_factor = passes.setdefault(passed.user_id, {})
+            grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
+            grouped.event_ids.append(event_id)
+            grouped.approve = grouped.approve or fresh
+            if passed.enrollment_id:
+                grouped.enrollment_ids.add(passed.enrollment_id)
         return passes
 
     def _submit(self, passes: dict[str, dict[str, _Passes]], counts: dict[str, int]) -> list[Future[None]]:

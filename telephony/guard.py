@@ -37,7 +37,7 @@ from telephony.answers import Answer, Outcome, guard_refused, retried, retry_not
 from telephony.phone import NumberFacts, describe, to_e164
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
-from telephony.store import PENDING, UNSETTLED, Ask, Store, StoreUnavailable, Verdict, open_store
+from telephony.store import PENDING, UNSETTLED, Ask, Claims, Store, StoreUnavailable, Verdict, open_store
 
 PRE_ENROLLMENT = "com.okta.user.telephony.pre-enrollment"
 RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
@@ -72,7 +72,7 @@ def mask_range(e164: str) -> str:
     return e164[: max(2, len(e164) - 7)] + "***xxxx"
 
 
-class SpendGuard:
+class SpendGuard(Claims):
     """Built once per instance; `admit` runs inside every hook that would send a code."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
@@ -258,14 +258,14 @@ class SpendGuard:
             return False
         return True
 
-    def claim(self, key: str, ttl_seconds: int) -> bool:
-        """True for the first caller to claim `key` within `ttl_seconds`, across instances when the store
-        is shared ("act on this event once"). A store fault fails open: True, with the ERROR line."""
+    def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
+        """Claims through the guard's store, across instances when it is shared ("act on this event
+        once"). A store fault fails open: every key True, with the ERROR line."""
         try:
-            return self.store.claim(key, ttl_seconds)
+            return self.store.claim_all(keys, ttl_seconds)
         except StoreUnavailable as error:
             self._store_failed(error, {})
-            return True
+            return [True] * len(keys)
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -87,7 +87,19 @@ class Verdict(NamedTuple):
     added_all: bool = False  # ...and over every country
 
 
-class Store(Protocol):
+class Claims(Protocol):
+    """'Act on this once': the shared store of the spend guard offers the same call across instances."""
+
+    def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
+        """For each key, True for the first caller to claim it within `ttl_seconds` (across instances
+        when the store is shared). One step for all, however many keys."""
+        raise NotImplementedError
+
+    def claim(self, key: str, ttl_seconds: int) -> bool:
+        return self.claim_all([key], ttl_seconds)[0]
+
+
+class Store(Claims, Protocol):
     description: str  # for the start-up line: which store, and whether instances share it
     where: str  # which store, for the lines that report it failing
     remote: bool  # each call is a round trip to another process
@@ -108,10 +120,6 @@ class Store(Protocol):
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
         """The number's owner passed a challenge: known from now on, and its room is given back."""
-
-    def claim(self, key: str, ttl_seconds: int) -> bool:
-        """True for the first caller to claim `key` within `ttl_seconds` (across instances when the
-        store is shared): "act on this once". SET NX EX on Redis."""
 
 
 PENDING = "pending"  # the retry record of a code with Twilio now ('pending <time it was admitted>')
@@ -145,7 +153,7 @@ class _Entry:
         self.value, self.expires = value, expires
 
 
-class MemoryStore:
+class MemoryStore(Claims):
     """The embedded store: a dict with expiry under one lock. Bounded: expired entries are swept
     regularly, and past MAX_ENTRIES the oldest go first."""
 
@@ -290,13 +298,16 @@ class MemoryStore:
                 for code in [code for code in window.members if code.startswith(prefix)]:
                     window.discard(code)
 
-    def claim(self, key: str, ttl_seconds: int) -> bool:
+    def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
         now = self._clock()
+        taken = []
         with self._lock:
-            if self._get(KEY_PREFIX + "x:" + key, now) is not None:
-                return False
-            self._set(KEY_PREFIX + "x:" + key, True, ttl_seconds, now)
-            return True
+            for key in keys:
+                new = self._get(KEY_PREFIX + "x:" + key, now) is None
+                if new:
+                    self._set(KEY_PREFIX + "x:" + key, True, ttl_seconds, now)
+                taken.append(new)
+        return taken
 
 
 class _Window:
@@ -453,6 +464,15 @@ return 1
 """
 
 # KEYS: known flag, range window, country window, window over every country. ARGV: number hash, known seconds
+CLAIM_SCRIPT = """
+-- KEYS: the claims. ARGV: their lifetime (seconds). One '1' (claimed now) or '0' (claimed before) per key.
+local taken = {}
+for index, key in ipairs(KEYS) do
+  taken[index] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and '1' or '0'
+end
+return table.concat(taken)
+"""
+
 CONVERT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 -- The windows hold at most their largest limit's amount of codes: reading them whole is cheap.
@@ -570,7 +590,7 @@ READ_BYTES = 4096
 _active = threading.local()  # the deadline of this thread's store call, for a connection opened inside it
 
 
-class RedisStore:
+class RedisStore(Claims):
     """Redis, Memorystore or Valkey through redis-py, every call under one overall deadline."""
 
     remote = True
@@ -613,7 +633,12 @@ class RedisStore:
         self._local = threading.local()
         self._scripts = {
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
-            for name, text in (("admit", ADMIT_SCRIPT), ("release", RELEASE_SCRIPT), ("convert", CONVERT_SCRIPT))
+            for name, text in (
+                ("admit", ADMIT_SCRIPT),
+                ("release", RELEASE_SCRIPT),
+                ("convert", CONVERT_SCRIPT),
+                ("claim", CLAIM_SCRIPT),
+            )
         }
         self._encoded: dict[tuple[tuple[Rate, ...], ...], tuple[list[bytes], bytes, bytes]] = {}
         self._resting_until = 0.0
@@ -774,8 +799,14 @@ class RedisStore:
         keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
         self._script("convert", keys, [number, known_seconds])
 
-    def claim(self, key: str, ttl_seconds: int) -> bool:
-        return self._execute("SET", KEY_PREFIX + "x:" + key, "1", "NX", "EX", ttl_seconds) is not None
+    def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
+        if not keys:
+            return []
+        reply = self._script("claim", [KEY_PREFIX + "x:" + key for key in keys], [ttl_seconds])
+        if not isinstance(reply, str) or len(reply) != len(keys):
+            self._rest()
+            raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
+        return [flag == "1" for flag in reply]
 
 
 class _DeadlineConnection:
@@ -856,13 +887,7 @@ __all__ = [
 ]
 
 
-class Claims(Protocol):
-    """'Act on this once': the shared store of the spend guard offers the same call across instances."""
-
-    def claim(self, key: str, ttl_seconds: int) -> bool: ...
-
-
-class LocalClaims:
+class LocalClaims(Claims):
     """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
 
     def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -871,17 +896,20 @@ class LocalClaims:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def claim(self, key: str, ttl_seconds: int) -> bool:
+    def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
         with self._lock:
             now = self._clock()
-            until = self._until.get(key)
-            if until is not None and until > now:
-                return False
-            self._until.pop(key, None)
-            self._until[key] = now + ttl_seconds
+            taken = []
+            for key in keys:
+                until = self._until.get(key)
+                new = until is None or until <= now
+                if new:
+                    self._until.pop(key, None)
+                    self._until[key] = now + ttl_seconds
+                taken.append(new)
             while self._until:
                 oldest, expires = next(iter(self._until.items()))
                 if expires > now and len(self._until) <= self._capacity:
                     break
                 del self._until[oldest]
-            return True
+            return taken

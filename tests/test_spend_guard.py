@@ -192,6 +192,28 @@ def test_the_retry_record_is_pending_then_the_transaction_id(store: Store) -> No
     assert (replay.kind, replay.transaction_id) == ("replay", "SM" + "a" * 32)
 
 
+def test_claims_are_taken_together_each_once(store: Store) -> None:
+    """The event hook claims every event of a POST in one step: a key named twice, or claimed
+    before, is False."""
+    assert store.claim("before", 60) is True
+    assert store.claim_all(["a", "before", "b", "a"], 60) == [True, False, True, False]
+    assert store.claim_all([], 60) == []
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_post_of_events_is_claimed_in_one_round_trip(redis_server: RedisServer, redis_url: str) -> None:
+    from telephony.guard import SpendGuard
+
+    guard = SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url}))
+    keys = [f"okta-event:{index}" for index in range(100)]
+    guard.claim_all(keys[:1], 60)  # the script loaded, the connection open
+    redis_server.client.config_resetstat()
+    assert guard.claim_all(keys, 60) == [False] + [True] * 99
+    stats = redis_server.client.info("commandstats")
+    # One script run by the client; its hundred SETs run inside Redis (and are counted there too).
+    assert stats["cmdstat_evalsha"]["calls"] == 1 and stats["cmdstat_set"]["calls"] == 100
+
+
 def test_claim_is_true_once(store: Store) -> None:
     assert store.claim("event-1", 60) is True
     assert store.claim("event-1", 60) is False
