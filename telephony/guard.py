@@ -24,11 +24,8 @@ import base64
 import hashlib
 import hmac
 import logging
-import queue
 import secrets
-import threading
 import time
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -87,7 +84,6 @@ class SpendGuard(Claims):
         # Open in every mode: the event hook's "act once" claims use it even with the guard off.
         self.store: Store = store or open_store(uri)
         self.on = self.mode is not GuardMode.OFF
-        self._after_answer = _Background()
         self._known_rates = parse_rates(settings.guard_number_limit)
         self._new_rates = parse_rates(settings.guard_new_number_limit)
         range_rates, country_rates = parse_rates(settings.guard_range_limit), parse_rates(settings.guard_country_limit)
@@ -217,25 +213,29 @@ class SpendGuard(Claims):
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
-    def failed(self, passage: Passage, answer: Answer | None) -> None:
-        """The hook answers an error (`answer`; None for a bug of ours). When the code certainly was not
-        sent (Twilio refused it with an error code or created it failed, or Twilio was never asked),
-        its room goes back and Okta's retry of this request is a new attempt. A timeout or an
-        unreadable answer may hide a code Twilio took: it keeps counting, and a retry is not sent."""
+    def failed(self, passage: Passage, answer: Answer) -> Answer:
+        """The hook answers an error. When the code certainly was not sent (Twilio refused it with an
+        error code or created it failed, or Twilio was never asked), its room goes back and Okta's retry
+        of this request is a new attempt. A timeout or an unreadable answer may hide a code Twilio took:
+        it keeps counting, and a retry is not sent. On Redis that is written once the answer has been
+        sent (the hook may have used its budget by now); in memory, at once. Returns the answer to give."""
+        if self.store.remote:
+            return answer.then(lambda: self._release(passage, unsettled=not certainly_not_sent(answer)))
+        self._release(passage, unsettled=not certainly_not_sent(answer))
+        return answer
+
+    def abandoned(self, passage: Passage) -> None:
+        """A bug of ours ended the hook while the code may have reached Twilio (the catch-all answers)."""
+        self._release(passage, unsettled=True)
+
+    def _release(self, passage: Passage, unsettled: bool) -> None:
         if passage.ask is None or passage.verdict is None:
             return
         verdict = passage.verdict
-        unsettled = answer is None or not certainly_not_sent(answer)
-        if unsettled:
+        if unsettled:  # Twilio may have the code: it keeps its room
             verdict = verdict._replace(member="", added_range=False, added_country=False, added_all=False)
-        if self.store.remote:  # after Twilio's deadline: off the answer's path, which must end in time
-            self._after_answer.submit(self._release, passage.ask, verdict, unsettled)
-        else:
-            self._release(passage.ask, verdict, unsettled)
-
-    def _release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         try:
-            self.store.release(ask, verdict, unsettled)
+            self.store.release(passage.ask, verdict, unsettled)
         except StoreUnavailable as error:
             self._store_failed(error, {})
 
@@ -283,36 +283,6 @@ class SpendGuard(Claims):
                 f"spend guard store unavailable ({self.store.where}): codes go out unguarded until it answers",
                 extra={"fields": {"guard_store_error": error.reason}},
             )
-
-
-class _Background:
-    """One thread per process for the store writes that need not delay an answer; started on first use
-    (so in the worker that serves, after any fork)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    MAX_WAITING = 1000  # a store slow enough to queue more: the writes are dropped (a retry may send again)
-
-    def submit(self, job: Callable[..., None], *arguments: Any) -> None:
-        if self._jobs.qsize() >= self.MAX_WAITING:
-            return
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="guard-writes", daemon=True)
-                    self._thread.start()
-        self._jobs.put((job, arguments))
-
-    def _run(self) -> None:
-        while True:
-            job, arguments = self._jobs.get()
-            try:
-                job(*arguments)
-            except Exception:  # a bug of ours: the next write still goes
-                log.exception("spend guard write failed")
 
 
 def _stale(verdict: Verdict) -> bool:

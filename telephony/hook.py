@@ -95,10 +95,9 @@ class TelephonyHook:
         try:
             answer = self._delivery.deliver(profile, self._receipts_url(request), until)
         except Refused as refusal:  # Okta's retry is a new attempt; the room goes back if nothing went out
-            self._guard.failed(passage, refusal.answer)
-            raise
+            raise Refused(self._guard.failed(passage, refusal.answer)) from None
         except BaseException:
-            self._guard.failed(passage, None)
+            self._guard.abandoned(passage)
             raise
         return self._guard.delivered(passage, answer)
 

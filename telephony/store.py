@@ -628,7 +628,7 @@ class RedisStore(Claims):
             "protocol": 2,
         }
         self._connection_options.pop("connection_class", None)
-        # One connection per thread that uses the store (the hook's threads and the background writer):
+        # One connection per thread that uses the store (the threads that serve requests):
         # no pool to lock or to check for stray data, so a call is one write and one read.
         self._local = threading.local()
         self._scripts = {
