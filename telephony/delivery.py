@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from twilio.base.exceptions import TwilioException
@@ -110,15 +111,20 @@ class TwilioDelivery:
         }
 
     def deliver(
-        self, profile: MessageProfile, status_callback: str | None = None, until: float | None = None
+        self,
+        profile: MessageProfile,
+        status_callback: str | None = None,
+        until: float | None = None,
+        clear: Callable[[], None] | None = None,
     ) -> Answer:
         """Send the code; a refusal (misconfigured, Twilio error or unreachable) raises Refused.
         `status_callback`: where Twilio posts the message's or call's receipts (Verify has none);
-        `until`: a time.monotonic() value Twilio's call must end by (the hook's budget)."""
+        `until`: a time.monotonic() value Twilio's call must end by (the hook's budget);
+        `clear`: called once the request to Twilio is ready, before it is sent (it raises to stop it)."""
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
-        with counting_attempts(until) as attempts:
+        with counting_attempts(until, clear) as attempts:
             try:
                 sid, status, api = self._send(client, profile, validity, status_callback)
             except TwilioException as error:

@@ -1,6 +1,7 @@
 """The spend guard: stops SMS pumping (codes sent to numbers that earn someone a share of the fee).
 
-Checked after the number policy and before Twilio, for every channel and delivery mode:
+Asked after the number policy, for every channel and delivery mode; its verdict is read as the request
+to Twilio is about to leave, so the store's round trip runs while that request is made ready:
 - per number: codes to one number in a moving window, tighter for numbers that never converted;
 - per range (the E.164 number without its last 4 digits), per country and over every country: how
   many codes went to numbers that have not converted, within a window. A pump never converts, so it stops
@@ -26,11 +27,12 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from models import MessageProfile
-from telephony.answers import Answer, Outcome, guard_refused, retried, retry_not_sent
+from telephony.answers import Answer, Outcome, Refused, guard_refused, retried, retry_not_sent
 from telephony.phone import NumberFacts, describe, to_e164
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
@@ -56,11 +58,45 @@ class GuardMode(StrEnum):
     OFF = "off"
 
 
-class Passage(NamedTuple):
-    """A code the guard let through; the hook reports back whether the provider accepted it."""
+class Held(Refused):
+    """The guard's verdict, read just before Twilio was to be called: the code does not go, and nothing
+    was sent. `answer` is Okta's: the error object, or the first call's for Okta's retry."""
 
-    ask: Ask | None  # None: nothing was recorded (store unavailable, or a twin still in flight)
-    verdict: Verdict | None
+
+class Passage:
+    """A code the guard is deciding on. The store has the question; `clear` reads the verdict just
+    before Twilio is called, so the store's round trip runs while the request to Twilio is made ready.
+    The hook then reports whether the provider accepted the code (delivered, failed, abandoned)."""
+
+    __slots__ = ("_clear", "_reply", "ask", "verdict")
+
+    def __init__(
+        self,
+        ask: Ask | None = None,
+        reply: Callable[[], Verdict] | None = None,
+        clear: Callable[[Passage], None] | None = None,
+    ) -> None:
+        self.ask = ask  # None: nothing is asked (the guard is off, or its store unavailable)
+        self.verdict: Verdict | None = None  # set once read, while this call holds the room it took
+        self._reply, self._clear = reply, clear
+
+    def clear(self) -> None:
+        """Raises Held when the code must not go; returns when it may (a store fault lets it go)."""
+        if self._clear is not None:
+            clear, self._clear = self._clear, None
+            clear(self)
+
+    @property
+    def unread(self) -> bool:
+        return self._reply is not None
+
+    def read(self) -> Verdict:
+        """The store's verdict, read once (StoreUnavailable when the store failed): `clear` then has
+        nothing left to do."""
+        reply, self._reply, self._clear = self._reply, None, None
+        if reply is None:
+            raise StoreUnavailable("STORE_UNREACHABLE", fresh=False)  # read before, or never asked
+        return reply()
 
 
 def mask_range(e164: str) -> str:
@@ -128,12 +164,13 @@ class SpendGuard(Claims):
         request_type: str | None,
         facts: dict[str, Any],
         until: float,
-    ) -> Passage | Answer:
-        """A Passage when the code may go; the first call's Answer for Okta's retry; raises Refused
-        (guard_refused, retry_not_sent) when the code must not go. `facts` gets the guard's fields for
-        the hook's line; `until` is the hook's deadline (time.monotonic())."""
+    ) -> Passage:
+        """Asks the store whether the code may go. The verdict is acted on by `Passage.clear`: it
+        raises Held (guard_refused, retry_not_sent, or the first call's answer for Okta's retry) when
+        the code must not go. `facts` gets the guard's fields for the hook's line; `until` is the
+        hook's deadline (time.monotonic())."""
         if not self.on:
-            return Passage(None, None)
+            return Passage()
         e164 = number.e164
         ask = Ask(
             number=self._digest(e164),
@@ -150,35 +187,45 @@ class SpendGuard(Claims):
             all_rates=self._all_rates,
         )
         try:
-            verdict = self._decide(ask, until, facts)
+            reply = self.store.begin_admit(ask, time.time())
         except StoreUnavailable as error:
             self._store_failed(error, facts)
-            return Passage(None, None)
+            return Passage()
+        return Passage(ask, reply, lambda passage: self._clear(passage, number, facts, until))
+
+    def _clear(self, passage: Passage, number: NumberFacts, facts: dict[str, Any], until: float) -> None:
+        ask = passage.ask
+        assert ask is not None
+        try:
+            verdict = self._decide(ask, passage.read(), until, facts)
+        except StoreUnavailable as error:
+            self._store_failed(error, facts)
+            return
         if verdict.kind == "replay":
             facts["guard"] = "retry"
-            return retried(self._provider, str(verdict.transaction_id))
+            raise Held(retried(self._provider, str(verdict.transaction_id)))
         if verdict.kind in (PENDING, UNSETTLED):  # Twilio may have the first attempt's code: not twice
             facts["guard"] = "retry_in_flight" if verdict.kind == PENDING else "retry_unsettled"
-            raise retry_not_sent(in_flight=verdict.kind == PENDING)
+            raise Held(retry_not_sent(in_flight=verdict.kind == PENDING).answer)
+        passage.verdict = verdict  # admitted, or refused in monitor mode: this call took its room
         facts["guard_number"] = "known" if verdict.known else "new"
         if verdict.kind == "refused":
             refusal = {
                 "guard_limit": f"{verdict.scope} {verdict.rate}",
                 "country": number.country,
-                "guard_range": mask_range(e164),
+                "guard_range": mask_range(number.e164),
                 "guard_range_id": self._digest(ask.range)[:8],
             }
             facts.update(refusal)
             if self.mode is GuardMode.ENFORCE:
+                passage.verdict = None
                 facts["guard"] = "refused"
-                raise guard_refused(str(verdict.scope), refusal)
-            facts["guard"] = "would_refuse"
-            return Passage(ask, verdict)  # monitor: sent anyway, its retry record claimed
+                raise Held(guard_refused(str(verdict.scope), refusal).answer)
+            facts["guard"] = "would_refuse"  # monitor: sent anyway, its retry record claimed
+            return
         facts["guard"] = "passed"
-        return Passage(ask, verdict)
 
-    def _decide(self, ask: Ask, until: float, facts: dict[str, Any]) -> Verdict:
-        verdict = self.store.admit(ask, time.time())
+    def _decide(self, ask: Ask, verdict: Verdict, until: float, facts: dict[str, Any]) -> Verdict:
         while verdict.kind == PENDING and not _stale(verdict) and time.monotonic() < until - RESEND_SECONDS:
             time.sleep(0.05)  # a twin of this request is with Twilio now: its answer is ours
             try:
@@ -194,12 +241,25 @@ class SpendGuard(Claims):
                 verdict = Verdict("replay", transaction_id=value)
         return verdict
 
+    def _settle(self, passage: Passage) -> None:
+        """A call that ended before Twilio was called: the verdict is read still (the store's
+        connection stays in step), and the room it took, if any, is this call's to give back."""
+        if passage.ask is None or not passage.unread:
+            return
+        try:
+            verdict = passage.read()
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
+            return
+        if verdict.kind == "admitted" or (verdict.kind == "refused" and passage.ask.claim_refused):
+            passage.verdict = verdict
+
     def delivered(self, passage: Passage, answer: Answer) -> Answer:
         """The provider accepted the code: Okta's retry of this request gets its transaction id (a twin
         waiting for it polls the record meanwhile). In memory that is written at once; on Redis, a round
         trip, once the answer has been sent: Okta does not wait for it. Returns the answer to give."""
         transaction_id = answer.log_fields.get("twilio_sid")
-        if passage.ask is None or not isinstance(transaction_id, str):
+        if passage.ask is None or passage.verdict is None or not isinstance(transaction_id, str):
             return answer
         retry = passage.ask.retry
         if self.store.remote:
@@ -219,6 +279,7 @@ class SpendGuard(Claims):
         of this request is a new attempt. A timeout or an unreadable answer may hide a code Twilio took:
         it keeps counting, and a retry is not sent. On Redis that is written once the answer has been
         sent (the hook may have used its budget by now); in memory, at once. Returns the answer to give."""
+        self._settle(passage)
         if self.store.remote:
             return answer.then(lambda: self._release(passage, unsettled=not certainly_not_sent(answer)))
         self._release(passage, unsettled=not certainly_not_sent(answer))
@@ -226,6 +287,7 @@ class SpendGuard(Claims):
 
     def abandoned(self, passage: Passage) -> None:
         """A bug of ours ended the hook while the code may have reached Twilio (the catch-all answers)."""
+        self._settle(passage)
         self._release(passage, unsettled=True)
 
     def _release(self, passage: Passage, unsettled: bool) -> None:

@@ -15,7 +15,7 @@ from models import KNOWN_REQUEST_TYPES, MessageProfile, TelephonyHookRequest, pa
 from telephony.answers import Answer, Refused, body_too_large, body_unreadable, invalid_request, method_not_allowed
 from telephony.auth import Authenticator
 from telephony.delivery import TwilioDelivery, build_client
-from telephony.guard import Passage, SpendGuard
+from telephony.guard import Held, Passage, SpendGuard
 from telephony.intake import declared_too_large, read_body
 from telephony.logs import mark_sensitive
 from telephony.phone import mask
@@ -84,16 +84,18 @@ class TelephonyHook:
                 facts["phone"] = self._mark_number(number.e164)
                 profile = profile.model_copy(update={"phone_number": number.e164})
             passage = self._guard.admit(profile, number, hook.request_type, facts, until)
-            # An Answer here is Okta's retry of a code already sent: the first call's answer, nothing sent.
-            answer = self._deliver(profile, request, passage, until) if isinstance(passage, Passage) else passage
+            answer = self._deliver(profile, request, passage, until)
         except Refused as refusal:
             answer = refusal.answer
         return answer.adding(facts, f"{facts['channel']} to {facts['phone']}")
 
     def _deliver(self, profile: MessageProfile, request: flask.Request, passage: Passage, until: float) -> Answer:
-        """Twilio gets the code; the guard hears whether it was accepted (only then is it a retry's answer)."""
+        """Twilio gets the code once the guard's verdict clears it (read as the request to Twilio is about
+        to leave); the guard hears whether it was accepted (only then is it a retry's answer)."""
         try:
-            answer = self._delivery.deliver(profile, self._receipts_url(request), until)
+            answer = self._delivery.deliver(profile, self._receipts_url(request), until, passage.clear)
+        except Held:  # the guard's verdict: nothing was sent (for Okta's retry, the first call's answer)
+            raise
         except Refused as refusal:  # Okta's retry is a new attempt; the room goes back if nothing went out
             raise Refused(self._guard.failed(passage, refusal.answer)) from None
         except BaseException:

@@ -19,7 +19,8 @@ The windows are moving windows kept as sorted sets scored by time:
 Every Redis call runs under one overall deadline, connect included (redis-py connects under
 telephony/deadlines.py's watchdog; each command's send and read get only the time left): a store
 that is down, refuses, hangs or trickles raises StoreUnavailable fast, and the caller fails open.
-Every key expires.
+The guard's decision is sent and read in two halves (`begin_admit`): the hook prepares Twilio's
+request in between. Every key expires.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from telephony.deadlines import overall_deadline
@@ -107,6 +108,11 @@ class Store(Claims, Protocol):
     def admit(self, ask: Ask, now: float) -> Verdict:
         """Check every limit and, when the code may go, count it: one atomic step. A code that
         may go (or that monitor mode sends anyway) also claims the retry record as pending."""
+
+    def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
+        """`admit` in two halves: the question is asked now, the verdict read by calling what this
+        returns (on Redis, the round trip runs meanwhile). Each half may raise StoreUnavailable; the
+        verdict must be read, by the same thread, before this store is used again."""
 
     def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         """The code failed: give back the room `verdict` names as taken, and drop the pending retry
@@ -257,6 +263,10 @@ class MemoryStore(Claims):
                 added_country=added_country,
                 added_all=added_all,
             )
+
+    def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
+        verdict = self.admit(ask, now)
+        return lambda: verdict
 
     def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         keys = _Keys(ask)
@@ -527,15 +537,19 @@ def _pack(words: tuple[str | int | bytes, ...]) -> bytes:
     return b"*%d\r\n" % len(words) + b"".join(_bulk(word) for word in encoded)
 
 
-def _exchange(sock: Any, command: bytes, until: float) -> Reply:
-    """Send one command, read its one reply, both within `until` (a time.monotonic() value): each
-    socket operation gets the time that is left, so a store that trickles its answer still ends there.
-    Raises ConnectionError when the store closed the connection, TimeoutError at the deadline.
+def _send(sock: Any, command: bytes, until: float) -> None:
+    """Send one command within `until` (a time.monotonic() value)."""
+    sock.settimeout(_left(until))
+    sock.sendall(command)
+
+
+def _read(sock: Any, until: float) -> Reply:
+    """Read one reply within `until`: each socket read gets the time that is left, so a store that
+    trickles its answer still ends there. Raises ConnectionError when the store closed the connection,
+    TimeoutError at the deadline.
 
     redis-py opens and authenticates the connection; its parser is not used here: for our commands'
     replies (one word or a transaction id) it cost as much as the loopback round trip itself."""
-    sock.settimeout(_left(until))
-    sock.sendall(command)
     data = b""
     while True:
         end = data.find(b"\r\n")
@@ -587,7 +601,60 @@ def _left(until: float) -> float:
 READ_BYTES = 4096
 
 
+_T = TypeVar("_T")
+
 _active = threading.local()  # the deadline of this thread's store call, for a connection opened inside it
+
+
+def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
+    """The admit script's one line: 'pending <since>', 'unsettled', 'replay <id>',
+    'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'."""
+    kind, _, rest = str(reply).partition(" ")
+    if kind == PENDING:
+        return Verdict(PENDING, pending_since=_since(str(reply)))
+    if kind == UNSETTLED:
+        return Verdict(UNSETTLED)
+    if kind == "replay":
+        return Verdict("replay", transaction_id=rest)
+    flags = rest.split(" ")
+    known = flags[0] == "1"
+    if kind == "refused":
+        scopes = {
+            "number": ask.known_rates if known else ask.new_rates,
+            "range": ask.range_rates,
+            "country": ask.country_rates,
+            "all": ask.all_rates,
+        }
+        scope, index = (flags[1], flags[2]) if len(flags) == 3 else ("", "")
+        if scope not in scopes or not (index.isascii() and index.isdigit()) or not 0 < int(index) <= len(scopes[scope]):
+            raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
+        rate = scopes[scope][int(index) - 1]
+        return Verdict("refused", known=known, scope=scope, rate=rate)
+    if kind != "admitted" or len(flags) != 4:
+        raise StoreUnavailable("STORE_UNREACHABLE")
+    added_range, added_country, added_all = (flag == "1" for flag in flags[1:4])
+    return Verdict(
+        "admitted",
+        known=known,
+        member=member,
+        added_range=added_range,
+        added_country=added_country,
+        added_all=added_all,
+    )
+
+
+class _ThreadConnection(threading.local):
+    connection: Any = None
+    unread = False  # a command was sent and its reply is still to be read
+
+
+class _InFlight:
+    """A command sent on this thread's connection, its reply not yet read."""
+
+    __slots__ = ("command", "connection", "reused", "until")
+
+    def __init__(self, connection: Any, command: bytes, until: float, *, reused: bool) -> None:
+        self.connection, self.command, self.until, self.reused = connection, command, until, reused
 
 
 class RedisStore(Claims):
@@ -630,7 +697,7 @@ class RedisStore(Claims):
         self._connection_options.pop("connection_class", None)
         # One connection per thread that uses the store (the threads that serve requests):
         # no pool to lock or to check for stray data, so a call is one write and one read.
-        self._local = threading.local()
+        self._local = _ThreadConnection()
         self._scripts = {
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
             for name, text in (
@@ -650,37 +717,65 @@ class RedisStore(Claims):
 
     def _call(self, command: bytes) -> Reply:
         """One command (packed) and its reply, within the store's deadline, connect included."""
+        return self._finish(self._start(command))
+
+    def _start(self, command: bytes) -> _InFlight:
+        """Send one command (packed); `_finish` reads its reply, within the same deadline."""
         if time.monotonic() < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
         until = time.monotonic() + self._deadline
-        connection = getattr(self._local, "connection", None)
+        connection = self._local.connection
         if connection is None:
             connection = self._local.connection = self._connection_class(**self._connection_options)
-        reused = connection._sock is not None
-        try:
+        elif self._local.unread:  # a reply nobody read: this connection is out of step
+            connection.disconnect()
+        flight = _InFlight(connection, command, until, reused=connection._sock is not None)
+
+        def send() -> None:
+            if not flight.reused:
+                self._connect(connection, until)
+            _send(connection._sock, command, until)
+
+        self._faults(flight, send)
+        self._local.unread = True
+        return flight
+
+    def _finish(self, flight: _InFlight) -> Reply:
+        """The reply to the command `flight` sent."""
+        self._local.unread = False
+        connection = flight.connection
+
+        def read() -> Reply:
             try:
-                if not reused:
-                    self._connect(connection, until)
-                return _exchange(connection._sock, command, until)
+                return _read(connection._sock, flight.until)
             except ConnectionError:
                 connection.disconnect()
-                if not reused:
+                if not flight.reused:
                     raise
                 # A kept connection the store closed (a restart, a failover, an idle timeout): the
                 # command never reached a live store. Once more on a new connection, same deadline.
-                self._connect(connection, until)
-                return _exchange(connection._sock, command, until)
+                self._connect(connection, flight.until)
+                _send(connection._sock, flight.command, flight.until)
+                return _read(connection._sock, flight.until)
+
+        return self._faults(flight, read)
+
+    def _faults(self, flight: _InFlight, step: Callable[[], _T]) -> _T:
+        """Run one half of a call; every fault of the store becomes StoreUnavailable (or _NoScript)."""
+        try:
+            return step()
         except _NoScript:
             raise  # the store answered: the connection is sound, the caller sends the script's text
         except _StoreRefused:
             self._rest()
             raise StoreUnavailable("STORE_REFUSED") from None
         except (self._errors, OSError, _Garbled) as error:
-            connection.disconnect()  # the next call connects afresh: a store back up is used again
+            flight.connection.disconnect()  # the next call connects afresh: a store back up is used again
+            self._local.unread = False
             self._rest()
             if isinstance(error, self._auth_error | self._response_error):
                 raise StoreUnavailable("STORE_REFUSED") from None
-            timed_out = isinstance(error, self._timeout | TimeoutError) or time.monotonic() >= until
+            timed_out = isinstance(error, self._timeout | TimeoutError) or time.monotonic() >= flight.until
             raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
 
     def _connect(self, connection: Any, until: float) -> None:
@@ -703,15 +798,26 @@ class RedisStore(Claims):
 
     def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Reply:
         """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""
+        return self._begin_script(name, keys, args, packed)()
+
+    def _begin_script(
+        self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None
+    ) -> Callable[[], Reply]:
+        """`_script` in two halves: sent now, its reply read by calling what this returns."""
         sha, text = self._scripts[name]
-        try:
-            return self._call(packed) if packed else self._execute("EVALSHA", sha, len(keys), *keys, *args)
-        except _NoScript:  # a new or restarted server: EVAL sends the text and caches it
+        flight = self._start(packed or _pack(("EVALSHA", sha, len(keys), *keys, *args)))
+
+        def reply() -> Reply:
             try:
-                return self._execute("EVAL", text, len(keys), *keys, *args)
-            except _NoScript:
-                self._rest()
-                raise StoreUnavailable("STORE_REFUSED") from None
+                return self._finish(flight)
+            except _NoScript:  # a new or restarted server: EVAL sends the text and caches it
+                try:
+                    return self._execute("EVAL", text, len(keys), *keys, *args)
+                except _NoScript:
+                    self._rest()
+                    raise StoreUnavailable("STORE_REFUSED") from None
+
+        return reply
 
     def _limits(self, ask: Ask) -> tuple[list[bytes], bytes, bytes]:
         """The key lifetimes and the five lists of limits, encoded once per combination: as arguments,
@@ -733,6 +839,9 @@ class RedisStore(Claims):
     # ------------------------------------------------------------------------------- the interface
 
     def admit(self, ask: Ask, now: float) -> Verdict:
+        return self.begin_admit(ask, now)()
+
+    def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
         keys = _Keys(ask)
         member = _member(now)
         names = [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all]
@@ -742,36 +851,8 @@ class RedisStore(Claims):
         # Packed by hand, in one piece: redis-py's packer cost more than the rest of the call's Python.
         # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
         words = "".join([f"${len(word)}\r\n{word}\r\n" for word in names + own]).encode("ascii")
-        reply = self._script("admit", names, [*own, *limits], head + words + tail)
-        # One line: 'pending <since>', 'unsettled', 'replay <id>', 'refused <known> <scope> <index>' or
-        # 'admitted <known> <added to range> <to country> <to all>'.
-        kind, _, rest = str(reply).partition(" ")
-        if kind == PENDING:
-            return Verdict(PENDING, pending_since=_since(str(reply)))
-        if kind == UNSETTLED:
-            return Verdict(UNSETTLED)
-        if kind == "replay":
-            return Verdict("replay", transaction_id=rest)
-        flags = rest.split(" ")
-        known = flags[0] == "1"
-        if kind == "refused":
-            scope = flags[1]
-            rates = {
-                "number": ask.known_rates if known else ask.new_rates,
-                "range": ask.range_rates,
-                "country": ask.country_rates,
-                "all": ask.all_rates,
-            }[scope]
-            return Verdict("refused", known=known, scope=scope, rate=rates[int(flags[2]) - 1])
-        added_range, added_country, added_all = (flag == "1" for flag in flags[1:4])
-        return Verdict(
-            "admitted",
-            known=known,
-            member=member,
-            added_range=added_range,
-            added_country=added_country,
-            added_all=added_all,
-        )
+        reply = self._begin_script("admit", names, [*own, *limits], head + words + tail)
+        return lambda: _verdict(ask, member, reply())
 
     def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         keys = _Keys(ask)

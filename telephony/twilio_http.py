@@ -20,7 +20,7 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from urllib.parse import urlencode
@@ -50,24 +50,27 @@ RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
 
 
 class Attempts:
-    """One use of the library by the function: how many attempts its call took, and by when (a
-    time.monotonic() value) it must be over, whatever TWILIO_TIMEOUT_SECONDS allows. The library hides
-    its transport from its callers, so both travel beside it."""
+    """One use of the library by the function: how many attempts its call took, by when (a
+    time.monotonic() value) it must be over, whatever TWILIO_TIMEOUT_SECONDS allows, and what must
+    clear the request before it is sent. The library hides its transport from its callers, so all
+    three travel beside it."""
 
-    __slots__ = ("count", "until")
+    __slots__ = ("clear", "count", "until")
 
-    def __init__(self, until: float | None) -> None:
+    def __init__(self, until: float | None, clear: Callable[[], None] | None = None) -> None:
         self.count = 0
         self.until = until
+        self.clear = clear
 
 
 _attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
 
 
 @contextmanager
-def counting_attempts(until: float | None = None) -> Iterator[Attempts]:
-    """Count the attempts of the Twilio calls made inside, for the log line; none runs past `until`."""
-    attempts = Attempts(until)
+def counting_attempts(until: float | None = None, clear: Callable[[], None] | None = None) -> Iterator[Attempts]:
+    """Count the attempts of the Twilio calls made inside, for the log line; none runs past `until`.
+    `clear` is called once, when the first request is ready to be sent: it raises to stop it."""
+    attempts = Attempts(until, clear)
     token = _attempts.set(attempts)
     try:
         yield attempts
@@ -125,6 +128,9 @@ class TwilioTransport(HttpClient):
         # timeout, an answer past the cap or a 5xx: Twilio may have accepted it, and a retry could
         # send a second code.
         counted = _attempts.get() or Attempts(None)
+        if counted.clear is not None:  # the spend guard's verdict, read now rather than before all of the above
+            clear, counted.clear = counted.clear, None
+            clear()
         deadline = time.monotonic() + seconds
         if counted.until is not None:  # the request's own budget may be shorter than Twilio's timeout
             deadline = min(deadline, counted.until)

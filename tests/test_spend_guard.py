@@ -214,6 +214,18 @@ def test_a_post_of_events_is_claimed_in_one_round_trip(redis_server: RedisServer
     assert stats["cmdstat_evalsha"]["calls"] == 1 and stats["cmdstat_set"]["calls"] == 100
 
 
+def test_a_verdict_read_later_is_the_verdict_and_a_reply_left_unread_upsets_nothing(store: Store) -> None:
+    """The hook asks the store, prepares Twilio's request, then reads the verdict. A reply that is never
+    read (a bug of ours) must not be taken for the answer of the next call on the connection."""
+    now = time.time()
+    reply = store.begin_admit(ask("n1", code="1"), now)
+    assert reply().kind == "admitted"
+    store.begin_admit(ask("n2", code="2"), now + 1)  # its verdict is never read
+    assert store.claim("after an unread reply", 60) is True
+    assert store.lookup(ask("n1", code="1").retry) == f"pending {now!r}"
+    assert store.admit(ask("n2", code="2"), now + 2).kind == "pending"  # the unread admit still counted
+
+
 def test_claim_is_true_once(store: Store) -> None:
     assert store.claim("event-1", 60) is True
     assert store.claim("event-1", 60) is False
@@ -246,7 +258,9 @@ def _admit(guard: Any, number: str) -> Any:
     from telephony.phone import describe
 
     profile = parse_hook_request(json.dumps(code_request(number, ENROLMENT)).encode(), None).data.message_profile
-    return guard.admit(profile, describe(number), ENROLMENT, {}, time.monotonic() + 2.8)
+    passage = guard.admit(profile, describe(number), ENROLMENT, {}, time.monotonic() + 2.8)
+    passage.clear()  # the verdict, read as the hook reads it: just before Twilio would be called
+    return passage
 
 
 # --------------------------------------------------------------------------- the hook, in-process
@@ -275,6 +289,26 @@ def test_the_embedded_default_stops_a_range_pump_on_one_instance(
 def _pump(numbers: list[str]) -> Iterator[dict[str, Any]]:
     for number in numbers:
         yield code_request(number, ENROLMENT)
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_code_stopped_before_twilio_reads_its_verdict_and_gives_its_room_back(
+    make_client: AppFactory, sandbox: SandboxState, redis_url: str
+) -> None:
+    """The verdict is read just before Twilio is called; a hook that ends before (here Verify refuses a
+    code over 10 digits) still reads it, gives back the room, and leaves the store's connection in step."""
+    client = make_client(
+        GUARD_STORAGE_URI=redis_url, GUARD_NEW_NUMBER_LIMIT="1/hour", TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID
+    )
+    number = range_numbers("FR", 1)[0]
+    too_long = code_request(number, ENROLMENT)
+    too_long["data"]["messageProfile"]["otpCode"] = "12345678901"
+    assert first_reason(post_hook(client, too_long).get_json()) == "VERIFY_CODE_TOO_LONG"
+    assert sandbox.requests == []
+    assert status_of(post_hook(client, too_long)) == "VERIFY_CODE_TOO_LONG"  # its retry: a new attempt
+    assert status_of(post_hook(client, code_request(number, ENROLMENT))) == "SUCCESSFUL"  # the room came back
+    assert status_of(post_hook(client, code_request(number, ENROLMENT))) == "SPEND_GUARD"  # 1/hour, counted once
+    assert len(sandbox.requests) == 1
 
 
 def test_a_refusal_is_oktas_error_object_with_200_and_names_no_number(
@@ -606,10 +640,12 @@ def test_a_twin_whose_store_fails_while_it_waits_still_never_sends_twice() -> No
     guard = SpendGuard(load_settings({}), FailingLookups())
     profile = _profile(okta_request())
     number = describe(profile.phone_number)
-    assert isinstance(guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10), Passage)
+    first = guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10)
+    assert isinstance(first, Passage)
+    first.clear()
     facts: dict[str, Any] = {}
     with pytest.raises(Refused) as refused:
-        guard.admit(profile, number, SIGN_IN, facts, time.monotonic() + RESEND_SECONDS + 0.2)
+        guard.admit(profile, number, SIGN_IN, facts, time.monotonic() + RESEND_SECONDS + 0.2).clear()
     assert refused.value.answer.outcome == "retry_not_sent"
     assert (facts["guard"], facts["guard_store_error"]) == ("retry_in_flight", "STORE_TIMEOUT")
 
@@ -629,10 +665,10 @@ def test_a_pending_record_older_than_any_call_is_not_waited_for(monkeypatch: pyt
     earlier = time.time() - STALE_PENDING_SECONDS - 1
     with monkeypatch.context() as patched:  # the first call was admitted 4.5 s ago, and never finished
         patched.setattr(guard_module, "time", types.SimpleNamespace(time=lambda: earlier, monotonic=time.monotonic))
-        guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10)
+        guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10).clear()
     started = time.monotonic()
     with pytest.raises(Refused) as refused:
-        guard.admit(profile, number, SIGN_IN, {}, started + 2.8)
+        guard.admit(profile, number, SIGN_IN, {}, started + 2.8).clear()
     assert refused.value.answer.outcome == "retry_not_sent" and time.monotonic() - started < 0.2
 
 
@@ -657,12 +693,13 @@ def test_a_twin_of_a_request_with_twilio_waits_then_never_sends_it_twice(twin: s
     number = describe(profile.phone_number)
     first = guard.admit(profile, number, SIGN_IN, {}, time.monotonic() + 10)
     assert isinstance(first, Passage)
+    first.clear()
     if twin == "unsettled meanwhile":
         guard.abandoned(first)  # a bug of ours mid-call: Twilio may have the code
     facts: dict[str, Any] = {}
     started = time.monotonic()
     with pytest.raises(Refused) as refused:
-        guard.admit(profile, number, SIGN_IN, facts, started + RESEND_SECONDS + 0.3)
+        guard.admit(profile, number, SIGN_IN, facts, started + RESEND_SECONDS + 0.3).clear()
     waited = time.monotonic() - started
     assert refused.value.answer.outcome == "retry_not_sent"
     assert first_reason(json.loads(refused.value.answer.json())) == "RETRY_NOT_SENT"
@@ -714,6 +751,7 @@ def test_on_redis_a_failed_codes_release_waits_for_the_answer_to_be_sent(redis_u
     guard = SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url}))
     profile = _profile(okta_request())
     first = guard.admit(profile, describe(profile.phone_number), SIGN_IN, {}, time.monotonic() + 10)
+    first.clear()
     assert isinstance(first, Passage) and first.ask is not None
     error = twilio_failure(TwilioRestException(500, "https://api.twilio.com/x", "no", code=20500), 1).answer
     answer = guard.failed(first, error)

@@ -166,7 +166,28 @@ def test_whatever_the_store_sends_a_call_returns_a_reply_or_fails_as_the_store(a
         theirs.sendall(answer)
         theirs.shutdown(socket.SHUT_WR)
         try:
-            value = store._exchange(ours, b"*1\r\n$4\r\nPING\r\n", time.monotonic() + 1)
+            store._send(ours, b"*1\r\n$4\r\nPING\r\n", time.monotonic() + 1)
+            value = store._read(ours, time.monotonic() + 1)
         except (store._Garbled, store._StoreRefused, ConnectionError):
             return
         assert value is None or isinstance(value, str | int)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    line=st.from_regex(r"\A(admitted|refused|replay|pending|unsettled)( [0-9a-z-]{0,6}){0,5}\Z") | st.text(max_size=40)
+)
+def test_whatever_line_the_admit_script_returns_is_a_verdict_or_fails_as_the_store(line: str) -> None:
+    """A line that is not one the admit script writes (a store not ours, a script of another version)
+    fails open as the store, never as a bug of ours."""
+    from telephony.rates import parse_rates
+    from telephony.store import Ask, Verdict, _verdict
+
+    rates = parse_rates("3/hour")
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, rates, rates, rates, rates, rates)
+    try:
+        verdict = _verdict(ask, "member", line)
+    except StoreUnavailable as error:
+        assert error.reason == "STORE_UNREACHABLE"
+        return
+    assert isinstance(verdict, Verdict) and verdict.kind in ("admitted", "refused", "replay", "pending", "unsettled")
