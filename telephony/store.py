@@ -608,7 +608,8 @@ _active = threading.local()  # the deadline of this thread's store call, for a c
 
 def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     """The admit script's one line: 'pending <since>', 'unsettled', 'replay <id>',
-    'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'."""
+    'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'.
+    ValueError for any other."""
     kind, _, rest = str(reply).partition(" ")
     if kind == PENDING:
         return Verdict(PENDING, pending_since=_since(str(reply)))
@@ -627,11 +628,11 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
         }
         scope, index = (flags[1], flags[2]) if len(flags) == 3 else ("", "")
         if scope not in scopes or not (index.isascii() and index.isdigit()) or not 0 < int(index) <= len(scopes[scope]):
-            raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
+            raise ValueError("not a line of the admit script")
         rate = scopes[scope][int(index) - 1]
         return Verdict("refused", known=known, scope=scope, rate=rate)
     if kind != "admitted" or len(flags) != 4:
-        raise StoreUnavailable("STORE_UNREACHABLE")
+        raise ValueError("not a line of the admit script")
     added_range, added_country, added_all = (flag == "1" for flag in flags[1:4])
     return Verdict(
         "admitted",
@@ -852,7 +853,16 @@ class RedisStore(Claims):
         # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
         words = "".join([f"${len(word)}\r\n{word}\r\n" for word in names + own]).encode("ascii")
         reply = self._begin_script("admit", names, [*own, *limits], head + words + tail)
-        return lambda: _verdict(ask, member, reply())
+
+        def verdict() -> Verdict:
+            line = reply()
+            try:
+                return _verdict(ask, member, line)
+            except ValueError:  # a store that is not ours, or a script of another version: rest as for any fault
+                self._rest()
+                raise StoreUnavailable("STORE_UNREACHABLE") from None
+
+        return verdict
 
     def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         keys = _Keys(ask)

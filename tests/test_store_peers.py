@@ -91,6 +91,25 @@ def test_a_store_that_resets_after_an_error_rests_then_tries_again() -> None:
         assert store._execute("GET", "k") == "SM"
 
 
+def test_a_store_answering_lines_our_script_never_writes_rests_as_after_any_fault() -> None:
+    """A server that answers every command '+OK' is reachable and well-formed, but not ours: the guard
+    fails open, reports it once, and leaves it alone for a second as after any other fault."""
+    from telephony.rates import parse_rates
+    from telephony.store import Ask
+
+    rates = parse_rates("3/hour")
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, rates, rates, rates, rates, rates)
+    with redis_stand_in([b"+OK\r\n"]) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        with pytest.raises(StoreUnavailable) as first:
+            store.admit(ask, time.time())
+        assert (first.value.reason, first.value.fresh) == ("STORE_UNREACHABLE", True)
+        sent = len(peer.commands)
+        with pytest.raises(StoreUnavailable) as resting:
+            store.admit(ask, time.time())
+        assert (resting.value.reason, resting.value.fresh, len(peer.commands)) == ("STORE_RESTING", False, sent)
+
+
 @pytest.mark.parametrize(
     ("answer", "value"),
     [
@@ -178,8 +197,8 @@ def test_whatever_the_store_sends_a_call_returns_a_reply_or_fails_as_the_store(a
     line=st.from_regex(r"\A(admitted|refused|replay|pending|unsettled)( [0-9a-z-]{0,6}){0,5}\Z") | st.text(max_size=40)
 )
 def test_whatever_line_the_admit_script_returns_is_a_verdict_or_fails_as_the_store(line: str) -> None:
-    """A line that is not one the admit script writes (a store not ours, a script of another version)
-    fails open as the store, never as a bug of ours."""
+    """A line that is not one the admit script writes (a store not ours, a script of another version) is
+    refused by the parser as such (ValueError: the store then fails open), never as a bug of ours."""
     from telephony.rates import parse_rates
     from telephony.store import Ask, Verdict, _verdict
 
@@ -187,7 +206,6 @@ def test_whatever_line_the_admit_script_returns_is_a_verdict_or_fails_as_the_sto
     ask = Ask("n", "+3361234", "FR", "r", 30, True, False, rates, rates, rates, rates, rates)
     try:
         verdict = _verdict(ask, "member", line)
-    except StoreUnavailable as error:
-        assert error.reason == "STORE_UNREACHABLE"
+    except ValueError:
         return
     assert isinstance(verdict, Verdict) and verdict.kind in ("admitted", "refused", "replay", "pending", "unsettled")
