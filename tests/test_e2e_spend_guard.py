@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -142,17 +142,46 @@ def pump(pair: tuple[RunningHook, ...], numbers: list[str], workers: int = 8) ->
 # ---------------------------------------------------------------------------------------- Done when
 
 
-def test_a_legitimate_morning_passes_with_nothing_refused(
-    pair: tuple[RunningHook, RunningHook], fresh: Log, sandbox: SandboxState
-) -> None:
+class Day(NamedTuple):
+    """A morning, then both attacks on one of its countries, then its verified users back for codes."""
+
+    answers: list[str]  # the morning's codes
+    verified: list[User]
+    lines: list[dict[str, Any]]  # the morning's log lines
+    sent: int  # the morning's codes the sandbox sent
+    paused: list[str]  # new numbers in the attacked country, after the attacks
+    returning: list[str]  # the verified users' codes, after the attacks
+    returning_sent: int
+
+
+@pytest.fixture(scope="module")
+def day(pair: tuple[RunningHook, RunningHook], guard_redis: RedisServer, sandbox_server: SandboxServer) -> Day:
+    """Run once for the tests that read it: the morning's conversions must still be in the store when
+    the attacks come, as they would be."""
+    guard_redis.flush()
+    sandbox = sandbox_server.state
+    sandbox.requests.clear()
+    log = Log(pair)
     answers, verified = run_morning(pair)
+    lines, morning_sent = log.lines(), sent(sandbox)
+    pump(pair, range_numbers(ATTACKED, 200, seed=7))
+    pump(pair, spread_numbers(ATTACKED, 150, seed=8))
+    paused = pump(pair, spread_numbers(ATTACKED, 5, seed=9))
+    sandbox.requests.clear()
+    returning = [
+        status(pair[index % 2].post(code_request(user.phone, SIGN_IN))[1]) for index, user in enumerate(verified)
+    ]
+    return Day(answers, verified, lines, morning_sent, paused, returning, sent(sandbox))
+
+
+def test_a_legitimate_morning_passes_with_nothing_refused(day: Day) -> None:
+    answers, verified = day.answers, day.verified
     assert len(answers) > len(USERS) and len(verified) > 0.8 * len(USERS)  # resends, most verify
     assert {user.country for user in USERS} == {"US", "GB", "FR", "DE", "IN", "BR", "JP", "AU"}
     assert answers == ["SUCCESSFUL"] * len(answers)
-    assert sent(sandbox) == len(answers)
-    lines = fresh.lines()
-    assert not [line for line in lines if line.get("guard") in ("refused", "would_refuse")]
-    converted = [line for line in lines if line.get("outcome") == "converted"]
+    assert day.sent == len(answers)
+    assert not [line for line in day.lines if line.get("guard") in ("refused", "would_refuse")]
+    converted = [line for line in day.lines if line.get("outcome") == "converted"]
     assert len(converted) == len(verified)
 
 
@@ -188,22 +217,12 @@ def test_a_pump_spread_over_one_countrys_ranges_gets_at_most_10_percent(
     assert limits == {"country 10/hour"}
 
 
-def test_after_both_attacks_people_who_verified_earlier_still_get_their_codes(
-    pair: tuple[RunningHook, RunningHook], fresh: Log, sandbox: SandboxState
-) -> None:
-    _, verified = run_morning(pair)
-    pump(pair, range_numbers(ATTACKED, 200, seed=7))
-    pump(pair, spread_numbers(ATTACKED, 150, seed=8))
-    paused = pump(pair, spread_numbers(ATTACKED, 5, seed=9))
-    assert paused == ["SPEND_GUARD"] * 5  # the country is paused for new numbers
-    sandbox.requests.clear()
-    attacked = [user for user in verified if user.country == ATTACKED]
+def test_after_both_attacks_people_who_verified_earlier_still_get_their_codes(day: Day) -> None:
+    assert day.paused == ["SPEND_GUARD"] * 5  # the country is paused for new numbers
+    attacked = [user for user in day.verified if user.country == ATTACKED]
     assert len(attacked) >= 10
-    answers = [
-        status(pair[index % 2].post(code_request(user.phone, SIGN_IN))[1]) for index, user in enumerate(verified)
-    ]
-    assert answers == ["SUCCESSFUL"] * len(verified)
-    assert sent(sandbox) == len(verified)
+    assert day.returning == ["SUCCESSFUL"] * len(day.verified)
+    assert day.returning_sent == len(day.verified)
 
 
 def test_oktas_retry_on_the_other_instance_sends_one_code(
