@@ -52,17 +52,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return UnitScheduling(config, log)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # schemathesis names its tests after the operation (test[POST /]), but pytest 9 builds the id from the
-    # function's name alone: the four operations' tests would share one id. Give each its operation.
-    for item in items:
-        label = getattr(item, "operation_label", None)
-        unparametrized = getattr(item, "callspec", None) is None and item._id.params is None
-        if label and unparametrized:
-            item._id = item._id.with_params(label)
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The scheduler knows tests by id: of two with one id, it would run one and never say so."""
     shared = [nodeid for nodeid, count in Counter(item.nodeid for item in session.items).items() if count > 1]
