@@ -652,10 +652,13 @@ class _ThreadConnection(threading.local):
 class _InFlight:
     """A command sent on this thread's connection, its reply not yet read."""
 
-    __slots__ = ("command", "connection", "reused", "until")
+    __slots__ = ("command", "connection", "left", "reused", "until")
 
     def __init__(self, connection: Any, command: bytes, until: float, *, reused: bool) -> None:
         self.connection, self.command, self.until, self.reused = connection, command, until, reused
+        # The deadline's time left once the command is sent: the reply gets that much from when the
+        # caller reads it, since what the caller does in between is its own time, not the store's.
+        self.left = 0.0
 
 
 class RedisStore(Claims):
@@ -738,12 +741,14 @@ class RedisStore(Claims):
             _send(connection._sock, command, until)
 
         self._faults(flight, send)
+        flight.left = max(until - time.monotonic(), 0.0)
         self._local.unread = True
         return flight
 
     def _finish(self, flight: _InFlight) -> Reply:
         """The reply to the command `flight` sent."""
         self._local.unread = False
+        flight.until = time.monotonic() + flight.left
         connection = flight.connection
 
         def read() -> Reply:

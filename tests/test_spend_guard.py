@@ -226,6 +226,17 @@ def test_a_verdict_read_later_is_the_verdict_and_a_reply_left_unread_upsets_noth
     assert store.admit(ask("n2", code="2"), now + 2).kind == "pending"  # the unread admit still counted
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_verdict_read_after_the_stores_deadline_is_still_read(redis_url: str) -> None:
+    """The store's deadline bounds the wait for its reply, not the hook's own work between asking and
+    reading (the request to Twilio being made ready): a reply already there is read, not failed open."""
+    store = RedisStore(redis_url, deadline_seconds=0.05)
+    store.admit(ask("n0"), time.time())  # connected, the script loaded
+    reply = store.begin_admit(ask("n1"), time.time())
+    time.sleep(0.15)  # a hook whose own work took three deadlines
+    assert reply().kind == "admitted"
+
+
 def test_claim_is_true_once(store: Store) -> None:
     assert store.claim("event-1", 60) is True
     assert store.claim("event-1", 60) is False
