@@ -191,11 +191,9 @@ class SpendGuard(Claims):
         except StoreUnavailable as error:
             self._store_failed(error, facts)
             return Passage()
-        return Passage(ask, reply, lambda passage: self._clear(passage, number, facts, until))
+        return Passage(ask, reply, lambda passage: self._clear(passage, ask, number, facts, until))
 
-    def _clear(self, passage: Passage, number: NumberFacts, facts: dict[str, Any], until: float) -> None:
-        ask = passage.ask
-        assert ask is not None
+    def _clear(self, passage: Passage, ask: Ask, number: NumberFacts, facts: dict[str, Any], until: float) -> None:
         try:
             verdict = self._decide(ask, passage.read(), until, facts)
         except StoreUnavailable as error:
@@ -207,7 +205,6 @@ class SpendGuard(Claims):
         if verdict.kind in (PENDING, UNSETTLED):  # Twilio may have the first attempt's code: not twice
             facts["guard"] = "retry_in_flight" if verdict.kind == PENDING else "retry_unsettled"
             raise Held(retry_not_sent(in_flight=verdict.kind == PENDING).answer)
-        passage.verdict = verdict  # admitted, or refused in monitor mode: this call took its room
         facts["guard_number"] = "known" if verdict.known else "new"
         if verdict.kind == "refused":
             refusal = {
@@ -218,12 +215,12 @@ class SpendGuard(Claims):
             }
             facts.update(refusal)
             if self.mode is GuardMode.ENFORCE:
-                passage.verdict = None
                 facts["guard"] = "refused"
                 raise Held(guard_refused(str(verdict.scope), refusal).answer)
             facts["guard"] = "would_refuse"  # monitor: sent anyway, its retry record claimed
-            return
-        facts["guard"] = "passed"
+        else:
+            facts["guard"] = "passed"
+        passage.verdict = verdict  # admitted, or refused in monitor mode: this call took its room
 
     def _decide(self, ask: Ask, verdict: Verdict, until: float, facts: dict[str, Any]) -> Verdict:
         while verdict.kind == PENDING and not _stale(verdict) and time.monotonic() < until - RESEND_SECONDS:
