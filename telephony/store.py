@@ -26,6 +26,7 @@ request in between. Every key expires.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import secrets
 import socket
@@ -699,6 +700,9 @@ class RedisStore(Claims):
             "protocol": 2,
         }
         self._connection_options.pop("connection_class", None)
+        if tls:  # loaded at start-up, not within the first call's deadline; a fault shows at that call
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                self._connection_class(**self._connection_options).prepare_context()
         # One connection per thread that uses the store (the threads that serve requests):
         # no pool to lock or to check for stray data, so a call is one write and one read.
         self._local = _ThreadConnection()
@@ -935,10 +939,14 @@ class _SharedTls:
     def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
         if self.ssl_validate_ocsp or self.ssl_validate_ocsp_stapled:  # redis-py's own checks, per connection
             return super()._wrap_socket_with_ssl(sock)  # type: ignore[misc, no-any-return]
+        return self.prepare_context().wrap_socket(sock, server_hostname=self.host)
+
+    def prepare_context(self) -> ssl.SSLContext:
+        """The store's context, built by its first connection (or ahead of it, by the store)."""
         kind = type(self)
         if kind.tls_context is None:
             kind.tls_context = self._build_context()
-        return kind.tls_context.wrap_socket(sock, server_hostname=self.host)
+        return kind.tls_context
 
     def _build_context(self) -> ssl.SSLContext:
         """redis-py 8.1's SSLConnection._wrap_socket_with_ssl, its context alone."""

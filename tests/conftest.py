@@ -21,7 +21,7 @@ from tests.helpers import (
 )
 from tests.okta_stand_in import OktaStandIn, OktaState
 from tests.redis_server import RedisServer
-from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, stand_in
+from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, self_signed, stand_in
 from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState, start_in_thread
 
 # only tests marked e2e may start a process; which tests share a worker under pytest-xdist
@@ -175,6 +175,22 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, empty."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server speaking TLS only, with a certificate of its own, for the whole session."""
+    directory = tmp_path_factory.mktemp("redis-tls")
+    server = RedisServer(directory, tls=self_signed(directory))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rediss_url(redis_tls_server: RedisServer) -> str:
+    """The session's Redis over TLS, empty: rediss:// with its certificate to verify."""
+    redis_tls_server.flush()
+    return redis_tls_server.url
 
 
 # Peers and processes the end-to-end modules share (a functions-framework start costs about a second of

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -14,16 +15,20 @@ from tools.processes import free_port, start_redis, stop
 
 
 class RedisServer:
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
         self.password = password
         self.directory = directory
+        self.tls = tls  # a certificate for 127.0.0.1 and its key: TLS only
         self.start()
 
     def start(self) -> None:
         """Start (or start again, on the same port) and wait until it answers."""
-        self.process = start_redis(self.port, self.directory, self.password)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=True)
+        self.process = start_redis(self.port, self.directory, self.password, self.tls)
+        over_tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls[0])} if self.tls else {}
+        self.client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, decode_responses=True, **over_tls
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -37,6 +42,8 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def flush(self) -> None:

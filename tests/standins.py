@@ -189,13 +189,10 @@ def redis_stand_in(
         yield server
 
 
-@contextmanager
-def tls_listener(directory: Path) -> Iterator[int]:
-    """A loopback TLS server with a self-signed certificate (written to `directory`): handshakes
-    happen, verification fails. Yields its port."""
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, written to `directory`."""
     import datetime
-    import socket
-    import ssl
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -208,14 +205,28 @@ def tls_listener(directory: Path) -> Iterator[int]:
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
+    certificate, private_key = directory / "cert.pem", directory / "key.pem"
+    certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private_key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return certificate, private_key
+
+
+@contextmanager
+def tls_listener(directory: Path) -> Iterator[int]:
+    """A loopback TLS server with a self-signed certificate (written to `directory`): handshakes
+    happen, verification fails. Yields its port."""
+    import socket
+    import ssl
+
+    certificate, key = self_signed(directory)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    context.load_cert_chain(certificate, key)
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()

@@ -61,12 +61,16 @@ def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **cha
     return Ask(**values)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.e2e)])  # a redis-server is a process
+# Every store test runs on each store: memory, Redis, and Redis over TLS (Memorystore's in-transit
+# encryption), whose sockets the call path reads and writes its own way.
+@pytest.fixture(
+    params=["memory", pytest.param("redis", marks=pytest.mark.e2e), pytest.param("rediss", marks=pytest.mark.e2e)]
+)  # a redis-server is a process
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
     else:
-        yield RedisStore(request.getfixturevalue("redis_url"))
+        yield RedisStore(request.getfixturevalue(f"{request.param}_url"))
 
 
 def sent(sandbox: SandboxState) -> list[dict[str, Any]]:

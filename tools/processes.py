@@ -189,9 +189,17 @@ def start_sandbox(
     return listening(process, port) if wait else process
 
 
-def start_redis(port: int, directory: Path, password: str | None = None) -> subprocess.Popen[bytes]:
-    """A throwaway redis-server (Debian's package) on loopback: no persistence, listening once this returns."""
-    arguments = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+def start_redis(
+    port: int, directory: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server (Debian's package) on loopback: no persistence, listening once this returns.
+    `tls`, a certificate and its key: the port speaks TLS only (as Memorystore's in-transit encryption)."""
+    listen = ["--port", str(port)]
+    if tls is not None:
+        certificate, key = tls
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certificate)]
+        listen += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no"]
+    arguments = ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     arguments += ["--dir", str(directory)] + (["--requirepass", password] if password else [])
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     return listening(process, port)
