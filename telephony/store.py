@@ -29,6 +29,7 @@ import bisect
 import contextlib
 import itertools
 import secrets
+import select
 import socket
 import ssl
 import threading
@@ -538,10 +539,54 @@ def _pack(words: tuple[str | int | bytes, ...]) -> bytes:
     return b"*%d\r\n" % len(words) + b"".join(_bulk(word) for word in encoded)
 
 
-def _send(sock: Any, command: bytes, until: float) -> None:
-    """Send one command within `until` (a time.monotonic() value)."""
+# A non-blocking socket that cannot go on now (TLS says so in its own words).
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _send(sock: socket.socket, command: bytes, until: float) -> None:
+    """Send one command within `until` (a time.monotonic() value). The call path keeps its sockets
+    non-blocking: a command fits an idle connection's buffer, so this is one system call, where a
+    socket timeout costs two more (setting it, and a poll before the send)."""
+    sent = 0
+    if sock.gettimeout() == 0.0:
+        try:
+            sent = sock.send(command)
+        except _WOULD_BLOCK:
+            sent = 0  # the buffer is full: the rest of the way waits
+    if sent < len(command):
+        _waiting(sock, until, lambda: sock.sendall(command[sent:]))
+
+
+def _receive(sock: socket.socket, until: float) -> bytes:
+    """What the store has sent: one system call when the reply is there, and a poll within `until`
+    only when nothing is there yet."""
+    if sock.gettimeout() != 0.0:  # a socket the call path has not set up
+        return _waiting(sock, until, lambda: sock.recv(READ_BYTES))
+    while True:
+        try:
+            return sock.recv(READ_BYTES)
+        except ssl.SSLWantWriteError:  # TLS renegotiating: it has to write first
+            _ready(sock, select.POLLOUT, until)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            _ready(sock, select.POLLIN, until)
+
+
+def _ready(sock: socket.socket, events: int, until: float) -> None:
+    """Wait until the socket is ready for `events`; TimeoutError at `until`."""
+    poller = select.poll()
+    poller.register(sock, events)
+    if not poller.poll(_left(until) * 1000):
+        raise TimeoutError("the store's deadline passed")
+
+
+def _waiting(sock: socket.socket, until: float, step: Callable[[], _T]) -> _T:
+    """`step` under a socket timeout of what is left of `until`; the socket is non-blocking again after."""
     sock.settimeout(_left(until))
-    sock.sendall(command)
+    try:
+        return step()
+    finally:
+        if sock.fileno() != -1:  # not when the watchdog or a fault closed it
+            sock.settimeout(0.0)
 
 
 def _read(sock: Any, until: float) -> Reply:
@@ -578,8 +623,7 @@ def _read(sock: Any, until: float) -> Reply:
                 raise _Garbled
         if len(data) > MAX_REPLY_BYTES:
             raise _Garbled
-        sock.settimeout(_left(until))
-        piece = sock.recv(READ_BYTES)
+        piece = _receive(sock, until)
         if not piece:
             raise ConnectionError("the store closed the connection")
         data += piece
@@ -802,6 +846,7 @@ class RedisStore(Claims):
                 _active.call = None
             if call.finish():
                 raise TimeoutError("the store's deadline passed while connecting")
+        connection._sock.settimeout(0.0)  # redis-py is done with it: the call path's own sends and reads
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS

@@ -182,6 +182,39 @@ def test_a_store_whose_tls_settings_cannot_load_fails_at_its_calls_not_at_start_
     assert reason == "STORE_UNREACHABLE"
 
 
+def test_a_command_larger_than_the_socket_buffer_goes_whole_or_fails_at_the_deadline() -> None:
+    """The call path keeps its sockets non-blocking: what does not fit the buffer waits for the peer to
+    read, within the deadline; the socket is non-blocking again after."""
+    import socket
+    import threading
+
+    from telephony import store
+
+    command = bytes(range(256)) * 16384  # 4 MiB: far more than a socket buffer holds
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(0.0)
+        received = bytearray()
+
+        def read_all() -> None:
+            while len(received) < len(command):
+                received.extend(theirs.recv(65536))
+
+        reader = threading.Thread(target=read_all)
+        reader.start()
+        store._send(ours, command, time.monotonic() + 10)
+        reader.join()
+        assert bytes(received) == command
+        assert ours.gettimeout() == 0.0
+
+        deadline = 0.2
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # nobody reads now
+            store._send(ours, command, started + deadline)
+        assert time.monotonic() - started < 5 * deadline
+        assert ours.gettimeout() == 0.0
+
+
 # Replies shaped like Redis's (a type byte, a length or count, CRLF, more), and arbitrary bytes.
 RESP_LIKE = st.builds(
     lambda kind, line, rest: kind + line + b"\r\n" + rest,
