@@ -375,13 +375,13 @@ class _Keys:
 
 # KEYS: number window, known flag, range window, country window, retry record, window over every country
 # ARGV: now, member, number hash, retry seconds, enrolment (1/0), claim refused (1/0),
-#       the number's, range's, country's and all countries' key lifetimes (seconds), then five lists of
-#       limits: known-number, new-number, range, country and all, each as its length followed by amount,
-#       seconds pairs.
+#       the number's, range's, country's and all countries' windows: their key lifetimes (seconds), then
+#       the most codes their limits count, then five lists of limits: known-number, new-number, range,
+#       country and all, each as its length followed by amount, seconds pairs.
 # Numbers go in and out as the caller's strings: Lua's number formatting is the script's dearest step.
 ADMIT_SCRIPT = """
 -- Each list of limits is read where it stands in ARGV: its length, then amount and seconds pairs.
-local known_at = 11
+local known_at = 15
 local new_at = known_at + 2 * ARGV[known_at] + 1
 local range_at = new_at + 2 * ARGV[new_at] + 1
 local country_at = range_at + 2 * ARGV[range_at] + 1
@@ -393,45 +393,34 @@ if previous then
 end
 local now = tonumber(ARGV[1])
 local known = ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1
-local function largest(at)
-  local most = 0
-  for index = 1, ARGV[at] do most = math.max(most, tonumber(ARGV[at + 2 * index - 1])) end
-  return most
-end
 local sizes = {}
-local function full(key, at, member)
+local function full(key, at)
   -- A set holds at most its largest amount plus one (trimmed past its longest window once it could
   -- fill a limit): fewer members than a limit's amount cannot fill it, so most calls count nothing.
   local size = redis.call('ZCARD', key)
   sizes[key] = size
-  local score = nil
   for index = 1, ARGV[at] do
     local amount = tonumber(ARGV[at + 2 * index - 1])
-    if size >= amount then
-      local since = now - tonumber(ARGV[at + 2 * index])
-      if member and score == nil then score = tonumber(redis.call('ZSCORE', key, member) or '-1') end
-      local counted = member and score > since
-      if not counted and redis.call('ZCOUNT', key, '(' .. since, '+inf') >= amount then
-        return index
-      end
+    if size >= amount and redis.call('ZCOUNT', key, '(' .. (now - ARGV[at + 2 * index]), '+inf') >= amount then
+      return index
     end
   end
   return 0
 end
 local scope, index = nil, 0
-if known then index = full(KEYS[1], known_at, nil) else index = full(KEYS[1], new_at, nil) end
+if known then index = full(KEYS[1], known_at) else index = full(KEYS[1], new_at) end
 if index > 0 then
   scope = 'number'
 elseif not known then
-  index = full(KEYS[3], range_at, nil)
+  index = full(KEYS[3], range_at)
   if index > 0 then
     scope = 'range'
   else
-    index = full(KEYS[4], country_at, nil)
+    index = full(KEYS[4], country_at)
     if index > 0 then
       scope = 'country'
     else
-      index = full(KEYS[6], all_at, nil)
+      index = full(KEYS[6], all_at)
       if index > 0 then scope = 'all' end
     end
   end
@@ -440,22 +429,23 @@ if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending ' .. ARGV[1], 'EX', ARGV[4])
 end
 if scope then return 'refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
-local function keep(key, member, lifetime, most)
+-- ARGV[7 + n]: the window's key lifetime; ARGV[11 + n]: the most codes its limits count
+local function keep(key, member, n)
   local added = redis.call('ZADD', key, ARGV[1], member)
-  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > most then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - tonumber(lifetime) + 1))
+  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > tonumber(ARGV[11 + n]) then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ARGV[7 + n] + 1))
   end
-  redis.call('EXPIRE', key, lifetime)
+  redis.call('EXPIRE', key, ARGV[7 + n])
   return added
 end
-keep(KEYS[1], ARGV[2], ARGV[7], math.max(largest(known_at), largest(new_at)))
+keep(KEYS[1], ARGV[2], 0)
 local added_range, added_country, added_all = 0, 0, 0
 if not known then
   -- Every code counts, each its own entry ('number hash|code'): a conversion finds its number's entries.
   local code = ARGV[3] .. '|' .. ARGV[2]
-  added_range = keep(KEYS[3], code, ARGV[8], largest(range_at))
-  added_country = keep(KEYS[4], code, ARGV[9], largest(country_at))
-  added_all = keep(KEYS[6], code, ARGV[10], largest(all_at))
+  added_range = keep(KEYS[3], code, 1)
+  added_country = keep(KEYS[4], code, 2)
+  added_all = keep(KEYS[6], code, 3)
 end
 return 'admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
 """
@@ -880,9 +870,10 @@ class RedisStore(Claims):
         lists = (ask.known_rates, ask.new_rates, ask.range_rates, ask.country_rates, ask.all_rates)
         encoded = self._encoded.get(lists)
         if encoded is None:
-            lifetimes = [_lifetime(ask.known_rates, ask.new_rates), _lifetime(ask.range_rates)]
-            lifetimes += [_lifetime(ask.country_rates), _lifetime(ask.all_rates)]
-            parts = [part.encode() for part in lifetimes + [part for rates in lists for part in _encode(rates)]]
+            windows = ((ask.known_rates, ask.new_rates), (ask.range_rates,), (ask.country_rates,), (ask.all_rates,))
+            lifetimes = [_lifetime(*window) for window in windows]
+            most = [str(max(rate.amount for rates in window for rate in rates)) for window in windows]
+            parts = [part.encode() for part in lifetimes + most + [part for rates in lists for part in _encode(rates)]]
             words = 3 + ADMIT_KEYS + ADMIT_OWN_ARGS + len(parts)
             head = b"*%d\r\n" % words + b"".join(
                 _bulk(word) for word in (b"EVALSHA", self._scripts["admit"][0].encode())
