@@ -561,6 +561,14 @@ def _receive(sock: socket.socket, until: float) -> bytes:
             _ready(sock, select.POLLIN, until)
 
 
+def _closed_or_out_of_step(sock: socket.socket) -> bool:
+    """Whether a kept connection, idle since its last reply, has anything to read: the store closed
+    it (or reset it), or sent what no command asked for. Either way it cannot carry the next command."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _ready(sock: socket.socket, events: int, until: float) -> None:
     """Wait until the socket is ready for `events`; TimeoutError at `until`."""
     poller = select.poll()
@@ -687,10 +695,10 @@ class _ThreadConnection(threading.local):
 class _InFlight:
     """A command sent on this thread's connection, its reply not yet read."""
 
-    __slots__ = ("command", "connection", "left", "reused", "until")
+    __slots__ = ("command", "connection", "left", "until")
 
-    def __init__(self, connection: Any, command: bytes, until: float, *, reused: bool) -> None:
-        self.connection, self.command, self.until, self.reused = connection, command, until, reused
+    def __init__(self, connection: Any, command: bytes, until: float) -> None:
+        self.connection, self.command, self.until = connection, command, until
         # The deadline's time left once the command is sent: the reply gets that much from when the
         # caller reads it, since what the caller does in between is its own time, not the store's.
         self.left = 0.0
@@ -771,10 +779,12 @@ class RedisStore(Claims):
             connection = self._local.connection = self._connection_class(**self._connection_options)
         elif self._local.unread:  # a reply nobody read: this connection is out of step
             connection.disconnect()
-        flight = _InFlight(connection, command, until, reused=connection._sock is not None)
+        elif connection._sock is not None and _closed_or_out_of_step(connection._sock):
+            connection.disconnect()  # the store closed it while idle (a restart, a failover, a timeout)
+        flight = _InFlight(connection, command, until)
 
         def send() -> None:
-            if not flight.reused:
+            if connection._sock is None:
                 self._connect(connection, until)
             _send(connection._sock, command, until)
 
@@ -789,20 +799,9 @@ class RedisStore(Claims):
         flight.until = time.monotonic() + flight.left
         connection = flight.connection
 
-        def read() -> Reply:
-            try:
-                return _read(connection._sock, flight.until)
-            except ConnectionError:
-                connection.disconnect()
-                if not flight.reused:
-                    raise
-                # A kept connection the store closed (a restart, a failover, an idle timeout): the
-                # command never reached a live store. Once more on a new connection, same deadline.
-                self._connect(connection, flight.until)
-                _send(connection._sock, flight.command, flight.until)
-                return _read(connection._sock, flight.until)
-
-        return self._faults(flight, read)
+        # A connection closed once the command was sent is a fault, never a reason to send it again:
+        # the store may have run it (a retry record written, a claim taken) before it closed.
+        return self._faults(flight, lambda: _read(connection._sock, flight.until))
 
     def _faults(self, flight: _InFlight, step: Callable[[], _T]) -> _T:
         """Run one half of a call; every fault of the store becomes StoreUnavailable (or _NoScript)."""
@@ -945,6 +944,13 @@ class RedisStore(Claims):
         return [flag == "1" for flag in reply]
 
 
+def _hold(sock: Any) -> None:
+    """The store call's deadline (when one runs) shuts `sock` when it passes; TimeoutError if it has."""
+    call = getattr(_active, "call", None)
+    if call is not None:
+        call.hold(sock)
+
+
 class _DeadlineConnection:
     """Mixed into redis-py's connection: a connection opened inside a store call registers with the
     call's deadline, so the watchdog can shut its socket during connect, AUTH or the reply alike."""
@@ -961,6 +967,13 @@ class _DeadlineConnection:
             call.attach(self)
         super().connect()  # type: ignore[misc]
 
+    def _connect(self) -> Any:
+        """redis-py's socket, connected (and through TLS's handshake), held by the call's deadline
+        before AUTH and the rest are read: shut at once if the deadline passed meanwhile."""
+        sock = super()._connect()  # type: ignore[misc]
+        _hold(sock)
+        return sock
+
 
 class _SharedTls:
     """Mixed into redis-py's SSLConnection: one TLS context per store, built as redis-py builds it,
@@ -975,7 +988,10 @@ class _SharedTls:
     def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
         if self.ssl_validate_ocsp or self.ssl_validate_ocsp_stapled:  # redis-py's own checks, per connection
             return super()._wrap_socket_with_ssl(sock)  # type: ignore[misc, no-any-return]
-        return self.prepare_context().wrap_socket(sock, server_hostname=self.host)
+        wrapped = self.prepare_context().wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+        _hold(wrapped)  # the watchdog can shut it mid-handshake: a handshake trickled past the deadline ends there
+        wrapped.do_handshake()
+        return wrapped
 
     def prepare_context(self) -> ssl.SSLContext:
         """The store's context, built by its first connection (or ahead of it, by the store)."""

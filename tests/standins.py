@@ -170,15 +170,109 @@ class _RespHandler(socketserver.StreamRequestHandler):
             pass
 
     def _command(self) -> list[bytes]:
-        """One command as a client sends it (RESP: an array of bulk strings); [] at the end."""
-        head = self.rfile.readline()
-        if not head.startswith(b"*"):
-            return []
-        words = []
-        for _ in range(int(head[1:])):
-            size = int(self.rfile.readline()[1:])
-            words.append(self.rfile.read(size + 2)[:-2])
-        return words
+        return read_command(self.rfile)
+
+
+def read_command(stream: Any) -> list[bytes]:
+    """One command as a client sends it (RESP: an array of bulk strings); [] at the end."""
+    head = stream.readline()
+    if not head.startswith(b"*"):
+        return []
+    words = []
+    for _ in range(int(head[1:])):
+        size = int(stream.readline()[1:])
+        words.append(stream.read(size + 2)[:-2])
+    return words
+
+
+def read_reply(stream: Any) -> bytes:
+    """One reply as Redis sends it (RESP 2), whole and as it came."""
+    line = stream.readline()
+    if line[:1] == b"$" and int(line[1:]) >= 0:
+        return line + stream.read(int(line[1:]) + 2)
+    if line[:1] == b"*":
+        return line + b"".join(read_reply(stream) for _ in range(max(int(line[1:]), 0)))
+    return bytes(line)
+
+
+class RedisProxy(socketserver.ThreadingTCPServer):
+    """Relays each command to a real Redis and its reply back. `cut_next`: the next command (not the
+    connection's set-up) runs on Redis, then the connection is closed instead of answered, as a
+    failover, a proxy or CLIENT KILL may do."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream_port = upstream_port
+        self.cut_next = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.server_address[1]}/0"
+
+
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    server: RedisProxy
+
+    def handle(self) -> None:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
+            replies = upstream.makefile("rb")
+            while command := read_command(self.rfile):
+                upstream.sendall(b"*%d\r\n" % len(command) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in command))
+                reply = read_reply(replies)
+                if self.server.cut_next and command[0].upper() not in _RespHandler.SET_UP:
+                    self.server.cut_next = False
+                    return  # the command ran; its answer is never sent, the connection closes
+                self.wfile.write(reply)
+
+
+@contextmanager
+def redis_proxy(upstream_port: int) -> Iterator[RedisProxy]:
+    with serving(RedisProxy(upstream_port)) as server:
+        yield server
+
+
+class TricklingRelay(socketserver.ThreadingTCPServer):
+    """Relays a TCP connection to `upstream_port`, the client's bytes at once and the server's one
+    byte every `pause` seconds: a TLS handshake, and whatever follows it, trickled."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream_port: int, pause: float) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.upstream_port, self.pause = upstream_port, pause
+
+
+class _TrickleHandler(socketserver.BaseRequestHandler):
+    server: TricklingRelay
+
+    def handle(self) -> None:
+        import socket
+
+        client: socket.socket = self.request
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.server.upstream_port)) as up:
+
+            def upwards() -> None:
+                with contextlib.suppress(OSError):
+                    while data := client.recv(65536):
+                        up.sendall(data)
+
+            threading.Thread(target=upwards, daemon=True).start()
+            while data := up.recv(65536):
+                for byte in data:
+                    client.sendall(bytes([byte]))
+                    time.sleep(self.server.pause)
+
+
+@contextmanager
+def trickling_relay(upstream_port: int, pause: float) -> Iterator[TricklingRelay]:
+    with serving(TricklingRelay(upstream_port, pause)) as server:
+        yield server
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from telephony.answers import Refused
 from telephony.phone import mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
-from telephony.store import Ask, MemoryStore, RedisStore, Store, Verdict
+from telephony.store import MemoryStore, RedisStore, Store, Verdict
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
@@ -27,7 +27,7 @@ from tests.helpers import (
 )
 from tests.okta_stand_in import OktaState, phone_factor
 from tests.redis_server import RedisServer
-from tests.traces import ENROLMENT, SIGN_IN, User, code_request, passed_event, range_numbers
+from tests.traces import ENROLMENT, SIGN_IN, User, ask, code_request, passed_event, range_numbers
 from tools.sandbox.twilio_sandbox import SandboxState
 
 NOW = time.time()  # the stores expire keys by their own clock: windows are tested by moving `now` on
@@ -40,25 +40,6 @@ def _now() -> None:
     pytest-xdist) would find its records expired before it looked."""
     global NOW
     NOW = time.time()
-
-
-def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **changes: Any) -> Ask:
-    values: dict[str, Any] = {
-        "number": number,
-        "range": range_,
-        "country": country,
-        "retry": f"retry-{number}-{changes.pop('code', '1')}",
-        "retry_seconds": 30,
-        "enrolment": True,
-        "claim_refused": False,
-        "known_rates": parse_rates("5/10minutes;20/day"),
-        "new_rates": parse_rates("3/10minutes;6/day"),
-        "range_rates": parse_rates("5/hour;10/day"),
-        "country_rates": parse_rates("10/hour;40/day"),
-        "all_rates": parse_rates("30/hour;100/day"),
-    }
-    values.update(changes)
-    return Ask(**values)
 
 
 # Every store test runs on each store: memory, Redis, and Redis over TLS (Memorystore's in-transit

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
 from tests.helpers import AppFactory, okta_request, post_hook
-from tests.standins import redis_stand_in, tls_listener
+from tests.redis_server import RedisServer
+from tests.standins import redis_proxy, redis_stand_in, tls_listener, trickling_relay
+from tests.traces import ask
 from tools.sandbox.twilio_sandbox import SandboxState
 
 DEADLINE = 0.15
@@ -213,6 +215,58 @@ def test_a_command_larger_than_the_socket_buffer_goes_whole_or_fails_at_the_dead
             store._send(ours, command, started + deadline)
         assert time.monotonic() - started < 5 * deadline
         assert ours.gettimeout() == 0.0
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_command_the_store_ran_before_closing_the_connection_is_not_sent_again(redis_server: RedisServer) -> None:
+    """A store that runs a command, then drops the connection (a failover, a proxy, CLIENT KILL): the
+    call fails as the store's (fail open, with its ERROR line), and the command ran once. Sent again,
+    a claim would come back 'seen before' and an admit would find its own retry record 'pending'."""
+    redis_server.flush()
+    with redis_proxy(redis_server.port) as proxy:
+        store = RedisStore(proxy.url)
+        assert store.claim("warm", 60) is True  # a kept connection
+        proxy.cut_next = True
+        with pytest.raises(StoreUnavailable) as failed:
+            store.claim("fresh", 60)
+        assert failed.value.reason == "STORE_UNREACHABLE"
+        assert redis_server.client.exists("okta-hook:x:fresh") == 1
+
+        store._resting_until = 0.0
+        assert store.admit(ask("n0"), time.time()).kind == "admitted"  # a new connection, the script loaded
+        proxy.cut_next = True
+        with pytest.raises(StoreUnavailable):
+            store.admit(ask("n1"), time.time())
+        assert str(redis_server.client.get(f"okta-hook:o:{ask('n1').retry}")).startswith("pending ")
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_store_that_closed_an_idle_connection_is_reached_on_a_new_one(redis_server: RedisServer) -> None:
+    """A kept connection the store closed while it was idle (a timeout, a restart) carries nothing: the
+    next call opens a new one, no fault, and its command runs once."""
+    redis_server.flush()
+    store = RedisStore(redis_server.url)
+    assert store.claim("first", 60) is True
+    redis_server.client.client_kill_filter(skipme=True)  # every connection but the test's own
+    time.sleep(0.05)  # the close reaches this side
+    assert store.claim("second", 60) is True
+    assert store.claim("second", 60) is False
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_tls_handshake_trickled_past_the_deadline_ends_at_the_deadline(redis_tls_server: RedisServer) -> None:
+    """The store's deadline covers the TLS handshake and what follows it, whatever a read's own timeout:
+    a store whose every byte trickles in fails at the call's deadline. (A handshake that ends just
+    inside its own timeout, after the call's deadline, was followed by AUTH's reply read for as long as
+    it trickled.)"""
+    deadline = 0.15
+    with trickling_relay(redis_tls_server.port, pause=0.005) as relay:
+        url = redis_tls_server.url.replace(f":{redis_tls_server.port}/", f":{relay.server_address[1]}/")
+        store = RedisStore(url, deadline_seconds=deadline)
+        store._connection_options.update(socket_timeout=10 * deadline, socket_connect_timeout=10 * deadline)
+        reason, took = failure(store, "GET", "k")
+    assert reason == "STORE_TIMEOUT"
+    assert took < 3 * deadline, took
 
 
 # Replies shaped like Redis's (a type byte, a length or count, CRLF, more), and arbitrary bytes.

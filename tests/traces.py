@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import phonenumbers
 
 from telephony.phone import describe
+from telephony.rates import parse_rates
+from telephony.store import Ask
 from tests.helpers import load_fixture, okta_request
 
 COUNTRIES = ("US", "GB", "FR", "DE", "IN", "BR", "JP", "AU")
@@ -134,3 +136,23 @@ def pump(numbers: list[str]) -> Iterator[dict[str, Any]]:
     """Scripted enrolments: one code to each number, nobody ever verifies."""
     for number in numbers:
         yield code_request(number, ENROLMENT)
+
+
+def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **changes: Any) -> Ask:
+    """A question to a store as the guard asks it, with the guard's default limits."""
+    values: dict[str, Any] = {
+        "number": number,
+        "range": range_,
+        "country": country,
+        "retry": f"retry-{number}-{changes.pop('code', '1')}",
+        "retry_seconds": 30,
+        "enrolment": True,
+        "claim_refused": False,
+        "known_rates": parse_rates("5/10minutes;20/day"),
+        "new_rates": parse_rates("3/10minutes;6/day"),
+        "range_rates": parse_rates("5/hour;10/day"),
+        "country_rates": parse_rates("10/hour;40/day"),
+        "all_rates": parse_rates("30/hour;100/day"),
+    }
+    values.update(changes)
+    return Ask(**values)
