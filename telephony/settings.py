@@ -321,6 +321,7 @@ class Settings(BaseModel):
             raise ValueError(shape) from None
         if not parts.hostname:
             raise ValueError(shape)
+        _redis_options(uri)
         return value
 
     @field_validator("guard_hash_key")
@@ -425,6 +426,22 @@ class Settings(BaseModel):
             password = urlsplit(self.guard_storage_uri.get_secret_value()).password
             values += [password] if password else []
         return values
+
+
+def _redis_options(uri: str) -> None:
+    """A Redis URI's options read as redis-py will read them at start-up (its query: timeouts, TLS
+    settings): a value it refuses stops the start here, with the setting's message. The value and
+    redis-py's words are not repeated: the URI may hold the AUTH string."""
+    import redis  # only when a Redis store is configured: it costs start-up time
+
+    try:
+        options = redis.connection.parse_url(uri)  # type: ignore[no-untyped-call]
+        options.pop("connection_class", None)
+        (redis.SSLConnection if uri.startswith("rediss://") else redis.Connection)(**options)
+    except (ValueError, TypeError, redis.RedisError):
+        raise ValueError(
+            "has an option Redis cannot use after '?' (a misspelled name, or a value of the wrong kind)"
+        ) from None
 
 
 def env_names(all_spellings: bool = False) -> list[str]:

@@ -133,3 +133,10 @@ def test_a_store_uri_redis_could_not_read_stops_the_start_without_repeating_it(u
     with pytest.raises(SettingsError) as caught:
         load_settings({"GUARD_STORAGE_URI": uri})
     assert "GUARD_STORAGE_URI" in str(caught.value) and "LeakMe3" not in str(caught.value)
+
+
+def test_a_store_uri_may_carry_redis_options_in_its_query() -> None:
+    """TLS with a certificate authority of its own (Memorystore's in-transit encryption, a private CA)."""
+    uri = "rediss://:pw@10.0.0.3:6378/0?ssl_ca_certs=/etc/okta-hook/redis-ca.pem"
+    settings = load_settings({"GUARD_STORAGE_URI": uri})
+    assert settings.guard_storage_uri is not None and settings.guard_storage_uri.get_secret_value() == uri
