@@ -16,9 +16,11 @@ The windows are moving windows kept as sorted sets scored by time:
   ('number hash|code'), so resends count too, and a conversion removes every code of its number and
   gives their room back.
 
-Every Redis call runs under one overall deadline, connect included (redis-py connects under
-telephony/deadlines.py's watchdog; each command's send and read get only the time left): a store
-that is down, refuses, hangs or trickles raises StoreUnavailable fast, and the caller fails open.
+Every Redis call runs under one overall deadline, connect included (the host's name is resolved on
+a thread of its own, the socket is held by telephony/deadlines.py's watchdog from before TLS's
+handshake on; each command's send and read get only the time left): a store that is down, refuses,
+hangs or trickles raises StoreUnavailable fast, and the caller fails open. A command is never sent
+twice: once sent, the store may have run it.
 The guard's decision is sent and read in two halves (`begin_admit`): the hook prepares Twilio's
 request in between. Every key expires.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ipaddress
 import itertools
 import secrets
 import select
@@ -727,9 +730,9 @@ class RedisStore(Claims):
         self._timeout = redis.TimeoutError
         self._response_error = redis.ResponseError
         self._auth_error = redis.AuthenticationError
-        bases = (
-            (_DeadlineConnection, _SharedTls, redis.SSLConnection) if tls else (_DeadlineConnection, redis.Connection)
-        )
+        bases: tuple[type, ...] = (_DeadlineConnection, _ResolvedInTime, redis.Connection)
+        if tls:  # TLS wraps the connection _ResolvedInTime opened (redis-py's SSLConnection calls its TCP connect)
+            bases = (_DeadlineConnection, _SharedTls, redis.SSLConnection, _ResolvedInTime, redis.Connection)
         # A class of its own per store: its TLS context is this store's.
         self._connection_class = type("DeadlineConnection", bases, {"tls_context": None})
         self._connection_options = {
@@ -942,6 +945,52 @@ class RedisStore(Claims):
             self._rest()
             raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
         return [flag == "1" for flag in reply]
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    """`host`'s addresses, resolved within the store call's deadline. The system's resolver cannot be
+    interrupted: it runs on a thread of its own, left to finish alone when the deadline passes."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]
+    call = getattr(_active, "call", None)
+    found: list[str] = []
+
+    def resolve() -> None:
+        with contextlib.suppress(OSError):
+            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                if address[0] not in found:
+                    found.append(str(address[0]))
+
+    resolver = threading.Thread(target=resolve, name="store-resolver", daemon=True)
+    resolver.start()
+    resolver.join(max(call.deadline - time.monotonic(), 0.0) if call is not None else None)
+    if resolver.is_alive():
+        raise TimeoutError("the store's deadline passed while its host's name was resolved")
+    if not found:
+        raise OSError("the store's host has no address")
+    return found
+
+
+class _ResolvedInTime:
+    """Between redis-py's TLS and its TCP connect: the host's name resolved within the call's deadline,
+    then each of its addresses tried in turn, as redis-py does (TLS still checks the name)."""
+
+    host: str
+    port: int
+
+    def _connect(self) -> Any:
+        name = self.host
+        failed: OSError | None = None
+        try:
+            for address in _addresses(name, self.port):
+                self.host = address
+                try:
+                    return super()._connect()  # type: ignore[misc]
+                except OSError as error:
+                    failed = error
+            raise failed or OSError("no address of the store's host answered")
+        finally:
+            self.host = name
 
 
 def _hold(sock: Any) -> None:

@@ -269,6 +269,49 @@ def test_a_tls_handshake_trickled_past_the_deadline_ends_at_the_deadline(redis_t
     assert took < 3 * deadline, took
 
 
+def test_a_resolver_that_stalls_costs_the_store_its_deadline_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store named by a host name: the system's resolver cannot be interrupted, and a stalled one
+    (seconds, per attempt) would hold every connecting hook. The name is resolved within the call's
+    deadline, or the call fails at it as the store's."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "redis.stalled.test":
+            time.sleep(3)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    deadline = 0.15
+    store = RedisStore("redis://redis.stalled.test:6379/0", deadline_seconds=deadline)
+    reason, took = failure(store, "GET", "k")
+    assert reason == "STORE_TIMEOUT"
+    assert took < 3 * deadline, took
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_store_named_by_a_host_is_reached_at_whichever_of_its_addresses_answers(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with several addresses (IPv6 and IPv4, a failover pair): each is tried in turn, within
+    the deadline, as redis-py does; the first that answers is used."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def two_addresses(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "redis.pair.test":  # 127.0.0.2 first, where nothing listens (Redis binds 127.0.0.1)
+            return real("127.0.0.2", *rest, **options) + real("127.0.0.1", *rest, **options)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    redis_server.flush()
+    store = RedisStore(f"redis://redis.pair.test:{redis_server.port}/0")
+    assert store.claim("reached", 60) is True
+    assert redis_server.client.exists("okta-hook:x:reached") == 1
+
+
 # Replies shaped like Redis's (a type byte, a length or count, CRLF, more), and arbitrary bytes.
 RESP_LIKE = st.builds(
     lambda kind, line, rest: kind + line + b"\r\n" + rest,
