@@ -45,6 +45,13 @@ from telephony.deadlines import overall_deadline
 from telephony.rates import Rate
 
 STORE_DEADLINE_SECONDS = 0.15  # per store call, connect included: well inside Okta's 3 s
+# TCP keepalive on the store's connections: a probe after a minute idle, then every 10 s, 3 unanswered
+# and the connection is dead. (Names as Linux has them; a system without them keeps its defaults.)
+KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
 RESTING_SECONDS = 1.0  # after a store failure, calls fail open at once for this long, then try again
 KEY_PREFIX = "okta-hook:"
 ALL_KEY = KEY_PREFIX + "a"  # the window of codes to unconverted numbers over every country
@@ -615,7 +622,7 @@ def _read(sock: Any, until: float) -> Reply:
             elif rest:
                 raise _Garbled  # a one-line reply followed by more: the stream is out of step
             elif kind == b"+":
-                return line.decode("utf-8", "replace")
+                return _Status(line.decode("utf-8", "replace"))
             elif kind == b":":
                 return _integer(line)
             elif kind == b"-":
@@ -628,6 +635,10 @@ def _read(sock: Any, until: float) -> Reply:
         if not piece:
             raise ConnectionError("the store closed the connection")
         data += piece
+
+
+class _Status(str):
+    """A one-line status reply ('+OK'): a word of the store's, never a value it keeps."""
 
 
 def _integer(line: bytes) -> int:
@@ -656,7 +667,9 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     """The admit script's one line: 'pending <since>', 'unsettled', 'replay <id>',
     'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'.
     ValueError for any other."""
-    kind, _, rest = str(reply).partition(" ")
+    if not isinstance(reply, str) or isinstance(reply, _Status):  # the script answers a string, not a word
+        raise ValueError("not a line of the admit script")
+    kind, _, rest = reply.partition(" ")
     if kind == PENDING:
         return Verdict(PENDING, pending_since=_since(str(reply)))
     if kind == UNSETTLED:
@@ -693,6 +706,7 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
 class _ThreadConnection(threading.local):
     connection: Any = None
     unread = False  # a command was sent and its reply is still to be read
+    generation = 0  # the store's count of faults when this connection was last used
 
 
 class _InFlight:
@@ -736,6 +750,10 @@ class RedisStore(Claims):
         # A class of its own per store: its TLS context is this store's.
         self._connection_class = type("DeadlineConnection", bases, {"tls_context": None})
         self._connection_options = {
+            # Idle connections probed every minute: kept alive through middleboxes that forget idle
+            # flows, and found dead by the kernel rather than by a hook's deadline.
+            "socket_keepalive": True,
+            "socket_keepalive_options": KEEPALIVE,
             **redis.connection.parse_url(uri),  # type: ignore[no-untyped-call]
             "socket_timeout": deadline_seconds,
             "socket_connect_timeout": deadline_seconds,
@@ -762,6 +780,7 @@ class RedisStore(Claims):
         }
         self._encoded: dict[tuple[tuple[Rate, ...], ...], tuple[list[bytes], bytes, bytes]] = {}
         self._resting_until = 0.0
+        self._faults_seen = 0
 
     # --------------------------------------------------------------------------- the one call path
 
@@ -777,13 +796,18 @@ class RedisStore(Claims):
         if time.monotonic() < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
         until = time.monotonic() + self._deadline
-        connection = self._local.connection
+        local = self._local
+        connection = local.connection
         if connection is None:
-            connection = self._local.connection = self._connection_class(**self._connection_options)
-        elif self._local.unread:  # a reply nobody read: this connection is out of step
+            connection = local.connection = self._connection_class(**self._connection_options)
+        elif local.unread or local.generation != self._faults_seen:
+            # A reply nobody read (out of step), or a fault since this connection was last used: the
+            # others of the instance may be as dead as the one that failed (a network that dropped
+            # them silently), and each would cost a hook the deadline. A new connection costs less.
             connection.disconnect()
         elif connection._sock is not None and _closed_or_out_of_step(connection._sock):
             connection.disconnect()  # the store closed it while idle (a restart, a failover, a timeout)
+        local.generation = self._faults_seen
         flight = _InFlight(connection, command, until)
 
         def send() -> None:
@@ -842,6 +866,7 @@ class RedisStore(Claims):
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
+        self._faults_seen += 1  # every thread's connection is retired at its next call
 
     def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Reply:
         """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""
@@ -931,7 +956,10 @@ class RedisStore(Claims):
 
     def lookup(self, retry: str) -> str | None:
         value = self._execute("GET", KEY_PREFIX + "o:" + retry)
-        return value if isinstance(value, str) else None
+        if value is not None and (not isinstance(value, str) or isinstance(value, _Status)):
+            self._rest()  # GET answers a value or nothing: this store is not one to trust
+            raise StoreUnavailable("STORE_UNREACHABLE")
+        return value
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
         keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
@@ -941,7 +969,7 @@ class RedisStore(Claims):
         if not keys:
             return []
         reply = self._script("claim", [KEY_PREFIX + "x:" + key for key in keys], [ttl_seconds])
-        if not isinstance(reply, str) or len(reply) != len(keys):
+        if not isinstance(reply, str) or isinstance(reply, _Status) or len(reply) != len(keys):
             self._rest()
             raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
         return [flag == "1" for flag in reply]
@@ -1050,26 +1078,30 @@ class _SharedTls:
         return kind.tls_context
 
     def _build_context(self) -> ssl.SSLContext:
-        """redis-py 8.1's SSLConnection._wrap_socket_with_ssl, its context alone."""
-        options: Any = self
-        context = ssl.create_default_context()
-        context.check_hostname = options.check_hostname
-        context.verify_mode = options.cert_reqs
-        for flag in options.ssl_include_verify_flags or ():
-            context.verify_flags |= flag
-        for flag in options.ssl_exclude_verify_flags or ():
-            context.verify_flags &= ~flag
-        if options.certfile or options.keyfile:
-            context.load_cert_chain(
-                certfile=options.certfile, keyfile=options.keyfile, password=options.certificate_password
-            )
-        if options.ca_certs is not None or options.ca_path is not None or options.ca_data is not None:
-            context.load_verify_locations(cafile=options.ca_certs, capath=options.ca_path, cadata=options.ca_data)
-        if options.ssl_min_version is not None:
-            context.minimum_version = options.ssl_min_version
-        if options.ssl_ciphers:
-            context.set_ciphers(options.ssl_ciphers)
-        return context
+        return tls_context(self)
+
+
+def tls_context(options: Any, system_authorities: bool = True) -> ssl.SSLContext:
+    """redis-py 8.1's SSLConnection._wrap_socket_with_ssl, its context alone, from a connection's
+    options. Without `system_authorities`, only what the URI names is loaded (settings' check)."""
+    context = ssl.create_default_context() if system_authorities else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = options.check_hostname
+    context.verify_mode = options.cert_reqs
+    for flag in options.ssl_include_verify_flags or ():
+        context.verify_flags |= flag
+    for flag in options.ssl_exclude_verify_flags or ():
+        context.verify_flags &= ~flag
+    if options.certfile or options.keyfile:
+        context.load_cert_chain(
+            certfile=options.certfile, keyfile=options.keyfile, password=options.certificate_password
+        )
+    if options.ca_certs is not None or options.ca_path is not None or options.ca_data is not None:
+        context.load_verify_locations(cafile=options.ca_certs, capath=options.ca_path, cadata=options.ca_data)
+    if options.ssl_min_version is not None:
+        context.minimum_version = options.ssl_min_version
+    if options.ssl_ciphers:
+        context.set_ciphers(options.ssl_ciphers)
+    return context
 
 
 def open_store(uri: str) -> Store:

@@ -207,6 +207,9 @@ class RedisProxy(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream_port = upstream_port
         self.cut_next = False
+        # Set: the connections open now go silent (commands read, never run nor answered), as a
+        # network that dropped them without a word; connections opened after are relayed.
+        self.silenced = threading.Event()
 
     @property
     def url(self) -> str:
@@ -219,9 +222,12 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         import socket
 
+        opened_silenced = self.server.silenced.is_set()
         with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
             replies = upstream.makefile("rb")
             while command := read_command(self.rfile):
+                if self.server.silenced.is_set() and not opened_silenced:
+                    continue
                 upstream.sendall(b"*%d\r\n" % len(command) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in command))
                 reply = read_reply(replies)
                 if self.server.cut_next and command[0].upper() not in _RespHandler.SET_UP:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from telephony.settings import SettingsError, load_settings
@@ -135,8 +137,11 @@ def test_a_store_uri_redis_could_not_read_stops_the_start_without_repeating_it(u
     assert "GUARD_STORAGE_URI" in str(caught.value) and "LeakMe3" not in str(caught.value)
 
 
-def test_a_store_uri_may_carry_redis_options_in_its_query() -> None:
+def test_a_store_uri_may_carry_redis_options_in_its_query(tmp_path: Path) -> None:
     """TLS with a certificate authority of its own (Memorystore's in-transit encryption, a private CA)."""
-    uri = "rediss://:pw@10.0.0.3:6378/0?ssl_ca_certs=/etc/okta-hook/redis-ca.pem"
+    from tests.standins import self_signed
+
+    authority, _key = self_signed(tmp_path)
+    uri = f"rediss://:pw@10.0.0.3:6378/0?ssl_ca_certs={authority}"
     settings = load_settings({"GUARD_STORAGE_URI": uri})
     assert settings.guard_storage_uri is not None and settings.guard_storage_uri.get_secret_value() == uri

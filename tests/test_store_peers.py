@@ -312,6 +312,77 @@ def test_a_store_named_by_a_host_is_reached_at_whichever_of_its_addresses_answer
     assert redis_server.client.exists("okta-hook:x:reached") == 1
 
 
+@pytest.mark.e2e  # a redis-server is a process
+def test_after_a_fault_every_thread_connects_afresh(redis_server: RedisServer) -> None:
+    """A network that drops the store's connections without a word: the first call to find out waits
+    the deadline and fails open. The other threads' kept connections are as dead: they are retired at
+    their next call rather than each costing a hook the deadline (and the instance another rest)."""
+    import threading
+
+    redis_server.flush()
+    deadline = 0.15
+    with redis_proxy(redis_server.port) as proxy:
+        store = RedisStore(proxy.url, deadline_seconds=deadline)
+        results: dict[int, list[Any]] = {0: [], 1: [], 2: []}
+        warmed, silenced, rested = threading.Barrier(4), threading.Event(), threading.Event()
+
+        def thread(index: int) -> None:
+            results[index].append(store.claim(f"warm {index}", 60))  # each thread's kept connection
+            warmed.wait()
+            silenced.wait()
+            if index == 0:
+                results[0].append(failure(store, "GET", "k"))
+            rested.wait()
+            started = time.monotonic()
+            try:
+                outcome: Any = store.claim(f"after {index}", 60)
+            except StoreUnavailable as error:
+                outcome = error.reason
+            results[index].append((outcome, time.monotonic() - started))
+
+        threads = [threading.Thread(target=thread, args=(index,)) for index in range(3)]
+        for each in threads:
+            each.start()
+        warmed.wait()
+        proxy.silenced.set()
+        silenced.set()
+        while len(results[0]) < 2:
+            time.sleep(0.01)
+        store._resting_until = 0.0  # the second's rest, over
+        rested.set()
+        for each in threads:
+            each.join()
+    assert results[0][1][0] == "STORE_TIMEOUT"
+    for index in range(3):
+        outcome, took = results[index][-1]
+        assert outcome is True, (index, outcome)
+        assert took < deadline, (index, took)  # no wait for a dead connection
+
+
+@pytest.mark.parametrize("answer", [b"+OK\r\n", b":1\r\n"])
+def test_a_record_lookup_takes_only_what_get_answers(answer: bytes) -> None:
+    """GET answers a value or nothing. A word or a count in its place is a store not to trust: not a
+    transaction id for Okta's retry ('OK'), nor 'no record' (a new attempt)."""
+    with redis_stand_in([answer]) as peer:
+        store = RedisStore(peer.url)
+        with pytest.raises(StoreUnavailable) as failed:
+            store.lookup("retry-1")
+    assert failed.value.reason == "STORE_UNREACHABLE"
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_the_stores_connections_are_kept_alive_by_tcp(redis_server: RedisServer) -> None:
+    """Idle connections probed by the kernel after a minute: middleboxes that forget idle flows keep
+    them, and a connection they dropped is found dead without a hook's deadline."""
+    import socket
+
+    store = RedisStore(redis_server.url)
+    store.claim("probe", 60)
+    sock = store._local.connection._sock
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+
+
 # Replies shaped like Redis's (a type byte, a length or count, CRLF, more), and arbitrary bytes.
 RESP_LIKE = st.builds(
     lambda kind, line, rest: kind + line + b"\r\n" + rest,
