@@ -430,18 +430,32 @@ class Settings(BaseModel):
 
 def _redis_options(uri: str) -> None:
     """A Redis URI's options read as redis-py will read them at start-up (its query: timeouts, TLS
-    settings): a value it refuses stops the start here, with the setting's message. The value and
-    redis-py's words are not repeated: the URI may hold the AUTH string."""
+    settings), and over TLS the files it names loaded: a value that cannot work stops the start here,
+    with the setting's message. The value and redis-py's words are not repeated: the URI may hold the
+    AUTH string."""
+    import ssl
+
     import redis  # only when a Redis store is configured: it costs start-up time
 
+    from telephony.store import tls_context
+
+    unusable = (
+        "has an option Redis cannot use after '?' (a misspelled name, a value of the wrong kind, or a"
+        " certificate file that is missing or not PEM)"
+    )
     try:
         options = redis.connection.parse_url(uri)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise ValueError(unusable) from None
+    if {"ssl_validate_ocsp", "ssl_validate_ocsp_stapled"} & set(options):
+        raise ValueError("asks for OCSP checks, which need pyOpenSSL: this function does not install it")
+    try:
         options.pop("connection_class", None)
-        (redis.SSLConnection if uri.startswith("rediss://") else redis.Connection)(**options)
-    except (ValueError, TypeError, redis.RedisError):
-        raise ValueError(
-            "has an option Redis cannot use after '?' (a misspelled name, or a value of the wrong kind)"
-        ) from None
+        connection = (redis.SSLConnection if uri.startswith("rediss://") else redis.Connection)(**options)
+        if uri.startswith("rediss://"):
+            tls_context(connection, system_authorities=False)  # the CA, certificate and key files it names
+    except (ValueError, TypeError, redis.RedisError, OSError, ssl.SSLError):
+        raise ValueError(unusable) from None
 
 
 def env_names(all_spellings: bool = False) -> list[str]:
