@@ -52,6 +52,11 @@ KEEPALIVE = {
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
     if hasattr(socket, name)
 }
+# A connection that fails after lying unused this long retires every connection of the instance: a
+# network that forgets idle flows forgets them after minutes, while on a busy instance threads sit
+# unused for seconds, and retiring every connection on their failures would add a herd of new
+# connections (TLS handshakes) to a store or a machine already short of time.
+SUSPECT_IDLE_SECONDS = 10.0
 RESTING_SECONDS = 1.0  # after a store failure, calls fail open at once for this long, then try again
 KEY_PREFIX = "okta-hook:"
 ALL_KEY = KEY_PREFIX + "a"  # the window of codes to unconverted numbers over every country
@@ -706,16 +711,18 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
 class _ThreadConnection(threading.local):
     connection: Any = None
     unread = False  # a command was sent and its reply is still to be read
-    generation = 0  # the store's count of faults when this connection was last used
+    generation = 0  # the store's count of retiring faults when this connection was last used
+    last_used = 0.0  # when a command was last sent on it (time.monotonic())
 
 
 class _InFlight:
     """A command sent on this thread's connection, its reply not yet read."""
 
-    __slots__ = ("command", "connection", "left", "until")
+    __slots__ = ("command", "connection", "idle", "left", "until")
 
-    def __init__(self, connection: Any, command: bytes, until: float) -> None:
+    def __init__(self, connection: Any, command: bytes, until: float, idle: float) -> None:
         self.connection, self.command, self.until = connection, command, until
+        self.idle = idle  # how long the connection lay unused before this command (0 when new)
         # The deadline's time left once the command is sent: the reply gets that much from when the
         # caller reads it, since what the caller does in between is its own time, not the store's.
         self.left = 0.0
@@ -793,22 +800,22 @@ class RedisStore(Claims):
 
     def _start(self, command: bytes) -> _InFlight:
         """Send one command (packed); `_finish` reads its reply, within the same deadline."""
-        if time.monotonic() < self._resting_until:
+        now = time.monotonic()
+        if now < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
-        until = time.monotonic() + self._deadline
+        until = now + self._deadline
         local = self._local
         connection = local.connection
         if connection is None:
             connection = local.connection = self._connection_class(**self._connection_options)
         elif local.unread or local.generation != self._faults_seen:
-            # A reply nobody read (out of step), or a fault since this connection was last used: the
-            # others of the instance may be as dead as the one that failed (a network that dropped
-            # them silently), and each would cost a hook the deadline. A new connection costs less.
-            connection.disconnect()
+            connection.disconnect()  # a reply nobody read (out of step), or retired after an idle one failed
         elif connection._sock is not None and _closed_or_out_of_step(connection._sock):
             connection.disconnect()  # the store closed it while idle (a restart, a failover, a timeout)
         local.generation = self._faults_seen
-        flight = _InFlight(connection, command, until)
+        idle = now - local.last_used if connection._sock is not None else 0.0
+        local.last_used = now
+        flight = _InFlight(connection, command, until, idle)
 
         def send() -> None:
             if connection._sock is None:
@@ -843,6 +850,11 @@ class RedisStore(Claims):
             flight.connection.disconnect()  # the next call connects afresh: a store back up is used again
             self._local.unread = False
             self._rest()
+            if flight.idle > SUSPECT_IDLE_SECONDS:
+                # A connection that failed after lying idle: the others, idle as long, may be as dead
+                # (a network that forgot idle flows without a word), and each would cost a hook the
+                # deadline and the instance another rest. Every thread's is retired at its next call.
+                self._faults_seen += 1
             if isinstance(error, self._auth_error | self._response_error):
                 raise StoreUnavailable("STORE_REFUSED") from None
             timed_out = isinstance(error, self._timeout | TimeoutError) or time.monotonic() >= flight.until
@@ -866,7 +878,6 @@ class RedisStore(Claims):
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
-        self._faults_seen += 1  # every thread's connection is retired at its next call
 
     def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Reply:
         """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""

@@ -313,12 +313,17 @@ def test_a_store_named_by_a_host_is_reached_at_whichever_of_its_addresses_answer
 
 
 @pytest.mark.e2e  # a redis-server is a process
-def test_after_a_fault_every_thread_connects_afresh(redis_server: RedisServer) -> None:
-    """A network that drops the store's connections without a word: the first call to find out waits
-    the deadline and fails open. The other threads' kept connections are as dead: they are retired at
-    their next call rather than each costing a hook the deadline (and the instance another rest)."""
+def test_after_an_idle_connection_fails_every_thread_connects_afresh(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network that forgot idle connections without a word: the first call to find out waits the
+    deadline and fails open. The other threads' kept connections, idle as long, are as dead: they are
+    retired at their next call rather than each costing a hook the deadline (and the instance a rest)."""
     import threading
 
+    from telephony import store as store_module
+
+    monkeypatch.setattr(store_module, "SUSPECT_IDLE_SECONDS", 0.05)
     redis_server.flush()
     deadline = 0.15
     with redis_proxy(redis_server.port) as proxy:
@@ -344,6 +349,7 @@ def test_after_a_fault_every_thread_connects_afresh(redis_server: RedisServer) -
         for each in threads:
             each.start()
         warmed.wait()
+        time.sleep(0.1)  # every connection idle past SUSPECT_IDLE_SECONDS
         proxy.silenced.set()
         silenced.set()
         while len(results[0]) < 2:
@@ -357,6 +363,19 @@ def test_after_a_fault_every_thread_connects_afresh(redis_server: RedisServer) -
         outcome, took = results[index][-1]
         assert outcome is True, (index, outcome)
         assert took < deadline, (index, took)  # no wait for a dead connection
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_busy_connection_that_times_out_retires_no_other(redis_server: RedisServer) -> None:
+    """A store slow for a moment (a fork, a starved machine) times out a connection in use: that one is
+    replaced, the others are kept. Retiring them all would add a herd of new connections (TLS
+    handshakes) to a store or a machine already short of time."""
+    store = RedisStore(redis_server.url, deadline_seconds=0.15)
+    assert store.claim("warm", 60) is True
+    with redis_server.paused():
+        reason, _took = failure(store, "GET", "k")
+    assert reason == "STORE_TIMEOUT"
+    assert store._faults_seen == 0
 
 
 @pytest.mark.parametrize("answer", [b"+OK\r\n", b":1\r\n"])
