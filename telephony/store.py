@@ -718,10 +718,10 @@ class _ThreadConnection(threading.local):
 class _InFlight:
     """A command sent on this thread's connection, its reply not yet read."""
 
-    __slots__ = ("command", "connection", "idle", "left", "until")
+    __slots__ = ("connection", "idle", "left", "until")
 
-    def __init__(self, connection: Any, command: bytes, until: float, idle: float) -> None:
-        self.connection, self.command, self.until = connection, command, until
+    def __init__(self, connection: Any, until: float, idle: float) -> None:
+        self.connection, self.until = connection, until
         self.idle = idle  # how long the connection lay unused before this command (0 when new)
         # The deadline's time left once the command is sent: the reply gets that much from when the
         # caller reads it, since what the caller does in between is its own time, not the store's.
@@ -815,7 +815,7 @@ class RedisStore(Claims):
         local.generation = self._faults_seen
         idle = now - local.last_used if connection._sock is not None else 0.0
         local.last_used = now
-        flight = _InFlight(connection, command, until, idle)
+        flight = _InFlight(connection, until, idle)
 
         def send() -> None:
             if connection._sock is None:
