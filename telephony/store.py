@@ -38,7 +38,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
 from telephony.deadlines import overall_deadline
@@ -646,6 +646,12 @@ class _Status(str):
     """A one-line status reply ('+OK'): a word of the store's, never a value it keeps."""
 
 
+def _kept(reply: Reply) -> TypeGuard[str]:
+    """Whether a reply is a string the store keeps or a script returns (a bulk string), not a word or
+    a count: any other answer to GET or to our scripts is a store not to trust."""
+    return isinstance(reply, str) and not isinstance(reply, _Status)
+
+
 def _integer(line: bytes) -> int:
     """A count or a length as Redis writes it: an optional minus, then digits."""
     if not line.removeprefix(b"-").isdigit():
@@ -672,11 +678,11 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     """The admit script's one line: 'pending <since>', 'unsettled', 'replay <id>',
     'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'.
     ValueError for any other."""
-    if not isinstance(reply, str) or isinstance(reply, _Status):  # the script answers a string, not a word
+    if not _kept(reply):
         raise ValueError("not a line of the admit script")
     kind, _, rest = reply.partition(" ")
     if kind == PENDING:
-        return Verdict(PENDING, pending_since=_since(str(reply)))
+        return Verdict(PENDING, pending_since=_since(reply))
     if kind == UNSETTLED:
         return Verdict(UNSETTLED)
     if kind == "replay":
@@ -967,7 +973,9 @@ class RedisStore(Claims):
 
     def lookup(self, retry: str) -> str | None:
         value = self._execute("GET", KEY_PREFIX + "o:" + retry)
-        if value is not None and (not isinstance(value, str) or isinstance(value, _Status)):
+        if value is None:
+            return None
+        if not _kept(value):
             self._rest()  # GET answers a value or nothing: this store is not one to trust
             raise StoreUnavailable("STORE_UNREACHABLE")
         return value
@@ -980,7 +988,7 @@ class RedisStore(Claims):
         if not keys:
             return []
         reply = self._script("claim", [KEY_PREFIX + "x:" + key for key in keys], [ttl_seconds])
-        if not isinstance(reply, str) or isinstance(reply, _Status) or len(reply) != len(keys):
+        if not _kept(reply) or len(reply) != len(keys):
             self._rest()
             raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
         return [flag == "1" for flag in reply]
