@@ -2,11 +2,11 @@
 and callers' uploads.
 
 A socket timeout bounds each read, not a call: a peer that trickles a byte a second never times out.
-Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, or
-`attach` for a client whose socket is looked up when the deadline passes); one watchdog thread shuts
-that socket when the deadline passes, so whatever read or write the call blocks in fails, or ends,
-at once. `read_deadline` does the same for a caller's upload, shutting only the read side so the
-answer can still be sent. telephony/outbound.py builds every outbound HTTP call on this.
+Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, as soon
+as the socket exists); one watchdog thread shuts that socket when the deadline passes, so whatever
+read or write the call blocks in fails, or ends, at once. `read_deadline` does the same for a
+caller's upload, shutting only the read side so the answer can still be sent. telephony/outbound.py
+builds every outbound HTTP call on this.
 """
 
 from __future__ import annotations
@@ -18,24 +18,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Protocol
-
-
-class _HasSocket(Protocol):
-    @property
-    def sock(self) -> socket.socket | None: ...
 
 
 class Call:
     """One call against its deadline: the sockets it uses, and whether time ran out."""
 
-    __slots__ = ("deadline", "done", "expired", "holder", "how", "lock", "sent", "sock")
+    __slots__ = ("deadline", "done", "expired", "how", "lock", "sent", "sock")
 
     def __init__(self, deadline: float, how: int = socket.SHUT_RDWR) -> None:
         self.deadline = deadline
         self.how = how  # what the deadline shuts: both ways for our calls, the read side for a caller's
         self.sock: socket.socket | None = None
-        self.holder: _HasSocket | None = None
         self.expired = False
         # Whether a byte of the request may have left: until then, a failure is certainly not
         # something the peer acted on, and the call is safe to retry.
@@ -52,14 +45,6 @@ class Call:
             _shut(sock, self.how)
             raise TimeoutError("the call's deadline passed")
 
-    def attach(self, holder: _HasSocket) -> None:
-        """For clients that open their socket inside calls we cannot reach (redis-py): the holder's
-        `sock` is looked up when the deadline passes. Raises TimeoutError when it has passed already."""
-        with self.lock:
-            if self.expired:
-                raise TimeoutError("the call's deadline passed")
-            self.holder = holder
-
     def finish(self) -> bool:
         """The call is over (its answer read, or failed): the watchdog leaves its socket alone from
         now on. Returns whether the deadline passed first, in which case the answer may be cut short."""
@@ -73,7 +58,7 @@ class Call:
             if self.done:
                 return
             self.expired = True
-            sock = self.sock if self.sock is not None else getattr(self.holder, "sock", None)
+            sock = self.sock
         if sock is not None:
             _shut(sock, self.how)
 

@@ -1048,20 +1048,8 @@ def _hold(sock: Any) -> None:
 
 
 class _DeadlineConnection:
-    """Mixed into redis-py's connection: a connection opened inside a store call registers with the
-    call's deadline, so the watchdog can shut its socket during connect, AUTH or the reply alike."""
-
-    _sock: Any
-
-    @property
-    def sock(self) -> Any:
-        return self._sock
-
-    def connect(self) -> None:
-        call = getattr(_active, "call", None)
-        if call is not None:
-            call.attach(self)
-        super().connect()  # type: ignore[misc]
+    """Mixed into redis-py's connection: a socket opened inside a store call is held by the call's
+    deadline, so the watchdog can shut it during AUTH, set-up or the reply alike."""
 
     def _connect(self) -> Any:
         """redis-py's socket, connected (and through TLS's handshake), held by the call's deadline
