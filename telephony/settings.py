@@ -433,8 +433,6 @@ def _redis_options(uri: str) -> None:
     settings), and over TLS the files it names loaded: a value that cannot work stops the start here,
     with the setting's message. The value and redis-py's words are not repeated: the URI may hold the
     AUTH string."""
-    import ssl
-
     import redis  # only when a Redis store is configured: it costs start-up time
 
     from telephony.store import tls_context
@@ -454,7 +452,7 @@ def _redis_options(uri: str) -> None:
         connection = (redis.SSLConnection if uri.startswith("rediss://") else redis.Connection)(**options)
         if uri.startswith("rediss://"):
             tls_context(connection, system_authorities=False)  # the CA, certificate and key files it names
-    except (ValueError, TypeError, redis.RedisError, OSError, ssl.SSLError):
+    except (ValueError, TypeError, redis.RedisError, OSError):  # OSError: ssl.SSLError too
         raise ValueError(unusable) from None
 
 
