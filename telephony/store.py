@@ -161,9 +161,10 @@ def _since(record: str) -> float | None:
         return None
 
 
-def _member(now: float) -> str:
-    """A code's unique entry in its number's window (no system call: random bytes cost a syscall each)."""
-    return f"{now:.6f}:{_PROCESS}:{next(_SEQUENCE)}"
+def _member(when: str) -> str:
+    """A code's unique entry in its number's window, from the time of the code as the store writes it
+    (no system call: random bytes cost a syscall each)."""
+    return f"{when}:{_PROCESS}:{next(_SEQUENCE)}"
 
 
 # ------------------------------------------------------------------------------------ memory://
@@ -264,7 +265,7 @@ class MemoryStore(Claims):
                 self._set(keys.retry, f"{PENDING} {now!r}", ask.retry_seconds, now)
             if refusal is not None:
                 return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
-            member = _member(now)
+            member = _member(repr(now))
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
             if not known:  # every code counts, each its own entry: a conversion finds its number's entries
@@ -675,12 +676,17 @@ _active = threading.local()  # the deadline of this thread's store call, for a c
 
 
 def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
-    """The admit script's one line: 'pending <since>', 'unsettled', 'replay <id>',
-    'refused <known> <scope> <index>' or 'admitted <known> <added to range> <to country> <to all>'.
+    """The admit script's one line: 'admitted <known> <added to range> <to country> <to all>',
+    'refused <known> <scope> <index>', 'replay <id>', 'pending <since>' or 'unsettled'.
     ValueError for any other."""
     if not _kept(reply):
         raise ValueError("not a line of the admit script")
     kind, _, rest = reply.partition(" ")
+    if kind == "admitted":  # the usual answer first: four flags, each '0' or '1', a space between
+        if len(rest) != 7 or rest[1::2] != "   " or rest[::2].strip("01"):
+            raise ValueError("not a line of the admit script")
+        known, added_range, added_country, added_all = rest[0] == "1", rest[2] == "1", rest[4] == "1", rest[6] == "1"
+        return Verdict(kind, known, None, None, None, None, member, added_range, added_country, added_all)
     if kind == PENDING:
         return Verdict(PENDING, pending_since=_since(reply))
     if kind == UNSETTLED:
@@ -688,30 +694,18 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     if kind == "replay":
         return Verdict("replay", transaction_id=rest)
     flags = rest.split(" ")
-    known = flags[0] == "1"
-    if kind == "refused":
-        scopes = {
-            "number": ask.known_rates if known else ask.new_rates,
-            "range": ask.range_rates,
-            "country": ask.country_rates,
-            "all": ask.all_rates,
-        }
-        scope, index = (flags[1], flags[2]) if len(flags) == 3 else ("", "")
-        if scope not in scopes or not (index.isascii() and index.isdigit()) or not 0 < int(index) <= len(scopes[scope]):
-            raise ValueError("not a line of the admit script")
-        rate = scopes[scope][int(index) - 1]
-        return Verdict("refused", known=known, scope=scope, rate=rate)
-    if kind != "admitted" or len(flags) != 4:
+    if kind != "refused" or len(flags) != 3:
         raise ValueError("not a line of the admit script")
-    added_range, added_country, added_all = (flag == "1" for flag in flags[1:4])
-    return Verdict(
-        "admitted",
-        known=known,
-        member=member,
-        added_range=added_range,
-        added_country=added_country,
-        added_all=added_all,
-    )
+    known, scope, index = flags[0] == "1", flags[1], flags[2]
+    scopes = {
+        "number": ask.known_rates if known else ask.new_rates,
+        "range": ask.range_rates,
+        "country": ask.country_rates,
+        "all": ask.all_rates,
+    }
+    if scope not in scopes or not (index.isascii() and index.isdigit()) or not 0 < int(index) <= len(scopes[scope]):
+        raise ValueError("not a line of the admit script")
+    return Verdict("refused", known=known, scope=scope, rate=scopes[scope][int(index) - 1])
 
 
 class _ThreadConnection(threading.local):
@@ -885,23 +879,25 @@ class RedisStore(Claims):
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
 
-    def _script(self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None) -> Reply:
-        """Run a script by its SHA-1 (`packed`: the same EVALSHA, packed already)."""
-        return self._begin_script(name, keys, args, packed)()
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Reply:
+        """Run a script by its SHA-1."""
+        command = _pack(("EVALSHA", self._scripts[name][0], len(keys), *keys, *args))
+        return self._begin_script(name, command, lambda: (keys, args))()
 
     def _begin_script(
-        self, name: str, keys: list[str], args: list[Any], packed: bytes | None = None
+        self, name: str, command: bytes, words: Callable[[], tuple[list[str], list[Any]]]
     ) -> Callable[[], Reply]:
-        """`_script` in two halves: sent now, its reply read by calling what this returns."""
-        sha, text = self._scripts[name]
-        flight = self._start(packed or _pack(("EVALSHA", sha, len(keys), *keys, *args)))
+        """`_script` in two halves: its EVALSHA (`command`, packed) sent now, its reply read by calling
+        what this returns. `words` gives its keys and arguments, should the store not hold the script."""
+        flight = self._start(command)
 
         def reply() -> Reply:
             try:
                 return self._finish(flight)
             except _NoScript:  # a new or restarted server: EVAL sends the text and caches it
+                keys, args = words()
                 try:
-                    return self._execute("EVAL", text, len(keys), *keys, *args)
+                    return self._execute("EVAL", self._scripts[name][1], len(keys), *keys, *args)
                 except _NoScript:
                     self._rest()
                     raise StoreUnavailable("STORE_REFUSED") from None
@@ -932,16 +928,29 @@ class RedisStore(Claims):
         return self.begin_admit(ask, now)()
 
     def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
-        keys = _Keys(ask)
-        member = _member(now)
-        names = [keys.number, keys.known, keys.range, keys.country, keys.retry, keys.all]
-        own = [repr(now), member, ask.number, str(ask.retry_seconds), str(int(ask.enrolment))]
-        own.append(str(int(ask.claim_refused)))
+        when = repr(now)
+        member = _member(when)
+        words = (  # ADMIT_SCRIPT's KEYS, then the request's own ARGV (the limits follow)
+            KEY_PREFIX + "n:" + ask.number,
+            KEY_PREFIX + "k:" + ask.number,
+            KEY_PREFIX + "r:" + ask.range,
+            KEY_PREFIX + "c:" + ask.country,
+            KEY_PREFIX + "o:" + ask.retry,
+            ALL_KEY,
+            when,
+            member,
+            ask.number,
+            str(ask.retry_seconds),
+            "1" if ask.enrolment else "0",
+            "1" if ask.claim_refused else "0",
+        )
         limits, head, tail = self._limits(ask)
         # Packed by hand, in one piece: redis-py's packer cost more than the rest of the call's Python.
         # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
-        words = "".join([f"${len(word)}\r\n{word}\r\n" for word in names + own]).encode("ascii")
-        reply = self._begin_script("admit", names, [*own, *limits], head + words + tail)
+        own = "".join([f"${len(word)}\r\n{word}\r\n" for word in words]).encode("ascii")
+        reply = self._begin_script(
+            "admit", b"".join((head, own, tail)), lambda: (list(words[:ADMIT_KEYS]), [*words[ADMIT_KEYS:], *limits])
+        )
 
         def verdict() -> Verdict:
             line = reply()

@@ -249,6 +249,36 @@ def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, 
             assert number not in dump and number[1:] not in dump and number[-9:] not in dump
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_number_and_its_request_are_keyed_as_a_store_in_use_holds_them(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A new version must find what a running store holds (a number known for a year): a number is keyed
+    by BLAKE2b-128 in its keyed mode (RFC 7693), under a key derived from GUARD_HASH_KEY, as unpadded
+    URL-safe base64; Okta's request by the same over 'number|channel|code'."""
+    import base64
+    import hashlib
+    import hmac
+
+    from models import parse_hook_request
+    from telephony.guard import SpendGuard
+    from telephony.phone import describe
+
+    secret = b"k" * 32
+    key = hmac.new(secret, b"okta-telephony-hook spend guard v1", hashlib.sha256).digest()
+
+    def digest(value: str) -> str:
+        raw = hashlib.blake2b(value.encode(), key=key, digest_size=16).digest()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    guard = SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url, "GUARD_HASH_KEY": secret.decode()}))
+    number = range_numbers("FR", 1)[0]
+    profile = parse_hook_request(json.dumps(code_request(number, SIGN_IN)).encode(), None).data.message_profile
+    guard.admit(profile, describe(number), SIGN_IN, {}, time.monotonic() + 2.8).clear()
+    request = f"{number}|{profile.delivery_channel}|{profile.otp_code}"
+    assert {f"okta-hook:n:{digest(number)}", f"okta-hook:o:{digest(request)}"} <= set(redis_server.client.keys("*"))
+
+
 def _admit(guard: Any, number: str) -> Any:
     from models import parse_hook_request
     from telephony.phone import describe

@@ -449,3 +449,38 @@ def test_whatever_line_the_admit_script_returns_is_a_verdict_or_refused_as_not_o
     except ValueError:
         return
     assert isinstance(verdict, Verdict) and verdict.kind in ("admitted", "refused", "replay", "pending", "unsettled")
+
+
+@pytest.mark.parametrize(
+    ("line", "verdict"),
+    [
+        ("admitted 0 1 1 1", ("admitted", False, True, True, True)),
+        ("admitted 1 0 0 0", ("admitted", True, False, False, False)),
+        ("admitted 0 1 0 1", ("admitted", False, True, False, True)),
+        ("admitted 0 1 1", None),
+        ("admitted 0 1 1 1 ", None),
+        ("admitted 0 1 1 2", None),
+        ("admitted 01 1 1", None),
+        ("admitted 0  1 1", None),
+        ("admitted", None),
+        ("refused 1 range 1", ("refused", True, False, False, False)),
+        ("refused 0 range 2", None),  # the range has one limit
+        ("refused 0 planet 1", None),
+        ("refused 0 range", None),
+    ],
+)
+def test_the_admit_scripts_lines_are_read_exactly(line: str, verdict: tuple[object, ...] | None) -> None:
+    """The lines the admit script writes, and near misses of them: each flag is '0' or '1', in its place."""
+    from telephony.rates import parse_rates
+    from telephony.store import Ask, _verdict
+
+    rates = parse_rates("3/hour")
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, rates, rates, rates, rates, rates)
+    if verdict is None:
+        with pytest.raises(ValueError):
+            _verdict(ask, "member", line)
+        return
+    read = _verdict(ask, "member", line)
+    assert (read.kind, read.known, read.added_range, read.added_country, read.added_all) == verdict
+    assert read.member == ("member" if read.kind == "admitted" else "")
+    assert read.rate == (rates[0] if read.kind == "refused" else None)
