@@ -154,11 +154,18 @@ _SEQUENCE = itertools.count()
 
 
 def _since(record: str) -> float | None:
-    """When a pending retry record's first call was admitted ('pending 1796047070.49'), if it says."""
+    """When a pending retry record's first call was admitted ('pending 1796047070.490000'), if it says."""
     try:
         return float(record.removeprefix(PENDING))
     except ValueError:
         return None
+
+
+def _seconds(now: float) -> str:
+    """A time as the store writes it (a record's, a member's): seconds to the microsecond, in integer
+    arithmetic. Float formatting (repr, '.6f') took several microseconds on the hook's cold path."""
+    whole, micros = divmod(round(now * 1_000_000), 1_000_000)
+    return f"{whole}.{micros:06d}"
 
 
 def _member(when: str) -> str:
@@ -262,10 +269,10 @@ class MemoryStore(Claims):
                         refusal = (scope, full)
                         break
             if refusal is None or ask.claim_refused:
-                self._set(keys.retry, f"{PENDING} {now!r}", ask.retry_seconds, now)
+                self._set(keys.retry, f"{PENDING} {_seconds(now)}", ask.retry_seconds, now)
             if refusal is not None:
                 return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
-            member = _member(repr(now))
+            member = _member(_seconds(now))
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
             if not known:  # every code counts, each its own entry: a conversion finds its number's entries
@@ -928,7 +935,7 @@ class RedisStore(Claims):
         return self.begin_admit(ask, now)()
 
     def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
-        when = repr(now)
+        when = _seconds(now)
         member = _member(when)
         words = (  # ADMIT_SCRIPT's KEYS, then the request's own ARGV (the limits follow)
             KEY_PREFIX + "n:" + ask.number,
