@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.bench.bench import alternated, ratio_row
 
 
@@ -30,3 +32,13 @@ def test_rounds_alternate_which_contender_goes_first() -> None:
     results = alternated(3, ["hook", "relay", "fixed"], measure)
     assert order == ["hook", "relay", "fixed", "relay", "fixed", "hook", "fixed", "hook", "relay"]
     assert results == {"hook": [1.0, 6.0, 8.0], "relay": [2.0, 4.0, 9.0], "fixed": [3.0, 5.0, 7.0]}
+
+
+def test_the_guards_store_gets_a_core_of_its_own_and_the_functions_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.bench import guard_scenario
+
+    monkeypatch.setattr(guard_scenario.os, "sched_getaffinity", lambda pid: {0, 1, 3})
+    assert guard_scenario.store_core() == (3, {0, 1})
+    monkeypatch.setattr(guard_scenario.os, "sched_getaffinity", lambda pid: {2})
+    assert guard_scenario.store_core() is None  # one core: the row is left out, not measured shared
+    assert guard_scenario.measure(1, own_core=True) == []
