@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tools.bench.bench import alternated, ratio_row
 
 
@@ -32,20 +30,3 @@ def test_rounds_alternate_which_contender_goes_first() -> None:
     results = alternated(3, ["hook", "relay", "fixed"], measure)
     assert order == ["hook", "relay", "fixed", "relay", "fixed", "hook", "fixed", "hook", "relay"]
     assert results == {"hook": [1.0, 6.0, 8.0], "relay": [2.0, 4.0, 9.0], "fixed": [3.0, 5.0, 7.0]}
-
-
-def test_the_guards_store_gets_a_core_of_its_own_and_the_functions_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from tools.bench import bench, guard_scenario
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 3})
-    assert guard_scenario.store_core() == (3, {0, 1})
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2})
-    assert guard_scenario.store_core() is None  # one core: not measured, rather than measured shared
-    assert guard_scenario.measure(1, own_core=True) == []
-    # ... and the table says so, in place of a gate it could not check
-    monkeypatch.setattr(guard_scenario, "measure", lambda rounds, own_core=False: [])
-    assert [(row.scenario, row.hook, row.passed) for row in bench.guard_rows(1)] == [
-        ("guard: Redis on a core of its own", "not measured: one core", True)
-    ]

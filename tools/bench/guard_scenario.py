@@ -1,10 +1,7 @@
 """The spend guard's cost on the warm path: the same hooks with the guard on and off, alternated in one run.
 
 Three functions against one Twilio sandbox (0 ms): the guard on a Redis on loopback, the guard on
-its embedded memory store, and GUARD_MODE=off. Then again with Redis on a core of its own and the
-functions on the others, as a store on another host would be: on loopback, sending a command wakes
-Redis on the sending thread's core as often as not (a loopback wake-up is a synchronous one), and
-its script's CPU time then lands inside the hook. Every request is a new code to a new number in a
+its embedded memory store, and GUARD_MODE=off. Every request is a new code to a new number in a
 range of its own (the guard's heaviest path: the number, its range and its country are all counted,
 then the retry record is written), under limits that never refuse, so every hook is delivered.
 Each function has one keep-alive connection; the hooks go to the three in turn, so all see the same
@@ -30,7 +27,7 @@ from typing import NamedTuple
 import redis
 
 from telephony.settings import env_names
-from tools.processes import ROOT, free_port, listening, start_function, start_redis, start_sandbox, stop
+from tools.processes import ROOT, free_port, start_function, start_redis, start_sandbox, stop
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 SECRET = "bench-guard-secret"
@@ -106,8 +103,7 @@ def interleaved(clients: dict[str, Client], hooks: int) -> dict[str, float]:
 
 
 @contextmanager
-def function(twilio_url: str, cpus: set[int] | None = None, **settings: str) -> Iterator[int]:
-    """A function with the guard's bench settings (and `settings`), on `cpus` when given."""
+def function(twilio_url: str, **settings: str) -> Iterator[int]:
     port = free_port()
     env = {
         **{name: value for name, value in os.environ.items() if name not in env_names(all_spellings=True)},
@@ -124,46 +120,25 @@ def function(twilio_url: str, cpus: set[int] | None = None, **settings: str) -> 
         "GUARD_ALL_LIMIT": NEVER_REFUSES,
         **settings,
     }
-    process = start_function("telephony_hook", "main.py", port, env, subprocess.DEVNULL, wait=False)
+    process = start_function("telephony_hook", "main.py", port, env, subprocess.DEVNULL)
     try:
-        if cpus is not None:  # set before the function starts a thread: every thread and child inherits it
-            os.sched_setaffinity(process.pid, cpus)
-        listening(process, port)
         yield port
     finally:
         stop(process)
 
 
-def store_core() -> tuple[int, set[int]] | None:
-    """A core for Redis and the others for the functions, where the system can pin processes."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    cores = sorted(os.sched_getaffinity(0))
-    return (cores[-1], set(cores[:-1])) if len(cores) > 1 else None
-
-
-def measure(rounds: int, own_core: bool = False) -> list[GuardCost]:
-    """The guard on Redis and on memory://, each against the guard off, alternated round by round.
-    `own_core`: Redis on a core of its own, the functions on the others (memory:// is not measured)."""
-    placement = store_core() if own_core else None
-    if own_core and placement is None:
-        return []
-    function_cores = placement[1] if placement else None
+def measure(rounds: int) -> list[GuardCost]:
+    """The guard on Redis and on memory://, each against the guard off, alternated round by round."""
     with ExitStack() as running, tempfile.TemporaryDirectory() as directory:
         sandbox_port, redis_port = free_port(), free_port()
         running.callback(stop, start_sandbox(sandbox_port, None, "--quiet", "--no-receipts", "--no-contract"))
-        redis_server = start_redis(redis_port, Path(directory))
-        running.callback(stop, redis_server)
-        if placement:  # Redis serves commands on its main thread
-            os.sched_setaffinity(redis_server.pid, {placement[0]})
+        running.callback(stop, start_redis(redis_port, Path(directory)))
         twilio = f"http://127.0.0.1:{sandbox_port}"
-        uri = f"redis://127.0.0.1:{redis_port}/0"
         ports = {
-            "off": running.enter_context(function(twilio, function_cores, GUARD_MODE="off")),
-            "redis": running.enter_context(function(twilio, function_cores, GUARD_STORAGE_URI=uri)),
+            "off": running.enter_context(function(twilio, GUARD_MODE="off")),
+            "redis": running.enter_context(function(twilio, GUARD_STORAGE_URI=f"redis://127.0.0.1:{redis_port}/0")),
+            "memory": running.enter_context(function(twilio)),
         }
-        if not own_core:
-            ports["memory"] = running.enter_context(function(twilio))
         clients = {name: Client(port) for name, port in ports.items()}
         interleaved(clients, WARM_UP)  # warm: connections to Twilio and Redis open, scripts loaded
         medians: dict[str, list[float]] = {name: [] for name in ports}
@@ -179,8 +154,7 @@ def measure(rounds: int, own_core: bool = False) -> list[GuardCost]:
     undecided = {"redis": WARM_UP + rounds * HOOKS_PER_ROUND - decided, "memory": 0}
     return [
         GuardCost(store, medians["off"], medians[store], failures[store] + failures["off"], undecided[store])
-        for store in ports
-        if store != "off"
+        for store in ("redis", "memory")
     ]
 
 
