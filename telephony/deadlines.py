@@ -1,5 +1,5 @@
 """One watchdog for the deadlines of the process: outbound calls, connecting to the guard's store,
-and callers' uploads.
+and callers' uploads; and host names resolved within a call's deadline.
 
 A socket timeout bounds each read, not a call: a peer that trickles a byte a second never times out.
 Here a call runs inside `overall_deadline(seconds)` and records the socket it uses (`hold`, as soon
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import ipaddress
 import itertools
 import socket
 import threading
@@ -130,3 +131,28 @@ def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
         yield call
     finally:
         call.finish()
+
+
+def addresses(host: str, port: int, deadline: float | None) -> list[str]:
+    """`host`'s addresses (an address is its own), resolved by `deadline` (a time.monotonic() value;
+    None: no bound). The system's resolver cannot be interrupted, and a stalled one takes seconds per
+    attempt: it runs on a thread of its own, left to finish alone when the deadline passes
+    (TimeoutError). OSError when the name has no address."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]
+    found: list[str] = []
+
+    def resolve() -> None:
+        with contextlib.suppress(OSError):
+            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                if address[0] not in found:
+                    found.append(str(address[0]))
+
+    resolver = threading.Thread(target=resolve, name="resolver", daemon=True)
+    resolver.start()
+    resolver.join(max(deadline - time.monotonic(), 0.0) if deadline is not None else None)
+    if resolver.is_alive():
+        raise TimeoutError("the call's deadline passed while its host's name was resolved")
+    if not found:
+        raise OSError("the host's name has no address")
+    return found

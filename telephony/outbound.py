@@ -4,8 +4,10 @@ one bounded urllib3 pool, one overall deadline per call, one size cap per answer
 urllib3's (and requests') timeouts bound each connect and each socket read, not the call: a peer
 that trickles a byte a second never times out, and a peer may answer with as many bytes as it likes.
 Here:
-- each call runs within one overall deadline (telephony/deadlines.py): connect, TLS, request and answer
-  together. The call records every socket it uses the moment it exists (a new connection's, before its
+- each call runs within one overall deadline (telephony/deadlines.py): resolving the host's name,
+  connect, TLS, request and answer together. The name is resolved on a thread joined for the time
+  left (a stalled resolver cannot be interrupted), and each of its addresses is tried within what is
+  left. The call records every socket it uses the moment it exists (a new connection's, before its
   TLS handshake; a pooled one's, when the request goes out), and the watchdog shuts that socket when the
   deadline passes, so whatever read or write the call blocks in fails at once. The socket is the call's own
   record, not `connection.sock`: http.client hands the socket over to the response (and empties
@@ -26,6 +28,7 @@ import contextlib
 import http.client
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +39,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
 
-from telephony.deadlines import Call, call_in_flight, overall_deadline
+from telephony.deadlines import Call, addresses, call_in_flight, overall_deadline
 
 READ_BYTES = 16 * 1024  # an answer is read in pieces of at most this many bytes
 HEAD_BYTES = 64 * 1024  # an answer's status line and headers together; http.client alone allows ~6 MiB
@@ -112,8 +115,8 @@ class _DeadlineMixin:
     response_class: type[http.client.HTTPResponse] = _HeadCappedResponse
 
     def _new_conn(self) -> socket.socket:
-        sock: socket.socket = super()._new_conn()  # type: ignore[misc]  # connected, before any TLS handshake
         call = call_in_flight()
+        sock = self._connected(call)  # before any TLS handshake
         if call is not None:
             try:
                 call.hold(sock)
@@ -121,6 +124,37 @@ class _DeadlineMixin:
                 sock.close()
                 raise urllib3.exceptions.TimeoutError("the call's deadline passed") from None
         return sock
+
+    def _connected(self, call: Call | None) -> socket.socket:
+        """A TCP connection to the host: its name resolved within the call's deadline, then each of its
+        addresses tried in turn, each connect within the time left. The name is the connection's again
+        before TLS, which checks it."""
+        connection: Any = self  # urllib3's HTTPConnection, whose _new_conn connects to _dns_host
+        deadline = call.deadline if call is not None else None
+        name, timeout = connection._dns_host, connection.timeout
+        try:
+            found = addresses(name, connection.port, deadline)
+        except TimeoutError:
+            raise urllib3.exceptions.ConnectTimeoutError(connection, "the call's deadline passed") from None
+        except OSError as error:
+            raise urllib3.exceptions.NewConnectionError(connection, f"cannot resolve the host: {error}") from None
+        failed: urllib3.exceptions.HTTPError | None = None
+        try:
+            for address in found:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise urllib3.exceptions.ConnectTimeoutError(connection, "the call's deadline passed")
+                    connection.timeout = min(timeout, left) if isinstance(timeout, int | float) else left
+                connection._dns_host = address
+                try:
+                    sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+                    return sock
+                except urllib3.exceptions.ConnectTimeoutError as error:  # refused, unreachable, or timed out
+                    failed = error
+        finally:
+            connection._dns_host, connection.timeout = name, timeout
+        raise failed or urllib3.exceptions.NewConnectionError(connection, "no address of the host answered")
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         call = call_in_flight()

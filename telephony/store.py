@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import ipaddress
 import itertools
 import secrets
 import select
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
-from telephony.deadlines import overall_deadline
+from telephony.deadlines import addresses, overall_deadline
 from telephony.rates import Rate
 
 STORE_DEADLINE_SECONDS = 0.15  # per store call, connect included: well inside Okta's 3 s
@@ -1011,30 +1010,6 @@ class RedisStore(Claims):
         return [flag == "1" for flag in reply]
 
 
-def _addresses(host: str, port: int) -> list[str]:
-    """`host`'s addresses, resolved within the store call's deadline. The system's resolver cannot be
-    interrupted: it runs on a thread of its own, left to finish alone when the deadline passes."""
-    with contextlib.suppress(ValueError):
-        return [str(ipaddress.ip_address(host))]
-    call = getattr(_active, "call", None)
-    found: list[str] = []
-
-    def resolve() -> None:
-        with contextlib.suppress(OSError):
-            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                if address[0] not in found:
-                    found.append(str(address[0]))
-
-    resolver = threading.Thread(target=resolve, name="store-resolver", daemon=True)
-    resolver.start()
-    resolver.join(max(call.deadline - time.monotonic(), 0.0) if call is not None else None)
-    if resolver.is_alive():
-        raise TimeoutError("the store's deadline passed while its host's name was resolved")
-    if not found:
-        raise OSError("the store's host has no address")
-    return found
-
-
 class _ResolvedInTime:
     """Between redis-py's TLS and its TCP connect: the host's name resolved within the call's deadline,
     then each of its addresses tried in turn, as redis-py does (TLS still checks the name)."""
@@ -1046,7 +1021,8 @@ class _ResolvedInTime:
         name = self.host
         failed: OSError | None = None
         try:
-            for address in _addresses(name, self.port):
+            call = getattr(_active, "call", None)
+            for address in addresses(name, self.port, call.deadline if call is not None else None):
                 self.host = address
                 try:
                     return super()._connect()  # type: ignore[misc]

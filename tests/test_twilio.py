@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -230,6 +231,48 @@ def test_a_hung_twilio_times_out_at_the_deadline(hanging_twilio: str) -> None:
         client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
     assert caught.value.timed_out
     assert time.monotonic() - started < 1.0
+
+
+def test_a_resolver_that_stalls_costs_the_call_its_deadline_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twilio named by its host, and the system's resolver stalled (seconds per attempt, and it cannot
+    be interrupted): the name is resolved within the call's deadline, or the call times out at it,
+    and is not tried again (the deadline has passed)."""
+    real = socket.getaddrinfo
+
+    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "twilio.stalled.test":
+            time.sleep(3)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    transport = TwilioTransport(timeout_seconds=0.3, pool_size=1, base_url="http://twilio.stalled.test:80")
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    started = time.monotonic()
+    with pytest.raises(TwilioUnavailable) as caught:
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert time.monotonic() - started < 3 * 0.3
+    assert (caught.value.timed_out, caught.value.attempts) == (True, 1)
+
+
+def test_a_host_is_reached_at_whichever_of_its_addresses_answers(
+    sandbox_server: SandboxServer, sandbox: SandboxState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with several addresses: each is tried in turn within the deadline, as urllib3 does when it
+    resolves; the first that answers is used."""
+    real = socket.getaddrinfo
+
+    def two_addresses(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "twilio.pair.test":  # 127.0.0.2 first, where nothing listens (the sandbox binds 127.0.0.1)
+            return real("127.0.0.2", *rest, **options) + real("127.0.0.1", *rest, **options)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    port = sandbox_server.base_url.rsplit(":", 1)[1]
+    transport = TwilioTransport(timeout_seconds=2, pool_size=1, base_url=f"http://twilio.pair.test:{port}")
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    before = len(sandbox.requests)
+    assert client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x").sid.startswith("SM")
+    assert len(sandbox.requests) == before + 1
 
 
 def test_a_closed_port_is_unreachable_not_a_timeout(closed_port: str) -> None:
