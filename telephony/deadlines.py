@@ -133,26 +133,50 @@ def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
         call.finish()
 
 
+class _Lookup:
+    """One resolution of a name, on a thread of its own; every call that needs the name waits on it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.found: list[str] = []
+        self.thread = threading.Thread(target=self._resolve, args=(host, port), name="resolver", daemon=True)
+
+    def _resolve(self, host: str, port: int) -> None:
+        try:
+            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                if address[0] not in self.found:
+                    self.found.append(str(address[0]))
+        except Exception:  # noqa: S110 - no address is the answer (OSError, or a name IDNA cannot encode)
+            pass
+        finally:
+            with _lookups_lock:
+                if _lookups.get((host, port)) is self:
+                    del _lookups[(host, port)]
+
+
+_lookups: dict[tuple[str, int], _Lookup] = {}  # the resolutions in flight, one per name and port
+_lookups_lock = threading.Lock()
+
+
 def addresses(host: str, port: int, deadline: float | None) -> list[str]:
     """`host`'s addresses (an address is its own), resolved by `deadline` (a time.monotonic() value;
     None: no bound). The system's resolver cannot be interrupted, and a stalled one takes seconds per
     attempt: it runs on a thread of its own, left to finish alone when the deadline passes
-    (TimeoutError). OSError when the name has no address."""
+    (TimeoutError), and calls that need the same name meanwhile wait on that one thread rather than
+    each start another. OSError when the name has no address, or no thread can be started."""
     with contextlib.suppress(ValueError):
         return [str(ipaddress.ip_address(host))]
-    found: list[str] = []
-
-    def resolve() -> None:
-        with contextlib.suppress(OSError):
-            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                if address[0] not in found:
-                    found.append(str(address[0]))
-
-    resolver = threading.Thread(target=resolve, name="resolver", daemon=True)
-    resolver.start()
-    resolver.join(max(deadline - time.monotonic(), 0.0) if deadline is not None else None)
-    if resolver.is_alive():
+    with _lookups_lock:
+        lookup = _lookups.get((host, port))
+        if lookup is None:
+            lookup = _lookups[(host, port)] = _Lookup(host, port)
+            try:
+                lookup.thread.start()
+            except RuntimeError:  # no thread left (memory, limits): as if the name did not resolve
+                del _lookups[(host, port)]
+                raise OSError("no thread to resolve the host's name") from None
+    lookup.thread.join(max(deadline - time.monotonic(), 0.0) if deadline is not None else None)
+    if lookup.thread.is_alive():
         raise TimeoutError("the call's deadline passed while its host's name was resolved")
-    if not found:
+    if not lookup.found:
         raise OSError("the host's name has no address")
-    return found
+    return list(lookup.found)

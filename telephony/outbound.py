@@ -196,10 +196,16 @@ _POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _DeadlineHTTPPool,
 
 def _timed_out(call: Call, error: BaseException) -> bool:
     """Whether a failed call ran out of time (its deadline, or a connect/read timeout), rather than
-    failed to connect: a refused connection is a subclass of urllib3's timeout error."""
-    return call.expired or (
-        isinstance(error, urllib3.exceptions.TimeoutError)
-        and not isinstance(error, urllib3.exceptions.NewConnectionError)
+    failed to connect: a refused connection is a subclass of urllib3's timeout error. A call failing
+    at its deadline ran out of time whatever urllib3 wrapped the failure in (a proxy's ProxyError),
+    and whether or not the watchdog got there first."""
+    return (
+        call.expired
+        or time.monotonic() >= call.deadline
+        or (
+            isinstance(error, urllib3.exceptions.TimeoutError)
+            and not isinstance(error, urllib3.exceptions.NewConnectionError)
+        )
     )
 
 

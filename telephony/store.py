@@ -1017,12 +1017,17 @@ class _ResolvedInTime:
     host: str
     port: int
 
+    socket_connect_timeout: float | None
+
     def _connect(self) -> Any:
-        name = self.host
+        name, timeout = self.host, self.socket_connect_timeout
+        call = getattr(_active, "call", None)
+        deadline = call.deadline if call is not None else None
         failed: OSError | None = None
         try:
-            call = getattr(_active, "call", None)
-            for address in addresses(name, self.port, call.deadline if call is not None else None):
+            for address in addresses(name, self.port, deadline):
+                if deadline is not None:  # each address's connect within what is left, not a full timeout
+                    self.socket_connect_timeout = _left(deadline) if timeout is None else min(timeout, _left(deadline))
                 self.host = address
                 try:
                     return super()._connect()  # type: ignore[misc]
@@ -1030,7 +1035,7 @@ class _ResolvedInTime:
                     failed = error
             raise failed or OSError("no address of the store's host answered")
         finally:
-            self.host = name
+            self.host, self.socket_connect_timeout = name, timeout
 
 
 def _hold(sock: Any) -> None:

@@ -18,6 +18,7 @@ from tests.helpers import AppFactory, okta_request, post_hook
 from tests.redis_server import RedisServer
 from tests.standins import redis_proxy, redis_stand_in, tls_listener, trickling_relay
 from tests.traces import ask
+from tools.processes import free_port
 from tools.sandbox.twilio_sandbox import SandboxState
 
 DEADLINE = 0.15
@@ -288,6 +289,37 @@ def test_a_resolver_that_stalls_costs_the_store_its_deadline_no_more(monkeypatch
     reason, took = failure(store, "GET", "k")
     assert reason == "STORE_TIMEOUT"
     assert took < 3 * deadline, took
+
+
+def test_a_name_whose_addresses_all_hang_costs_the_store_its_deadline_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each address of the store's name connects within what is left of the call's deadline, not a full
+    connect timeout each: four addresses that never answer a connect cost the call its 150 ms."""
+    import socket
+
+    port = free_port()
+    holes = []
+    for last in range(2, 6):  # 127.0.0.2-5: a full accept queue drops new connects, which then hang
+        hole = socket.socket()
+        hole.bind((f"127.0.0.{last}", port))
+        hole.listen(0)
+        filler = socket.create_connection((f"127.0.0.{last}", port))
+        holes += [hole, filler]
+    real = socket.getaddrinfo
+
+    def four_holes(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "redis.holes.test":
+            return [entry for last in range(2, 6) for entry in real(f"127.0.0.{last}", *rest, **options)]
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", four_holes)
+    deadline = 0.15
+    try:
+        reason, took = failure(RedisStore(f"redis://redis.holes.test:{port}/0", deadline_seconds=deadline), "GET", "k")
+    finally:
+        for each in holes:
+            each.close()
+    assert reason == "STORE_TIMEOUT"
+    assert took < 2 * deadline, took
 
 
 @pytest.mark.e2e  # a redis-server is a process

@@ -254,6 +254,77 @@ def test_a_resolver_that_stalls_costs_the_call_its_deadline_no_more(monkeypatch:
     assert (caught.value.timed_out, caught.value.attempts) == (True, 1)
 
 
+def test_calls_waiting_on_a_stalled_name_share_one_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of new connections to a name the resolver stalls on: one resolution, which every call
+    waits on for its own time left, not one left-behind thread per call (threads that pile up for as
+    long as the resolver stalls)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "twilio.burst.test":
+            asked.append(host)
+            time.sleep(2)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    transport = TwilioTransport(timeout_seconds=0.3, pool_size=12, base_url="http://twilio.burst.test:80")
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+
+    def send(_: int) -> tuple[bool, int]:
+        try:
+            client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+        except TwilioUnavailable as failure:
+            return failure.timed_out, failure.attempts
+        raise AssertionError("a stalled name answered")
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(send, range(12)))
+    assert outcomes == [(True, 1)] * 12
+    assert asked == ["twilio.burst.test"]
+
+
+def test_no_thread_to_resolve_with_is_a_connection_failure_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process out of threads (memory, limits) cannot resolve a name on a thread of its own: the call
+    fails as a connection that could not be made (Okta falls back), never with an error of ours."""
+    start = threading.Thread.start
+
+    def refuse_resolvers(thread: threading.Thread) -> None:
+        if thread.name == "resolver":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_resolvers)
+    transport = TwilioTransport(timeout_seconds=0.5, pool_size=1, base_url="http://twilio.nothreads.test:80")
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    with pytest.raises(TwilioUnavailable) as caught:
+        client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+    assert not caught.value.timed_out
+
+
+def test_a_proxy_whose_name_stalls_is_a_timeout_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a proxy (HTTPS_PROXY, read at start-up), urllib3 wraps whatever failed on the way to it,
+    a timeout too, in ProxyError: a call failing at its deadline is still a timeout (never taken for a
+    connection refused, which may be retried)."""
+    real = socket.getaddrinfo
+
+    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "proxy.stalled.test":
+            time.sleep(2)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.stalled.test:3128")
+    transport = TwilioTransport(timeout_seconds=0.2, pool_size=1)
+    client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
+    for _ in range(3):  # the watchdog and the failure race: each way round is checked
+        with pytest.raises(TwilioUnavailable) as caught:
+            client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
+        assert (caught.value.timed_out, caught.value.attempts) == (True, 1)
+
+
 def test_a_host_is_reached_at_whichever_of_its_addresses_answers(
     sandbox_server: SandboxServer, sandbox: SandboxState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
