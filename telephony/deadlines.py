@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import ipaddress
 import itertools
+import os
 import socket
 import threading
 import time
@@ -141,9 +142,11 @@ class _Lookup:
         self.thread = threading.Thread(target=self._resolve, args=(host, port), name="resolver", daemon=True)
 
     def _resolve(self, host: str, port: int) -> None:
+        seen: set[str] = set()
         try:
             for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-                if address[0] not in self.found:
+                if str(address[0]) not in seen:  # in order, once each (IPv4 and IPv6 list an address per type)
+                    seen.add(str(address[0]))
                     self.found.append(str(address[0]))
         except Exception:  # noqa: S110 - no address is the answer (OSError, or a name IDNA cannot encode)
             pass
@@ -180,3 +183,16 @@ def addresses(host: str, port: int, deadline: float | None) -> list[str]:
     if not lookup.found:
         raise OSError("the host's name has no address")
     return list(lookup.found)
+
+
+def _forked() -> None:
+    """In a forked child, the parent's threads are gone: its watchdog, and the resolutions it had in
+    flight (a lock one of them held would stay held). Start afresh, as on first use."""
+    global _watchdog, _lookups_lock
+    _watchdog = _Watchdog()
+    _lookups.clear()
+    _lookups_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -323,6 +325,53 @@ def test_a_proxy_whose_name_stalls_is_a_timeout_every_time(monkeypatch: pytest.M
         with pytest.raises(TwilioUnavailable) as caught:
             client.messages.create(to=PHONE, from_=FROM_NUMBER, body="x")
         assert (caught.value.timed_out, caught.value.attempts) == (True, 1)
+
+
+@pytest.mark.e2e  # forks a process
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+def test_a_forked_child_resolves_and_keeps_deadlines_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that forks its workers after start-up: a resolution the parent had in flight, and its
+    watchdog thread, do not survive into the child. The child must not take the parent's unfinished
+    lookup for an empty answer, and its calls must still end at their deadlines."""
+    import warnings
+
+    from telephony import deadlines
+
+    real = socket.getaddrinfo
+
+    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == "localhost.fork.test":
+            time.sleep(0.5)
+            return real("127.0.0.1", *rest, **options)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    with pytest.raises(TimeoutError):  # the parent's lookup, still in flight at the fork
+        deadlines.addresses("localhost.fork.test", 80, time.monotonic() + 0.05)
+    with deadlines.overall_deadline(5):
+        pass  # the parent's watchdog runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking a process with threads: on purpose
+        child = os.fork()
+    if child == 0:  # the child: report through the exit status only
+        status = 1
+        try:
+            found = deadlines.addresses("localhost.fork.test", 80, time.monotonic() + 2)
+            with socket.socket() as listener, socket.socket() as peer:
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(1)
+                peer.connect(listener.getsockname())
+                started = time.monotonic()
+                with deadlines.overall_deadline(0.2) as call:
+                    call.hold(peer)
+                    with contextlib.suppress(OSError):
+                        peer.recv(1)  # nothing comes: the child's watchdog must end the wait
+                ended = time.monotonic() - started < 1.0 and call.expired
+            status = 0 if found == ["127.0.0.1"] and ended else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_host_is_reached_at_whichever_of_its_addresses_answers(
