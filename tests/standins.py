@@ -350,3 +350,23 @@ def tls_listener(directory: Path) -> Iterator[int]:
         stop.set()
         thread.join()
         listener.close()
+
+
+def stalled_resolver(monkeypatch: Any, name: str, seconds: float, answer: str | None = None) -> list[str]:
+    """The system's resolver, stalled for one name (socket.getaddrinfo patched through `monkeypatch`):
+    `name` takes `seconds` to resolve, then resolves to `answer` (an address), or as it would. Every
+    other name resolves as usual. Returns the list of the times `name` was asked for, as it grows."""
+    import socket
+
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def resolve(host: Any, *rest: Any, **options: Any) -> Any:
+        if host == name:
+            asked.append(host)
+            time.sleep(seconds)
+            return real(answer or host, *rest, **options)
+        return real(host, *rest, **options)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return asked

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
 from tests.helpers import AppFactory, okta_request, post_hook
 from tests.redis_server import RedisServer
-from tests.standins import redis_proxy, redis_stand_in, tls_listener, trickling_relay
+from tests.standins import redis_proxy, redis_stand_in, stalled_resolver, tls_listener, trickling_relay
 from tests.traces import ask
 from tools.processes import free_port
 from tools.sandbox.twilio_sandbox import SandboxState
@@ -274,16 +274,7 @@ def test_a_resolver_that_stalls_costs_the_store_its_deadline_no_more(monkeypatch
     """A store named by a host name: the system's resolver cannot be interrupted, and a stalled one
     (seconds, per attempt) would hold every connecting hook. The name is resolved within the call's
     deadline, or the call fails at it as the store's."""
-    import socket
-
-    real = socket.getaddrinfo
-
-    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
-        if host == "redis.stalled.test":
-            time.sleep(3)
-        return real(host, *rest, **options)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    stalled_resolver(monkeypatch, "redis.stalled.test", 3)
     deadline = 0.15
     store = RedisStore("redis://redis.stalled.test:6379/0", deadline_seconds=deadline)
     reason, took = failure(store, "GET", "k")

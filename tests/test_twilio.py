@@ -34,7 +34,7 @@ from tests.helpers import (
     post_hook,
     profile,
 )
-from tests.standins import tls_listener
+from tests.standins import stalled_resolver, tls_listener
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 
@@ -239,14 +239,7 @@ def test_a_resolver_that_stalls_costs_the_call_its_deadline_no_more(monkeypatch:
     """Twilio named by its host, and the system's resolver stalled (seconds per attempt, and it cannot
     be interrupted): the name is resolved within the call's deadline, or the call times out at it,
     and is not tried again (the deadline has passed)."""
-    real = socket.getaddrinfo
-
-    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
-        if host == "twilio.stalled.test":
-            time.sleep(3)
-        return real(host, *rest, **options)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    stalled_resolver(monkeypatch, "twilio.stalled.test", 3)
     transport = TwilioTransport(timeout_seconds=0.3, pool_size=1, base_url="http://twilio.stalled.test:80")
     client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
     started = time.monotonic()
@@ -262,16 +255,7 @@ def test_calls_waiting_on_a_stalled_name_share_one_resolution(monkeypatch: pytes
     long as the resolver stalls)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    real = socket.getaddrinfo
-    asked: list[str] = []
-
-    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
-        if host == "twilio.burst.test":
-            asked.append(host)
-            time.sleep(2)
-        return real(host, *rest, **options)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    asked = stalled_resolver(monkeypatch, "twilio.burst.test", 2)
     transport = TwilioTransport(timeout_seconds=0.3, pool_size=12, base_url="http://twilio.burst.test:80")
     client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
 
@@ -310,14 +294,7 @@ def test_a_proxy_whose_name_stalls_is_a_timeout_every_time(monkeypatch: pytest.M
     """Through a proxy (HTTPS_PROXY, read at start-up), urllib3 wraps whatever failed on the way to it,
     a timeout too, in ProxyError: a call failing at its deadline is still a timeout (never taken for a
     connection refused, which may be retried)."""
-    real = socket.getaddrinfo
-
-    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
-        if host == "proxy.stalled.test":
-            time.sleep(2)
-        return real(host, *rest, **options)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    stalled_resolver(monkeypatch, "proxy.stalled.test", 2)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.stalled.test:3128")
     transport = TwilioTransport(timeout_seconds=0.2, pool_size=1)
     client = Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
@@ -337,15 +314,7 @@ def test_a_forked_child_resolves_and_keeps_deadlines_afresh(monkeypatch: pytest.
 
     from telephony import deadlines
 
-    real = socket.getaddrinfo
-
-    def stalled(host: Any, *rest: Any, **options: Any) -> Any:
-        if host == "localhost.fork.test":
-            time.sleep(0.5)
-            return real("127.0.0.1", *rest, **options)
-        return real(host, *rest, **options)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stalled)
+    stalled_resolver(monkeypatch, "localhost.fork.test", 0.5, answer="127.0.0.1")
     with pytest.raises(TimeoutError):  # the parent's lookup, still in flight at the fork
         deadlines.addresses("localhost.fork.test", 80, time.monotonic() + 0.05)
     with deadlines.overall_deadline(5):
