@@ -161,9 +161,8 @@ def _since(record: str) -> float | None:
 
 
 def _seconds(now: float) -> str:
-    """A time since the epoch (never negative) as the store writes it (a record's, a member's): seconds
-    to the microsecond, in integer arithmetic. Float formatting (repr, '.6f') took several
-    microseconds on the hook's cold path."""
+    """A time since the epoch (never negative) as both stores write it (a record's, a member's):
+    seconds to the microsecond, in integer arithmetic rather than float formatting."""
     whole, micros = divmod(round(now * 1_000_000), 1_000_000)
     return f"{whole}.{micros:06d}"
 
