@@ -934,15 +934,16 @@ class RedisStore(Claims):
         return self.begin_admit(ask, now)()
 
     def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
+        keys = _Keys(ask)
         when = _seconds(now)
         member = _member(when)
         words = (  # ADMIT_SCRIPT's KEYS, then the request's own ARGV (the limits follow)
-            KEY_PREFIX + "n:" + ask.number,
-            KEY_PREFIX + "k:" + ask.number,
-            KEY_PREFIX + "r:" + ask.range,
-            KEY_PREFIX + "c:" + ask.country,
-            KEY_PREFIX + "o:" + ask.retry,
-            ALL_KEY,
+            keys.number,
+            keys.known,
+            keys.range,
+            keys.country,
+            keys.retry,
+            keys.all,
             when,
             member,
             ask.number,
