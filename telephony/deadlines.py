@@ -185,6 +185,17 @@ def addresses(host: str, port: int, deadline: float | None) -> list[str]:
     return list(lookup.found)
 
 
+def each_address(host: str, port: int, deadline: float | None) -> Iterator[tuple[str, float | None]]:
+    """`host`'s addresses (resolved by `deadline`), to try in turn, each with the time left to connect
+    to it (None: no bound): a connect gets what is left, not a full timeout per address. TimeoutError
+    once the deadline has passed; OSError as `addresses` raises it."""
+    for address in addresses(host, port, deadline):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError("the call's deadline passed")
+        yield address, left
+
+
 def _forked() -> None:
     """In a forked child, the parent's threads are gone: its watchdog, and the resolutions it had in
     flight (a lock one of them held would stay held). Start afresh, as on first use."""

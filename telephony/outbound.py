@@ -39,7 +39,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import create_urllib3_context
 
-from telephony.deadlines import Call, addresses, call_in_flight, overall_deadline
+from telephony.deadlines import Call, call_in_flight, each_address, overall_deadline
 
 READ_BYTES = 16 * 1024  # an answer is read in pieces of at most this many bytes
 HEAD_BYTES = 64 * 1024  # an answer's status line and headers together; http.client alone allows ~6 MiB
@@ -130,21 +130,11 @@ class _DeadlineMixin:
         addresses tried in turn, each connect within the time left. The name is the connection's again
         before TLS, which checks it."""
         connection: Any = self  # urllib3's HTTPConnection, whose _new_conn connects to _dns_host
-        deadline = call.deadline if call is not None else None
         name, timeout = connection._dns_host, connection.timeout
-        try:
-            found = addresses(name, connection.port, deadline)
-        except TimeoutError:
-            raise urllib3.exceptions.ConnectTimeoutError(connection, "the call's deadline passed") from None
-        except OSError as error:
-            raise urllib3.exceptions.NewConnectionError(connection, f"cannot resolve the host: {error}") from None
         failed: urllib3.exceptions.HTTPError | None = None
         try:
-            for address in found:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise urllib3.exceptions.ConnectTimeoutError(connection, "the call's deadline passed")
+            for address, left in each_address(name, connection.port, call.deadline if call else None):
+                if left is not None:
                     connection.timeout = min(timeout, left) if isinstance(timeout, int | float) else left
                 connection._dns_host = address
                 try:
@@ -152,6 +142,10 @@ class _DeadlineMixin:
                     return sock
                 except urllib3.exceptions.ConnectTimeoutError as error:  # refused, unreachable, or timed out
                     failed = error
+        except TimeoutError:
+            raise urllib3.exceptions.ConnectTimeoutError(connection, "the call's deadline passed") from None
+        except OSError as error:
+            raise urllib3.exceptions.NewConnectionError(connection, f"cannot resolve the host: {error}") from None
         finally:
             connection._dns_host, connection.timeout = name, timeout
         raise failed or urllib3.exceptions.NewConnectionError(connection, "no address of the host answered")

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
-from telephony.deadlines import addresses, overall_deadline
+from telephony.deadlines import each_address, overall_deadline
 from telephony.rates import Rate
 
 STORE_DEADLINE_SECONDS = 0.15  # per store call, connect included: well inside Okta's 3 s
@@ -1022,12 +1022,11 @@ class _ResolvedInTime:
     def _connect(self) -> Any:
         name, timeout = self.host, self.socket_connect_timeout
         call = getattr(_active, "call", None)
-        deadline = call.deadline if call is not None else None
         failed: OSError | None = None
         try:
-            for address in addresses(name, self.port, deadline):
-                if deadline is not None:  # each address's connect within what is left, not a full timeout
-                    self.socket_connect_timeout = _left(deadline) if timeout is None else min(timeout, _left(deadline))
+            for address, left in each_address(name, self.port, call.deadline if call is not None else None):
+                if left is not None:
+                    self.socket_connect_timeout = left if timeout is None else min(timeout, left)
                 self.host = address
                 try:
                     return super()._connect()  # type: ignore[misc]
