@@ -447,6 +447,9 @@ def _redis_options(uri: str) -> None:
         raise ValueError(unusable) from None
     if {"ssl_validate_ocsp", "ssl_validate_ocsp_stapled"} & set(options):
         raise ValueError("asks for OCSP checks, which need pyOpenSSL: this function does not install it")
+    if any(not "!" <= character <= "~" for character in options.get("client_name") or ""):
+        # Redis refuses such a name at every connect: the guard would run unguarded, failing open
+        raise ValueError("has a client_name Redis refuses: visible ASCII characters only, no spaces")
     try:
         options.pop("connection_class", None)
         connection = (redis.SSLConnection if uri.startswith("rediss://") else redis.Connection)(**options)

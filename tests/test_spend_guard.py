@@ -237,6 +237,20 @@ def test_claim_is_true_once(store: Store) -> None:
 
 
 @pytest.mark.e2e  # starts or uses a redis-server
+def test_a_client_name_redis_accepts_names_every_connection(redis_server: RedisServer, redis_url: str) -> None:
+    """The one client_name the start lets through is one Redis takes: the guard decides, not fails open."""
+    from telephony.guard import SpendGuard
+
+    guard = SpendGuard(load_settings({"GUARD_STORAGE_URI": redis_url + "?client_name=okta-hook:eu_1.A~!"}))
+    numbers = range_numbers("FR", 6)
+    for number in numbers:
+        with pytest.raises(Refused) if number == numbers[5] else contextlib.nullcontext():
+            _admit(guard, number)  # the sixth new number of a range is over the default range limit
+    names = [client["name"] for client in redis_server.client.client_list()]
+    assert "okta-hook:eu_1.A~!" in names
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
 def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, redis_url: str) -> None:
     from telephony.guard import SpendGuard
 
@@ -555,6 +569,9 @@ def test_the_start_up_line_says_which_store_and_never_its_password(
         ("GUARD_STORAGE_URI", "rediss://:hunter2-pass@10.0.0.3/0?ssl_ca_certs=/no/ca.pem", "certificate file that is"),
         ("GUARD_STORAGE_URI", "rediss://:hunter2-pass@10.0.0.3/0?ssl_ciphers=hunter2", "an option Redis cannot use"),
         ("GUARD_STORAGE_URI", "rediss://:hunter2-pass@10.0.0.3/0?ssl_validate_ocsp=true", "OCSP checks"),
+        ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3/0?client_name=okta%20hook", "a client_name Redis refuses"),
+        ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3/0?client_name=hook%0Ahunter2", "a client_name Redis refuses"),
+        ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3/0?client_name=h%C3%A9", "a client_name Redis refuses"),
         ("GUARD_HASH_KEY", "hunter2-short", "at least 16 characters"),
         ("GUARD_RANGE_LIMIT", "5/fortnight", "is not a limit like"),
         ("GUARD_COUNTRY_LIMIT", "5/year", "is not a limit like"),
