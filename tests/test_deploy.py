@@ -186,3 +186,37 @@ def test_all_traffic_egress_when_asked() -> None:
         "--network=default",
         "--vpc-egress=all-traffic",
     ]
+
+
+@pytest.mark.e2e  # runs make, or git
+def test_the_stores_certificate_authority_is_mounted_where_its_uri_names_it() -> None:
+    """Memorystore's in-transit encryption: its CA from Secret Manager as a file, at the path the docs'
+    rediss:// URI gives to ?ssl_ca_certs=."""
+    result = make_deploy(
+        SECRETS=BASE["SECRETS"] + ",GUARD_STORAGE_URI=guard-redis-uri:2", GUARD_STORE_CA="okta-hook-guard-ca:1",
+        NETWORK="default",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    words = shlex.split(result.stdout.strip().splitlines()[0])
+    assert (
+        "--set-secrets=OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1,"
+        "GUARD_STORAGE_URI=guard-redis-uri:2,/etc/secrets/guard-store-ca:/ca.pem=okta-hook-guard-ca:1"
+    ) in words
+    assert not any("GUARD_STORE_CA" in word for word in words)  # a deploy variable, not the hook's
+    guide = (ROOT / "docs" / "spend-guard.md").read_text()
+    assert "?ssl_ca_certs=/etc/secrets/guard-store-ca/ca.pem" in guide and "GUARD_STORE_CA=" in guide
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"GUARD_STORE_CA": "okta-hook-guard-ca:1"}, "GUARD_STORE_CA needs the store's URI"),
+        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=uri:2", "GUARD_STORE_CA": "ca:latest"}, "pinned"),
+        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=uri:2", "GUARD_STORE_CA": "ca"}, "secret:version"),
+        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=uri:2", "GUARD_STORE_CA": "ca:0"}, "secret:version"),
+        ({"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:0"}, "pinned number"),  # gcloud counts from 1
+    ],
+)
+def test_the_stores_certificate_authority_is_checked(variables: dict[str, str], problem: str) -> None:
+    with pytest.raises(DeployError, match=problem):
+        gcloud_command({**BASE, **variables})

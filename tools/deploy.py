@@ -13,6 +13,8 @@ Reads its inputs from the environment (make passes its command-line variables th
   SERVICE_ACCOUNT runtime service account            (optional)
   NETWORK, SUBNET Direct VPC egress, to reach Memorystore (optional; docs/spend-guard.md)
   VPC_EGRESS      private-ranges-only (default with NETWORK or SUBNET) or all-traffic
+  GUARD_STORE_CA  secret:version holding the store's TLS certificate authority (Memorystore's in-transit
+                  encryption): mounted as /etc/secrets/guard-store-ca/ca.pem (optional; docs/spend-guard.md)
   DRY_RUN=1       print the gcloud commands, run nothing
 Plain settings (every non-secret variable the hook reads) go to --set-env-vars when set.
 After the function, the log-based metrics in tools/monitoring/*.metric.json are created (or updated): the
@@ -45,7 +47,11 @@ LOG_METRICS = (
     "guard-refusals.metric.json",
     "guard-store.metric.json",
 )
-_SECRET_REF = re.compile(r"^([A-Z_]+)=([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([0-9]+)$")
+_SECRET_VERSION = r"([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([1-9][0-9]*)"
+_SECRET_REF = re.compile(rf"^([A-Z_]+)={_SECRET_VERSION}$")
+# A secret volume (gcloud's '/mount_path:/file_path=secret:version'): the file GUARD_STORE_CA becomes,
+# which the store's rediss:// URI names with ?ssl_ca_certs=.
+STORE_CA_MOUNT, STORE_CA_FILE = "/etc/secrets/guard-store-ca", "ca.pem"
 
 
 DEFAULT_RUNTIME = "python313"  # python312 is deprecated on Cloud Run functions in October 2028
@@ -115,6 +121,7 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         "--timeout=10s",
         env_vars_flag(plain),
     ]  # fmt: skip
+    secrets.update(store_authority(env, secrets))
     if secrets:
         command.append("--set-secrets=" + ",".join(f"{name}={ref}" for name, ref in secrets.items()))
     if env.get("PROJECT"):
@@ -127,6 +134,21 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
     command += vpc_flags(env)
     return command
+
+
+def store_authority(env: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
+    """GUARD_STORE_CA as a secret volume: the certificate authority a rediss:// store is checked with."""
+    spec = env.get("GUARD_STORE_CA")
+    if not spec:
+        return {}
+    if not re.fullmatch(_SECRET_VERSION, spec):
+        raise DeployError("deploy: GUARD_STORE_CA must be secret:version (a pinned number, not latest)")
+    if "GUARD_STORAGE_URI" not in secrets:
+        raise DeployError(
+            "deploy: GUARD_STORE_CA needs the store's URI: SECRETS=GUARD_STORAGE_URI=... "
+            f"(rediss://...?ssl_ca_certs={STORE_CA_MOUNT}/{STORE_CA_FILE})"
+        )
+    return {f"{STORE_CA_MOUNT}:/{STORE_CA_FILE}": spec}
 
 
 def vpc_flags(env: Mapping[str, str]) -> list[str]:
