@@ -531,6 +531,9 @@ def _lifetime(*lists: tuple[Rate, ...]) -> str:
 
 Reply = str | int | None  # what our commands answer: a word, a transaction id, a count, or nothing
 MAX_REPLY_BYTES = 4096  # the longest reply of ours is a transaction id: anything far longer is not ours
+# The connection's set-up replies (AUTH, SELECT, CLIENT) are a few words each: all of them together
+# far shorter than this, which bounds what a store flooding them (an endless line) can cost.
+SET_UP_MAX_BYTES = 16 * MAX_REPLY_BYTES
 
 
 class _StoreRefused(Exception):
@@ -880,6 +883,7 @@ class RedisStore(Claims):
                 _active.call = None
             if call.finish():
                 raise TimeoutError("the store's deadline passed while connecting")
+        connection._sock = connection._sock.raw  # set up: the call path reads the socket itself, capped
         connection._sock.settimeout(0.0)  # redis-py is done with it: the call path's own sends and reads
 
     def _rest(self) -> None:
@@ -1053,7 +1057,28 @@ class _DeadlineConnection:
         before AUTH and the rest are read: shut at once if the deadline passed meanwhile."""
         sock = super()._connect()  # type: ignore[misc]
         _hold(sock)
-        return sock
+        return _SetUpSocket(sock)
+
+
+class _SetUpSocket:
+    """redis-py's socket while redis-py sets the connection up: what it reads is counted, and past
+    SET_UP_MAX_BYTES the store's answer is not one of Redis's (redis-py's reader has no cap of its own)."""
+
+    __slots__ = ("_left", "raw")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._left = SET_UP_MAX_BYTES
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        data: bytes = self.raw.recv(size, *flags)
+        self._left -= len(data)
+        if self._left < 0:
+            raise _Garbled
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 class _SharedTls:

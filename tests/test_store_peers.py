@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony.store import MAX_REPLY_BYTES, RedisStore, StoreUnavailable
+from telephony.store import MAX_REPLY_BYTES, SET_UP_MAX_BYTES, RedisStore, StoreUnavailable
 from tests.helpers import AppFactory, okta_request, post_hook
 from tests.redis_server import RedisServer
 from tests.standins import redis_proxy, redis_stand_in, stalled_resolver, tls_listener, trickling_relay
@@ -128,6 +128,38 @@ def test_the_replies_of_our_commands_are_read_whole(answer: list[bytes], value: 
     with redis_stand_in(answer, pause=0.01) as peer:
         assert RedisStore(peer.url, DEADLINE)._execute("GET", "k") == value
         assert peer.commands[-1] == [b"GET", b"k"]
+
+
+@pytest.mark.parametrize("auth", ["", ":hunter2@"])
+@pytest.mark.parametrize(
+    "flood",
+    [b"+" + b"O" * (64 * SET_UP_MAX_BYTES), b"$%d\r\n" % (64 * SET_UP_MAX_BYTES) + b"x" * (64 * SET_UP_MAX_BYTES)],
+    ids=["an endless line", "a bulk string of megabytes"],
+)
+def test_a_store_flooding_the_connections_set_up_is_dropped_at_the_cap_not_the_deadline(
+    flood: bytes, auth: str
+) -> None:
+    """redis-py reads AUTH's, SELECT's and CLIENT's replies with no cap of its own: a store answering
+    megabytes at loopback speed would fill memory until the deadline. The set-up's reads are capped."""
+    with redis_stand_in([b"+OK\r\n"], set_up=flood) as peer:
+        store = RedisStore(peer.url.replace("redis://", f"redis://{auth}"), DEADLINE)
+        reason, took = failure(store, "GET", "okta-hook:o:x")
+        assert reason == "STORE_UNREACHABLE" and took < DEADLINE  # not STORE_TIMEOUT at the deadline
+        assert store._local.connection._sock is None
+        store._resting_until = 0.0  # past its rest, the next call sets a connection up afresh
+        assert failure(store, "GET", "okta-hook:o:x")[0] == "STORE_UNREACHABLE"
+        assert [command[0] for command in peer.commands].count(b"AUTH" if auth else b"CLIENT") == 2
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_connection_set_up_reads_its_replies_capped_then_the_call_path_its_own(redis_server: RedisServer) -> None:
+    """The cap is the set-up's alone: past it, the call path reads the real socket, whatever it takes."""
+    store = RedisStore(redis_server.url, 1.0)
+    value = "v" * 1000
+    store._execute("SET", "okta-hook:o:cap", value)
+    for _ in range(3 * SET_UP_MAX_BYTES // 1000):
+        assert store._execute("GET", "okta-hook:o:cap") == value
+    assert type(store._local.connection._sock).__name__ == "socket"
 
 
 def test_a_store_garbling_its_set_up_replies_fails_open_and_the_hook_still_delivers(
