@@ -777,6 +777,10 @@ class RedisStore(Claims):
             "decode_responses": True,
             "health_check_interval": 0,
             "protocol": 2,
+            # No CLIENT SETINFO (two round trips, replies to parse): a connection is set up with what it
+            # needs alone (AUTH, SELECT, the URI's client_name). Every thread of a new instance connects
+            # at once, and the two round trips made most of a burst's first calls miss the deadline.
+            "driver_info": None,
         }
         self._connection_options.pop("connection_class", None)
         if tls:  # loaded at start-up, not within the first call's deadline; a fault shows at that call

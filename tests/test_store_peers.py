@@ -130,25 +130,53 @@ def test_the_replies_of_our_commands_are_read_whole(answer: list[bytes], value: 
         assert peer.commands[-1] == [b"GET", b"k"]
 
 
-@pytest.mark.parametrize("auth", ["", ":hunter2@"])
+SET_UPS = {  # what a URI makes redis-py send before the first command: the command, its first word
+    "AUTH": ("redis://:hunter2@127.0.0.1:{port}/0", b"AUTH"),
+    "SELECT": ("redis://127.0.0.1:{port}/3", b"SELECT"),
+    "CLIENT SETNAME": ("redis://127.0.0.1:{port}/0?client_name=okta-hook", b"CLIENT"),
+}
+
+
+@pytest.mark.parametrize("set_up", sorted(SET_UPS))
 @pytest.mark.parametrize(
     "flood",
     [b"+" + b"O" * (64 * SET_UP_MAX_BYTES), b"$%d\r\n" % (64 * SET_UP_MAX_BYTES) + b"x" * (64 * SET_UP_MAX_BYTES)],
     ids=["an endless line", "a bulk string of megabytes"],
 )
 def test_a_store_flooding_the_connections_set_up_is_dropped_at_the_cap_not_the_deadline(
-    flood: bytes, auth: str
+    flood: bytes, set_up: str
 ) -> None:
     """redis-py reads AUTH's, SELECT's and CLIENT's replies with no cap of its own: a store answering
     megabytes at loopback speed would fill memory until the deadline. The set-up's reads are capped."""
+    uri, word = SET_UPS[set_up]
     with redis_stand_in([b"+OK\r\n"], set_up=flood) as peer:
-        store = RedisStore(peer.url.replace("redis://", f"redis://{auth}"), DEADLINE)
+        store = RedisStore(uri.format(port=peer.server_address[1]), DEADLINE)
         reason, took = failure(store, "GET", "okta-hook:o:x")
         assert reason == "STORE_UNREACHABLE" and took < DEADLINE  # not STORE_TIMEOUT at the deadline
         assert store._local.connection._sock is None
         store._resting_until = 0.0  # past its rest, the next call sets a connection up afresh
         assert failure(store, "GET", "okta-hook:o:x")[0] == "STORE_UNREACHABLE"
-        assert [command[0] for command in peer.commands].count(b"AUTH" if auth else b"CLIENT") == 2
+        assert [command[0] for command in peer.commands] == [word, word]
+
+
+@pytest.mark.parametrize(
+    ("uri", "set_up"),
+    [
+        ("redis://127.0.0.1:{port}/0", []),
+        ("redis://127.0.0.1:{port}", []),
+        ("redis://:hunter2@127.0.0.1:{port}/3", [[b"AUTH", b"hunter2"], [b"SELECT", b"3"]]),
+        (
+            "redis://hook:hunter2@127.0.0.1:{port}/0?client_name=eu-1",
+            [[b"AUTH", b"hook", b"hunter2"], [b"CLIENT", b"SETNAME", b"eu-1"]],
+        ),
+    ],
+)
+def test_a_connection_is_set_up_with_what_its_uri_asks_and_nothing_else(uri: str, set_up: list[list[bytes]]) -> None:
+    """No CLIENT SETINFO: each round trip of the set-up is paid by every thread of a new instance at once."""
+    with redis_stand_in([b"$-1\r\n"]) as peer:
+        store = RedisStore(uri.format(port=peer.server_address[1]), DEADLINE)
+        assert store._execute("GET", "okta-hook:o:x") is None
+        assert peer.commands == [*set_up, [b"GET", b"okta-hook:o:x"]]
 
 
 @pytest.mark.e2e  # starts or uses a redis-server
@@ -169,9 +197,10 @@ def test_a_store_garbling_its_set_up_replies_fails_open_and_the_hook_still_deliv
     parser: the store is unusable, the code goes out, and the ERROR line says so (never a 500)."""
     nested = b"*1\r\n" * 5000 + b":1\r\n"
     with redis_stand_in([b"+OK\r\n"], set_up=nested) as peer:
-        store = RedisStore(peer.url, DEADLINE)
+        uri = peer.url.removesuffix("/0") + "/1"  # database 1: the set-up has a SELECT to answer
+        store = RedisStore(uri, DEADLINE)
         assert failure(store, "GET", "k")[0] == "STORE_UNREACHABLE"
-        client = make_client(GUARD_STORAGE_URI=peer.url)
+        client = make_client(GUARD_STORAGE_URI=uri)
         capsys.readouterr()
         answer = post_hook(client, okta_request())
     assert answer.status_code == 200
