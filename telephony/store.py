@@ -30,12 +30,15 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import os
 import secrets
 import select
 import socket
 import ssl
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlsplit
@@ -52,10 +55,14 @@ KEEPALIVE = {
     if hasattr(socket, name)
 }
 # A connection that fails after lying unused this long retires every connection of the instance: a
-# network that forgets idle flows forgets them after minutes, while on a busy instance threads sit
+# network that forgets idle flows forgets them after minutes, while on a quiet instance connections sit
 # unused for seconds, and retiring every connection on their failures would add a herd of new
 # connections (TLS handshakes) to a store or a machine already short of time.
 SUSPECT_IDLE_SECONDS = 10.0
+# New connections being opened at once, per store: a caller that finds none free and this many opening
+# waits for one to be given back (a call holds one for a round trip) rather than open its own. A new
+# instance's threads all call at once, and each opening costs a round trip or three and a TLS handshake.
+OPENING_AT_ONCE = 2
 RESTING_SECONDS = 1.0  # after a store failure, calls fail open at once for this long, then try again
 KEY_PREFIX = "okta-hook:"
 ALL_KEY = KEY_PREFIX + "a"  # the window of codes to unconverted numbers over every country
@@ -128,7 +135,7 @@ class Store(Claims, Protocol):
     def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
         """`admit` in two halves: the question is asked now, the verdict read by calling what this
         returns (on Redis, the round trip runs meanwhile). Each half may raise StoreUnavailable; the
-        verdict must be read, by the same thread, before this store is used again."""
+        verdict must be read: until then the call holds one of the store's connections."""
 
     def release(self, ask: Ask, verdict: Verdict, unsettled: bool) -> None:
         """The code failed: give back the room `verdict` names as taken, and drop the pending retry
@@ -717,20 +724,24 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     return Verdict("refused", known=known, scope=scope, rate=scopes[scope][int(index) - 1])
 
 
-class _ThreadConnection(threading.local):
-    connection: Any = None
-    unread = False  # a command was sent and its reply is still to be read
-    generation = 0  # the store's count of retiring faults when this connection was last used
-    last_used = 0.0  # when a command was last sent on it (time.monotonic())
+class _Slot:
+    """One of the store's connections, and what the store knows of it."""
+
+    __slots__ = ("connection", "generation", "last_used")
+
+    def __init__(self, connection: Any, generation: int) -> None:
+        self.connection = connection
+        self.generation = generation  # the store's count of retiring faults when it was opened
+        self.last_used = 0.0  # when a command was last sent on it (time.monotonic())
 
 
 class _InFlight:
-    """A command sent on this thread's connection, its reply not yet read."""
+    """A command sent on a connection the call holds, its reply not yet read."""
 
-    __slots__ = ("connection", "idle", "left", "until")
+    __slots__ = ("idle", "left", "slot", "until")
 
-    def __init__(self, connection: Any, until: float, idle: float) -> None:
-        self.connection, self.until = connection, until
+    def __init__(self, slot: _Slot, until: float, idle: float) -> None:
+        self.slot, self.until = slot, until
         self.idle = idle  # how long the connection lay unused before this command (0 when new)
         # The deadline's time left once the command is sent: the reply gets that much from when the
         # caller reads it, since what the caller does in between is its own time, not the store's.
@@ -778,17 +789,22 @@ class RedisStore(Claims):
             "health_check_interval": 0,
             "protocol": 2,
             # No CLIENT SETINFO (two round trips, replies to parse): a connection is set up with what it
-            # needs alone (AUTH, SELECT, the URI's client_name). Every thread of a new instance connects
-            # at once, and the two round trips made most of a burst's first calls miss the deadline.
+            # needs alone (AUTH, SELECT, the URI's client_name): every round trip of an opening counts
+            # when a new instance's threads all call at once.
             "driver_info": None,
         }
         self._connection_options.pop("connection_class", None)
         if tls:  # loaded at start-up, not within the first call's deadline; a fault shows at that call
             with contextlib.suppress(OSError, ValueError, TypeError):
                 self._connection_class(**self._connection_options).prepare_context()
-        # One connection per thread that uses the store (the threads that serve requests):
-        # no pool to lock or to check for stray data, so a call is one write and one read.
-        self._local = _ThreadConnection()
+        # Connections free for the next call, the last given back on top (the warmest). A call takes
+        # one for its round trip and gives it back once the whole reply is read: a connection that
+        # failed, or whose reply was never read, is never given back, so none is ever out of step.
+        self._idle: deque[_Slot] = deque()
+        self._free = threading.Condition(threading.Lock())  # one given back, a permit to open, a rest
+        self._waiting = 0  # callers waiting on _free
+        self._opening = 0  # connections being opened (at most OPENING_AT_ONCE)
+        _STORES.add(self)
         self._scripts = {
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
             for name, text in (
@@ -817,38 +833,95 @@ class RedisStore(Claims):
         if now < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
         until = now + self._deadline
-        local = self._local
-        connection = local.connection
-        if connection is None:
-            connection = local.connection = self._connection_class(**self._connection_options)
-        elif local.unread or local.generation != self._faults_seen:
-            connection.disconnect()  # a reply nobody read (out of step), or retired after an idle one failed
-        elif connection._sock is not None and _closed_or_out_of_step(connection._sock):
-            connection.disconnect()  # the store closed it while idle (a restart, a failover, a timeout)
-        local.generation = self._faults_seen
-        idle = now - local.last_used if connection._sock is not None else 0.0
-        local.last_used = now
-        flight = _InFlight(connection, until, idle)
+        slot = self._take(until)
+        connection = slot.connection
+        opening = connection._sock is None  # a new connection: this call holds a permit to open it
+        idle = 0.0 if opening else now - slot.last_used
+        slot.last_used = now
+        flight = _InFlight(slot, until, idle)
 
         def send() -> None:
-            if connection._sock is None:
-                self._connect(connection, until)
+            if opening:
+                try:
+                    self._connect(connection, until)
+                finally:
+                    self._opened()
             _send(connection._sock, command, until)
 
         self._faults(flight, send)
         flight.left = max(until - time.monotonic(), 0.0)
-        self._local.unread = True
         return flight
 
     def _finish(self, flight: _InFlight) -> Reply:
-        """The reply to the command `flight` sent."""
-        self._local.unread = False
+        """The reply to the command `flight` sent; the connection is given back once it is read whole."""
         flight.until = time.monotonic() + flight.left
-        connection = flight.connection
+        slot = flight.slot
 
         # A connection closed once the command was sent is a fault, never a reason to send it again:
         # the store may have run it (a retry record written, a claim taken) before it closed.
-        return self._faults(flight, lambda: _read(connection._sock, flight.until))
+        def read() -> Reply:
+            try:
+                reply = _read(slot.connection._sock, flight.until)
+            except _StoreRefused:  # an error reply, read whole: the connection is in step
+                self._give_back(slot)
+                raise
+            self._give_back(slot)
+            return reply
+
+        return self._faults(flight, read)
+
+    def _take(self, until: float) -> _Slot:
+        """A connection for one call: a free one, or a new one to open (OPENING_AT_ONCE at a time),
+        or the first of either within `until`."""
+        while True:
+            slot = self._free_slot()
+            if slot is not None:
+                return slot
+            with self._free:
+                self._waiting += 1  # before looking: a connection given back from now on wakes this caller
+                try:
+                    if self._idle:
+                        continue
+                    now = time.monotonic()
+                    if now < self._resting_until:  # another call found the store at fault meanwhile
+                        raise StoreUnavailable("STORE_RESTING", fresh=False)
+                    if self._opening < OPENING_AT_ONCE:
+                        self._opening += 1
+                        break
+                    if now >= until:
+                        raise StoreUnavailable("STORE_TIMEOUT")
+                    self._free.wait(until - now)
+                finally:
+                    self._waiting -= 1
+        return _Slot(self._connection_class(**self._connection_options), self._faults_seen)
+
+    def _free_slot(self) -> _Slot | None:
+        """The last connection given back that can carry a command; the others found on the way are closed."""
+        idle = self._idle
+        while idle:
+            try:
+                slot = idle.pop()
+            except IndexError:  # another caller took the last one
+                return None
+            sock = slot.connection._sock
+            if slot.generation == self._faults_seen and sock is not None and not _closed_or_out_of_step(sock):
+                return slot
+            # Retired after an idle one failed, or closed by the store while idle (a restart, a failover).
+            slot.connection.disconnect()
+        return None
+
+    def _give_back(self, slot: _Slot) -> None:
+        self._idle.append(slot)
+        if self._waiting:
+            with self._free:
+                self._free.notify()
+
+    def _opened(self) -> None:
+        """A permit to open a connection, returned (opened or not)."""
+        with self._free:
+            self._opening -= 1
+            if self._waiting:
+                self._free.notify()
 
     def _faults(self, flight: _InFlight, step: Callable[[], _T]) -> _T:
         """Run one half of a call; every fault of the store becomes StoreUnavailable (or _NoScript)."""
@@ -860,13 +933,12 @@ class RedisStore(Claims):
             self._rest()
             raise StoreUnavailable("STORE_REFUSED") from None
         except (self._errors, OSError, _Garbled) as error:
-            flight.connection.disconnect()  # the next call connects afresh: a store back up is used again
-            self._local.unread = False
+            flight.slot.connection.disconnect()  # never given back: a store back up is reached afresh
             self._rest()
             if flight.idle > SUSPECT_IDLE_SECONDS:
                 # A connection that failed after lying idle: the others, idle as long, may be as dead
                 # (a network that forgot idle flows without a word), and each would cost a hook the
-                # deadline and the instance another rest. Every thread's is retired at its next call.
+                # deadline and the instance another rest. Every connection is retired when next taken.
                 self._faults_seen += 1
             if isinstance(error, self._auth_error | self._response_error):
                 raise StoreUnavailable("STORE_REFUSED") from None
@@ -892,6 +964,21 @@ class RedisStore(Claims):
 
     def _rest(self) -> None:
         self._resting_until = time.monotonic() + RESTING_SECONDS
+        if self._waiting:  # callers waiting for a connection fail open at once, as every call now
+            with self._free:
+                self._free.notify_all()
+
+    def _forked(self) -> None:
+        """In a child process: the parent's connections are the parent's. Their sockets are closed
+        here without a word to the store (a shutdown would cut the parent's), and never used."""
+        for slot in self._idle:
+            sock, slot.connection._sock = slot.connection._sock, None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    getattr(sock, "raw", sock).close()
+        self._idle = deque()
+        self._free = threading.Condition(threading.Lock())
+        self._waiting = self._opening = 0
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Reply:
         """Run a script by its SHA-1."""
@@ -1088,7 +1175,7 @@ class _SetUpSocket:
 class _SharedTls:
     """Mixed into redis-py's SSLConnection: one TLS context per store, built as redis-py builds it,
     where redis-py builds one for every connection. Loading the CA bundle costs tens of milliseconds
-    of CPU, within the store's deadline, for every thread's first call and every reconnection."""
+    of CPU, within the store's deadline, for every new connection."""
 
     tls_context: ssl.SSLContext | None
     host: str
@@ -1135,6 +1222,18 @@ def tls_context(options: Any, system_authorities: bool = True) -> ssl.SSLContext
     if options.ssl_ciphers:
         context.set_ciphers(options.ssl_ciphers)
     return context
+
+
+_STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _forget_connections() -> None:
+    for store in list(_STORES):
+        store._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections)
 
 
 def open_store(uri: str) -> Store:

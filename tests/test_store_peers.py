@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony.store import MAX_REPLY_BYTES, SET_UP_MAX_BYTES, RedisStore, StoreUnavailable
+from telephony.store import MAX_REPLY_BYTES, OPENING_AT_ONCE, SET_UP_MAX_BYTES, RedisStore, StoreUnavailable
 from tests.helpers import AppFactory, okta_request, post_hook
 from tests.redis_server import RedisServer
 from tests.standins import redis_proxy, redis_stand_in, stalled_resolver, tls_listener, trickling_relay
@@ -70,7 +70,7 @@ def test_a_reply_that_is_not_ours_drops_the_connection_at_once(name: str, answer
         store = RedisStore(peer.url, DEADLINE)
         reason, took = failure(store, "GET", "okta-hook:o:x")
         assert reason == "STORE_UNREACHABLE" and took < DEADLINE
-        assert store._local.connection._sock is None  # dropped: never read as the next call's reply
+        assert not store._idle  # dropped: never read as the next call's reply
 
 
 def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
@@ -78,7 +78,8 @@ def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
         store = RedisStore(peer.url, DEADLINE)
         reason, took = failure(store, "GET", "okta-hook:o:x")
         assert reason == "STORE_REFUSED" and took < DEADLINE
-        assert store._local.connection._sock is not None  # a whole reply was read: the stream is in step
+        (kept,) = store._idle  # a whole reply was read: the stream is in step, the connection given back
+        assert kept.connection._sock is not None
 
 
 def test_a_store_that_resets_after_an_error_rests_then_tries_again() -> None:
@@ -153,7 +154,7 @@ def test_a_store_flooding_the_connections_set_up_is_dropped_at_the_cap_not_the_d
         store = RedisStore(uri.format(port=peer.server_address[1]), DEADLINE)
         reason, took = failure(store, "GET", "okta-hook:o:x")
         assert reason == "STORE_UNREACHABLE" and took < DEADLINE  # not STORE_TIMEOUT at the deadline
-        assert store._local.connection._sock is None
+        assert not store._idle
         store._resting_until = 0.0  # past its rest, the next call sets a connection up afresh
         assert failure(store, "GET", "okta-hook:o:x")[0] == "STORE_UNREACHABLE"
         assert [command[0] for command in peer.commands] == [word, word]
@@ -187,7 +188,8 @@ def test_a_connection_set_up_reads_its_replies_capped_then_the_call_path_its_own
     store._execute("SET", "okta-hook:o:cap", value)
     for _ in range(3 * SET_UP_MAX_BYTES // 1000):
         assert store._execute("GET", "okta-hook:o:cap") == value
-    assert type(store._local.connection._sock).__name__ == "socket"
+    (kept,) = store._idle
+    assert type(kept.connection._sock).__name__ == "socket"
 
 
 def test_a_store_garbling_its_set_up_replies_fails_open_and_the_hook_still_delivers(
@@ -482,7 +484,8 @@ def test_the_stores_connections_are_kept_alive_by_tcp(redis_server: RedisServer)
 
     store = RedisStore(redis_server.url)
     store.claim("probe", 60)
-    sock = store._local.connection._sock
+    (kept,) = store._idle
+    sock = kept.connection._sock
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
 
@@ -569,3 +572,114 @@ def test_the_admit_scripts_lines_are_read_exactly(line: str, verdict: tuple[obje
     assert (read.kind, read.known, read.added_range, read.added_country, read.added_all) == verdict
     assert read.member == ("member" if read.kind == "admitted" else "")
     assert read.rate == (rates[0] if read.kind == "refused" else None)
+
+
+def _first_calls_at_once(store: RedisStore, callers: int) -> list[object]:
+    """`callers` threads' first calls, released together (a new instance's threads under a burst)."""
+    import threading
+
+    released = threading.Barrier(callers)
+    outcomes: list[object] = []
+
+    def call() -> None:
+        released.wait()
+        try:
+            outcomes.append(store._execute("GET", "okta-hook:o:burst"))
+        except StoreUnavailable as error:
+            outcomes.append(error.reason)
+
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    return outcomes
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+@pytest.mark.parametrize("over", ["plain", "TLS"])
+def test_a_burst_of_first_calls_opens_connections_two_at_a_time(
+    over: str, redis_server: RedisServer, redis_tls_server: RedisServer
+) -> None:
+    """80 threads' first calls at once: a call holds a connection for one round trip only, so callers
+    wait for one given back rather than all open their own at once (80 TLS handshakes at once made
+    most of them miss the store's deadline). The deadline here is generous: what is counted is how many
+    connections were being opened at any one time."""
+    import threading
+
+    server = redis_tls_server if over == "TLS" else redis_server
+    server.flush()
+    store = RedisStore(server.url, deadline_seconds=2.0)
+    connect, lock, opening, most = store._connect, threading.Lock(), [0], [0]
+
+    def counted(connection: Any, until: float) -> None:
+        with lock:
+            opening[0] += 1
+            most[0] = max(most[0], opening[0])
+        try:
+            connect(connection, until)
+        finally:
+            with lock:
+                opening[0] -= 1
+
+    store._connect = counted  # type: ignore[method-assign]
+    outcomes = _first_calls_at_once(store, 80)
+    assert outcomes == [None] * 80
+    assert 1 <= most[0] <= OPENING_AT_ONCE
+
+
+def test_a_caller_finding_every_connection_busy_waits_for_one_no_longer_than_its_deadline() -> None:
+    """Connections that are being opened (a store that never completes its set-up) and none free:
+    the other callers wait for one within their own deadline, then fail open, without opening more."""
+    with redis_stand_in([b"+OK\r\n"], pause=0.0, set_up=b"") as peer:  # SELECT is never answered
+        store = RedisStore(peer.url.removesuffix("/0") + "/1", DEADLINE)
+        started = time.monotonic()
+        outcomes = _first_calls_at_once(store, 6)
+        took = time.monotonic() - started
+    # The two opening time out; the others, waiting, time out too or are sent away by the rest that follows.
+    assert outcomes.count("STORE_TIMEOUT") >= OPENING_AT_ONCE and set(outcomes) <= {"STORE_TIMEOUT", "STORE_RESTING"}
+    assert took < DEADLINE * 3
+    assert [command[0] for command in peer.commands] == [b"SELECT"] * OPENING_AT_ONCE
+
+
+def test_a_store_fault_sends_the_callers_waiting_for_a_connection_away_at_once() -> None:
+    """Once a call has found the store at fault, the store rests: callers waiting for a connection fail
+    open then, as every call does while it rests, rather than each wait out its deadline."""
+    with redis_stand_in([b"+OK\r\n"], set_up=b"-ERR refused\r\n") as peer:  # AUTH is refused at once
+        store = RedisStore(peer.url.replace("redis://", "redis://:hunter2@"), 5.0)
+        started = time.monotonic()
+        outcomes = _first_calls_at_once(store, 6)
+        took = time.monotonic() - started
+    assert "STORE_REFUSED" in outcomes and set(outcomes) <= {"STORE_REFUSED", "STORE_RESTING"}
+    assert took < 5.0 / 4  # nobody waited out a deadline
+    assert [command[0] for command in peer.commands].count(b"AUTH") <= OPENING_AT_ONCE  # nor tried once it rested
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_forked_child_never_touches_the_parents_connections(redis_server: RedisServer) -> None:
+    """gunicorn forks its workers: a connection opened before the fork is the parent's alone. The child
+    opens its own, and closing what it inherited does not cut the parent's."""
+    import os
+
+    store = RedisStore(redis_server.url, deadline_seconds=1.0)
+    store._execute("SET", "okta-hook:o:fork", "parent")
+    (kept,) = store._idle
+    parents = kept.connection._sock.fileno()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        status = 1
+        try:
+            inherited_gone = not store._idle
+            ok = store._execute("GET", "okta-hook:o:fork") == "parent"
+            del kept
+            import gc
+
+            gc.collect()
+            status = 0 if inherited_gone and ok else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._execute("GET", "okta-hook:o:fork") == "parent"
+    (again,) = store._idle
+    assert again is kept and again.connection._sock.fileno() == parents  # the same connection, still in step
