@@ -670,8 +670,10 @@ def _kept(reply: Reply) -> TypeGuard[str]:
 
 
 def _integer(line: bytes) -> int:
-    """A count or a length as Redis writes it: an optional minus, then digits."""
-    if not line.removeprefix(b"-").isdigit():
+    """A count or a length as Redis writes it: an optional minus, then digits (a 64-bit number: at
+    most 19 of them; Python refuses to read more than 4,300 with a ValueError of its own)."""
+    digits = line.removeprefix(b"-")
+    if not digits.isdigit() or len(digits) > 19:
         raise _Garbled
     return int(line)
 

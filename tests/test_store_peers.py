@@ -61,6 +61,9 @@ def test_a_store_that_trickles_its_reply_is_given_up_on_at_the_deadline(name: st
         ("a negative length", [b"$-5\r\n\r\n"]),
         ("a count with two minus signs", [b":--1\r\n"]),
         ("a count that is no number", [b":1.5\r\n"]),
+        ("a count longer than Python reads", [b":" + b"9" * 5000 + b"\r\n"]),
+        ("a length longer than Python reads", [b"$" + b"9" * 5000 + b"\r\n"]),
+        ("a count past 64 bits", [b":" + b"9" * 20 + b"\r\n"]),
     ],
 )
 def test_a_reply_that_is_not_ours_drops_the_connection_at_once(name: str, answer: list[bytes]) -> None:
@@ -190,6 +193,30 @@ def test_a_connection_set_up_reads_its_replies_capped_then_the_call_path_its_own
         assert store._execute("GET", "okta-hook:o:cap") == value
     (kept,) = store._idle
     assert type(kept.connection._sock).__name__ == "socket"
+
+
+def test_a_store_answering_numbers_python_cannot_read_fails_open_on_every_route(
+    make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python refuses to read an integer of more than 4,300 digits with a ValueError: such a reply to the
+    guard's admit was taken for Twilio's fault (no code sent), and a receipt's claim answered 500."""
+    from tests.helpers import message_receipt, post_receipt
+
+    with redis_stand_in([b":" + b"9" * 5000 + b"\r\n"]) as peer:
+        hooks, receipts = make_client(GUARD_STORAGE_URI=peer.url), make_client(GUARD_STORAGE_URI=peer.url)
+        capsys.readouterr()
+        sent = len(sandbox.requests)
+        answer = post_hook(hooks, okta_request())
+        assert answer.status_code == 200
+        assert answer.get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+        assert len(sandbox.requests) == sent + 1  # the code went out, unguarded
+        asked = len(peer.commands)
+        assert post_receipt(receipts, message_receipt()).status_code == 204
+        assert len(peer.commands) > asked  # the receipt's claim asked the store, and got the number back
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    errors = [line for line in lines if line["severity"] == "ERROR"]
+    assert errors and {line.get("guard_store_error") for line in errors} == {"STORE_UNREACHABLE"}
+    assert [line["guard"] for line in lines if line.get("outcome") == "delivered"] == ["store_unavailable"]
 
 
 def test_a_store_garbling_its_set_up_replies_fails_open_and_the_hook_still_delivers(
