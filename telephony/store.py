@@ -825,16 +825,18 @@ class RedisStore(Claims):
     def _execute(self, *words: str | int | bytes) -> Reply:
         return self._call(_pack(words))
 
-    def _call(self, command: bytes) -> Reply:
-        """One command (packed) and its reply, within the store's deadline, connect included."""
-        return self._finish(self._start(command))
+    def _call(self, command: bytes, until: float | None = None) -> Reply:
+        """One command (packed) and its reply, within the store's deadline (or what is left of a call's
+        `until`), connect included."""
+        return self._finish(self._start(command, until))
 
-    def _start(self, command: bytes) -> _InFlight:
+    def _start(self, command: bytes, until: float | None = None) -> _InFlight:
         """Send one command (packed); `_finish` reads its reply, within the same deadline."""
         now = time.monotonic()
         if now < self._resting_until:
             raise StoreUnavailable("STORE_RESTING", fresh=False)
-        until = now + self._deadline
+        if until is None:
+            until = now + self._deadline
         slot = self._take(until)
         connection = slot.connection
         opening = connection._sock is None  # a new connection: this call holds a permit to open it
@@ -997,10 +999,10 @@ class RedisStore(Claims):
         def reply() -> Reply:
             try:
                 return self._finish(flight)
-            except _NoScript:  # a new or restarted server: EVAL sends the text and caches it
+            except _NoScript:  # a new or restarted server: EVAL sends the text and caches it, in the time left
                 keys, args = words()
                 try:
-                    return self._execute("EVAL", self._scripts[name][1], len(keys), *keys, *args)
+                    return self._call(_pack(("EVAL", self._scripts[name][1], len(keys), *keys, *args)), flight.until)
                 except _NoScript:
                     self._rest()
                     raise StoreUnavailable("STORE_REFUSED") from None

@@ -76,6 +76,22 @@ def test_a_reply_that_is_not_ours_drops_the_connection_at_once(name: str, answer
         assert not store._idle  # dropped: never read as the next call's reply
 
 
+def test_a_script_sent_again_after_noscript_gets_only_what_is_left_of_the_calls_deadline() -> None:
+    """A restarted store answers EVALSHA with NOSCRIPT, and the script's text goes with EVAL: one call,
+    one deadline. Each reply here comes a little over half a deadline after its command."""
+    with redis_stand_in([b"-", b"NOSCRIPT No matching script\r\n"], pause=DEADLINE * 0.6) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            store.claim_all(["event-1"], 60)
+        took = time.monotonic() - started
+        while len(peer.commands) < 2 and time.monotonic() < started + 2:  # read once its last reply is out
+            time.sleep(0.01)
+        assert [command[0] for command in peer.commands] == [b"EVALSHA", b"EVAL"]
+    assert raised.value.reason == "STORE_TIMEOUT"
+    assert DEADLINE * 0.9 <= took < DEADLINE * 1.5
+
+
 def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
     with redis_stand_in([b"-BUSY Redis is busy running a script\r\n"]) as peer:
         store = RedisStore(peer.url, DEADLINE)
