@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -428,6 +428,27 @@ class Settings(BaseModel):
         return values
 
 
+# What GUARD_STORAGE_URI may carry after '?': TLS's settings and the connections' name (the store sets
+# its own timeouts, keepalive and protocol, and the database, user and password are the URI's own).
+STORE_QUERY_OPTIONS = frozenset(
+    {
+        "client_name",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+    }
+)
+
+
 def _redis_options(uri: str) -> None:
     """A Redis URI's options read as redis-py will read them at start-up (its query: timeouts, TLS
     settings), and over TLS the files it names loaded: a value that cannot work stops the start here,
@@ -438,15 +459,21 @@ def _redis_options(uri: str) -> None:
     from telephony.store import tls_context
 
     unusable = (
-        "has an option Redis cannot use after '?' (a misspelled name, a value of the wrong kind, or a"
-        " certificate file that is missing or not PEM)"
+        "has an option Redis cannot use after '?' (one this function does not take: it takes client_name"
+        " and the ssl_ ones; a misspelled name; a value of the wrong kind; or a certificate file that is"
+        " missing or not PEM)"
     )
     try:
         options = redis.connection.parse_url(uri)  # type: ignore[no-untyped-call]
     except ValueError:
         raise ValueError(unusable) from None
-    if {"ssl_validate_ocsp", "ssl_validate_ocsp_stapled"} & set(options):
+    asked = set(parse_qs(urlsplit(uri).query, keep_blank_values=True))
+    if {"ssl_validate_ocsp", "ssl_validate_ocsp_stapled"} & asked:
         raise ValueError("asks for OCSP checks, which need pyOpenSSL: this function does not install it")
+    if {"db", "username", "password"} & asked:  # redis-py would take them over the URI's own
+        raise ValueError("has a database, user or password after '?': they go in the URI (redis://:PASSWORD@HOST/DB)")
+    if asked - STORE_QUERY_OPTIONS:  # the others pass the start, then fail or change every connection
+        raise ValueError(unusable)
     if any(not "!" <= character <= "~" for character in options.get("client_name") or ""):
         # Redis refuses such a name at every connect: the guard would run unguarded, failing open
         raise ValueError("has a client_name Redis refuses: visible ASCII characters only, no spaces")
