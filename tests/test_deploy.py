@@ -220,3 +220,37 @@ def test_the_stores_certificate_authority_is_mounted_where_its_uri_names_it() ->
 def test_the_stores_certificate_authority_is_checked(variables: dict[str, str], problem: str) -> None:
     with pytest.raises(DeployError, match=problem):
         gcloud_command({**BASE, **variables})
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        # A value that would add a binding or a flag of its own to the gcloud command.
+        (
+            {"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=uri:2",
+             "GUARD_STORE_CA": "projects/p,OKTA_HOOK_AUTH_SECRET=x/secrets/y:1"},
+            "GUARD_STORE_CA must be secret:version",
+        ),
+        ({"SECRETS": "OKTA_HOOK_AUTH_SECRET=projects/my proj/secrets/s:1"}, "is not ENV=secret:version"),
+        ({"FUNCTION_NAME": "--set-env-vars=GUARD_STORAGE_URI=redis://:pw@h"}, "FUNCTION_NAME must be"),
+        ({"FUNCTION_NAME": "Okta_Hook"}, "FUNCTION_NAME must be"),
+        ({"MIN_INSTANCES": "one"}, "MIN_INSTANCES must be a whole number"),
+        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=a:1,GUARD_STORAGE_URI=b:2"}, "names GUARD_STORAGE_URI twice"),
+        ({"ALLOWED_COUNTRIES": "US|~#@@%%"}, "every delimiter"),
+    ],
+)  # fmt: skip
+def test_deploy_inputs_cannot_reshape_the_gcloud_command(variables: dict[str, str], problem: str) -> None:
+    with pytest.raises(DeployError, match=problem):
+        gcloud_command({**BASE, **variables})
+
+
+def test_a_secret_of_another_project_is_named_by_its_resource_path() -> None:
+    command = gcloud_command(
+        {**BASE, "SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=projects/acme-shared/secrets/guard-uri:4",
+         "GUARD_STORE_CA": "projects/example.com:acme/secrets/guard-ca:1"}
+    )  # fmt: skip
+    assert (
+        "--set-secrets=OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1,"
+        "GUARD_STORAGE_URI=projects/acme-shared/secrets/guard-uri:4,"
+        "/etc/secrets/guard-store-ca:/ca.pem=projects/example.com:acme/secrets/guard-ca:1"
+    ) in command

@@ -47,7 +47,11 @@ LOG_METRICS = (
     "guard-refusals.metric.json",
     "guard-store.metric.json",
 )
-_SECRET_VERSION = r"([A-Za-z0-9_-]+|projects/[^/]+/secrets/[A-Za-z0-9_-]+):([1-9][0-9]*)"
+# A project ID or number (a domain-scoped one has '.' and ':'): never ',', '=' or a space, which would
+# add entries of their own to --set-secrets.
+_SECRET_VERSION = r"([A-Za-z0-9_-]+|projects/[a-z0-9.:-]+/secrets/[A-Za-z0-9_-]+):([1-9][0-9]*)"
+# The function's name is gcloud's one positional argument: a name that began with '-' would be a flag.
+_FUNCTION_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _SECRET_REF = re.compile(rf"^([A-Z_]+)={_SECRET_VERSION}$")
 # A secret volume (gcloud's '/mount_path:/file_path=secret:version'): the file GUARD_STORE_CA becomes,
 # which the store's rediss:// URI names with ?ssl_ca_certs=.
@@ -71,13 +75,17 @@ def parse_secrets(spec: str) -> dict[str, str]:
         env, secret, version = match.groups()
         if env not in SECRET_SETTINGS:
             raise DeployError(f"deploy: {env} is not a secret setting ({', '.join(SECRET_SETTINGS)})")
+        if env in secrets:
+            raise DeployError(f"deploy: SECRETS names {env} twice")
         secrets[env] = f"{secret}:{version}"
     return secrets
 
 
 def env_vars_flag(values: Mapping[str, str]) -> str:
     """--set-env-vars with a delimiter no value contains (gcloud's ^DELIM^ escaping), for lists and JSON."""
-    delimiter = next(d for d in ("|", "~", "#", "@@", "%%") if not any(d in value for value in values.values()))
+    delimiter = next((d for d in ("|", "~", "#", "@@", "%%") if not any(d in value for value in values.values())), None)
+    if delimiter is None:
+        raise DeployError("deploy: the plain settings hold every delimiter gcloud could take (| ~ # @@ %%)")
     pairs = [f"{name}={value}" for name, value in values.items()]
     return f"--set-env-vars=^{delimiter}^" + delimiter.join(pairs)
 
@@ -104,8 +112,13 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     plain["THREADS"] = threads
     if env.get("PROJECT"):
         plain["GOOGLE_CLOUD_PROJECT"] = env["PROJECT"]
+    name = env.get("FUNCTION_NAME") or "okta-telephony-hook"
+    if not _FUNCTION_NAME.fullmatch(name):
+        raise DeployError("deploy: FUNCTION_NAME must be lowercase letters, digits and hyphens, from a letter")
+    if not (env.get("MIN_INSTANCES") or "1").isdigit():
+        raise DeployError("deploy: MIN_INSTANCES must be a whole number")
     command = [
-        "gcloud", "functions", "deploy", env.get("FUNCTION_NAME") or "okta-telephony-hook",
+        "gcloud", "functions", "deploy", name,
         "--gen2",
         f"--runtime={runtime}",
         f"--region={env.get('REGION') or 'us-central1'}",
