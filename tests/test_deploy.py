@@ -235,7 +235,7 @@ def test_the_stores_certificate_authority_is_checked(variables: dict[str, str], 
         ({"FUNCTION_NAME": "--set-env-vars=GUARD_STORAGE_URI=redis://:pw@h"}, "FUNCTION_NAME must be"),
         ({"FUNCTION_NAME": "Okta_Hook"}, "FUNCTION_NAME must be"),
         ({"MIN_INSTANCES": "one"}, "MIN_INSTANCES must be a whole number"),
-        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=a:1,GUARD_STORAGE_URI=b:2"}, "names GUARD_STORAGE_URI twice"),
+        ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=a:1,GUARD_STORAGE_URI=b:2"}, "twice"),
         ({"ALLOWED_COUNTRIES": "US|~#@@%%"}, "every delimiter"),
     ],
 )  # fmt: skip
