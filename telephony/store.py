@@ -740,10 +740,11 @@ class _Slot:
 class _InFlight:
     """A command sent on a connection the call holds, its reply not yet read."""
 
-    __slots__ = ("idle", "left", "slot", "until")
+    __slots__ = ("idle", "left", "lineage", "slot", "until")
 
-    def __init__(self, slot: _Slot, until: float, idle: float) -> None:
+    def __init__(self, slot: _Slot, until: float, idle: float, lineage: int) -> None:
         self.slot, self.until = slot, until
+        self.lineage = lineage  # the store's count of forks when it was sent: its reply is that process's
         self.idle = idle  # how long the connection lay unused before this command (0 when new)
         # The deadline's time left once the command is sent: the reply gets that much from when the
         # caller reads it, since what the caller does in between is its own time, not the store's.
@@ -806,6 +807,7 @@ class RedisStore(Claims):
         self._free = threading.Condition(threading.Lock())  # one given back, a permit to open, a rest
         self._waiting = 0  # callers waiting on _free
         self._opening = 0  # connections being opened (at most OPENING_AT_ONCE)
+        self._lineage = 0  # forks this process is from (the parent's connections are the parent's)
         _STORES.add(self)
         self._scripts = {
             name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
@@ -842,7 +844,7 @@ class RedisStore(Claims):
         opening = connection._sock is None  # a new connection: this call holds a permit to open it
         idle = 0.0 if opening else now - slot.last_used
         slot.last_used = now
-        flight = _InFlight(slot, until, idle)
+        flight = _InFlight(slot, until, idle, self._lineage)
 
         def send() -> None:
             if opening:
@@ -858,8 +860,11 @@ class RedisStore(Claims):
 
     def _finish(self, flight: _InFlight) -> Reply:
         """The reply to the command `flight` sent; the connection is given back once it is read whole."""
-        flight.until = time.monotonic() + flight.left
         slot = flight.slot
+        if flight.lineage != self._lineage:  # sent by the parent before a fork: the reply is the parent's
+            _let_go(slot.connection)
+            raise StoreUnavailable("STORE_UNREACHABLE", fresh=False)
+        flight.until = time.monotonic() + flight.left
 
         # A connection closed once the command was sent is a fault, never a reason to send it again:
         # the store may have run it (a retry record written, a claim taken) before it closed.
@@ -876,28 +881,36 @@ class RedisStore(Claims):
 
     def _take(self, until: float) -> _Slot:
         """A connection for one call: a free one, or a new one to open (OPENING_AT_ONCE at a time),
-        or the first of either within `until`."""
+        or the first of either within `until`. A caller still waiting at `until` sends nothing."""
+        slot = self._free_slot()
+        if slot is not None:
+            return slot
         while True:
-            slot = self._free_slot()
-            if slot is not None:
-                return slot
             with self._free:
                 self._waiting += 1  # before looking: a connection given back from now on wakes this caller
                 try:
-                    if self._idle:
-                        continue
                     now = time.monotonic()
-                    if now < self._resting_until:  # another call found the store at fault meanwhile
+                    if self._idle:
+                        pass
+                    elif now < self._resting_until:  # another call found the store at fault meanwhile
                         raise StoreUnavailable("STORE_RESTING", fresh=False)
-                    if self._opening < OPENING_AT_ONCE:
-                        self._opening += 1
+                    elif now >= until:
                         break
-                    if now >= until:
-                        raise StoreUnavailable("STORE_TIMEOUT")
-                    self._free.wait(until - now)
+                    elif self._opening < OPENING_AT_ONCE:
+                        self._opening += 1
+                        return _Slot(self._connection_class(**self._connection_options), self._faults_seen)
+                    else:
+                        self._free.wait(until - now)
                 finally:
                     self._waiting -= 1
-        return _Slot(self._connection_class(**self._connection_options), self._faults_seen)
+            slot = self._free_slot()
+            if slot is not None:
+                if time.monotonic() < until:
+                    return slot
+                self._give_back(slot)  # in step and unused: the next caller's
+                break
+        # No connection came free in the call's time: the store is too slow for the callers it has.
+        raise StoreUnavailable("STORE_TIMEOUT", fresh=self._rest())
 
     def _free_slot(self) -> _Slot | None:
         """The last connection given back that can carry a command; the others found on the way are closed."""
@@ -934,20 +947,19 @@ class RedisStore(Claims):
         except _NoScript:
             raise  # the store answered: the connection is sound, the caller sends the script's text
         except _StoreRefused:
-            self._rest()
-            raise StoreUnavailable("STORE_REFUSED") from None
+            raise StoreUnavailable("STORE_REFUSED", fresh=self._rest()) from None
         except (self._errors, OSError, _Garbled) as error:
             flight.slot.connection.disconnect()  # never given back: a store back up is reached afresh
-            self._rest()
+            fresh = self._rest()
             if flight.idle > SUSPECT_IDLE_SECONDS:
                 # A connection that failed after lying idle: the others, idle as long, may be as dead
                 # (a network that forgot idle flows without a word), and each would cost a hook the
                 # deadline and the instance another rest. Every connection is retired when next taken.
                 self._faults_seen += 1
             if isinstance(error, self._auth_error | self._response_error):
-                raise StoreUnavailable("STORE_REFUSED") from None
+                raise StoreUnavailable("STORE_REFUSED", fresh=fresh) from None
             timed_out = isinstance(error, self._timeout | TimeoutError) or time.monotonic() >= flight.until
-            raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE") from None
+            raise StoreUnavailable("STORE_TIMEOUT" if timed_out else "STORE_UNREACHABLE", fresh=fresh) from None
 
     def _connect(self, connection: Any, until: float) -> None:
         """redis-py connects (TLS, AUTH, SELECT) under the watchdog: whatever it reads, it ends at `until`."""
@@ -966,23 +978,27 @@ class RedisStore(Claims):
         connection._sock = connection._sock.raw  # set up: the call path reads the socket itself, capped
         connection._sock.settimeout(0.0)  # redis-py is done with it: the call path's own sends and reads
 
-    def _rest(self) -> None:
-        self._resting_until = time.monotonic() + RESTING_SECONDS
-        if self._waiting:  # callers waiting for a connection fail open at once, as every call now
-            with self._free:
+    def _rest(self) -> bool:
+        """Leave the store alone for a while: calls fail open at once meanwhile, callers waiting for a
+        connection too. True when this starts the rest: the failure to report (the calls that were
+        with the store when it failed fail with it, and one line says so)."""
+        with self._free:
+            now = time.monotonic()
+            fresh = now >= self._resting_until
+            self._resting_until = now + RESTING_SECONDS
+            if self._waiting:
                 self._free.notify_all()
+        return fresh
 
     def _forked(self) -> None:
         """In a child process: the parent's connections are the parent's. Their sockets are closed
         here without a word to the store (a shutdown would cut the parent's), and never used."""
         for slot in self._idle:
-            sock, slot.connection._sock = slot.connection._sock, None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    getattr(sock, "raw", sock).close()
+            _let_go(slot.connection)
         self._idle = deque()
         self._free = threading.Condition(threading.Lock())
         self._waiting = self._opening = 0
+        self._lineage += 1
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Reply:
         """Run a script by its SHA-1."""
@@ -1004,8 +1020,7 @@ class RedisStore(Claims):
                 try:
                     return self._call(_pack(("EVAL", self._scripts[name][1], len(keys), *keys, *args)), flight.until)
                 except _NoScript:
-                    self._rest()
-                    raise StoreUnavailable("STORE_REFUSED") from None
+                    raise StoreUnavailable("STORE_REFUSED", fresh=self._rest()) from None
 
         return reply
 
@@ -1063,8 +1078,7 @@ class RedisStore(Claims):
             try:
                 return _verdict(ask, member, line)
             except ValueError:  # a store that is not ours, or a script of another version: rest as for any fault
-                self._rest()
-                raise StoreUnavailable("STORE_UNREACHABLE") from None
+                raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest()) from None
 
         return verdict
 
@@ -1091,8 +1105,8 @@ class RedisStore(Claims):
         if value is None:
             return None
         if not _kept(value):
-            self._rest()  # GET answers a value or nothing: this store is not one to trust
-            raise StoreUnavailable("STORE_UNREACHABLE")
+            # GET answers a value or nothing: this store is not one to trust
+            raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest())
         return value
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
@@ -1104,8 +1118,7 @@ class RedisStore(Claims):
             return []
         reply = self._script("claim", [KEY_PREFIX + "x:" + key for key in keys], [ttl_seconds])
         if not _kept(reply) or len(reply) != len(keys):
-            self._rest()
-            raise StoreUnavailable("STORE_UNREACHABLE")  # not the answer of our script
+            raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest())  # not the answer of our script
         return [flag == "1" for flag in reply]
 
 
@@ -1229,6 +1242,15 @@ def tls_context(options: Any, system_authorities: bool = True) -> ssl.SSLContext
 
 
 _STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _let_go(connection: Any) -> None:
+    """A forked child's copy of a parent's connection: its socket closed here, without the shutdown
+    redis-py's disconnect (or its finaliser) would send, which would cut the parent's connection."""
+    sock, connection._sock = connection._sock, None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            getattr(sock, "raw", sock).close()
 
 
 def _forget_connections() -> None:

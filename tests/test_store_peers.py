@@ -726,3 +726,94 @@ def test_a_forked_child_never_touches_the_parents_connections(redis_server: Redi
     assert store._execute("GET", "okta-hook:o:fork") == "parent"
     (again,) = store._idle
     assert again is kept and again.connection._sock.fileno() == parents  # the same connection, still in step
+
+
+def test_calls_that_fail_together_report_the_store_once() -> None:
+    """A store that stops answering fails every call that was with it: one ERROR line says so (the
+    first failure starts the store's rest, and the others are part of it), not one per caller."""
+    import threading
+
+    with redis_stand_in([]) as peer:  # never answers a command
+        store = RedisStore(peer.url, DEADLINE)
+        released, failures = threading.Barrier(20), []
+
+        def call() -> None:
+            released.wait()
+            try:
+                store._execute("GET", "okta-hook:o:x")
+            except StoreUnavailable as error:
+                failures.append(error)
+
+        threads = [threading.Thread(target=call) for _ in range(20)]
+        for each in threads:
+            each.start()
+        for each in threads:
+            each.join()
+    assert len(failures) == 20
+    assert {error.reason for error in failures} <= {"STORE_TIMEOUT", "STORE_RESTING"}
+    assert [error.fresh for error in failures].count(True) == 1
+
+
+def test_a_caller_that_waited_past_its_deadline_sends_nothing() -> None:
+    """A connection that comes free only after a waiting caller's deadline is not used by it: the
+    command would reach the store late, and an admit would take room for a code already sent unguarded."""
+    import threading
+
+    with redis_stand_in([b"$-1\r\n"]) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        assert store._execute("GET", "okta-hook:o:warm") is None
+        slot = store._free_slot()  # the one connection, held by another call
+        assert slot is not None
+        store._opening = OPENING_AT_ONCE  # and as many being opened as may be
+        peer.commands.clear()
+        outcome: list[StoreUnavailable] = []
+
+        def late() -> None:
+            with pytest.raises(StoreUnavailable) as raised:
+                store._execute("GET", "okta-hook:o:late")
+            outcome.append(raised.value)
+
+        caller = threading.Thread(target=late)
+        caller.start()
+        time.sleep(DEADLINE * 0.5)
+        with store._free:  # the pool is busy past the caller's deadline; the connection comes back meanwhile
+            store._idle.append(slot)
+            time.sleep(DEADLINE)
+        caller.join()
+        time.sleep(0.05)
+    assert outcome[0].reason == "STORE_TIMEOUT"
+    assert peer.commands == []  # nothing sent after the deadline
+    assert list(store._idle) == [slot]  # and the connection, unused, is the next caller's
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_reply_in_flight_at_a_fork_is_read_by_the_parent_alone(redis_server: RedisServer) -> None:
+    """A command sent before a fork, its reply unread: the child must not read it (the parent would
+    wait for it in vain, and the child's next caller could be handed the parent's connection)."""
+    import os
+
+    from telephony.store import _pack
+
+    store = RedisStore(redis_server.url, deadline_seconds=1.0)
+    store._execute("SET", "okta-hook:o:flight", "parent")
+    flight = store._start(_pack(("GET", "okta-hook:o:flight")))
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        status = 1
+        try:
+            try:
+                store._finish(flight)
+                status = 3  # the child read the parent's reply
+            except StoreUnavailable as error:
+                status = 0 if error.reason == "STORE_UNREACHABLE" and not store._idle else 2
+            del flight
+            import gc
+
+            gc.collect()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._finish(flight) == "parent"
+    assert store._execute("GET", "okta-hook:o:flight") == "parent"
+    assert len(store._idle) == 1  # the same connection, in step
