@@ -595,7 +595,10 @@ def _receive(sock: socket.socket, until: float) -> bytes:
 
 def _closed_or_out_of_step(sock: socket.socket) -> bool:
     """Whether a kept connection, idle since its last reply, has anything to read: the store closed
-    it (or reset it), or sent what no command asked for. Either way it cannot carry the next command."""
+    it (or reset it), or sent what no command asked for. Either way it cannot carry the next command.
+    Over TLS, bytes already decrypted wait in the TLS layer, where polling the socket does not see them."""
+    if getattr(sock, "pending", None) is not None and sock.pending():  # type: ignore[attr-defined]
+        return True
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))

@@ -817,3 +817,29 @@ def test_a_reply_in_flight_at_a_fork_is_read_by_the_parent_alone(redis_server: R
     assert store._finish(flight) == "parent"
     assert store._execute("GET", "okta-hook:o:flight") == "parent"
     assert len(store._idle) == 1  # the same connection, in step
+
+
+def test_a_kept_tls_connection_with_decrypted_bytes_waiting_is_out_of_step() -> None:
+    """What TLS has decrypted and not yet handed over is invisible to a poll of the socket: a store
+    that sent more than a reply in one TLS record leaves it there, and the connection is not kept."""
+    import socket
+
+    from telephony.store import _closed_or_out_of_step
+
+    class TlsLike:
+        def __init__(self, sock: socket.socket, waiting: int) -> None:
+            self._sock, self._waiting = sock, waiting
+
+        def fileno(self) -> int:
+            return self._sock.fileno()
+
+        def pending(self) -> int:
+            return self._waiting
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert _closed_or_out_of_step(TlsLike(ours, 0)) is False  # type: ignore[arg-type]
+        assert _closed_or_out_of_step(TlsLike(ours, 5)) is True  # type: ignore[arg-type]
+        assert _closed_or_out_of_step(ours) is False
+        theirs.sendall(b"+OK\r\n")
+        assert _closed_or_out_of_step(ours) is True
