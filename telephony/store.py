@@ -274,11 +274,12 @@ class MemoryStore(Claims):
                     if full is not None:
                         refusal = (scope, full)
                         break
+            when = _seconds(now)
             if refusal is None or ask.claim_refused:
-                self._set(keys.retry, f"{PENDING} {_seconds(now)}", ask.retry_seconds, now)
+                self._set(keys.retry, f"{PENDING} {when}", ask.retry_seconds, now)
             if refusal is not None:
                 return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
-            member = _member(_seconds(now))
+            member = _member(when)
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
             if not known:  # every code counts, each its own entry: a conversion finds its number's entries
