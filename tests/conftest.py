@@ -186,6 +186,13 @@ def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis
     server.stop()
 
 
+@pytest.fixture
+def rediss_url(redis_tls_server: RedisServer) -> str:
+    """The session's Redis over TLS, empty: rediss:// with its certificate to verify."""
+    redis_tls_server.flush()
+    return redis_tls_server.url
+
+
 # Peers and processes the end-to-end modules share (a functions-framework start costs about a second of
 # CPU). A test switches a shared peer's answer (standins.answering) or empties its state before it
 # posts, and asserts the peer was asked, so none passes on an earlier test's work.
