@@ -617,8 +617,11 @@ def test_the_admit_scripts_lines_are_read_exactly(line: str, verdict: tuple[obje
     assert read.rate == (rates[0] if read.kind == "refused" else None)
 
 
-def _first_calls_at_once(store: RedisStore, callers: int) -> list[object]:
-    """`callers` threads' first calls, released together (a new instance's threads under a burst)."""
+def _first_calls_at_once(
+    store: RedisStore, callers: int, failures: list[StoreUnavailable] | None = None
+) -> list[object]:
+    """`callers` threads' first calls, released together (a new instance's threads under a burst):
+    each one's reply, or the label it failed with (the failure itself added to `failures`)."""
     import threading
 
     released = threading.Barrier(callers)
@@ -630,6 +633,8 @@ def _first_calls_at_once(store: RedisStore, callers: int) -> list[object]:
             outcomes.append(store._execute("GET", "okta-hook:o:burst"))
         except StoreUnavailable as error:
             outcomes.append(error.reason)
+            if failures is not None:
+                failures.append(error)
 
     threads = [threading.Thread(target=call) for _ in range(callers)]
     for each in threads:
@@ -731,24 +736,9 @@ def test_a_forked_child_never_touches_the_parents_connections(redis_server: Redi
 def test_calls_that_fail_together_report_the_store_once() -> None:
     """A store that stops answering fails every call that was with it: one ERROR line says so (the
     first failure starts the store's rest, and the others are part of it), not one per caller."""
-    import threading
-
+    failures: list[StoreUnavailable] = []
     with redis_stand_in([]) as peer:  # never answers a command
-        store = RedisStore(peer.url, DEADLINE)
-        released, failures = threading.Barrier(20), []
-
-        def call() -> None:
-            released.wait()
-            try:
-                store._execute("GET", "okta-hook:o:x")
-            except StoreUnavailable as error:
-                failures.append(error)
-
-        threads = [threading.Thread(target=call) for _ in range(20)]
-        for each in threads:
-            each.start()
-        for each in threads:
-            each.join()
+        _first_calls_at_once(RedisStore(peer.url, DEADLINE), 20, failures)
     assert len(failures) == 20
     assert {error.reason for error in failures} <= {"STORE_TIMEOUT", "STORE_RESTING"}
     assert [error.fresh for error in failures].count(True) == 1
