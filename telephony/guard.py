@@ -14,8 +14,8 @@ to Twilio is about to leave, so the store's round trip runs while that request i
   attempt; one Twilio may have accepted (a timeout, a 5xx), or still in flight, is never sent again:
   the retry gets the error object.
 
-The store holds keyed hashes of numbers (BLAKE2b keyed by GUARD_HASH_KEY, or by a key derived from the
-Twilio credential), ranges and countries, never a number in the clear. Any store fault fails open:
+The store holds numbers only as keyed hashes (BLAKE2b keyed by GUARD_HASH_KEY, or by a key derived from
+the Twilio credential); ranges and countries are in the clear. Any store fault fails open:
 the code is sent, and an ERROR line names the guard's store.
 """
 
