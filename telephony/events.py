@@ -7,8 +7,10 @@ so Okta's Management API gives the user's phone numbers, and Verify's update by 
 pending verification `approved`. This serves Okta's built-in Twilio provider as well.
 
 What one event may do, and what one POST may cost:
-- an event approves only the number of the factor the user passed: SMS_FACTOR (or methodTypeUsed
-  SMS) the user's "sms" factor, CALL_FACTOR (or VOICE) the "call" factor; never the other one;
+- an event approves only the number of the factor the user passed: the enrolment it names (one
+  phone enrolment may be challenged by SMS or by voice, whichever type Okta lists it under); when it
+  names none, SMS_FACTOR (or methodTypeUsed SMS) the user's "sms" factors, CALL_FACTOR (or VOICE) the
+  "call" factors, never the other type;
 - an event is acted on once: its `uuid` is claimed before anything is done (per instance, or across
   instances when a shared store is given), so a repeated delivery approves no newer code. At most
   once: an event whose calls then fail is not acted on again;
@@ -65,7 +67,7 @@ from telephony.guard import SpendGuard
 from telephony.intake import read_body
 from telephony.logs import mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
-from telephony.phone import mask
+from telephony.phone import mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
 from telephony.twilio_errors import error_code, twilio_error
@@ -161,12 +163,12 @@ def too_old(event: LogEvent, now: datetime) -> bool:
 
 
 def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids: set[str]) -> list[str]:
-    """The numbers of the factor the user passed: only factors of its type, and of those the enrolment
-    the event named, when it names one of them. Without repeats, in Okta's order."""
-    of_type = [factor for factor in factors if factor.factor_type == factor_type]
-    named = [factor for factor in of_type if factor.factor_id and factor.factor_id in enrollment_ids]
+    """The numbers of the factor the user passed: the enrolment the event names, whatever type Okta
+    lists it under (one phone enrolment may be challenged by SMS or by voice); when it names none of
+    the user's phone factors, those of the challenge's type. Without repeats, in Okta's order."""
+    named = [factor for factor in factors if factor.factor_id and factor.factor_id in enrollment_ids]
     numbers: list[str] = []
-    for factor in named or of_type:
+    for factor in named or [factor for factor in factors if factor.factor_type == factor_type]:
         if factor.number not in numbers:
             numbers.append(factor.number)
     return numbers
@@ -199,6 +201,7 @@ class EventHook:
 
     def __init__(self, settings: Settings, claims: Claims | None = None, guard: SpendGuard | None = None) -> None:
         self._guard = guard  # told of every passed challenge: the user's numbers are known from then on
+        self._default_country = settings.default_country  # how national digits in a factor are read
         secret = settings.okta_event_hook_auth_secret
         self._auth = (
             HeaderSecret(settings.okta_event_hook_auth_header, secret.get_secret_value(), route=ROUTE)
@@ -391,15 +394,18 @@ class EventHook:
             if not numbers:
                 self._line(Outcome.FEEDBACK_NO_PHONE, passes, {"factor": factor_type}, started)
             for number in numbers:
-                masked = mask(number)
+                read = read_number(number, self._default_country)
+                masked = mask(read.e164 if read else number)  # as the hook's lines mask it, when it can be read
                 mark_sensitive(number, masked)
+                if read is not None:
+                    mark_sensitive(read.e164, masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
                 if self._guard is not None and self._guard_on:  # known from now on, its room given back
-                    fields["guard_converted"] = self._guard.converted(number)
+                    fields["guard_converted"] = read is not None and self._guard.converted(read)
                 if self._client is None or not passes.approve:  # the guard's conversion is all there is to do
                     self._line(Outcome.CONVERTED, passes, fields, started)
                     continue
-                approval = self._approve(number)
+                approval = self._approve(read.e164 if read else number)  # as the hook started it
                 self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
 
     @staticmethod

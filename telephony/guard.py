@@ -33,7 +33,7 @@ from typing import Any
 
 from models import MessageProfile
 from telephony.answers import Answer, Outcome, Refused, guard_refused, retried, retry_not_sent
-from telephony.phone import NumberFacts, describe, to_e164
+from telephony.phone import NumberFacts
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
 from telephony.store import PENDING, UNSETTLED, Ask, Claims, Store, StoreUnavailable, Verdict, open_store
@@ -111,7 +111,6 @@ class SpendGuard(Claims):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.mode = GuardMode(settings.guard_mode)
         self._provider = settings.okta_provider_name
-        self._region = settings.default_country  # how national numbers are read, as the hook reads them
         self._conversions = bool(
             settings.okta_event_hook_auth_secret and settings.okta_org_url and settings.okta_api_token
         )
@@ -288,18 +287,14 @@ class SpendGuard(Claims):
 
     # ---------------------------------------------------------------------------------- the event hook
 
-    def converted(self, number: str) -> bool:
-        """A user with this number (as Okta keeps it: E.164, digits without '+', or national digits)
-        passed an SMS or voice challenge: known from now on, and the room its codes took in its range
-        and country is given back. False when the store is unavailable or the number cannot be read."""
-        if not self.on:
-            return False
-        try:  # read as the hook reads the number its codes go to, or the two would never meet
-            facts = describe(to_e164(number, self._region))
-        except ValueError:
+    def converted(self, number: NumberFacts) -> bool:
+        """A user with this number (read as the hook reads the numbers its codes go to, or the two would
+        never meet: phone.read_number) passed an SMS or voice challenge: known from now on, and the room
+        its codes took in its range and country is given back. False when the store is unavailable."""
+        if not self.on or not number.valid:
             return False
         try:
-            self.store.convert(self._digest(facts.e164), facts.e164[:-4], facts.country, KNOWN_SECONDS)
+            self.store.convert(self._digest(number.e164), number.e164[:-4], number.country, KNOWN_SECONDS)
         except StoreUnavailable as error:
             self._store_failed(error, {})
             return False

@@ -87,6 +87,17 @@ def describe(e164: str) -> NumberFacts:
     return NumberFacts(country=country, number_type=type_name, valid=type_name != "UNKNOWN", e164=formatted)
 
 
+def read_number(raw: str, default_country: str | None) -> NumberFacts | None:
+    """A number as Okta keeps it in a user's factor (E.164, digits without '+', or national digits,
+    read in `default_country`), read as the hook reads the numbers its codes go to. None when it cannot
+    be read, or is not a valid number: the hook never sends a code to one."""
+    try:
+        facts = describe(to_e164(raw, default_country))
+    except ValueError:
+        return None
+    return facts if facts.valid else None
+
+
 class PhonePolicy(NamedTuple):
     """The toll-fraud guard: which numbers we will text or call at all."""
 

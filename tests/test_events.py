@@ -253,6 +253,23 @@ def test_a_verification_sent_through_the_hook_is_approved_by_the_event(
     assert sandbox.pending == {}
 
 
+def test_a_factor_number_okta_keeps_without_its_plus_approves_the_verification_the_hook_started(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    """Verify's update names the number as the hook sent the code to it (E.164), whatever the spelling
+    Okta keeps in the factor."""
+    from tests.helpers import okta_request, post_hook
+
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE.removeprefix("+"))]
+    client = make_client(**events_env(okta_api))
+    assert post_hook(client, okta_request()).get_json()["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    assert [update["path"] for update in verify_updates(sandbox)] == [
+        f"/v2/Services/{VERIFY_SERVICE_SID}/Verifications/%2B{PHONE[1:]}"
+    ]
+    assert sandbox.pending == {}
+
+
 def test_the_batch_is_handled_concurrently(
     events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState
 ) -> None:
@@ -468,7 +485,7 @@ def test_an_event_older_than_a_codes_life_is_too_old(published: str | None, stal
     assert too_old(LogEvent.model_validate(mfa_event(published=published)), now) is stale
 
 
-def test_the_numbers_passed_are_of_the_factor_type_and_enrolment_the_event_names() -> None:
+def test_the_numbers_passed_are_the_enrolment_the_event_names_else_the_factor_type() -> None:
     from telephony.events import numbers_passed
     from telephony.okta_api import PhoneFactor
 
@@ -479,5 +496,8 @@ def test_the_numbers_passed_are_of_the_factor_type_and_enrolment_the_event_names
     ]
     assert numbers_passed(factors, "sms", set()) == ["+14155550123", "+14155550777"]
     assert numbers_passed(factors, "sms", {"sms2"}) == ["+14155550777"]
-    assert numbers_passed(factors, "sms", {"clf1"}) == ["+14155550123", "+14155550777"]  # not an sms factor
+    # One phone enrolment, listed as "call", challenged by SMS: its number got the code.
+    assert numbers_passed(factors, "sms", {"clf1"}) == ["+14155550999"]
+    assert numbers_passed(factors, "call", {"sms1"}) == ["+14155550123"]
     assert numbers_passed(factors, "call", {"unknown"}) == ["+14155550999"]
+    assert numbers_passed(factors, "call", set()) == ["+14155550999"]

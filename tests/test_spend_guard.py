@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from telephony.answers import Refused
-from telephony.phone import mask
+from telephony.phone import describe, mask
 from telephony.rates import Rate, parse_rates
 from telephony.settings import SettingsError, load_settings, secret_env_names
 from telephony.store import MemoryStore, RedisStore, Store, Verdict
@@ -62,6 +62,10 @@ def sent(sandbox: SandboxState) -> list[dict[str, Any]]:
 def hook_lines(output: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return [line for line in lines if line.get("logger") == "telephony_hook" and "outcome" in line]
+
+
+def event_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if '"okta event ' in line]
 
 
 def _pending_since(record: str | None) -> float:
@@ -261,7 +265,7 @@ def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, 
     for number in numbers:
         with pytest.raises(Refused) if number in numbers[5:] else contextlib.nullcontext():
             _admit(guard, number)
-    guard.converted(numbers[0])
+    assert guard.converted(describe(numbers[0]))
     keys = client.keys("*")
     assert keys
     for key in keys:
@@ -473,7 +477,7 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     response = client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
     assert response.status_code == 200
     output = capfd.readouterr().out
-    (event_line,) = [json.loads(line) for line in output.splitlines() if '"okta event ' in line]
+    (event_line,) = event_lines(output)
     assert (event_line["outcome"], event_line["guard_converted"]) == ("converted", 1)
     assert event_line["severity"] == "INFO" and event_line["phone"] == mask(alice.phone)
     assert alice.phone not in output
@@ -493,10 +497,15 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     ids=["digits without +", "national with DEFAULT_COUNTRY", "separated"],
 )
 def test_a_factor_number_okta_keeps_in_another_spelling_still_converts(
-    make_client: AppFactory, okta_api: OktaState, kept_by_okta: Any, default_country: str | None
+    make_client: AppFactory,
+    okta_api: OktaState,
+    kept_by_okta: Any,
+    default_country: str | None,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The event's number comes from Okta's factor list, the hook's from Okta's request: both are read
-    the same way, or the conversion would be logged and never meet the number the codes go to."""
+    the same way, or the conversion would be logged and never meet the number the codes go to. The
+    event's line masks the number as the hook's lines do, so the two can be matched."""
     overrides = {"DEFAULT_COUNTRY": default_country} if default_country else {}
     client = make_client(
         GUARD_RANGE_LIMIT="1/hour",
@@ -508,7 +517,62 @@ def test_a_factor_number_okta_keeps_in_another_spelling_still_converts(
     alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
     okta_api.factors[alice.user_id] = [phone_factor(kept_by_okta(alice.phone))]
     assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    capfd.readouterr()
     client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    (event_line,) = event_lines(capfd.readouterr().out)
+    assert (event_line["phone"], event_line["guard_converted"]) == (mask(alice.phone), True)
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
+
+
+def test_a_factor_number_that_is_no_valid_number_is_not_converted(
+    make_client: AppFactory, okta_api: OktaState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Without DEFAULT_COUNTRY, digits are read with their country code in front: a US number Okta keeps
+    as ten national digits reads as +20 (Egypt), a number no code is ever sent to. Nothing is recorded
+    as known, and the line says so (guard_converted false), masking the spelling Okta keeps."""
+    client = make_client(
+        GUARD_RANGE_LIMIT="1/hour",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+    )
+    alice, bob = User("00ualice0", "+12025550104", "US"), User("00ubob", "+12025550188", "US")  # one range
+    national = alice.phone.removeprefix("+1")  # "+2025550104" is no valid number
+    okta_api.factors[alice.user_id] = [phone_factor(national)]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    capfd.readouterr()
+    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    output = capfd.readouterr().out
+    (event_line,) = event_lines(output)
+    assert (event_line["outcome"], event_line["guard_converted"]) == ("converted", False)
+    assert event_line["phone"] == mask(national) and national not in output
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SPEND_GUARD"  # no room back
+
+
+def test_a_voice_challenge_on_an_enrolment_okta_lists_as_sms_converts_its_number(
+    make_client: AppFactory, okta_api: OktaState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One phone enrolment may be challenged by SMS or by voice: the enrolment the event names is the
+    number that got the code, whichever type Okta lists it under, and not the user's other number."""
+    client = make_client(
+        GUARD_RANGE_LIMIT="1/hour",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+    )
+    alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
+    elsewhere = range_numbers("DE", 1)[0]
+    okta_api.factors[alice.user_id] = [phone_factor(alice.phone, "sms"), phone_factor(elsewhere, "call")]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    event = passed_event(alice)
+    by_voice = event["data"]["events"][0]
+    assert by_voice["target"][0]["id"] == okta_api.factors[alice.user_id][0]["id"]  # the sms enrolment
+    by_voice["debugContext"]["debugData"]["factor"] = "CALL_FACTOR"
+    capfd.readouterr()
+    client.post("/okta/events", json=event, headers={"Authorization": EVENT_HOOK_SECRET})
+    (event_line,) = event_lines(capfd.readouterr().out)
+    converted = (event_line["factor"], event_line["phone"], event_line["guard_converted"])
+    assert converted == ("call", mask(alice.phone), True)
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
 
 

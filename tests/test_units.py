@@ -12,7 +12,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from telephony.answers import Refused
 from telephony.delivery import VERIFY_LOCALES, TwilioDelivery, sms_text, verify_locale
-from telephony.phone import NumberFacts, PhonePolicy, describe, mask, to_e164
+from telephony.phone import NumberFacts, PhonePolicy, describe, mask, read_number, to_e164
 from telephony.settings import SettingsError, load_settings
 from telephony.templates import holds_code
 from telephony.twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
@@ -121,6 +121,15 @@ def test_describe_finds_country_and_type_offline() -> None:
     assert describe("+33612345678") == NumberFacts(country="FR", number_type="MOBILE", valid=True, e164="+33612345678")
     assert describe("+19005550123").number_type == "PREMIUM_RATE"
     assert not describe("+9876543210").valid
+
+
+def test_read_number_reads_okta_factor_spellings_as_the_hook_reads_numbers() -> None:
+    us = describe("+12025550104")
+    assert read_number("+1 (202) 555-0104", None) == us
+    assert read_number("12025550104", None) == us
+    assert read_number("(202) 555-0104", "US") == us
+    assert read_number("2025550104", None) is None  # +20 25550104: no valid number
+    assert read_number("not a number", "US") is None
 
 
 def test_phone_policy_allows_everything_valid_by_default() -> None:
