@@ -165,12 +165,26 @@ def published(seconds_ago: float = 0.0) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def passed(factor: str = "SMS_FACTOR", user: str = OKTA_USER_ID, **changes: Any) -> dict[str, Any]:
-    """A passed challenge, published now, with its own uuid."""
+# The enrolment each challenge names, as Okta's factor list has it: the user's "sms" and "call" factors.
+ENROLMENT = {
+    "SMS_FACTOR": phone_factor(SMS_NUMBER, "sms")["id"],
+    "CALL_FACTOR": phone_factor(CALL_NUMBER, "call")["id"],
+}
+
+
+def passed(
+    factor: str = "SMS_FACTOR", user: str = OKTA_USER_ID, enrolment: str | None = "", **changes: Any
+) -> dict[str, Any]:
+    """A passed challenge, published now, with its own uuid, naming the enrolment of its factor's type
+    (`enrolment`: another one; None: no enrolment named)."""
     event = copy.deepcopy(load_fixture("okta_event_hook_mfa.json")["data"]["events"][0])
     event.update(uuid=str(uuid.uuid4()), published=published())
     event["actor"]["id"] = user
     event["debugContext"]["debugData"]["factor"] = factor
+    if enrolment is None:
+        event["target"] = []
+    else:
+        event["target"][0]["id"] = enrolment or ENROLMENT.get(factor, "x")
     event.update(changes)
     return dict(event)
 
@@ -207,6 +221,9 @@ def pend_both(sandbox: SandboxState) -> None:
     [
         (lambda: passed("SMS_FACTOR"), SMS_NUMBER, CALL_NUMBER),
         (lambda: passed("CALL_FACTOR"), CALL_NUMBER, SMS_NUMBER),
+        (lambda: passed("CALL_FACTOR", enrolment=None), CALL_NUMBER, SMS_NUMBER),
+        # One phone enrolment, listed as "sms", challenged by voice: the code went to its number.
+        (lambda: passed("CALL_FACTOR", enrolment=ENROLMENT["SMS_FACTOR"]), SMS_NUMBER, CALL_NUMBER),
         (lambda: activated("SMS"), SMS_NUMBER, CALL_NUMBER),
         (lambda: activated("VOICE"), CALL_NUMBER, SMS_NUMBER),
     ],
