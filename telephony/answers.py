@@ -58,6 +58,7 @@ class Outcome(StrEnum):
     FEEDBACK_FAILED = "feedback_failed"
     OKTA_API_UNAVAILABLE = "okta_api_unavailable"
     CONVERTED = "converted"  # the spend guard learnt the user's numbers converted (no Verify to tell)
+    NOT_CONVERTED = "not_converted"  # ... and could not record it: no valid number, or its store failed
     # Twilio's delivery receipts, on /twilio/status
     RECEIPT = "receipt"
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"

@@ -403,7 +403,8 @@ class EventHook:
                 if self._guard is not None and self._guard_on:  # known from now on, its room given back
                     fields["guard_converted"] = read is not None and self._guard.converted(read)
                 if self._client is None or not passes.approve:  # the guard's conversion is all there is to do
-                    self._line(Outcome.CONVERTED, passes, fields, started)
+                    converted = fields.get("guard_converted", True)
+                    self._line(Outcome.CONVERTED if converted else Outcome.NOT_CONVERTED, passes, fields, started)
                     continue
                 approval = self._approve(read.e164 if read else number)  # as the hook started it
                 self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)

@@ -544,9 +544,37 @@ def test_a_factor_number_that_is_no_valid_number_is_not_converted(
     client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
     output = capfd.readouterr().out
     (event_line,) = event_lines(output)
-    assert (event_line["outcome"], event_line["guard_converted"]) == ("converted", False)
+    assert (event_line["outcome"], event_line["severity"], event_line["guard_converted"]) == (
+        "not_converted",
+        "WARNING",
+        False,
+    )
     assert event_line["phone"] == mask(national) and national not in output
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SPEND_GUARD"  # no room back
+
+
+def test_a_conversion_the_store_cannot_take_is_a_warning_beside_the_stores_error(
+    make_client: AppFactory, okta_api: OktaState, closed_port: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(
+        GUARD_STORAGE_URI=closed_port.replace("http://", "redis://") + "/0",
+        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
+        OKTA_ORG_URL=okta_api.url,
+        OKTA_API_TOKEN=OKTA_API_TOKEN,
+    )
+    alice = User("00ualice0", range_numbers("FR", 1)[0], "FR")
+    okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
+    capfd.readouterr()
+    response = client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    assert response.status_code == 200
+    output = capfd.readouterr().out
+    (event_line,) = event_lines(output)
+    assert (event_line["outcome"], event_line["severity"], event_line["guard_converted"]) == (
+        "not_converted",
+        "WARNING",
+        False,
+    )
+    assert any('"spend guard store unavailable' in line and '"ERROR"' in line for line in output.splitlines())
 
 
 def test_a_voice_challenge_on_an_enrolment_okta_lists_as_sms_converts_its_number(
