@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
 from telephony.answers import Refused
 from telephony.phone import describe, mask
@@ -66,6 +67,30 @@ def hook_lines(output: str) -> list[dict[str, Any]]:
 
 def event_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if '"okta event ' in line]
+
+
+def converting(make_client: AppFactory, okta_api: OktaState, **settings: Any) -> FlaskClient:
+    """A client whose event hook reports conversions to the guard (no Verify), its range at 1 an hour."""
+    return make_client(
+        **{
+            "GUARD_RANGE_LIMIT": "1/hour",
+            "OKTA_EVENT_HOOK_AUTH_SECRET": EVENT_HOOK_SECRET,
+            "OKTA_ORG_URL": okta_api.url,
+            "OKTA_API_TOKEN": OKTA_API_TOKEN,
+            **settings,
+        }
+    )
+
+
+def event_line(
+    client: FlaskClient, event: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> tuple[dict[str, Any], str]:
+    """Posts the event to the event hook: its one per-number line, and all it wrote."""
+    capfd.readouterr()
+    assert client.post("/okta/events", json=event, headers={"Authorization": EVENT_HOOK_SECRET}).status_code == 200
+    output = capfd.readouterr().out
+    (line,) = event_lines(output)
+    return line, output
 
 
 def _pending_since(record: str | None) -> float:
@@ -460,12 +485,7 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """SMS mode (no Verify): the event hook needs only OKTA_ORG_URL and OKTA_API_TOKEN to report conversions."""
-    client = make_client(
-        GUARD_RANGE_LIMIT="1/hour",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-    )
+    client = converting(make_client, okta_api)
     startup = capfd.readouterr().out
     assert "The event hook at /okta/events reports conversions to the spend guard." in startup
     assert "Verify feedback (/okta/events) cannot work" not in startup
@@ -507,20 +527,12 @@ def test_a_factor_number_okta_keeps_in_another_spelling_still_converts(
     the same way, or the conversion would be logged and never meet the number the codes go to. The
     event's line masks the number as the hook's lines do, so the two can be matched."""
     overrides = {"DEFAULT_COUNTRY": default_country} if default_country else {}
-    client = make_client(
-        GUARD_RANGE_LIMIT="1/hour",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-        **overrides,
-    )
+    client = converting(make_client, okta_api, **overrides)
     alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
     okta_api.factors[alice.user_id] = [phone_factor(kept_by_okta(alice.phone))]
     assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
-    capfd.readouterr()
-    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
-    (event_line,) = event_lines(capfd.readouterr().out)
-    assert (event_line["phone"], event_line["guard_converted"]) == (mask(alice.phone), True)
+    line, _ = event_line(client, passed_event(alice), capfd)
+    assert (line["phone"], line["guard_converted"]) == (mask(alice.phone), True)
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
 
 
@@ -530,50 +542,25 @@ def test_a_factor_number_that_is_no_valid_number_is_not_converted(
     """Without DEFAULT_COUNTRY, digits are read with their country code in front: a US number Okta keeps
     as ten national digits reads as +20 (Egypt), a number no code is ever sent to. Nothing is recorded
     as known, and the line says so (guard_converted false), masking the spelling Okta keeps."""
-    client = make_client(
-        GUARD_RANGE_LIMIT="1/hour",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-    )
+    client = converting(make_client, okta_api)
     alice, bob = User("00ualice0", "+12025550104", "US"), User("00ubob", "+12025550188", "US")  # one range
     national = alice.phone.removeprefix("+1")  # "+2025550104" is no valid number
     okta_api.factors[alice.user_id] = [phone_factor(national)]
     assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
-    capfd.readouterr()
-    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
-    output = capfd.readouterr().out
-    (event_line,) = event_lines(output)
-    assert (event_line["outcome"], event_line["severity"], event_line["guard_converted"]) == (
-        "not_converted",
-        "WARNING",
-        False,
-    )
-    assert event_line["phone"] == mask(national) and national not in output
+    line, output = event_line(client, passed_event(alice), capfd)
+    assert (line["outcome"], line["severity"], line["guard_converted"]) == ("not_converted", "WARNING", False)
+    assert line["phone"] == mask(national) and national not in output
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SPEND_GUARD"  # no room back
 
 
 def test_a_conversion_the_store_cannot_take_is_a_warning_beside_the_stores_error(
     make_client: AppFactory, okta_api: OktaState, closed_port: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    client = make_client(
-        GUARD_STORAGE_URI=closed_port.replace("http://", "redis://") + "/0",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-    )
+    client = converting(make_client, okta_api, GUARD_STORAGE_URI=closed_port.replace("http://", "redis://") + "/0")
     alice = User("00ualice0", range_numbers("FR", 1)[0], "FR")
     okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
-    capfd.readouterr()
-    response = client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
-    assert response.status_code == 200
-    output = capfd.readouterr().out
-    (event_line,) = event_lines(output)
-    assert (event_line["outcome"], event_line["severity"], event_line["guard_converted"]) == (
-        "not_converted",
-        "WARNING",
-        False,
-    )
+    line, output = event_line(client, passed_event(alice), capfd)
+    assert (line["outcome"], line["severity"], line["guard_converted"]) == ("not_converted", "WARNING", False)
     assert any('"spend guard store unavailable' in line and '"ERROR"' in line for line in output.splitlines())
 
 
@@ -582,12 +569,7 @@ def test_a_voice_challenge_on_an_enrolment_okta_lists_as_sms_converts_its_number
 ) -> None:
     """One phone enrolment may be challenged by SMS or by voice: the enrolment the event names is the
     number that got the code, whichever type Okta lists it under, and not the user's other number."""
-    client = make_client(
-        GUARD_RANGE_LIMIT="1/hour",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-    )
+    client = converting(make_client, okta_api)
     alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
     elsewhere = range_numbers("DE", 1)[0]
     okta_api.factors[alice.user_id] = [phone_factor(alice.phone, "sms"), phone_factor(elsewhere, "call")]
@@ -596,11 +578,8 @@ def test_a_voice_challenge_on_an_enrolment_okta_lists_as_sms_converts_its_number
     by_voice = event["data"]["events"][0]
     assert by_voice["target"][0]["id"] == okta_api.factors[alice.user_id][0]["id"]  # the sms enrolment
     by_voice["debugContext"]["debugData"]["factor"] = "CALL_FACTOR"
-    capfd.readouterr()
-    client.post("/okta/events", json=event, headers={"Authorization": EVENT_HOOK_SECRET})
-    (event_line,) = event_lines(capfd.readouterr().out)
-    converted = (event_line["factor"], event_line["phone"], event_line["guard_converted"])
-    assert converted == ("call", mask(alice.phone), True)
+    line, _ = event_line(client, event, capfd)
+    assert (line["factor"], line["phone"], line["guard_converted"]) == ("call", mask(alice.phone), True)
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
 
 
@@ -609,13 +588,7 @@ def test_a_late_event_approves_nothing_but_still_converts(
 ) -> None:
     """Okta may deliver an event late: past a Verify code's life it approves no code, but it still
     proves the number is its owner's."""
-    client = make_client(
-        GUARD_RANGE_LIMIT="1/hour",
-        OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET,
-        OKTA_ORG_URL=okta_api.url,
-        OKTA_API_TOKEN=OKTA_API_TOKEN,
-        TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID,
-    )
+    client = converting(make_client, okta_api, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID)
     alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
     okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
     assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
