@@ -177,13 +177,31 @@ def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids:
 class _Passes:
     """One user's passed challenges of one factor type in a POST: acted on together, once."""
 
-    __slots__ = ("approve", "enrollment_ids", "event_ids", "event_type")
+    __slots__ = ("enrolments", "event_ids", "event_type")
 
     def __init__(self, event_type: str) -> None:
         self.event_type = event_type
         self.event_ids: list[str] = []
-        self.enrollment_ids: set[str] = set()
-        self.approve = False  # a fresh event among them: Verify's pending code may be approved
+        # Each enrolment the events name ("": none named), and whether an event naming it is fresh.
+        self.enrolments: dict[str, bool] = {}
+
+    def add(self, event_id: str, enrollment_id: str | None, fresh: bool) -> None:
+        self.event_ids.append(event_id)
+        key = enrollment_id or ""
+        self.enrolments[key] = self.enrolments.get(key, False) or fresh
+
+    def numbers(self, factors: list[PhoneFactor], factor_type: str) -> tuple[list[str], list[str]]:
+        """The numbers the events prove, each event as it alone would, and of those the ones a fresh
+        event proves: only theirs may have the pending Verify code that was typed in. Okta's order."""
+        proved: list[str] = []
+        fresh: list[str] = []
+        for enrollment_id, is_fresh in self.enrolments.items():
+            for number in numbers_passed(factors, factor_type, {enrollment_id} if enrollment_id else set()):
+                if number not in proved:
+                    proved.append(number)
+                if is_fresh and number not in fresh:
+                    fresh.append(number)
+        return proved, fresh
 
 
 def canonical_uuid(uuid: str | None) -> str:
@@ -345,10 +363,7 @@ class EventHook:
                 continue
             by_factor = passes.setdefault(passed.user_id, {})
             grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
-            grouped.event_ids.append(event_id)
-            grouped.approve = grouped.approve or fresh
-            if passed.enrollment_id:
-                grouped.enrollment_ids.add(passed.enrollment_id)
+            grouped.add(event_id, passed.enrollment_id, fresh)
         return passes
 
     def _submit(self, passes: dict[str, dict[str, _Passes]], counts: dict[str, int]) -> list[Future[None]]:
@@ -389,7 +404,7 @@ class EventHook:
                 self._line(Outcome.OKTA_API_UNAVAILABLE, passes, {"okta_api_error": error.reason}, started)
             return
         for factor_type, passes in by_factor.items():
-            numbers = numbers_passed(factors, factor_type, passes.enrollment_ids)
+            numbers, fresh = passes.numbers(factors, factor_type)
             # Here the owner of `numbers` is known to have passed a challenge on them.
             if not numbers:
                 self._line(Outcome.FEEDBACK_NO_PHONE, passes, {"factor": factor_type}, started)
@@ -400,11 +415,14 @@ class EventHook:
                 if read is not None:
                     mark_sensitive(read.e164, masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
+                converted = True
                 if self._guard is not None and self._guard_on:  # known from now on, its room given back
-                    fields["guard_converted"] = read is not None and self._guard.converted(read)
-                if self._client is None or not passes.approve:  # the guard's conversion is all there is to do
-                    converted = fields.get("guard_converted", True)
-                    self._line(Outcome.CONVERTED if converted else Outcome.NOT_CONVERTED, passes, fields, started)
+                    converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
+                if not converted:  # a line of its own, whatever Verify's update says: what an alert keys on
+                    self._line(Outcome.NOT_CONVERTED, passes, fields, started)
+                if self._client is None or number not in fresh:  # the guard's conversion is all there is to do
+                    if converted:
+                        self._line(Outcome.CONVERTED, passes, fields, started)
                     continue
                 approval = self._approve(read.e164 if read else number)  # as the hook started it
                 self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)

@@ -6,7 +6,7 @@ import copy
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from models import LogEvent
 from telephony.events import passed_challenge
+from telephony.phone import mask
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
@@ -268,6 +269,62 @@ def test_a_factor_number_okta_keeps_without_its_plus_approves_the_verification_t
         f"/v2/Services/{VERIFY_SERVICE_SID}/Verifications/%2B{PHONE[1:]}"
     ]
     assert sandbox.pending == {}
+
+
+OTHER_NUMBER = "+14155550999"
+
+
+def two_numbers(make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState) -> FlaskClient:
+    """The user's "sms" factor on PHONE and "call" factor on OTHER_NUMBER, a Verify code pending on each."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE, "sms"), phone_factor(OTHER_NUMBER, "call")]
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, "VE" + "11" * 16)
+    sandbox.pend(VERIFY_SERVICE_SID, OTHER_NUMBER, "VE" + "22" * 16)
+    return make_client(**events_env(okta_api))
+
+
+def test_a_stale_event_beside_a_fresh_one_approves_nothing_of_its_own(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In one POST, a stale event naming the call enrolment and a fresh SMS event naming none: the fresh
+    one approves its own factor's number; the stale one converts its number, and approves nothing."""
+    client = two_numbers(make_client, okta_api, sandbox)
+    call_enrolment = phone_factor(OTHER_NUMBER, "call")["id"]
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="milliseconds")
+    stale = mfa_event(published=two_hours_ago.replace("+00:00", "Z"))
+    stale["target"][0]["id"] = call_enrolment
+    fresh = mfa_event(target=[])
+    capsys.readouterr()
+    assert post_events(client, batch(stale, fresh)).status_code == 200
+    assert sandbox.pending == {(VERIFY_SERVICE_SID, OTHER_NUMBER): "VE" + "22" * 16}
+    lines = {line["phone"]: line["outcome"] for line in event_lines(capsys.readouterr().out)}
+    assert lines == {mask(PHONE): "feedback_approved", mask(OTHER_NUMBER): "converted"}
+
+
+def test_each_event_of_a_post_proves_the_number_it_alone_would(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+) -> None:
+    """Two fresh SMS events: one names an enrolment the user does not have (its factor type decides),
+    the other the call enrolment. Each number is approved."""
+    client = two_numbers(make_client, okta_api, sandbox)
+    unknown = mfa_event()
+    unknown["target"][0]["id"] = "sms1unknown000000000"
+    named = mfa_event()
+    named["target"][0]["id"] = phone_factor(OTHER_NUMBER, "call")["id"]
+    assert post_events(client, batch(unknown, named)).status_code == 200
+    assert sandbox.pending == {}
+
+
+def test_a_number_the_guard_cannot_record_has_its_own_line_beside_verifys(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten national digits without DEFAULT_COUNTRY read as no valid number: Verify is still asked (Okta's
+    own provider may have a code pending on it), and the guard's miss is a WARNING line of its own."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor("2025550104")]
+    client = make_client(**events_env(okta_api))
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    lines = sorted((line["outcome"], line["severity"]) for line in event_lines(capsys.readouterr().out))
+    assert lines == [("feedback_not_pending", "INFO"), ("not_converted", "WARNING")]
 
 
 def test_the_batch_is_handled_concurrently(
