@@ -58,13 +58,14 @@ class OktaApi:
             raise OktaApiUnavailable(f"OKTA_API_HTTP_{answer.status}")
         try:
             factors = json.loads(answer.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER") from None
         if not isinstance(factors, list):
             raise OktaApiUnavailable("OKTA_API_BAD_ANSWER")
         found: list[PhoneFactor] = []
         for factor in factors:
-            if not isinstance(factor, dict) or factor.get("factorType") not in PHONE_FACTOR_TYPES:
+            factor_type = factor.get("factorType") if isinstance(factor, dict) else None
+            if not isinstance(factor_type, str) or factor_type not in PHONE_FACTOR_TYPES:
                 continue
             if factor.get("status", "ACTIVE") != "ACTIVE":
                 continue
@@ -73,8 +74,6 @@ class OktaApi:
             if isinstance(number, str):
                 dialled = without_separators(number)  # Okta keeps E.164 with separators at times
                 factor_id = factor.get("id")
-                if dialled:
-                    found.append(
-                        PhoneFactor(str(factor["factorType"]), dialled, factor_id if isinstance(factor_id, str) else "")
-                    )
+                if dialled and dialled.isascii():  # a number is digits; JSON may carry lone surrogates
+                    found.append(PhoneFactor(factor_type, dialled, factor_id if isinstance(factor_id, str) else ""))
         return found

@@ -542,6 +542,31 @@ def test_an_event_older_than_a_codes_life_is_too_old(published: str | None, stal
     assert too_old(LogEvent.model_validate(mfa_event(published=published)), now) is stale
 
 
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (b'[{"factorType": ["sms"], "status": "ACTIVE", "profile": {"phoneNumber": "+14155550123"}}]', []),
+        (b'[{"factorType": "sms", "profile": {"phoneNumber": "\\ud800+14155550123"}, "id": "sms1"}]', []),
+        (b'[{"factorType": "sms", "profile": {"phoneNumber": "+1 415 555 0123"}, "id": "sms1"}]', ["+14155550123"]),
+        (b"[" * 100_000 + b"]" * 100_000, None),
+    ],
+    ids=["factorType not a string", "lone surrogate", "separators", "nested too deep"],
+)
+def test_an_odd_factor_list_is_read_as_far_as_it_holds_phone_numbers(body: bytes, found: list[str] | None) -> None:
+    """Whatever the Management API answers, the outcome is numbers or OKTA_API_BAD_ANSWER: never an
+    exception of Python's (a TypeError, a RecursionError) that ends the user's feedback as a bug."""
+    from telephony.okta_api import OktaApi, OktaApiUnavailable
+    from tests.standins import http_answer, stand_in
+
+    with stand_in(http_answer(200, body)) as okta:
+        api = OktaApi(okta.base_url, "token", 1.0, 1)
+        if found is None:
+            with pytest.raises(OktaApiUnavailable, match="OKTA_API_BAD_ANSWER"):
+                api.phone_factors("00u1")
+        else:
+            assert [factor.number for factor in api.phone_factors("00u1")] == found
+
+
 def test_the_numbers_passed_are_the_enrolment_the_event_names_else_the_factor_type() -> None:
     from telephony.events import numbers_passed
     from telephony.okta_api import PhoneFactor
