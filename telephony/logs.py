@@ -110,6 +110,21 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, _value: Any) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """StreamHandler's, but a line the stream cannot encode (a lone surrogate, which Python's JSON
+        decoder lets through from a peer's answer) is written with every character escaped, not lost."""
+        try:
+            line = self.format(record)
+            try:
+                self.stream.write(line + self.terminator)
+            except UnicodeEncodeError:
+                self.stream.write(json.dumps(json.loads(line)) + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
 
 def configure_logging(secrets: list[str]) -> None:
     """Route every logger to stdout as scrubbed JSON lines (Cloud Run collects stdout)."""

@@ -97,3 +97,22 @@ def test_a_line_with_nothing_to_scrub_is_written_as_it_is() -> None:
             "count": 3,
             "ok": True,
         }
+
+
+def test_a_lone_surrogate_from_a_peer_leaves_one_json_line_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's JSON decoder lets a lone surrogate through from a peer's answer; a UTF-8 stream cannot
+    write it. The line is written with it escaped, instead of a logging error on stderr."""
+    import io
+    import sys
+
+    from telephony.logs import configure_logging
+
+    written_bytes = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(written_bytes, encoding="utf-8", write_through=True))
+    configure_logging([])
+    logging.getLogger("okta_events").warning("odd \ud800 value", extra={"fields": {"phone": "\ud800+1***"}})
+    written = written_bytes.getvalue().decode("ascii").splitlines()
+    assert [json.loads(line)["phone"] for line in written] == ["\ud800+1***"]
+    assert capsys.readouterr().err == ""
