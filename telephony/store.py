@@ -1215,11 +1215,8 @@ class _SharedTls:
         """The store's context, built by its first connection (or ahead of it, by the store)."""
         kind = type(self)
         if kind.tls_context is None:
-            kind.tls_context = self._build_context()
+            kind.tls_context = tls_context(self)
         return kind.tls_context
-
-    def _build_context(self) -> ssl.SSLContext:
-        return tls_context(self)
 
 
 def tls_context(options: Any, system_authorities: bool = True) -> ssl.SSLContext:

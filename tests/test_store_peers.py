@@ -261,19 +261,19 @@ def test_tls_connections_to_the_store_share_one_context_built_at_start_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Loading a CA bundle costs tens of milliseconds: paid once, when the store is made at start-up,
-    not within a call's deadline, nor by each connection (every thread opens its own, and every failure
+    not within a call's deadline, nor by each connection (a burst opens several, and every failure
     opens a new one). Each attempt here is a new connection, refused by verification (the listener's
     certificate is self-signed)."""
     from telephony import store as store_module
 
     built = []
-    build = store_module._SharedTls._build_context
+    build = store_module.tls_context
 
-    def counted(connection: Any) -> ssl.SSLContext:
+    def counted(connection: Any, system_authorities: bool = True) -> ssl.SSLContext:
         built.append(1)
-        return build(connection)
+        return build(connection, system_authorities)
 
-    monkeypatch.setattr(store_module._SharedTls, "_build_context", counted)
+    monkeypatch.setattr(store_module, "tls_context", counted)
     with tls_listener(tmp_path) as port:
         store = RedisStore(f"rediss://127.0.0.1:{port}/0", deadline_seconds=1.0)
         assert built == [1]
