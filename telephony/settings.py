@@ -452,8 +452,8 @@ STORE_QUERY_OPTIONS = frozenset(
 def _redis_options(uri: str) -> None:
     """A Redis URI's options read as redis-py will read them at start-up (its query: the connections'
     name and TLS's settings), and over TLS the files it names loaded: a value that cannot work stops
-    the start here, with the setting's message. The value and redis-py's words are not repeated: the URI may hold the
-    AUTH string."""
+    the start here, with the setting's message. The value and redis-py's words are not repeated: the
+    URI may hold the AUTH string."""
     import redis  # only when a Redis store is configured: it costs start-up time
 
     from telephony.store import tls_context
