@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from telephony.answers import Refused
 from telephony.delivery import VERIFY_LOCALES, TwilioDelivery, sms_text, verify_locale
 from telephony.phone import NumberFacts, PhonePolicy, describe, mask, read_number, to_e164
 from telephony.settings import SettingsError, load_settings
-from telephony.templates import holds_code
+from telephony.templates import code_position, holds_code
 from telephony.twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
 from telephony.twilio_http import TwilioUnavailable
 from tests.helpers import FROM_NUMBER, OTP, PHONE, first_reason, profile
@@ -315,12 +318,27 @@ def test_marks_end_with_the_hook() -> None:
         ("Code: 48291.", True),
         ("Your code is 482913", False),
         ("Your code is 148291", False),
+        ("482913, not 48291", True),  # a later whole occurrence after one inside a longer number
+        ("1482912 or 248291", False),
+        ("48291٣", True),  # only ASCII digits make a longer number, as Twilio and Okta count them
         ("no code", False),
         (None, False),
     ],
 )
 def test_a_template_holds_the_code_only_as_a_whole_number(template: str | None, held: bool) -> None:
     assert holds_code(template, "48291") is held
+
+
+@given(st.text(alphabet="0123 x٣", max_size=12), st.text(alphabet="0123", min_size=1, max_size=3))
+def test_the_whole_number_search_finds_what_its_definition_does(template: str, code: str) -> None:
+    """The definition: the code with no ASCII digit right before or after it, leftmost first."""
+    match = re.search(rf"(?<![0-9]){re.escape(code)}(?![0-9])", template)
+    assert holds_code(template, code) is (match is not None and template != "")
+    if match is not None:
+        assert code_position(template, code) == match.span()
+    else:
+        with pytest.raises(ValueError, match="does not hold the code"):
+            code_position(template, code)
 
 
 def test_verify_locales_are_only_those_verify_supports() -> None:
