@@ -135,6 +135,10 @@ def configure_logging(secrets: list[str]) -> None:
     root.setLevel(logging.INFO)
     # At INFO, twilio's HTTP client logs URLs and headers of every call: not needed, not wanted.
     logging.getLogger("twilio").setLevel(logging.WARNING)
+    # urllib3 warns with what a peer sent back ("Failed to parse headers ... unparsed data"): a peer
+    # that echoes our request there would have it written, credential and code included. Our own lines
+    # report every outbound call's end; urllib3 is heard only for its errors.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def _trace_from_headers(
@@ -175,21 +179,25 @@ def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
         scope.replacements.append((value, replacement))
 
 
-_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_DIGITS = frozenset("0123456789")
+_WORD = _DIGITS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def _replace_whole(line: str, value: str, replacement: str) -> str:
-    """Replace `value` where it stands as a whole token: a 6-digit code must not blank out part of
-    a Twilio SID or a duration. (No regex: a new pattern per hook would be compiled every time.)"""
+    """Replace `value` where it stands whole: a code or a number is not part of a longer run of digits,
+    a word not part of a longer word. A code still goes wherever a letter touches it: 'code%3A482913' in
+    a form a peer echoes, '%2B14155550123' in a URL. (No regex: a new pattern per hook would be compiled
+    every time.)"""
     start = line.find(value)
     if start < 0:
         return line
-    check_left, check_right = value[0] in _WORD, value[-1] in _WORD
+    left_class = _DIGITS if value[0] in _DIGITS else _WORD if value[0] in _WORD else None
+    right_class = _DIGITS if value[-1] in _DIGITS else _WORD if value[-1] in _WORD else None
     parts, kept = [], 0
     while start >= 0:
         end = start + len(value)
-        left_ok = not check_left or start == 0 or line[start - 1] not in _WORD
-        right_ok = not check_right or end == len(line) or line[end] not in _WORD
+        left_ok = left_class is None or start == 0 or line[start - 1] not in left_class
+        right_ok = right_class is None or end == len(line) or line[end] not in right_class
         if left_ok and right_ok:
             parts += [line[kept:start], replacement]
             kept = end

@@ -6,6 +6,7 @@ we read.
 """
 
 # No `from __future__ import annotations`: see models.py.
+import base64
 import json
 import os
 import re
@@ -425,6 +426,13 @@ class Settings(BaseModel):
         if self.guard_storage_uri is not None:  # the AUTH string alone, as an error might spell it
             password = urlsplit(self.guard_storage_uri.get_secret_value()).password
             values += [password] if password else []
+        # Twilio's client sends its credential as HTTP Basic: a peer that echoes our request spells it so.
+        for user, secret in (
+            (self.twilio_api_key, self.twilio_api_secret),
+            (self.twilio_account_sid, self.twilio_auth_token),
+        ):
+            if user and secret and secret.get_secret_value():
+                values.append(base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode())
         return values
 
 

@@ -29,6 +29,7 @@ class StandIn(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer, self.chunk, self.pause, self.head_at_once = answer, chunk, pause, head_at_once
         self.requests = 0
+        self.last_request = b""  # as it came: its head and body, for answers that echo it
 
     @property
     def base_url(self) -> str:
@@ -49,12 +50,13 @@ class _Handler(socketserver.StreamRequestHandler):
     server: StandIn
 
     def handle(self) -> None:
-        length = 0
+        length, head = 0, b""
         while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            head += line
             name, _, value = line.decode("latin-1").partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value)
-        self.rfile.read(length)
+        self.server.last_request = head + b"\r\n" + self.rfile.read(length)
         self.server.requests += 1
         with contextlib.suppress(OSError):  # the client gave up: that is the point of the deadline
             send(self.wfile, self.server.pieces(), self.server.pause)
@@ -85,6 +87,20 @@ def http_answer(
         body = b"".join(b"%x\r\n%s\r\n" % (1, body[i : i + 1]) for i in range(len(body))) + b"0\r\n\r\n"
     head += "Connection: close\r\n\r\n"
     return head.encode() + body
+
+
+def echoing(peer: StandIn, body: bytes) -> Callable[[], list[bytes]]:
+    """A 201 with `body` whose last header line has no colon and holds the request `peer` was sent, head
+    and body: urllib3 warns that it cannot parse it, quoting it."""
+
+    def pieces() -> list[bytes]:
+        echoed = peer.last_request.replace(b"\r\n", b" ")
+        head = b"HTTP/1.1 201 X\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n" % len(
+            body
+        )
+        return [head + b"echo " + echoed + b"\r\n\r\n" + body]
+
+    return pieces
 
 
 def flood(status: int, prefix: bytes, size: int, suffix: bytes = b"") -> Callable[[], Iterator[bytes]]:

@@ -4,6 +4,7 @@ peer's framing, and reads at most a cap that fits its document, in bounded piece
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -20,6 +22,7 @@ from tests.e2e_hooks import HookStarter, RunningHook, hook_starter, start_hook, 
 from tests.helpers import (
     EVENT_HOOK_SECRET,
     OKTA_API_TOKEN,
+    OTP,
     PHONE,
     VERIFY_SERVICE_SID,
     first_reason,
@@ -28,9 +31,9 @@ from tests.helpers import (
     sandbox_env,
 )
 from tests.okta_stand_in import phone_factor
-from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, answering, flood, http_answer, stand_in
+from tests.standins import TWILIO_PEER_SECONDS, UNSET, StandIn, answering, echoing, flood, http_answer, stand_in
 from tests.test_oauth import AUDIENCE, ISSUER, KID, SCOPE, SIGNING_KEY, public_jwk, token
-from tools.sandbox.twilio_sandbox import SandboxServer, SandboxState
+from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 pytestmark = pytest.mark.e2e
 
@@ -233,6 +236,65 @@ def test_an_okta_api_flooding_the_factor_list_fails_at_the_cap_without_the_worke
     assert elapsed < 1.5 * OKTA_API_SECONDS
     assert event_lines(hook)[-1]["okta_api_error"] == "OKTA_API_TOO_LARGE"
     assert sandbox.pending[(VERIFY_SERVICE_SID, PHONE)] == PENDING_SID
+
+
+# ------------------------------------------------------------- a peer that echoes our request where a library logs it
+
+API_KEY, API_SECRET = "SK" + "7" * 32, "api-secret-Hq27vN"
+
+
+def basic(user: str, secret: str) -> str:
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def assert_echoed_but_not_written(output: str, request: bytes, values: list[str]) -> None:
+    for value in values:
+        assert value.encode() in request, value  # the peer had it to echo...
+        assert value not in output, value  # ...and it was not written
+
+
+@pytest.mark.parametrize(
+    ("channel", "credential"),
+    [
+        ("sms", {"TWILIO_API_KEY": API_KEY, "TWILIO_API_SECRET": API_SECRET}),
+        ("voice", {}),  # the account's auth token (sandbox_env's)
+    ],
+)
+def test_a_twilio_echoing_the_request_into_its_headers_gets_no_code_number_or_credential_written(
+    start: HookStarter, channel: str, credential: dict[str, str]
+) -> None:
+    """urllib3 warns of a header line it cannot parse, quoting it: the request's form (the number, the
+    text or TwiML with the code) and its Authorization header. None of it may reach the log."""
+    sid = ("SM" if channel == "sms" else "CA") + "0" * 32
+    with stand_in(UNSET) as twilio:
+        twilio.answer = echoing(twilio, json.dumps({"sid": sid, "status": "queued"}).encode())
+        hook = start(TWILIO_API_BASE_URL=twilio.base_url, **credential)
+        status, body, _ = hook.post(okta_request(deliveryChannel=channel))
+        assert twilio.requests == 1
+        request = twilio.last_request
+    assert status == 200 and body["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    user, secret = (API_KEY, API_SECRET) if credential else (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+    spoken = ", ".join(OTP)  # the call reads the digits one by one
+    code = OTP if channel == "sms" else quote_plus(spoken)
+    output = hook.output()
+    assert_echoed_but_not_written(output, request, [code, PHONE[1:], quote(PHONE, safe=""), basic(user, secret)])
+    assert OTP not in output and spoken not in output and PHONE not in output and secret not in output
+
+
+def test_a_verify_echoing_the_approval_gets_no_number_or_credential_written(start: HookStarter) -> None:
+    """The event hook's approval names the number in Verify's URL: echoed, it is not written either."""
+    factors = json.dumps([phone_factor(PHONE)]).encode()
+    with stand_in(http_answer(200, factors)) as okta, stand_in(UNSET) as twilio:
+        twilio.answer = echoing(twilio, json.dumps({"sid": PENDING_SID, "status": "approved"}).encode())
+        hook = start(**events_settings(okta.base_url), TWILIO_API_BASE_URL=twilio.base_url)
+        status, _, _ = post_events(hook, event_batch(fresh_mfa_event()))
+        assert (okta.requests, twilio.requests) == (1, 1)
+        request = twilio.last_request
+    assert status == 200
+    output = hook.output()
+    credential = basic(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+    assert_echoed_but_not_written(output, request, [PHONE[1:], quote(PHONE, safe=""), credential])
+    assert PHONE not in output and DEFAULT_AUTH_TOKEN not in output
 
 
 # ------------------------------------------------------------- item 8: URLs read as the HTTP library reads them

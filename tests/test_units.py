@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -91,9 +92,12 @@ def test_api_key_needs_its_secret() -> None:
 
 
 def test_secret_values_lists_every_configured_secret() -> None:
+    key, account = "SK" + "1" * 32, "AC" + "2" * 32
     settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "a1", "TWILIO_AUTH_TOKEN": "b2", "TWILIO_API_SECRET": "c3",
-                              "TWILIO_API_KEY": "SK" + "1" * 32})  # fmt: skip
-    assert sorted(settings.secret_values()) == ["a1", "b2", "c3"]
+                              "TWILIO_API_KEY": key, "TWILIO_ACCOUNT_SID": account})  # fmt: skip
+    # and each Twilio credential as its HTTP Basic value, as a peer echoing our request would spell it
+    basic = [base64.b64encode(pair.encode()).decode() for pair in (f"{key}:c3", f"{account}:b2")]
+    assert sorted(settings.secret_values()) == sorted(["a1", "b2", "c3", *basic])
 
 
 def test_secrets_lose_surrounding_whitespace_as_header_values_do() -> None:
@@ -287,15 +291,27 @@ def formatted(formatter: logging.Formatter, message: str) -> str:
     return str(json.loads(formatter.format(record))["message"])
 
 
-def test_log_scrub_hides_the_code_but_not_a_sid_that_contains_it() -> None:
+def test_log_scrub_hides_the_code_and_number_wherever_no_digit_touches_them() -> None:
+    """Where a letter touches them too: a form or a URL a peer echoes spells them after '%3A' or '%2B',
+    and a SID may hold the code's digits (rarely, and a reader could not tell them from the code)."""
     from telephony.logs import CloudLoggingFormatter, mark_sensitive, request_scope
 
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
     with request_scope(None):
         mark_sensitive(OTP)
         mark_sensitive(PHONE, "+1******0123")
-        line = formatted(formatter, f"code {OTP} to {PHONE} sid SM{OTP}ab secret s3cr3t-value")
-    assert line == "code [redacted] to +1******0123 sid SM482913ab secret [redacted]"
+        mark_sensitive(PHONE[1:], "+1******0123")
+        line = formatted(
+            formatter,
+            f"code {OTP} to {PHONE} sid SM{OTP}ab secret s3cr3t-value "
+            f"To=%2B{PHONE[1:]}&Body=code%3A{OTP} glued {PHONE}x",
+        )
+        longer = formatted(formatter, f"at 1{OTP}7 and {PHONE}9")
+    assert line == (
+        "code [redacted] to +1******0123 sid SM[redacted]ab secret [redacted] "
+        "To=%2B+1******0123&Body=code%3A[redacted] glued +1******0123x"
+    )
+    assert longer == f"at 1{OTP}7 and {PHONE}9"  # inside a longer run of digits: another number
 
 
 def test_marks_end_with_the_hook() -> None:
