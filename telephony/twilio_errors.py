@@ -217,13 +217,27 @@ KNOWN_STATUSES = frozenset(
 )  # fmt: skip
 
 
+# What a resource just created may say that proves the code did not go and will not: a message or call
+# that failed or was canceled, a call nobody answered, a verification Verify will not send.
+NOT_GOING = frozenset(
+    {"failed", "canceled", "undelivered", "busy", "no-answer", "max_attempts_reached", "expired", "deleted"}
+)
+
+
 def not_accepted(api: str, status: str, attempts: int) -> Refused:
-    """Twilio created the resource but says it will not go out ('failed', 'canceled'): Okta falls back."""
-    said = status if status in KNOWN_STATUSES else "an unknown status"
+    """Twilio created the resource but its status does not say it goes out: Okta falls back. Only a
+    status that says it will not go ('failed', 'canceled') proves nothing was sent; any other (none, an
+    unknown one, 'completed') may hide a code that went, and Okta's retry of it is not sent again."""
+    said = f"status {status}" if status in KNOWN_STATUSES else "an unknown status"  # none, or not Twilio's
+    if status in NOT_GOING:
+        summary, reason = f"Twilio created the {api} with {said}: the code was not sent.", "TWILIO_NOT_ACCEPTED"
+    else:
+        summary = f"Twilio created the {api} with {said}, which does not say it goes out: it is not sent again."
+        reason = "TWILIO_UNCLEAR_STATUS"
     return provider_error(
         NOT_DELIVERED,
-        f"Twilio created the {api} with status {said}: the code was not sent.",
-        "TWILIO_NOT_ACCEPTED",
+        summary,
+        reason,
         "https://status.twilio.com",
-        log_fields={"twilio_error": "TWILIO_NOT_ACCEPTED", "twilio_status": said, "twilio_attempts": attempts},
+        log_fields={"twilio_error": reason, "twilio_status": said.removeprefix("status "), "twilio_attempts": attempts},
     )

@@ -66,7 +66,12 @@ NOT_SENT = {
     ("sms", "undelivered"): ("SM" + "3" * 32, "message"),
     ("voice", "canceled"): ("CA" + "4" * 32, "call"),
     ("voice", "no-answer"): ("CA" + "5" * 32, "call"),
-    ("sms", "NaN"): ("SM" + "6" * 32, "message"),
+}
+UNCLEAR = {  # a status that does not say the resource goes out, nor that it does not
+    ("sms", "NaN"): ("SM" + "6" * 32, "message", "an unknown status"),
+    ("sms", None): ("SM" + "7" * 32, "message", "an unknown status"),
+    ("sms", "received"): ("SM" + "8" * 32, "message", "status received"),
+    ("voice", "completed"): ("CA" + "9" * 32, "call", "status completed"),
 }
 
 
@@ -81,18 +86,35 @@ def test_a_resource_created_as_failed_or_canceled_is_not_a_delivery(
         client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
         answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
         assert twilio.requests == 1
-    said = status if status != "NaN" else "an unknown status"
     assert answer["error"]["errorCauses"] == [
-        {"errorSummary": f"Twilio created the {api} with status {said}: the code was not sent.",
+        {"errorSummary": f"Twilio created the {api} with status {status}: the code was not sent.",
          "reason": "TWILIO_NOT_ACCEPTED", "location": "https://status.twilio.com"}
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("status", ["failed", "canceled", "approved"])
-def test_a_verification_not_pending_is_not_a_delivery(status: str, make_client: AppFactory) -> None:
+@pytest.mark.parametrize(("channel", "status"), sorted(UNCLEAR, key=str))
+def test_a_resource_created_with_an_unclear_status_is_neither_successful_nor_said_unsent(
+    channel: str, status: str | None, make_client: AppFactory
+) -> None:
+    """No status, one Twilio does not document, or one a new resource should not have: the code may have
+    gone, so Okta is not told it was not sent (and the spend guard keeps Okta's retry from sending it)."""
+    sid, api, said = UNCLEAR[(channel, status)]
+    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": status}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
+        assert twilio.requests == 1
+    assert answer["error"]["errorCauses"] == [
+        {"errorSummary": f"Twilio created the {api} with {said}, which does not say it goes out: it is not sent again.",
+         "reason": "TWILIO_UNCLEAR_STATUS", "location": "https://status.twilio.com"}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "reason"), [("failed", "TWILIO_NOT_ACCEPTED"), ("canceled", "TWILIO_NOT_ACCEPTED"),
+                                                ("approved", "TWILIO_UNCLEAR_STATUS")])  # fmt: skip
+def test_a_verification_not_pending_is_not_a_delivery(status: str, reason: str, make_client: AppFactory) -> None:
     with stand_in(http_answer(201, json.dumps({"sid": "VE" + "c" * 32, "status": status}).encode())) as twilio:
         client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_VERIFY_SERVICE_SID="VA" + "1" * 32)
-        assert first_reason(post_hook(client, okta_request()).get_json()) == "TWILIO_NOT_ACCEPTED"
+        assert first_reason(post_hook(client, okta_request()).get_json()) == reason
 
 
 def test_a_deeply_nested_answer_is_a_provider_failure_not_a_crash(make_client: AppFactory) -> None:

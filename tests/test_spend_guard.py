@@ -853,6 +853,19 @@ def test_only_a_4xx_refusal_proves_no_code_went_out(status: int, code: int, not_
     assert certainly_not_sent(answer) is not_sent
 
 
+@pytest.mark.parametrize(
+    ("status", "not_sent"),
+    [("failed", True), ("undelivered", True), ("None", False), ("completed", False), ("x", False)],
+)
+def test_only_a_status_that_says_it_will_not_go_proves_no_code_went_out(status: str, not_sent: bool) -> None:
+    """A resource created with no status, an unknown one or one that does not fit may have carried the
+    code: its room is not given back, and Okta's retry is not sent again."""
+    from telephony.guard import certainly_not_sent
+    from telephony.twilio_errors import not_accepted
+
+    assert certainly_not_sent(not_accepted("message", status, 1).answer) is not_sent
+
+
 def test_records_written_in_turn_leave_the_next_calls_in_step(store: Store) -> None:
     """Retry records written one after another, one of them for a record that is gone: every later
     call still reads its own answer, never the one before."""
