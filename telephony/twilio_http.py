@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import random
 import re
 import time
 import urllib.request
@@ -46,7 +48,13 @@ class TwilioUnavailable(Exception):
 
 
 MAX_ATTEMPTS = 2
-RATE_LIMITED = 429  # Twilio's 20429: "always safe to retry"
+RATE_LIMITED = 429  # Twilio's 20429: never processed, "safe to retry after backing off"
+# The pause before that retry when Twilio names none (Retry-After): random within these bounds, so the
+# requests a burst had limited together do not come back together.
+RATE_LIMIT_PAUSE_SECONDS = (0.1, 0.3)
+# A retry is made only when this much of the deadline is left after its pause: less, and the error
+# object now lets Okta fall back sooner than a retry that could not finish.
+RETRY_LEAST_SECONDS = 0.5
 
 
 class Attempts:
@@ -124,9 +132,9 @@ class TwilioTransport(HttpClient):
         if seconds is None or seconds <= 0:
             raise ValueError("a Twilio call needs a positive timeout")
         # Retried once, within what is left of the deadline, only when Twilio certainly did not take
-        # the request: refused or reset before a byte was sent, or rate-limited. Never after a read
-        # timeout, an answer past the cap or a 5xx: Twilio may have accepted it, and a retry could
-        # send a second code.
+        # the request: refused or reset before a byte was sent, or rate-limited (after a pause). Never
+        # after a read timeout, an answer past the cap or a 5xx: Twilio may have accepted it, and a
+        # retry could send a second code.
         counted = _attempts.get() or Attempts(None)
         if counted.clear is not None:  # the spend guard's verdict, read now rather than before all of the above
             clear, counted.clear = counted.clear, None
@@ -149,6 +157,28 @@ class TwilioTransport(HttpClient):
                 if attempts < MAX_ATTEMPTS and failure.never_sent and deadline > time.monotonic():
                     continue
                 raise TwilioUnavailable(failure.timed_out, failure.error_type, attempts) from None
-            if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS and deadline > time.monotonic():
-                continue
+            if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS:
+                pause = rate_limit_pause(answer.data, answer.headers.get("Retry-After"))
+                if pause is not None and deadline - time.monotonic() - pause >= RETRY_LEAST_SECONDS:
+                    time.sleep(pause)
+                    continue
             return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
+
+
+def rate_limit_pause(body: bytes, retry_after: str | None) -> float | None:
+    """How long to back off before retrying a 429, or None when a retry cannot help: a 429 carrying
+    another Twilio code than 20429 is a limit of its own (Verify's 60203, max send attempts reached).
+    Twilio's Retry-After when it gives one in seconds, else a short random pause."""
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError, RecursionError):
+        code = None  # no Twilio error body: the 429 alone says rate limited
+    if isinstance(code, int) and code not in (RATE_LIMITED, 20429):
+        return None
+    try:
+        seconds = float(retry_after) if retry_after is not None else math.nan
+    except ValueError:
+        seconds = math.nan  # an HTTP date, or not a number: our own pause
+    if math.isfinite(seconds) and seconds >= 0:
+        return seconds
+    return random.uniform(*RATE_LIMIT_PAUSE_SECONDS)  # noqa: S311 - spreading retries, not a secret

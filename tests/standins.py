@@ -74,12 +74,18 @@ def send(out: Any, pieces: Iterable[bytes], pause: float) -> None:
 
 
 def http_answer(
-    status: int, body: bytes, content_type: str = "application/json", *, framing: str = "content-length"
+    status: int,
+    body: bytes,
+    content_type: str = "application/json",
+    *,
+    framing: str = "content-length",
+    headers: str = "",
 ) -> bytes:
     """A raw answer that closes the connection, framed as `framing` says: 'content-length' (HTTP/1.1,
-    `Connection: close`), 'http/1.0' (no length: the body ends when the connection does), or 'chunked'."""
+    `Connection: close`), 'http/1.0' (no length: the body ends when the connection does), or 'chunked'.
+    `headers`: more header lines, each ending in CRLF."""
     version = "HTTP/1.0" if framing == "http/1.0" else "HTTP/1.1"
-    head = f"{version} {status} X\r\nContent-Type: {content_type}\r\n"
+    head = f"{version} {status} X\r\nContent-Type: {content_type}\r\n{headers}"
     if framing == "content-length":
         head += f"Content-Length: {len(body)}\r\n"
     elif framing == "chunked":

@@ -22,7 +22,7 @@ from telephony.answers import NOT_DELIVERED, Refused
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.settings import load_settings
 from telephony.twilio_errors import TWILIO_ERRORS
-from telephony.twilio_http import TwilioTransport, TwilioUnavailable
+from telephony.twilio_http import RATE_LIMIT_PAUSE_SECONDS, TwilioTransport, TwilioUnavailable
 from tests.helpers import (
     FIXTURES,
     FROM_NUMBER,
@@ -34,7 +34,7 @@ from tests.helpers import (
     post_hook,
     profile,
 )
-from tests.standins import stalled_resolver, tls_listener
+from tests.standins import StandIn, http_answer, stalled_resolver, stand_in, tls_listener
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SandboxServer, SandboxState
 
 
@@ -43,7 +43,7 @@ def sandbox_client(server: SandboxServer, timeout: float = 2.0, pool: int = 8) -
     return Client(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http_client=transport)
 
 
-def delivery_for(server: SandboxServer, **env: str) -> TwilioDelivery:
+def delivery_for(server: SandboxServer | StandIn, **env: str) -> TwilioDelivery:
     settings = load_settings(
         {
             "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
@@ -450,6 +450,57 @@ def test_rate_limiting_is_retried_only_once(sandbox_server: SandboxServer, sandb
         "twilio_http_status": 429,
     }
     assert len(sandbox.requests) == 2
+
+
+RATE_LIMITED = json.dumps({"code": 20429, "message": "Too Many Requests", "status": 429}).encode()
+CREATED = json.dumps({"sid": "SM" + "e" * 32, "status": "queued"}).encode()
+
+
+def answers_in_turn(twilio: StandIn, *answers: bytes) -> list[float]:
+    """`twilio` answers these in turn (the last one from then on); returns when each request came."""
+    times: list[float] = []
+
+    def pieces() -> list[bytes]:
+        times.append(time.monotonic())
+        return [answers[min(len(times), len(answers)) - 1]]
+
+    twilio.answer = pieces
+    return times
+
+
+@pytest.mark.parametrize(("retry_after", "least_pause"), [(None, RATE_LIMIT_PAUSE_SECONDS[0]), ("0.6", 0.6)])
+def test_a_rate_limited_request_is_retried_after_backing_off(retry_after: str | None, least_pause: float) -> None:
+    """Twilio: a 429 is never processed and is safe to retry after backing off. Its Retry-After when
+    it names one, else a short random pause: a burst limited together does not come back together."""
+    headers = f"Retry-After: {retry_after}\r\n" if retry_after else ""
+    with stand_in(b"") as twilio:
+        times = answers_in_turn(twilio, http_answer(429, RATE_LIMITED, headers=headers), http_answer(201, CREATED))
+        answer = delivery_for(twilio).deliver(profile())
+    assert answer.outcome == "delivered" and answer.log_fields["twilio_attempts"] == 2
+    assert len(times) == 2 and times[1] - times[0] >= least_pause
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "code"),
+    [
+        (RATE_LIMITED, "Retry-After: 30\r\n", 20429),  # a pause past the deadline: Okta falls back now
+        (json.dumps({"code": 60203, "message": "Max send attempts reached", "status": 429}).encode(), "", 60203),
+    ],
+)
+def test_a_429_a_retry_cannot_help_is_answered_at_once(body: bytes, headers: str, code: int) -> None:
+    with stand_in(b"") as twilio:
+        times = answers_in_turn(twilio, http_answer(429, body, headers=headers), http_answer(201, CREATED))
+        started = time.monotonic()
+        with pytest.raises(Refused) as refusal:
+            delivery_for(twilio).deliver(profile())
+        elapsed = time.monotonic() - started
+    assert refusal.value.answer.log_fields == {
+        "twilio_error_code": code,
+        "twilio_attempts": 1,
+        "twilio_http_status": 429,
+    }
+    assert len(times) == 1
+    assert elapsed < RATE_LIMIT_PAUSE_SECONDS[0]  # no pause taken: the answer is as quick as a refusal
 
 
 def test_verify_with_custom_codes_off_tells_okta_to_fall_back_and_the_admin_why(
