@@ -128,7 +128,7 @@ class TwilioDelivery:
             try:
                 sid, status, api = self._send(client, profile, validity, status_callback)
             except TwilioException as error:
-                raise twilio_failure(error, attempts.count) from None
+                raise twilio_failure(error, attempts.count, attempts.http_status) from None
             except TwilioUnavailable as error:
                 raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
             except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:

@@ -160,21 +160,24 @@ def twilio_error(code: int) -> TwilioError:
     )
 
 
-def error_code(error: TwilioException) -> int:
+def error_code(error: TwilioException, http_status: int | None = None) -> int:
     """Twilio's error code, else the HTTP status it answered with (0 when neither). Twilio's codes have
-    five digits: another number is not a Twilio code (it could be anything the peer chose to echo)."""
+    five digits: another number is not a Twilio code (it could be anything the peer chose to echo).
+    `http_status`: the answer's own, when known (the library may report the error body's instead)."""
     code = 0
     if isinstance(error, TwilioRestException | TwilioServiceException):
+        status = http_status if http_status is not None else error.status
         code = error.code if isinstance(error.code, int) and 10000 <= error.code <= 99999 else 0
-        code = code or (error.status if isinstance(error.status, int) and 100 <= error.status < 600 else 0)
+        code = code or (status if isinstance(status, int) and 100 <= status < 600 else 0)
     return 20429 if code == 429 else code  # rate limiting answered without a Twilio code
 
 
-def twilio_failure(error: TwilioException, attempts: int) -> Refused:
-    """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why."""
-    code = error_code(error)
+def twilio_failure(error: TwilioException, attempts: int, http_status: int | None = None) -> Refused:
+    """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why. `http_status`
+    is the answer's own status: whether a code may have gone out depends on it, not on the body's word."""
+    code = error_code(error, http_status)
     fields = {"twilio_error_code": code, "twilio_attempts": attempts}
-    status = getattr(error, "status", None)
+    status = http_status if http_status is not None else getattr(error, "status", None)
     if isinstance(status, int):
         fields["twilio_http_status"] = status
     if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)

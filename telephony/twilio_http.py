@@ -59,16 +59,18 @@ RETRY_LEAST_SECONDS = 0.5
 
 class Attempts:
     """One use of the library by the function: how many attempts its call took, by when (a
-    time.monotonic() value) it must be over, whatever TWILIO_TIMEOUT_SECONDS allows, and what must
-    clear the request before it is sent. The library hides its transport from its callers, so all
-    three travel beside it."""
+    time.monotonic() value) it must be over, whatever TWILIO_TIMEOUT_SECONDS allows, what must clear
+    the request before it is sent, and the HTTP status of the last answer. The library hides its
+    transport from its callers, so all of it travels beside it. (The library reports an error body's
+    own `status` as the answer's when the body is RFC 9457's: a 503 whose body says 400 is a 503.)"""
 
-    __slots__ = ("clear", "count", "until")
+    __slots__ = ("clear", "count", "http_status", "until")
 
     def __init__(self, until: float | None, clear: Callable[[], None] | None = None) -> None:
         self.count = 0
         self.until = until
         self.clear = clear
+        self.http_status: int | None = None
 
 
 _attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
@@ -162,6 +164,7 @@ class TwilioTransport(HttpClient):
                 if pause is not None and deadline - time.monotonic() - pause >= RETRY_LEAST_SECONDS:
                     time.sleep(pause)
                     continue
+            counted.http_status = answer.status
             return Response(answer.status, answer.data.decode("utf-8", "replace"), answer.headers)
 
 

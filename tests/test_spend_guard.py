@@ -28,6 +28,7 @@ from tests.helpers import (
 )
 from tests.okta_stand_in import OktaState, phone_factor
 from tests.redis_server import RedisServer
+from tests.standins import http_answer, stand_in
 from tests.traces import ENROLMENT, SIGN_IN, User, ask, code_request, passed_event, range_numbers
 from tools.sandbox.twilio_sandbox import SandboxState
 
@@ -735,6 +736,21 @@ def test_a_code_twilio_refused_gives_its_room_back(make_client: AppFactory, sand
     sandbox.refuse_next.append(21211)  # Twilio: invalid number, nothing sent
     assert status_of(post_hook(client, code_request(first, ENROLMENT))) == "TWILIO_21211"
     assert status_of(post_hook(client, code_request(second, ENROLMENT))) == "SUCCESSFUL"  # the room came back
+
+
+@pytest.mark.parametrize("said", [400, 429, 200])
+def test_a_5xx_whose_body_names_another_status_is_still_a_code_twilio_may_have_taken(
+    make_client: AppFactory, said: int
+) -> None:
+    """An RFC 9457 error body carries a `status` of its own, which the twilio library reports as the
+    answer's: a 503 whose body says 400 is a 503 all the same, and its retry is not sent."""
+    problem = {"type": "https://www.twilio.com/docs/errors/21211", "title": "Invalid", "status": said, "code": 21211}
+    with stand_in(http_answer(503, json.dumps(problem).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        body = code_request(range_numbers("FR", 1)[0], ENROLMENT)
+        assert status_of(post_hook(client, body)) == "TWILIO_21211"
+        assert status_of(post_hook(client, body)) == "RETRY_NOT_SENT"
+        assert twilio.requests == 1
 
 
 def test_a_code_twilio_may_have_taken_keeps_counting_and_its_retry_is_never_sent(
