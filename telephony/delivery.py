@@ -15,7 +15,13 @@ from telephony.answers import Answer, code_too_long, not_configured, successful
 from telephony.locales import read_locale
 from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.templates import holds_code
-from telephony.twilio_errors import malformed_answer, not_accepted, transport_failure, twilio_failure
+from telephony.twilio_errors import (
+    UNREADABLE_ANSWER,
+    malformed_answer,
+    not_accepted,
+    transport_failure,
+    twilio_failure,
+)
 from telephony.twilio_facts import SMS_MAX_CHARS, is_sid
 from telephony.twilio_http import TwilioTransport, TwilioUnavailable, counting_attempts
 from telephony.voice import VoiceScript
@@ -131,7 +137,7 @@ class TwilioDelivery:
                 raise twilio_failure(error, attempts.count, attempts.http_status) from None
             except TwilioUnavailable as error:
                 raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
-            except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+            except UNREADABLE_ANSWER as error:
                 raise malformed_answer(type(error).__name__, attempts.count) from None  # a 2xx the library cannot read
         if not is_sid(sid, *SID_PREFIXES[api]):  # only a resource Twilio created proves the code was accepted
             raise malformed_answer("unexpected SID", attempts.count)

@@ -70,7 +70,7 @@ from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
-from telephony.twilio_errors import error_code, twilio_error
+from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, twilio_error
 from telephony.twilio_http import TwilioUnavailable
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
@@ -462,4 +462,6 @@ class EventHook:
         except TwilioUnavailable as error:
             reason = "TWILIO_TIMEOUT" if error.timed_out else "TWILIO_UNREACHABLE"
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": reason})
+        except UNREADABLE_ANSWER:  # a 2xx the library cannot read as a verification
+            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_MALFORMED_ANSWER"})
         return Approval(Outcome.FEEDBACK_APPROVED, {"twilio_sid": str(verification.sid)})

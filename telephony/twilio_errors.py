@@ -200,6 +200,12 @@ def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> Refus
     return provider_unavailable(hint, reason, log_fields=fields)
 
 
+# What the twilio library raises reading a 2xx answer that is not the resource it expects: not an
+# object, a field of the wrong type, JSON nested too deep, a date in a year past any calendar
+# (OverflowError, an ArithmeticError like the library's other number readings may raise).
+UNREADABLE_ANSWER = (ValueError, TypeError, AttributeError, LookupError, RecursionError, ArithmeticError)
+
+
 def malformed_answer(what: str, attempts: int) -> Refused:
     """Twilio (or what stands in its place) answered 2xx with something that is not the resource we
     asked for: nothing proves the code was accepted, so Okta falls back. It is not sent again: it may have been."""

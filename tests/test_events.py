@@ -26,6 +26,7 @@ from tests.helpers import (
     load_fixture,
 )
 from tests.okta_stand_in import OktaState, phone_factor
+from tests.standins import http_answer, stand_in
 from tools.sandbox.twilio_sandbox import SandboxState
 
 PENDING_SID = "VE" + "4c" * 16
@@ -486,6 +487,21 @@ def test_a_verify_refusal_other_than_404_is_a_failed_feedback(
     assert line["outcome"] == "feedback_failed"
     assert line["twilio_error_code"] == 20429
     assert line["severity"] == "ERROR"
+
+
+@pytest.mark.parametrize("answer", [b"[]", b"[" * 30_000 + b"]" * 30_000, b'"approved"'])
+def test_a_verify_answer_the_library_cannot_read_is_a_failed_feedback(
+    answer: bytes, make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 200 that is not a verification: the update's line says so, never an internal error."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    with stand_in(http_answer(200, answer)) as twilio:
+        client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=twilio.base_url))
+        capsys.readouterr()
+        assert post_events(client, batch(mfa_event())).status_code == 200
+        assert twilio.requests == 1
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["twilio_error"]) == ("feedback_failed", "TWILIO_MALFORMED_ANSWER")
 
 
 def test_a_user_without_a_phone_factor_is_logged_so(

@@ -126,6 +126,27 @@ def test_a_deeply_nested_answer_is_a_provider_failure_not_a_crash(make_client: A
     assert first_reason(response.get_json()) == "TWILIO_MALFORMED_ANSWER"
 
 
+@pytest.mark.parametrize(
+    ("channel", "oddity"),
+    [
+        ("sms", {"date_created": "Mon, 01 Jan 99999999999999999999 00:00:00 +0000"}),  # OverflowError
+        ("sms", {"date_sent": "01 Jan 9999999999 00:00:00"}),
+        ("voice", {"date_created": "01 Jan 9999999999 00:00:00"}),
+    ],
+)
+def test_a_resource_with_a_date_or_price_the_library_cannot_read_is_a_provider_failure(
+    channel: str, oddity: dict[str, str], make_client: AppFactory
+) -> None:
+    """Not a 500: Okta gets the error object, as for any 2xx that is not the resource we asked for."""
+    sid = ("SM" if channel == "sms" else "CA") + "d" * 32
+    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": "queued", **oddity}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        response = post_hook(client, okta_request(deliveryChannel=channel))
+        assert twilio.requests == 1
+    assert response.status_code == 200
+    assert first_reason(response.get_json()) == "TWILIO_MALFORMED_ANSWER"
+
+
 def test_an_error_code_that_spells_the_otp_is_not_repeated(
     make_client: AppFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:
