@@ -58,7 +58,7 @@ def fetch_jwks(url: str, seconds: float = JWKS_TIMEOUT_SECONDS) -> dict[str, Any
         raise JwksFetchFailed(f"HTTP {response.status}")
     try:
         document = json.loads(response.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise JwksFetchFailed("not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JwksFetchFailed("not a JWKS document")

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from telephony.oauth import MAX_TOKEN_BYTES, JwksCache, JwksUnavailable
 from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
-from tests.standins import stand_in
+from tests.standins import http_answer, stand_in
 from tools.sandbox.twilio_sandbox import SandboxState
 
 ISSUER = "https://acme.okta.com/oauth2/aus1hook"
@@ -214,6 +214,24 @@ def test_cached_keys_keep_serving_when_the_issuer_goes_down(issuer: Issuer) -> N
     issuer.down = True
     clock[0] += 7200  # keys are stale, the refresh fails
     assert cache.key(KID) is not None
+
+
+def test_a_key_set_nested_too_deep_to_parse_is_a_failed_fetch() -> None:
+    """About 60 KB, under the cap: 503 as for any key set that cannot be read, and the keys fetched
+    earlier keep serving when it comes on a refresh."""
+    nested = b'{"keys": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    with stand_in(http_answer(200, nested)) as issuer:
+        with pytest.raises(JwksUnavailable):
+            JwksCache(issuer.base_url + "/keys").key(KID)
+        assert issuer.requests == 1
+    document = json.dumps({"keys": [public_jwk(SIGNING_KEY, KID)]}).encode()
+    with stand_in(http_answer(200, document)) as issuer:
+        clock = [0.0]
+        cache = JwksCache(issuer.base_url + "/keys", clock=lambda: clock[0])
+        assert cache.key(KID) is not None
+        issuer.answer, clock[0] = http_answer(200, nested), clock[0] + 7200
+        assert cache.key(KID) is not None
+        assert issuer.requests == 2
 
 
 def test_a_first_fetch_failure_raises(issuer: Issuer) -> None:
