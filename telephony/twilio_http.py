@@ -16,6 +16,7 @@ twilio's default client (requests) gives a hook with a 3 s budget too little and
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import math
 import random
@@ -25,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from twilio.http import HttpClient
@@ -171,17 +173,27 @@ class TwilioTransport(HttpClient):
 def rate_limit_pause(body: bytes, retry_after: str | None) -> float | None:
     """How long to back off before retrying a 429, or None when a retry cannot help: a 429 carrying
     another Twilio code than 20429 is a limit of its own (Verify's 60203, max send attempts reached).
-    Twilio's Retry-After when it gives one in seconds, else a short random pause."""
+    At least a short random pause, so that a burst limited together does not come back together; longer
+    when Twilio's Retry-After says so."""
     try:
         code = json.loads(body).get("code")
     except (ValueError, AttributeError, RecursionError):
         code = None  # no Twilio error body: the 429 alone says rate limited
     if isinstance(code, int) and code not in (RATE_LIMITED, 20429):
         return None
+    return max(random.uniform(*RATE_LIMIT_PAUSE_SECONDS), retry_after_seconds(retry_after))  # noqa: S311 - not a secret
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """Retry-After as RFC 9110 defines it: whole seconds, or an HTTP date. 0 when absent or unreadable
+    (the caller's own pause applies), infinity when past any deadline."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value) if len(value) <= 9 else math.inf  # float('1_0') would read 10: digits only
     try:
-        seconds = float(retry_after) if retry_after is not None else math.nan
-    except ValueError:
-        seconds = math.nan  # an HTTP date, or not a number: our own pause
-    if math.isfinite(seconds) and seconds >= 0:
-        return seconds
-    return random.uniform(*RATE_LIMIT_PAUSE_SECONDS)  # noqa: S311 - spreading retries, not a secret
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return 0.0
+    if when.tzinfo is None:  # '-0000': UTC, with no word on the sender's zone
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

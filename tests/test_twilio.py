@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,13 @@ from telephony.answers import NOT_DELIVERED, Refused
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.settings import load_settings
 from telephony.twilio_errors import TWILIO_ERRORS
-from telephony.twilio_http import RATE_LIMIT_PAUSE_SECONDS, TwilioTransport, TwilioUnavailable
+from telephony.twilio_http import (
+    RATE_LIMIT_PAUSE_SECONDS,
+    TwilioTransport,
+    TwilioUnavailable,
+    rate_limit_pause,
+    retry_after_seconds,
+)
 from tests.helpers import (
     FIXTURES,
     FROM_NUMBER,
@@ -468,16 +477,49 @@ def answers_in_turn(twilio: StandIn, *answers: bytes) -> list[float]:
     return times
 
 
-@pytest.mark.parametrize(("retry_after", "least_pause"), [(None, RATE_LIMIT_PAUSE_SECONDS[0]), ("0.6", 0.6)])
+@pytest.mark.parametrize(("retry_after", "least_pause"), [(None, RATE_LIMIT_PAUSE_SECONDS[0]), ("1", 1.0)])
 def test_a_rate_limited_request_is_retried_after_backing_off(retry_after: str | None, least_pause: float) -> None:
-    """Twilio: a 429 is never processed and is safe to retry after backing off. Its Retry-After when
-    it names one, else a short random pause: a burst limited together does not come back together."""
+    """Twilio: a 429 is never processed and is safe to retry after backing off. A short random pause (a
+    burst limited together does not come back together), or Twilio's Retry-After when longer."""
     headers = f"Retry-After: {retry_after}\r\n" if retry_after else ""
     with stand_in(b"") as twilio:
         times = answers_in_turn(twilio, http_answer(429, RATE_LIMITED, headers=headers), http_answer(201, CREATED))
         answer = delivery_for(twilio).deliver(profile())
     assert answer.outcome == "delivered" and answer.log_fields["twilio_attempts"] == 2
     assert len(times) == 2 and times[1] - times[0] >= least_pause
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, 0.0),
+        ("", 0.0),
+        ("0", 0.0),
+        (" 7 ", 7.0),
+        ("0_1", 0.0),  # float() would read 1: RFC 9110's delay-seconds are ASCII digits only
+        ("1e3", 0.0),
+        ("-1", 0.0),
+        ("nan", 0.0),
+        ("\uff11\uff12", 0.0),  # full-width digits
+        ("9" * 5000, math.inf),  # past any deadline, and past what int() reads
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date passed: now
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 +0000", 0.0),
+    ],
+)
+def test_retry_after_is_read_as_rfc_9110_defines_it(value: str | None, seconds: float) -> None:
+    assert retry_after_seconds(value) == seconds
+
+
+def test_a_retry_after_date_to_come_is_the_seconds_until_then() -> None:
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    assert 28 <= retry_after_seconds(format_datetime(when, usegmt=True)) <= 30
+
+
+def test_a_retry_after_of_0_still_takes_the_random_pause() -> None:
+    """A burst told to retry at once would come back at once: the pause is never shorter than ours."""
+    pauses = [rate_limit_pause(RATE_LIMITED, "0") or 0.0 for _ in range(20)]
+    assert all(RATE_LIMIT_PAUSE_SECONDS[0] <= pause <= RATE_LIMIT_PAUSE_SECONDS[1] for pause in pauses)
+    assert len(set(pauses)) > 1  # spread, not one value
 
 
 @pytest.mark.parametrize(
