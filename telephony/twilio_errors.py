@@ -195,7 +195,7 @@ def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> Refus
     elif error.timed_out:
         hint, reason = f"Twilio did not answer within {timeout_seconds:g} s.", "TWILIO_TIMEOUT"
     else:
-        hint, reason = "Twilio could not be reached.", "TWILIO_UNREACHABLE"
+        hint, reason = "Twilio could not be reached, or its answer could not be read.", "TWILIO_UNREACHABLE"
     fields = {"twilio_error": reason, "error_type": error.error_type, "twilio_attempts": error.attempts}
     return provider_unavailable(hint, reason, log_fields=fields)
 

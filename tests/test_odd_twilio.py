@@ -206,6 +206,10 @@ def test_an_informational_answer_is_no_answer_and_its_connection_is_not_reused(m
         refused = post_hook(client, okta_request()).get_json()
         delivered = post_hook(client, okta_request(otpCode="739152")).get_json()
     assert first_reason(refused) == "TWILIO_UNREACHABLE"  # Twilio may have taken it: never asked again
+    # Twilio was reached: the admin's hint says its answer may be what failed
+    assert refused["error"]["errorCauses"][0]["errorSummary"] == (
+        "Twilio could not be reached, or its answer could not be read."
+    )
     assert delivered["commands"][0]["value"][0]["transactionId"] != first
 
 
