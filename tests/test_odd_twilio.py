@@ -75,6 +75,15 @@ UNCLEAR = {  # a status that does not say the resource goes out, nor that it doe
 }
 
 
+def causes_of_created(make_client: AppFactory, channel: str, sid: str, status: str | None) -> list[dict[str, str]]:
+    """The hook's errorCauses when Twilio answers 201 with this SID and status (asked once)."""
+    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": status}).encode())) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
+        assert twilio.requests == 1
+    return list(answer["error"]["errorCauses"])
+
+
 @pytest.mark.parametrize(("channel", "status"), sorted(NOT_SENT))
 def test_a_resource_created_as_failed_or_canceled_is_not_a_delivery(
     channel: str, status: str, make_client: AppFactory
@@ -82,11 +91,7 @@ def test_a_resource_created_as_failed_or_canceled_is_not_a_delivery(
     """A 201 with a real SID proves Twilio made the resource, not that it will go out: only a status
     Twilio gives a resource it took on is SUCCESSFUL. The rest is not sent again: Okta falls back."""
     sid, api = NOT_SENT[(channel, status)]
-    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": status}).encode())) as twilio:
-        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
-        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
-        assert twilio.requests == 1
-    assert answer["error"]["errorCauses"] == [
+    assert causes_of_created(make_client, channel, sid, status) == [
         {"errorSummary": f"Twilio created the {api} with status {status}: the code was not sent.",
          "reason": "TWILIO_NOT_ACCEPTED", "location": "https://status.twilio.com"}
     ]  # fmt: skip
@@ -99,11 +104,7 @@ def test_a_resource_created_with_an_unclear_status_is_neither_successful_nor_sai
     """No status, one Twilio does not document, or one a new resource should not have: the code may have
     gone, so Okta is not told it was not sent (and the spend guard keeps Okta's retry from sending it)."""
     sid, api, said = UNCLEAR[(channel, status)]
-    with stand_in(http_answer(201, json.dumps({"sid": sid, "status": status}).encode())) as twilio:
-        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
-        answer = post_hook(client, okta_request(deliveryChannel=channel)).get_json()
-        assert twilio.requests == 1
-    assert answer["error"]["errorCauses"] == [
+    assert causes_of_created(make_client, channel, sid, status) == [
         {"errorSummary": f"Twilio created the {api} with {said}, which does not say it goes out: it is not sent again.",
          "reason": "TWILIO_UNCLEAR_STATUS", "location": "https://status.twilio.com"}
     ]  # fmt: skip
