@@ -55,6 +55,7 @@ class Outcome(StrEnum):
     FEEDBACK_APPROVED = "feedback_approved"
     FEEDBACK_NOT_PENDING = "feedback_not_pending"
     FEEDBACK_NO_PHONE = "feedback_no_phone"
+    FEEDBACK_AMBIGUOUS = "feedback_ambiguous"  # the event fits several of the user's numbers: none proved
     FEEDBACK_FAILED = "feedback_failed"
     OKTA_API_UNAVAILABLE = "okta_api_unavailable"
     CONVERTED = "converted"  # the spend guard learnt the user's numbers converted (no Verify to tell)

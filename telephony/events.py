@@ -163,9 +163,10 @@ def too_old(event: LogEvent, now: datetime) -> bool:
 
 
 def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids: set[str]) -> list[str]:
-    """The numbers of the factor the user passed: the enrolment the event names, whatever type Okta
-    lists it under (one phone enrolment may be challenged by SMS or by voice); when it names none of
-    the user's phone factors, those of the challenge's type. Without repeats, in Okta's order."""
+    """The numbers that may be the factor the user passed: the enrolment the event names, whatever type
+    Okta lists it under (one phone enrolment may be challenged by SMS or by voice); when it names none
+    of the user's phone factors, those of the challenge's type. Without repeats, in Okta's order. Only
+    one is a proof: with several, which one passed is not known."""
     named = [factor for factor in factors if factor.factor_id and factor.factor_id in enrollment_ids]
     numbers: list[str] = []
     for factor in named or [factor for factor in factors if factor.factor_type == factor_type]:
@@ -190,18 +191,26 @@ class _Passes:
         key = enrollment_id or ""
         self.enrolments[key] = self.enrolments.get(key, False) or fresh
 
-    def numbers(self, factors: list[PhoneFactor], factor_type: str) -> tuple[list[str], list[str]]:
+    def numbers(self, factors: list[PhoneFactor], factor_type: str) -> tuple[list[str], list[str], bool]:
         """The numbers the events prove, each event as it alone would, and of those the ones a fresh
-        event proves: only theirs may have the pending Verify code that was typed in. Okta's order."""
+        event proves: only theirs may have the pending Verify code that was typed in. Okta's order.
+        Last, whether an event proved nothing because it fits several numbers (no enrolment named, and
+        the user has several numbers of the type): converting or approving them all would credit
+        numbers nobody typed a code from."""
         proved: list[str] = []
         fresh: list[str] = []
+        ambiguous = False
         for enrollment_id, is_fresh in self.enrolments.items():
-            for number in numbers_passed(factors, factor_type, {enrollment_id} if enrollment_id else set()):
+            candidates = numbers_passed(factors, factor_type, {enrollment_id} if enrollment_id else set())
+            if len(candidates) > 1:
+                ambiguous = True
+                continue
+            for number in candidates:
                 if number not in proved:
                     proved.append(number)
                 if is_fresh and number not in fresh:
                     fresh.append(number)
-        return proved, fresh
+        return proved, fresh, ambiguous
 
 
 def canonical_uuid(uuid: str | None) -> str:
@@ -404,9 +413,11 @@ class EventHook:
                 self._line(Outcome.OKTA_API_UNAVAILABLE, passes, {"okta_api_error": error.reason}, started)
             return
         for factor_type, passes in by_factor.items():
-            numbers, fresh = passes.numbers(factors, factor_type)
+            numbers, fresh, ambiguous = passes.numbers(factors, factor_type)
             # Here the owner of `numbers` is known to have passed a challenge on them.
-            if not numbers:
+            if ambiguous:
+                self._line(Outcome.FEEDBACK_AMBIGUOUS, passes, {"factor": factor_type}, started)
+            elif not numbers:
                 self._line(Outcome.FEEDBACK_NO_PHONE, passes, {"factor": factor_type}, started)
             for number in numbers:
                 read = read_number(number, self._default_country)

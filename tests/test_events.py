@@ -515,6 +515,40 @@ def test_a_user_without_a_phone_factor_is_logged_so(
     assert sandbox.requests == []
 
 
+@pytest.mark.parametrize("named", [False, True])
+def test_an_event_that_fits_several_numbers_proves_none(
+    named: bool, make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No enrolment named and two sms factors (or the named enrolment listed with two numbers): which
+    one passed is not known. Neither is approved in Verify nor converted: one event, at most one number."""
+    other = "+14155550777"
+    second = {**phone_factor(other), "id": "sms1o51EADOTFXHHBXBP" if named else "sms2OTHER"}
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE), second]
+    client = make_client(**events_env(okta_api))
+    for number in (PHONE, other):
+        sandbox.pend(VERIFY_SERVICE_SID, number, PENDING_SID)
+    event = mfa_event() if named else mfa_event(target=[])
+    capsys.readouterr()
+    assert post_events(client, batch(event)).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["factor"], line["severity"]) == ("feedback_ambiguous", "sms", "WARNING")
+    assert verify_updates(sandbox) == []
+    assert "guard_converted" not in line
+
+
+def test_an_event_naming_one_of_several_numbers_proves_that_one(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [{**phone_factor("+14155550777"), "id": "sms2OTHER"}, phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api))
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200  # names sms1o51EADOTFXHHBXBP: PHONE's
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["phone"]) == ("feedback_approved", PHONE_MASKED)
+    assert [update["path"].rsplit("/", 1)[1] for update in verify_updates(sandbox)] == ["%2B14155550123"]
+
+
 def test_the_org_url_must_be_https_except_on_loopback() -> None:
     from telephony.settings import SettingsError, load_settings
 
