@@ -70,7 +70,8 @@ from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
-from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, twilio_error
+from telephony.twilio_errors import KNOWN_STATUSES, UNREADABLE_ANSWER, error_code, twilio_error
+from telephony.twilio_facts import is_sid
 from telephony.twilio_http import TwilioUnavailable
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
@@ -475,4 +476,12 @@ class EventHook:
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": reason})
         except UNREADABLE_ANSWER:  # a 2xx the library cannot read as a verification
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_MALFORMED_ANSWER"})
-        return Approval(Outcome.FEEDBACK_APPROVED, {"twilio_sid": str(verification.sid)})
+        # Twilio answers with the verification as it now stands: approved, or the update did not take.
+        sid, status = verification.sid, verification.status
+        if not isinstance(sid, str) or not is_sid(sid, "VE"):
+            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_MALFORMED_ANSWER"})
+        if status != "approved":
+            said = status if isinstance(status, str) and status in KNOWN_STATUSES else "an unknown status"
+            fields = {"twilio_error": "TWILIO_NOT_APPROVED", "twilio_status": said, "twilio_sid": sid}
+            return Approval(Outcome.FEEDBACK_FAILED, fields)
+        return Approval(Outcome.FEEDBACK_APPROVED, {"twilio_sid": sid})

@@ -504,6 +504,44 @@ def test_a_verify_answer_the_library_cannot_read_is_a_failed_feedback(
     assert (line["outcome"], line["twilio_error"]) == ("feedback_failed", "TWILIO_MALFORMED_ANSWER")
 
 
+VE_SID = "VE" + "d" * 32
+
+
+@pytest.mark.parametrize(
+    ("verification", "failure"),
+    [
+        (
+            {"sid": "VE" + "d" * 32, "status": "pending"},
+            {"twilio_error": "TWILIO_NOT_APPROVED", "twilio_status": "pending"},
+        ),
+        (
+            {"sid": "VE" + "d" * 32, "status": "x"},
+            {"twilio_error": "TWILIO_NOT_APPROVED", "twilio_status": "an unknown status"},
+        ),
+        ({"sid": "SM" + "d" * 32, "status": "approved"}, {"twilio_error": "TWILIO_MALFORMED_ANSWER"}),
+        ({"status": "approved"}, {"twilio_error": "TWILIO_MALFORMED_ANSWER"}),
+    ],
+)
+def test_a_verify_update_answered_with_what_is_not_an_approved_verification_is_a_failed_feedback(
+    verification: dict[str, Any],
+    failure: dict[str, str],
+    make_client: AppFactory,
+    okta_api: OktaState,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Twilio answers the update with the verification as it now stands: only `approved`, on a VE SID,
+    is an approval (operators and the guard's conversion query read feedback_approved as one)."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    with stand_in(http_answer(200, json.dumps(verification).encode())) as twilio:
+        client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=twilio.base_url))
+        capsys.readouterr()
+        assert post_events(client, batch(mfa_event())).status_code == 200
+        assert twilio.requests == 1
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == "feedback_failed"
+    assert {key: line[key] for key in failure} == failure
+
+
 def test_a_user_without_a_phone_factor_is_logged_so(
     events_client: FlaskClient, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
