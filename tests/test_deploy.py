@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
-from tools.deploy import DeployError, env_vars_flag, gcloud_command
+from tools.deploy import DeployError, env_vars_flag, gcloud_command, unknown_variables
 
 BASE = {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1"}
 
@@ -254,3 +254,54 @@ def test_a_secret_of_another_project_is_named_by_its_resource_path() -> None:
         "GUARD_STORAGE_URI=projects/acme-shared/secrets/guard-uri:4,"
         "/etc/secrets/guard-store-ca:/ca.pem=projects/example.com:acme/secrets/guard-ca:1"
     ) in command
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"ALLOWED_COUNTRIES": "USA"}, "ALLOWED_COUNTRIES: .*not ISO 3166"),
+        ({"GUARD_MODE": "bogus"}, "GUARD_MODE: .*enforce, monitor or off"),
+        ({"TWILIO_FROM_NUMBER": "+1\u2026"}, "TWILIO_FROM_NUMBER"),  # the README's placeholder, left in
+        ({"TWILIO_API_KEY": "SK" + "1" * 32}, "TWILIO_API_SECRET"),  # the key without its secret in SECRETS
+        ({"GUARD_NUMBER_LIMIT": "5/fortnight"}, "GUARD_NUMBER_LIMIT"),
+    ],
+)
+def test_settings_the_function_would_refuse_stop_the_deploy(variables: dict[str, str], problem: str) -> None:
+    """Otherwise they pass the upload and the build, and every instance stops at start-up."""
+    with pytest.raises(DeployError, match=problem):
+        gcloud_command({**BASE, **variables})
+
+
+def test_the_settings_check_takes_secrets_from_secret_manager_as_given() -> None:
+    """Secret values are not known at deploy time: a secret SECRETS names counts as set."""
+    command = gcloud_command(
+        {"SECRETS": BASE["SECRETS"] + ",TWILIO_API_SECRET=twilio-api-secret:2,GUARD_STORAGE_URI=guard-uri:1",
+         "TWILIO_API_KEY": "SK" + "1" * 32, "TWILIO_ACCOUNT_SID": "AC" + "1" * 32}
+    )  # fmt: skip
+    assert any(
+        part.startswith("--set-secrets=") and "TWILIO_API_SECRET=twilio-api-secret:2" in part for part in command
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [({"REGION": "us central1"}, "REGION"), ({"MEMORY": "lots"}, "MEMORY"), ({"CPU": "x"}, "CPU")],
+)
+def test_the_instance_and_region_are_of_gclouds_form(variables: dict[str, str], problem: str) -> None:
+    with pytest.raises(DeployError, match=f"{problem} must be of gcloud's form"):
+        gcloud_command({**BASE, **variables})
+    assert "--memory=1Gi" in gcloud_command({**BASE, "MEMORY": "1Gi", "CPU": "0.5", "REGION": "europe-west1"})
+
+
+def test_a_misspelt_variable_on_makes_command_line_is_named_with_the_likely_one() -> None:
+    flags = "s -- DRY_RUN=1 ALLOWED_COUNTRY=US REGION=us\\ central1 SECRETS=A=b:1 PROJECT=acme"
+    assert unknown_variables(flags) == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)"]
+    assert unknown_variables("s") == []  # run without make's command-line variables: nothing to check
+
+
+@pytest.mark.e2e  # runs make
+def test_make_deploy_refuses_a_variable_it_does_not_know() -> None:
+    result = make_deploy(SECRETS=BASE["SECRETS"], ALLOWED_COUNTRY="US")
+    assert result.returncode != 0
+    assert "ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)" in result.stderr
+    assert result.stdout == ""  # no command printed

@@ -23,6 +23,7 @@ alert policy in tools/monitoring/alert-policy.json counts on them (docs/receipts
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from telephony.settings import env_names, secret_env_names
+from telephony.settings import SettingsError, env_names, load_settings, secret_env_names
 
 SECRET_SETTINGS = tuple(secret_env_names())
 # Set by the deploy itself: THREADS from its own variable, the project for log traces.
@@ -59,6 +60,19 @@ STORE_CA_MOUNT, STORE_CA_FILE = "/etc/secrets/guard-store-ca", "ca.pem"
 
 
 DEFAULT_RUNTIME = "python313"  # python312 is deprecated on Cloud Run functions in October 2028
+# The deploy's own inputs (the docstring's list) and the Makefile's variables: with the settings, every
+# name `make deploy NAME=value` may be given.
+DEPLOY_INPUTS = frozenset(
+    {"FUNCTION_NAME", "REGION", "PROJECT", "SECRETS", "MIN_INSTANCES", "MAX_INSTANCES", "THREADS", "MEMORY", "CPU",
+     "RUNTIME", "SERVICE_ACCOUNT", "NETWORK", "SUBNET", "VPC_EGRESS", "GUARD_STORE_CA", "DRY_RUN", "PYTHON", "ARGS"}
+)  # fmt: skip
+# gcloud's forms: a region ('europe-west1'), a memory size with its unit ('512Mi', '1Gi'), CPUs ('1', '0.5').
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+_MEMORY = re.compile(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T|MB|GB)")
+_CPU = re.compile(r"[0-9]*\.?[0-9]+")
+# Secrets come from Secret Manager: the settings check sees a stand-in for each one SECRETS names (their
+# values are checked by the function at start-up).
+_SECRET_STAND_IN, _STORE_STAND_IN = "from-secret-manager", "redis://stand-in.invalid:6379/0"
 
 
 class DeployError(SystemExit):
@@ -117,6 +131,10 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
         raise DeployError("deploy: FUNCTION_NAME must be lowercase letters, digits and hyphens, from a letter")
     if not (env.get("MIN_INSTANCES") or "1").isdigit():
         raise DeployError("deploy: MIN_INSTANCES must be a whole number")
+    for variable, form, example in (("REGION", _REGION, "europe-west1"), ("MEMORY", _MEMORY, "512Mi"),
+                                    ("CPU", _CPU, "1")):  # fmt: skip
+        if env.get(variable) and not form.fullmatch(env[variable]):
+            raise DeployError(f"deploy: {variable} must be of gcloud's form, such as {example}")
     command = [
         "gcloud", "functions", "deploy", name,
         "--gen2",
@@ -146,7 +164,39 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
     command += vpc_flags(env)
+    check_settings(plain, secrets)
     return command
+
+
+def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+    """The function's own start-up check, run on what is deployed: a setting it refuses would otherwise
+    pass the upload and the build, and stop every instance, said only in Cloud Run's logs."""
+    stand_ins = {
+        name: _STORE_STAND_IN if name == "GUARD_STORAGE_URI" else _SECRET_STAND_IN
+        for name in secrets
+        if name in SECRET_SETTINGS
+    }
+    try:
+        load_settings({**plain, **stand_ins})
+    except SettingsError as error:  # it names each variable and why, never a value
+        raise DeployError(f"deploy: {error}") from None
+
+
+def unknown_variables(makeflags: str) -> list[str]:
+    """The variables given on make's command line (MAKEFLAGS, after '--') that are neither a setting
+    nor an input of the deploy, each with the name it was likely meant to be: a misspelt setting would
+    otherwise be left out of the deployment without a word (ALLOWED_COUNTRY: every country allowed)."""
+    _, marker, assignments = makeflags.partition("-- ")
+    if not marker:
+        return []
+    known = {*env_names(all_spellings=True), *DEPLOY_INPUTS}
+    problems = []
+    for assignment in re.split(r"(?<!\\)\s+", assignments.strip()):
+        name = assignment.partition("=")[0]
+        if name and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return problems
 
 
 def store_authority(env: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
@@ -194,6 +244,9 @@ def metric_commands(env: Mapping[str, str], verb: str = "create") -> list[list[s
 
 
 def main() -> None:
+    unknown = unknown_variables(os.environ.get("MAKEFLAGS", ""))
+    if unknown:
+        raise DeployError(f"deploy: not a setting or a deploy variable: {', '.join(unknown)}")
     command = gcloud_command(os.environ)
     metrics = metric_commands(os.environ)
     if os.environ.get("DRY_RUN") not in (None, "", "0"):
