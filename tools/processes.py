@@ -201,7 +201,13 @@ def start_redis(
         listen += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no"]
     arguments = ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     arguments += ["--dir", str(directory)] + (["--requirepass", password] if password else [])
-    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    except FileNotFoundError:
+        raise StartFailed(
+            "redis-server is not installed: the spend guard's tests and `make bench` run a real one "
+            "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)"
+        ) from None
     return listening(process, port)
 
 
