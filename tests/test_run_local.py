@@ -249,6 +249,7 @@ def test_a_stranger_answering_on_the_port_is_not_taken_for_the_process() -> None
 
 def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(running: Any) -> None:
     run = running(SANDBOX_RECEIPT_DELAY_MS="50")
+    assert "It then posts signed delivery receipts back to the hook" in run.output()
     ended: dict[str, str] = {}
     for name, expected in EXPECTED.items():
         status, answer = run.post("/", (EXAMPLES / name).read_bytes(), "hook-secret")
@@ -293,6 +294,7 @@ def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(
 def test_verify_feedback_end_to_end_and_ctrl_c_stops_everything(running: Any) -> None:
     run = running(TWILIO_VERIFY_SERVICE_SID=SANDBOX_VERIFY_SERVICE_SID)
     assert "Okta Management API stand-in on http://127.0.0.1:" in run.output()
+    assert "Verify has no delivery receipts" in run.output() and "posts signed delivery" not in run.output()
     status, answer = run.post("/", (EXAMPLES / "okta-sms-request.json").read_bytes(), "hook-secret")
     assert status == 200
     sid = transaction_id(answer)

@@ -132,11 +132,16 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
     env.pop("TWILIO_API_KEY", None)
     env.pop("TWILIO_API_SECRET", None)
     latency, receipt_delay = env.get("SANDBOX_LATENCY_MS", "0"), env.get("SANDBOX_RECEIPT_DELAY_MS", "1000")
+    afterwards = (
+        [" Verify has no delivery receipts: the hook's line is the last word on each code."]
+        if env.get("TWILIO_VERIFY_SERVICE_SID")
+        else [" It then posts signed delivery receipts back to the hook: its receipt lines follow the hook's line."]
+    )
     say(
         RULE,
         " No TWILIO_ACCOUNT_SID configured: using the LOCAL TWILIO SANDBOX.",
-        " NOTHING IS REALLY SENT. The sandbox prints each SMS and call instead, then posts",
-        " signed delivery receipts back to the hook: its receipt lines follow the hook's line.",
+        " NOTHING IS REALLY SENT. The sandbox prints each SMS, call and verification instead.",
+        *afterwards,
         RULE,
     )
     arguments = ("--latency-ms", latency, "--receipt-delay-ms", receipt_delay)
