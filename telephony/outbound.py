@@ -250,7 +250,8 @@ class Outbound:
                 raise CallFailed(
                     timed_out=_timed_out(call, error),
                     never_sent=not call.sent and not _timed_out(call, error),
-                    error_type=type(error).__name__,
+                    # the watchdog shut the socket at the deadline: what urllib3 then saw is not the cause
+                    error_type="DeadlineExceeded" if call.expired else type(error).__name__,
                 ) from None
             if call.finish():  # the deadline shut the socket: an answer without a length may be cut short
                 _discard(response)

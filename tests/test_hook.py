@@ -25,6 +25,7 @@ from tests.helpers import (
     okta_request,
     post_hook,
 )
+from tests.standins import stand_in
 from tools.sandbox.twilio_sandbox import SandboxState
 
 
@@ -305,6 +306,23 @@ def test_twilio_hanging_answers_the_timeout_at_the_configured_deadline(
     assert response.status_code == 200
     assert first_reason(okta_error(response)) == "TWILIO_TIMEOUT"
     assert timeout <= elapsed < 2 * timeout
+
+
+def test_a_twilio_trickling_past_the_deadline_is_logged_as_the_deadline(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No read ever times out (a byte comes every 0.1 s): the deadline shuts the socket, and what
+    urllib3 then reports (a broken connection) is not what the admin should read."""
+    timeout = 0.5
+    body = json.dumps({"sid": "SM" + "1" * 32, "status": "queued"}).encode()
+    answer = b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with stand_in(answer, chunk=1, pause=0.1) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url, TWILIO_TIMEOUT_SECONDS=str(timeout))
+        capsys.readouterr()
+        response = post_hook(client, okta_request())
+    assert first_reason(okta_error(response)) == "TWILIO_TIMEOUT"
+    line = hook_log(capsys.readouterr().out)
+    assert (line["twilio_error"], line["error_type"]) == ("TWILIO_TIMEOUT", "DeadlineExceeded")
 
 
 def test_missing_twilio_configuration_is_explained(make_client: AppFactory, sandbox: SandboxState) -> None:
