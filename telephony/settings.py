@@ -494,16 +494,22 @@ def _redis_options(uri: str) -> None:
         raise ValueError(unusable) from None
 
 
-def env_names(all_spellings: bool = False) -> list[str]:
-    """Every variable the hook reads, by its documented name (or with every accepted spelling)."""
-    names: list[str] = []
+def spellings() -> dict[str, list[str]]:
+    """Every variable the hook reads: its documented name, and every spelling it is also read under
+    (the documented one first, the one read first)."""
+    names: dict[str, list[str]] = {}
     for field in Settings.model_fields.values():
         if field.alias:
-            names.append(field.alias)
+            names[field.alias] = [field.alias]
         elif isinstance(field.validation_alias, AliasChoices):
-            spellings = [choice for choice in field.validation_alias.choices if isinstance(choice, str)]
-            names += spellings if all_spellings else spellings[:1]
+            choices = [choice for choice in field.validation_alias.choices if isinstance(choice, str)]
+            names[choices[0]] = choices
     return names
+
+
+def env_names(all_spellings: bool = False) -> list[str]:
+    """Every variable the hook reads, by its documented name (or with every accepted spelling)."""
+    return [name for each in spellings().values() for name in (each if all_spellings else each[:1])]
 
 
 def _secret_fields() -> list[str]:

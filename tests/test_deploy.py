@@ -305,3 +305,50 @@ def test_make_deploy_refuses_a_variable_it_does_not_know() -> None:
     assert result.returncode != 0
     assert "ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)" in result.stderr
     assert result.stdout == ""  # no command printed
+
+
+def test_a_settings_other_spelling_is_deployed_under_its_documented_name() -> None:
+    """configuration.md: TWILIO_API_KEY (or TWILIO_API_KEY_SID), TWILIO_API_SECRET (or
+    TWILIO_API_KEY_SECRET): the function reads either, so the deploy takes either."""
+    key = "SK" + "2" * 32
+    command = gcloud_command(
+        {"SECRETS": BASE["SECRETS"] + ",TWILIO_API_KEY_SECRET=twilio-api-secret:2",
+         "TWILIO_API_KEY_SID": key, "TWILIO_ACCOUNT_SID": "AC" + "1" * 32}
+    )  # fmt: skip
+    assert f"TWILIO_API_KEY={key}" in next(part for part in command if part.startswith("--set-env-vars="))
+    assert "TWILIO_API_SECRET=twilio-api-secret:2" in next(
+        part for part in command if part.startswith("--set-secrets=")
+    )
+    with pytest.raises(DeployError, match="TWILIO_API_KEY_SECRET must come from Secret Manager"):
+        gcloud_command({**BASE, "TWILIO_API_KEY_SECRET": "plain-secret-value"})
+
+
+@pytest.mark.parametrize("entry", ["OKTA_HOOK_AUTH_SECRET=Zx9-MyRealHookSecret-Value", "Zx9-MyRealHookSecret-Value"])
+def test_a_secret_pasted_into_secrets_is_never_repeated(entry: str) -> None:
+    with pytest.raises(DeployError) as refused:
+        gcloud_command({"SECRETS": entry})
+    assert "Zx9-MyRealHookSecret-Value" not in str(refused.value)
+    assert "is not ENV=secret:version" in str(refused.value)
+
+
+def test_the_env_vars_delimiter_is_one_that_splits_back_exactly() -> None:
+    """'me@' before '@@' would make '@@@': gcloud would split off 'me' and '@ALLOWED_COUNTRIES=US'."""
+    values = {"SMS_TEMPLATE": "a|b~c#{code} me@", "ALLOWED_COUNTRIES": "US"}
+    flag = env_vars_flag(values)
+    delimiter = flag.removeprefix("--set-env-vars=^").partition("^")[0]
+    assert flag.partition(f"^{delimiter}^")[2].split(delimiter) == [
+        "SMS_TEMPLATE=a|b~c#{code} me@",
+        "ALLOWED_COUNTRIES=US",
+    ]
+
+
+@pytest.mark.parametrize("variable", ["THREADS", "MIN_INSTANCES", "MAX_INSTANCES"])
+def test_a_count_must_be_ascii_digits(variable: str) -> None:
+    with pytest.raises(DeployError, match=f"{variable} must be a whole number"):
+        gcloud_command({**BASE, variable: "\u00b2"})  # '²': a digit to str.isdigit, not to int()
+
+
+def test_a_value_on_several_lines_is_one_variable_and_never_repeated() -> None:
+    """make escapes a value's spaces in MAKEFLAGS, not its newlines: the two-line SMS format is one value."""
+    flags = "s -- SMS_TEMPLATE=Your\\ code\\ is\\ {code}\n@acme.example\\ #{code} ALLOWED_COUNTRY=US"
+    assert unknown_variables(flags) == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)"]

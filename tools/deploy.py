@@ -33,13 +33,16 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from telephony.settings import SettingsError, env_names, load_settings, secret_env_names
+from telephony.settings import SettingsError, env_names, load_settings, secret_env_names, spellings
 
 SECRET_SETTINGS = tuple(secret_env_names())
 # Set by the deploy itself: THREADS from its own variable, the project for log traces.
 PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
+# Each setting's spellings (TWILIO_API_KEY_SID is TWILIO_API_KEY): deployed under its documented name.
+SPELLINGS = spellings()
+DOCUMENTED = {spelling: name for name, each in SPELLINGS.items() for spelling in each}
 MONITORING = Path(__file__).resolve().parent / "monitoring"
 LOG_METRICS = (
     "hook-outcomes.metric.json",
@@ -80,13 +83,20 @@ class DeployError(SystemExit):
 
 
 def parse_secrets(spec: str) -> dict[str, str]:
-    """'OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,...' -> {env: secret:version}, versions pinned."""
+    """'OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,...' -> {env: secret:version}, versions pinned. A wrong
+    entry is named by its variable alone: what follows '=' may be the secret itself, pasted there."""
     secrets: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         match = _SECRET_REF.match(item)
+        named = item.partition("=")[0]
+        shown = named if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", named) else "an entry"
         if not match:
-            raise DeployError(f"deploy: SECRETS entry {item!r} is not ENV=secret:version (a pinned number, not latest)")
+            raise DeployError(
+                f"deploy: SECRETS: {shown} is not ENV=secret:version (a pinned number, not latest; "
+                "the secret's name in Secret Manager, never its value)"
+            )
         env, secret, version = match.groups()
+        env = DOCUMENTED.get(env, env)
         if env not in SECRET_SETTINGS:
             raise DeployError(f"deploy: {env} is not a secret setting ({', '.join(SECRET_SETTINGS)})")
         if env in secrets:
@@ -96,18 +106,27 @@ def parse_secrets(spec: str) -> dict[str, str]:
 
 
 def env_vars_flag(values: Mapping[str, str]) -> str:
-    """--set-env-vars with a delimiter no value contains (gcloud's ^DELIM^ escaping), for lists and JSON."""
-    delimiter = next((d for d in ("|", "~", "#", "@@", "%%") if not any(d in value for value in values.values())), None)
-    if delimiter is None:
-        raise DeployError("deploy: the plain settings hold every delimiter gcloud could take (| ~ # @@ %%)")
+    """--set-env-vars with a delimiter that splits back into exactly these settings (gcloud's ^DELIM^
+    escaping), for lists and JSON: no value holds it, nor makes it with a neighbour ('me@' + '@@')."""
     pairs = [f"{name}={value}" for name, value in values.items()]
-    return f"--set-env-vars=^{delimiter}^" + delimiter.join(pairs)
+    for delimiter in ("|", "~", "#", "@@", "%%"):
+        if delimiter.join(pairs).split(delimiter) == pairs:
+            return f"--set-env-vars=^{delimiter}^" + delimiter.join(pairs)
+    raise DeployError("deploy: the plain settings hold every delimiter gcloud could take (| ~ # @@ %%)")
+
+
+def _whole(value: str) -> bool:
+    """A whole number as gcloud reads one: ASCII digits ('²' is a digit to str.isdigit)."""
+    return value.isascii() and value.isdigit()
 
 
 def gcloud_command(env: Mapping[str, str]) -> list[str]:
     for name in SECRET_SETTINGS:
-        if env.get(name):
-            raise DeployError(f"deploy: {name} must come from Secret Manager (SECRETS=...), not the environment")
+        for spelling in SPELLINGS[name]:
+            if env.get(spelling):
+                raise DeployError(
+                    f"deploy: {spelling} must come from Secret Manager (SECRETS=...), not the environment"
+                )
     secrets = parse_secrets(env.get("SECRETS", ""))
     # A feedback-only deployment (Okta's built-in Twilio provider) has the event hook's secret alone.
     hook_secrets = {"OKTA_HOOK_AUTH_SECRET", "OKTA_EVENT_HOOK_AUTH_SECRET"}
@@ -120,16 +139,20 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     if not re.fullmatch(r"python3[0-9]{2}", runtime):
         raise DeployError("deploy: RUNTIME must be a Python runtime id such as python313")
     threads = env.get("THREADS") or "80"
-    if not threads.isdigit() or int(threads) < 1:
+    if not _whole(threads) or int(threads) < 1:
         raise DeployError("deploy: THREADS must be a whole number")
-    plain = {name: env[name] for name in PLAIN_SETTINGS if env.get(name)}
+    plain = {}  # under its documented name, from the spelling the function would read first
+    for name in PLAIN_SETTINGS:
+        value = next((env[spelling] for spelling in SPELLINGS[name] if env.get(spelling)), None)
+        if value is not None:
+            plain[name] = value
     plain["THREADS"] = threads
     if env.get("PROJECT"):
         plain["GOOGLE_CLOUD_PROJECT"] = env["PROJECT"]
     name = env.get("FUNCTION_NAME") or "okta-telephony-hook"
     if not _FUNCTION_NAME.fullmatch(name):
         raise DeployError("deploy: FUNCTION_NAME must be lowercase letters, digits and hyphens, from a letter")
-    if not (env.get("MIN_INSTANCES") or "1").isdigit():
+    if not _whole(env.get("MIN_INSTANCES") or "1"):
         raise DeployError("deploy: MIN_INSTANCES must be a whole number")
     for variable, form, example in (("REGION", _REGION, "europe-west1"), ("MEMORY", _MEMORY, "512Mi"),
                                     ("CPU", _CPU, "1")):  # fmt: skip
@@ -158,7 +181,7 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     if env.get("PROJECT"):
         command.append(f"--project={env['PROJECT']}")
     if env.get("MAX_INSTANCES"):
-        if not env["MAX_INSTANCES"].isdigit() or int(env["MAX_INSTANCES"]) < 1:
+        if not _whole(env["MAX_INSTANCES"]) or int(env["MAX_INSTANCES"]) < 1:
             raise DeployError("deploy: MAX_INSTANCES must be a whole number")
         command.append(f"--max-instances={env['MAX_INSTANCES']}")
     if env.get("SERVICE_ACCOUNT"):
@@ -185,17 +208,18 @@ def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> None
 def unknown_variables(makeflags: str) -> list[str]:
     """The variables given on make's command line (MAKEFLAGS, after '--') that are neither a setting
     nor an input of the deploy, each with the name it was likely meant to be: a misspelt setting would
-    otherwise be left out of the deployment without a word (ALLOWED_COUNTRY: every country allowed)."""
+    otherwise be left out of the deployment without a word (ALLOWED_COUNTRY: every country allowed).
+    make escapes a value's spaces and tabs, not its newlines; only names are ever repeated."""
     _, marker, assignments = makeflags.partition("-- ")
     if not marker:
         return []
     known = {*env_names(all_spellings=True), *DEPLOY_INPUTS}
     problems = []
-    for assignment in re.split(r"(?<!\\)\s+", assignments.strip()):
-        name = assignment.partition("=")[0]
-        if name and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip()):
+        named = re.match(r"([A-Za-z_][A-Za-z0-9_]*)[:+?!]?=", assignment)
+        if named and named.group(1) not in known:
+            close = difflib.get_close_matches(named.group(1), sorted(known), n=1)
+            problems.append(f"{named.group(1)} (did you mean {close[0]}?)" if close else named.group(1))
     return problems
 
 
