@@ -142,7 +142,7 @@ class TwilioDelivery:
         if not is_sid(sid, *SID_PREFIXES[api]):  # only a resource Twilio created proves the code was accepted
             raise malformed_answer("unexpected SID", attempts.count)
         if status not in ACCEPTED_STATUSES[api]:
-            raise not_accepted(api, status, attempts.count)
+            raise not_accepted(api, status, attempts.count, sid)
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         return successful(
             provider=self._settings.okta_provider_name,

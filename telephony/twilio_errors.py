@@ -233,10 +233,11 @@ NOT_GOING = frozenset(
 )
 
 
-def not_accepted(api: str, status: str, attempts: int) -> Refused:
+def not_accepted(api: str, status: str, attempts: int, sid: str | None = None) -> Refused:
     """Twilio created the resource but its status does not say it goes out: Okta falls back. Only a
     status that says it will not go ('failed', 'canceled') proves nothing was sent; any other (none, an
-    unknown one, 'completed') may hide a code that went, and Okta's retry of it is not sent again."""
+    unknown one, 'completed') may hide a code that went, and Okta's retry of it is not sent again.
+    `sid`: the resource's, for the log line (the admin looks it up in Twilio's console)."""
     said = f"status {status}" if status in KNOWN_STATUSES else "an unknown status"  # none, or not Twilio's
     if status in NOT_GOING:
         summary, reason = f"Twilio created the {api} with {said}: the code was not sent.", "TWILIO_NOT_ACCEPTED"
@@ -248,5 +249,10 @@ def not_accepted(api: str, status: str, attempts: int) -> Refused:
         summary,
         reason,
         "https://status.twilio.com",
-        log_fields={"twilio_error": reason, "twilio_status": said.removeprefix("status "), "twilio_attempts": attempts},
+        log_fields={
+            "twilio_error": reason,
+            "twilio_status": said.removeprefix("status "),
+            "twilio_attempts": attempts,
+            **({"twilio_sid": sid} if sid else {}),
+        },
     )

@@ -110,6 +110,19 @@ def test_a_resource_created_with_an_unclear_status_is_neither_successful_nor_sai
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(("status", "reason"), [("failed", "TWILIO_NOT_ACCEPTED"), ("NaN", "TWILIO_UNCLEAR_STATUS")])
+def test_the_line_of_a_resource_created_but_not_delivered_names_its_sid(
+    status: str, reason: str, make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The resource exists: the admin looks it up in Twilio's console by its SID."""
+    sid = "SM" + "5" * 32
+    capsys.readouterr()
+    assert causes_of_created(make_client, "sms", sid, status)[0]["reason"] == reason
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if line.get("outcome") == "provider_error"]
+    assert (line["twilio_error"], line["twilio_sid"]) == (reason, sid)
+
+
 @pytest.mark.parametrize(("status", "reason"), [("failed", "TWILIO_NOT_ACCEPTED"), ("canceled", "TWILIO_NOT_ACCEPTED"),
                                                 ("approved", "TWILIO_UNCLEAR_STATUS")])  # fmt: skip
 def test_a_verification_not_pending_is_not_a_delivery(status: str, reason: str, make_client: AppFactory) -> None:
