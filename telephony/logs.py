@@ -73,9 +73,7 @@ class CloudLoggingFormatter(logging.Formatter):
     def _scrub_text(self, text: str, replacements: list[tuple[str, str]]) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        for value, replacement in replacements:
-            text = _replace_whole(text, value, replacement)
-        return text
+        return _replace_around(text, replacements, [mask for _, mask in replacements if mask != REDACTED])
 
     def _scrub_value(self, value: Any, replacements: list[tuple[str, str]]) -> Any:
         """Strings scrubbed, containers walked (their keys kept), numbers kept, anything else as its text."""
@@ -177,6 +175,18 @@ def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
     scope = _scope.get()
     if scope is not None and len(value) >= 3:
         scope.replacements.append((value, replacement))
+
+
+def _replace_around(text: str, replacements: list[tuple[str, str]], masks: list[str]) -> str:
+    """Each replacement made outside the masks the request wrote (the masked number, '+1******0123'):
+    they are safe as they stand, and a 4-digit code equal to the number's last digits must neither
+    blank the number's mask nor, blanked, tell a reader the code."""
+    for index, mask in enumerate(masks):
+        if mask in text:
+            return mask.join(_replace_around(part, replacements, masks[index + 1 :]) for part in text.split(mask))
+    for value, replacement in replacements:
+        text = _replace_whole(text, value, replacement)
+    return text
 
 
 _DIGITS = frozenset("0123456789")

@@ -291,6 +291,19 @@ def formatted(formatter: logging.Formatter, message: str) -> str:
     return str(json.loads(formatter.format(record))["message"])
 
 
+def test_a_code_equal_to_the_numbers_last_digits_leaves_its_mask_alone() -> None:
+    """'+1******[redacted]' would break queries on the phone field, and tell a reader the code."""
+    from telephony.logs import CloudLoggingFormatter, mark_sensitive, request_scope
+
+    formatter = CloudLoggingFormatter([])
+    with request_scope(None):
+        mark_sensitive("0123")
+        mark_sensitive("+12065550123", "+1******0123")
+        mark_sensitive("12065550123", "+1******0123")
+        line = formatted(formatter, "sms to +1******0123, code 0123, number +12065550123, sid SMab0123cd")
+    assert line == "sms to +1******0123, code [redacted], number +1******0123, sid SMab[redacted]cd"
+
+
 def test_log_scrub_hides_the_code_and_number_wherever_no_digit_touches_them() -> None:
     """Where a letter touches them too: a form or a URL a peer echoes spells them after '%3A' or '%2B',
     and a SID may hold the code's digits (rarely, and a reader could not tell them from the code)."""
