@@ -8,9 +8,10 @@ pending verification `approved`. This serves Okta's built-in Twilio provider as 
 
 What one event may do, and what one POST may cost:
 - an event approves only the number of the factor the user passed: the enrolment it names (one
-  phone enrolment may be challenged by SMS or by voice, whichever type Okta lists it under); when it
-  names none, SMS_FACTOR (or methodTypeUsed SMS) the user's "sms" factors, CALL_FACTOR (or VOICE) the
-  "call" factors, never the other type;
+  phone enrolment may be challenged by SMS or by voice, whichever type Okta lists it under), and
+  nothing when that is not one of the user's active phone factors; when it names none, SMS_FACTOR (or
+  methodTypeUsed SMS) the user's one "sms" factor, CALL_FACTOR (or VOICE) the "call" one, never the
+  other type, and nothing when the user has several;
 - an event is acted on once: its `uuid` is claimed before anything is done (per instance, or across
   instances when a shared store is given), so a repeated delivery approves no newer code. At most
   once: an event whose calls then fail is not acted on again;
@@ -165,12 +166,17 @@ def too_old(event: LogEvent, now: datetime) -> bool:
 
 def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids: set[str]) -> list[str]:
     """The numbers that may be the factor the user passed: the enrolment the event names, whatever type
-    Okta lists it under (one phone enrolment may be challenged by SMS or by voice); when it names none
-    of the user's phone factors, those of the challenge's type. Without repeats, in Okta's order. Only
-    one is a proof: with several, which one passed is not known."""
-    named = [factor for factor in factors if factor.factor_id and factor.factor_id in enrollment_ids]
+    Okta lists it under (one phone enrolment may be challenged by SMS or by voice), and none when it is
+    not one of the user's active phone factors (removed since, another user's, an email enrolment):
+    the code was typed on that enrolment, not on another number. When the event names no enrolment,
+    the user's factors of the challenge's type. Without repeats, in Okta's order. Only one is a proof:
+    with several, which one passed is not known."""
+    if enrollment_ids:
+        candidates = [factor for factor in factors if factor.factor_id and factor.factor_id in enrollment_ids]
+    else:
+        candidates = [factor for factor in factors if factor.factor_type == factor_type]
     numbers: list[str] = []
-    for factor in named or [factor for factor in factors if factor.factor_type == factor_type]:
+    for factor in candidates:
         if factor.number not in numbers:
             numbers.append(factor.number)
     return numbers

@@ -195,8 +195,10 @@ def compact(event: dict[str, Any]) -> dict[str, Any]:
     return {key: event[key] for key in kept}
 
 
-def activated(method: str, user: str = OKTA_USER_ID) -> dict[str, Any]:
-    target = {"id": "x", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": method}}
+def activated(method: str, user: str = OKTA_USER_ID, enrolment: str | None = None) -> dict[str, Any]:
+    """A phone enrolment completed: naming the user's enrolment of that method (`enrolment`: another)."""
+    named = enrolment or ENROLMENT["SMS_FACTOR" if method == "SMS" else "CALL_FACTOR"]
+    target = {"id": named, "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": method}}
     return passed(eventType="user.mfa.factor.activate", debugContext={"debugData": {}}, target=[target], user=user)
 
 
@@ -238,6 +240,25 @@ def test_an_event_approves_only_the_number_of_the_factor_the_user_passed(
     [line] = [line for line in event_hook_lines(events_hook) if line.get("outcome") == "feedback_approved"]
     assert line["twilio_sid"] == (SMS_SID if approved == SMS_NUMBER else CALL_SID)
     assert line["phone"] == mask(approved)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        lambda: passed("SMS_FACTOR", enrolment="sms1removedorforeign0"),  # removed since, or another user's
+        lambda: passed("SMS_FACTOR", enrolment="eml1o51EADOTFXHHBXBP"),  # an email enrolment
+        lambda: activated("SMS", enrolment="sms1anotherusers0000"),
+    ],
+)
+def test_an_event_naming_an_enrolment_the_user_does_not_have_approves_nothing(
+    events_hook: RunningHook, sandbox: SandboxState, event: Any
+) -> None:
+    """The code was typed on the enrolment the event names: no other number of the user's is proved."""
+    pend_both(sandbox)
+    assert deliver(events_hook, event())[0] == 200
+    assert (VERIFY_SERVICE_SID, SMS_NUMBER) in sandbox.pending and (VERIFY_SERVICE_SID, CALL_NUMBER) in sandbox.pending
+    [line] = [line for line in event_hook_lines(events_hook) if "event_type" in line]
+    assert (line["outcome"], "phone" in line) == ("feedback_no_phone", False)
 
 
 def test_an_event_delivered_again_approves_no_newer_code(
