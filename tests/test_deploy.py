@@ -352,3 +352,17 @@ def test_a_value_on_several_lines_is_one_variable_and_never_repeated() -> None:
     """make escapes a value's spaces in MAKEFLAGS, not its newlines: the two-line SMS format is one value."""
     flags = "s -- SMS_TEMPLATE=Your\\ code\\ is\\ {code}\n@acme.example\\ #{code} ALLOWED_COUNTRY=US"
     assert unknown_variables(flags) == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)"]
+
+
+@pytest.mark.parametrize("spelling", ["GOOGLE_CLOUD_PROJECT", "GCP_PROJECT"])
+def test_the_logs_project_comes_from_project_else_the_one_given(spelling: str) -> None:
+    """The function names its traces with it: given without PROJECT, it is deployed, not dropped."""
+    command = gcloud_command({**BASE, spelling: "acme-logs"})
+    assert "GOOGLE_CLOUD_PROJECT=acme-logs" in next(part for part in command if part.startswith("--set-env-vars="))
+    with_project = gcloud_command({**BASE, spelling: "acme-logs", "PROJECT": "acme-prod"})
+    assert any("GOOGLE_CLOUD_PROJECT=acme-prod" in part for part in with_project)
+
+
+def test_two_spellings_of_one_setting_with_two_values_are_refused() -> None:
+    with pytest.raises(DeployError, match="TWILIO_API_KEY and TWILIO_API_KEY_SID are one setting"):
+        gcloud_command({**BASE, "TWILIO_API_KEY": "SK" + "a" * 32, "TWILIO_API_KEY_SID": "SK" + "b" * 32})

@@ -115,6 +115,15 @@ def env_vars_flag(values: Mapping[str, str]) -> str:
     raise DeployError("deploy: the plain settings hold every delimiter gcloud could take (| ~ # @@ %%)")
 
 
+def one_spelling(env: Mapping[str, str], name: str) -> str | None:
+    """A setting's value, whichever of its spellings gives it; two spellings giving two values are
+    refused (the function would read the first, and drop the other without a word)."""
+    given = {spelling: env[spelling] for spelling in SPELLINGS[name] if env.get(spelling)}
+    if len(set(given.values())) > 1:
+        raise DeployError(f"deploy: {' and '.join(given)} are one setting, given two values: give one")
+    return next(iter(given.values()), None)
+
+
 def _whole(value: str) -> bool:
     """A whole number as gcloud reads one: ASCII digits ('²' is a digit to str.isdigit)."""
     return value.isascii() and value.isdigit()
@@ -141,14 +150,12 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     threads = env.get("THREADS") or "80"
     if not _whole(threads) or int(threads) < 1:
         raise DeployError("deploy: THREADS must be a whole number")
-    plain = {}  # under its documented name, from the spelling the function would read first
-    for name in PLAIN_SETTINGS:
-        value = next((env[spelling] for spelling in SPELLINGS[name] if env.get(spelling)), None)
-        if value is not None:
-            plain[name] = value
+    plain = {name: value for name in PLAIN_SETTINGS if (value := one_spelling(env, name)) is not None}
     plain["THREADS"] = threads
-    if env.get("PROJECT"):
-        plain["GOOGLE_CLOUD_PROJECT"] = env["PROJECT"]
+    # The project names the log lines' traces: the deploy's own, else the one the environment names.
+    project = env.get("PROJECT") or one_spelling(env, "GOOGLE_CLOUD_PROJECT")
+    if project:
+        plain["GOOGLE_CLOUD_PROJECT"] = project
     name = env.get("FUNCTION_NAME") or "okta-telephony-hook"
     if not _FUNCTION_NAME.fullmatch(name):
         raise DeployError("deploy: FUNCTION_NAME must be lowercase letters, digits and hyphens, from a letter")
