@@ -366,3 +366,12 @@ def test_the_logs_project_comes_from_project_else_the_one_given(spelling: str) -
 def test_two_spellings_of_one_setting_with_two_values_are_refused() -> None:
     with pytest.raises(DeployError, match="TWILIO_API_KEY and TWILIO_API_KEY_SID are one setting"):
         gcloud_command({**BASE, "TWILIO_API_KEY": "SK" + "a" * 32, "TWILIO_API_KEY_SID": "SK" + "b" * 32})
+
+
+def test_the_twilio_librarys_region_and_edge_are_passed_on() -> None:
+    """configuration.md: read by the twilio library itself, not by the settings; passed on when given."""
+    command = gcloud_command({**BASE, "TWILIO_REGION": "ie1", "TWILIO_EDGE": "dublin"})
+    assert "TWILIO_REGION=ie1|TWILIO_EDGE=dublin" in next(
+        part for part in command if part.startswith("--set-env-vars=")
+    )
+    assert unknown_variables("s -- TWILIO_REGION=ie1 TWILIO_EDGE=dublin") == []

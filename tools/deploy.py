@@ -7,7 +7,7 @@ Reads its inputs from the environment (make passes its command-line variables th
   SECRETS         ENV=secret:version,...             Secret Manager versions, pinned (no 'latest')
   MIN_INSTANCES   instances kept warm                (default 1: cold starts eat into Okta's 3 s)
   MAX_INSTANCES   cap on instances                   (optional; see docs/deploy.md, "Sizing")
-  THREADS         threads per instance = --concurrency (default 80: Okta sends up to 75 at once)
+  THREADS         threads per instance = --concurrency (default 80: Okta's usual 75 hooks at once)
   MEMORY, CPU     instance size                      (default 512Mi, 1)
   RUNTIME         Cloud Run functions runtime        (default python313; python312 is deprecated in Oct 2028)
   SERVICE_ACCOUNT runtime service account            (optional)
@@ -40,6 +40,8 @@ SECRET_SETTINGS = tuple(secret_env_names())
 PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
+# Read by the twilio library itself, not by the settings: passed on as given.
+LIBRARY_SETTINGS = ("TWILIO_REGION", "TWILIO_EDGE")
 # Each setting's spellings (TWILIO_API_KEY_SID is TWILIO_API_KEY): deployed under its documented name.
 SPELLINGS = spellings()
 DOCUMENTED = {spelling: name for name, each in SPELLINGS.items() for spelling in each}
@@ -151,6 +153,7 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     if not _whole(threads) or int(threads) < 1:
         raise DeployError("deploy: THREADS must be a whole number")
     plain = {name: value for name in PLAIN_SETTINGS if (value := one_spelling(env, name)) is not None}
+    plain.update({name: env[name] for name in LIBRARY_SETTINGS if env.get(name)})
     plain["THREADS"] = threads
     # The project names the log lines' traces: the deploy's own, else the one the environment names.
     project = env.get("PROJECT") or one_spelling(env, "GOOGLE_CLOUD_PROJECT")
@@ -220,7 +223,7 @@ def unknown_variables(makeflags: str) -> list[str]:
     _, marker, assignments = makeflags.partition("-- ")
     if not marker:
         return []
-    known = {*env_names(all_spellings=True), *DEPLOY_INPUTS}
+    known = {*env_names(all_spellings=True), *LIBRARY_SETTINGS, *DEPLOY_INPUTS}
     problems = []
     for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip()):
         named = re.match(r"([A-Za-z_][A-Za-z0-9_]*)[:+?!]?=", assignment)
