@@ -39,7 +39,8 @@ def parse_rates(text: str) -> tuple[Rate, ...]:
             continue
         match = _ONE.fullmatch(part)
         if match is None:
-            raise ValueError(f"{part.strip()!r} is not a limit like '5/10minutes' (units: second, minute, hour, day)")
+            # the value is not repeated: a misplaced secret must not be written back (configuration.md)
+            raise ValueError("holds what is not a limit like '5/10minutes' (units: second, minute, hour, day)")
         amount, count, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()
         seconds = count * _UNIT_SECONDS[unit]
         if amount < 1 or seconds < 1:

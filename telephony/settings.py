@@ -105,6 +105,8 @@ class Settings(BaseModel):
         "Authorization",
         alias="OKTA_HOOK_AUTH_HEADER",
         min_length=1,
+        max_length=256,
+        pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$",  # an HTTP header name (RFC 9110 token): no space, no colon
         description="Header name Okta sends the secret in (the hook's 'Authentication field').",
     )
     okta_hook_auth_secret: SecretStr | None = Field(

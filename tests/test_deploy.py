@@ -236,7 +236,7 @@ def test_the_stores_certificate_authority_is_checked(variables: dict[str, str], 
         ({"FUNCTION_NAME": "Okta_Hook"}, "FUNCTION_NAME must be"),
         ({"MIN_INSTANCES": "one"}, "MIN_INSTANCES must be a whole number"),
         ({"SECRETS": BASE["SECRETS"] + ",GUARD_STORAGE_URI=a:1,GUARD_STORAGE_URI=b:2"}, "twice"),
-        ({"ALLOWED_COUNTRIES": "US|~#@@%%"}, "every delimiter"),
+        ({"ALLOWED_COUNTRIES": "US|~#@@%%;;!!**++<>"}, "every delimiter"),
     ],
 )  # fmt: skip
 def test_deploy_inputs_cannot_reshape_the_gcloud_command(variables: dict[str, str], problem: str) -> None:
@@ -375,3 +375,27 @@ def test_the_twilio_librarys_region_and_edge_are_passed_on() -> None:
         part for part in command if part.startswith("--set-env-vars=")
     )
     assert unknown_variables("s -- TWILIO_REGION=ie1 TWILIO_EDGE=dublin") == []
+
+
+def test_more_deploy_inputs_that_must_not_be_written_back_or_dropped() -> None:
+    """A secret pasted as the whole SECRETS entry, or as a bare 'value=' on make's command line, is not
+    repeated; a setting misspelt with a hyphen is refused, not dropped; five delimiters in one value
+    leave others to choose from."""
+    with pytest.raises(DeployError) as refused:
+        gcloud_command({"SECRETS": "Kq3vX9pLm2Zt8RwQ7yN4bHsecretB64="})
+    assert "Kq3vX9pLm2Zt8RwQ7yN4bH" not in str(refused.value)
+    assert unknown_variables("s -- Kq3vX9pLm2Zt8RwQ7yN4bH=") == [
+        "an assignment whose name is not a variable's (not repeated here)"
+    ]
+    assert unknown_variables("s -- ALLOWED-COUNTRIES=US") == ["ALLOWED-COUNTRIES (did you mean ALLOWED_COUNTRIES?)"]
+    assert "--set-env-vars=^;;^" in env_vars_flag({"SMS_TEMPLATE": "a|b~c#d@@e%%f {code}"})
+
+
+def test_the_hook_header_must_be_a_header_name() -> None:
+    """A secret pasted into Okta's Authentication field would otherwise deploy as a plain variable."""
+    with pytest.raises(DeployError, match="OKTA_HOOK_AUTH_HEADER"):
+        gcloud_command({**BASE, "OKTA_HOOK_AUTH_HEADER": "SeCrEt VaLuE1234"})
+    assert any(
+        "OKTA_HOOK_AUTH_HEADER=X-Okta-Secret" in part
+        for part in gcloud_command({**BASE, "OKTA_HOOK_AUTH_HEADER": "X-Okta-Secret"})
+    )

@@ -649,17 +649,19 @@ def test_the_start_up_line_says_which_store_and_never_its_password(
         ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3/0?client_name=a%0Ahunter2", "client_name Redis refuses"),
         ("GUARD_STORAGE_URI", "redis://:hunter2-pass@10.0.0.3/0?client_name=h%C3%A9", "client_name Redis refuses"),
         ("GUARD_HASH_KEY", "hunter2-short", "at least 16 characters"),
-        ("GUARD_RANGE_LIMIT", "5/fortnight", "is not a limit like"),
-        ("GUARD_COUNTRY_LIMIT", "5/year", "is not a limit like"),
-        ("GUARD_ALL_LIMIT", "lots/hour", "is not a limit like"),
+        ("GUARD_RANGE_LIMIT", "5/fortnight", "holds what is not a limit like"),
+        ("GUARD_COUNTRY_LIMIT", "5/year", "holds what is not a limit like"),
+        ("GUARD_ALL_LIMIT", "lots/hour", "holds what is not a limit like"),
         ("GUARD_NUMBER_LIMIT", "0/hour", "at least 1"),
         ("GUARD_NEW_NUMBER_LIMIT", "9/30days", "longer than 7 days"),
         ("GUARD_LIMITS_BY_COUNTRY", '{"UK": {"range": "5/hour"}}', "the United Kingdom is GB"),
         ("GUARD_LIMITS_BY_COUNTRY", '{"US": {"number": "5/hour"}}', "only 'range' and 'country'"),
-        ("GUARD_LIMITS_BY_COUNTRY", '{"US": {"range": "lots"}}', "US range: 'lots' is not a limit"),
+        ("GUARD_LIMITS_BY_COUNTRY", '{"US": {"range": "hunter2"}}', "US range: holds what is not a limit"),
+        ("GUARD_NUMBER_LIMIT", "hunter2-pasted-here", "holds what is not a limit"),
     ],
 )
 def test_bad_guard_settings_name_the_variable_never_a_secret(name: str, value: str, problem: str) -> None:
+    """Nor any value: a secret pasted into the wrong variable must not be written back."""
     with pytest.raises(SettingsError) as raised:
         load_settings({name: value})
     message = str(raised.value)

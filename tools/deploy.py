@@ -91,7 +91,7 @@ def parse_secrets(spec: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         match = _SECRET_REF.match(item)
         named = item.partition("=")[0]
-        shown = named if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", named) else "an entry"
+        shown = named if named in DOCUMENTED else "an entry"  # anything else may be the secret itself
         if not match:
             raise DeployError(
                 f"deploy: SECRETS: {shown} is not ENV=secret:version (a pinned number, not latest; "
@@ -111,10 +111,10 @@ def env_vars_flag(values: Mapping[str, str]) -> str:
     """--set-env-vars with a delimiter that splits back into exactly these settings (gcloud's ^DELIM^
     escaping), for lists and JSON: no value holds it, nor makes it with a neighbour ('me@' + '@@')."""
     pairs = [f"{name}={value}" for name, value in values.items()]
-    for delimiter in ("|", "~", "#", "@@", "%%"):
+    for delimiter in ("|", "~", "#", "@@", "%%", ";;", "!!", "**", "++", "<>"):
         if delimiter.join(pairs).split(delimiter) == pairs:
             return f"--set-env-vars=^{delimiter}^" + delimiter.join(pairs)
-    raise DeployError("deploy: the plain settings hold every delimiter gcloud could take (| ~ # @@ %%)")
+    raise DeployError("deploy: the plain settings hold every delimiter this deploy tries (| ~ # @@ %% ;; !! ** ++ <>)")
 
 
 def one_spelling(env: Mapping[str, str], name: str) -> str | None:
@@ -226,10 +226,14 @@ def unknown_variables(makeflags: str) -> list[str]:
     known = {*env_names(all_spellings=True), *LIBRARY_SETTINGS, *DEPLOY_INPUTS}
     problems = []
     for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip()):
-        named = re.match(r"([A-Za-z_][A-Za-z0-9_]*)[:+?!]?=", assignment)
-        if named and named.group(1) not in known:
-            close = difflib.get_close_matches(named.group(1), sorted(known), n=1)
-            problems.append(f"{named.group(1)} (did you mean {close[0]}?)" if close else named.group(1))
+        name = re.sub(r"[:+?!]*$", "", assignment.partition("=")[0]) if "=" in assignment else ""
+        if not name or name in known:
+            continue
+        if re.fullmatch(r"[A-Z][A-Z0-9_-]{0,63}", name):  # shaped like a variable: safe to repeat
+            close = difflib.get_close_matches(name.replace("-", "_"), sorted(known), n=1)
+            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        else:  # not shaped like a variable's name: it may be a value (a secret ending in '='), not repeated
+            problems.append("an assignment whose name is not a variable's (not repeated here)")
     return problems
 
 
