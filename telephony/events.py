@@ -421,6 +421,7 @@ class EventHook:
             return
         for factor_type, passes in by_factor.items():
             numbers, fresh, ambiguous = passes.numbers(factors, factor_type)
+            verify_asked = False  # one Verify update per user and factor: other numbers convert only
             # Here the owner of `numbers` is known to have passed a challenge on them.
             if ambiguous:
                 self._line(Outcome.FEEDBACK_AMBIGUOUS, passes, {"factor": factor_type}, started)
@@ -438,10 +439,11 @@ class EventHook:
                     converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
                 if not converted:  # a line of its own, whatever Verify's update says: what an alert keys on
                     self._line(Outcome.NOT_CONVERTED, passes, fields, started)
-                if self._client is None or number not in fresh:  # the guard's conversion is all there is to do
+                if self._client is None or number not in fresh or verify_asked:  # the conversion is all
                     if converted:
                         self._line(Outcome.CONVERTED, passes, fields, started)
                     continue
+                verify_asked = True
                 approval = self._approve(read.e164 if read else number)  # as the hook started it
                 self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
 

@@ -302,16 +302,20 @@ def test_a_stale_event_beside_a_fresh_one_approves_nothing_of_its_own(
 
 
 def test_each_event_of_a_post_proves_the_number_it_alone_would(
-    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two fresh SMS events: one names no enrolment (its factor type decides), the other the call
-    enrolment. Each number is approved."""
+    enrolment. Each number is proved and converts; one SMS factor of one user gets one Verify update in a
+    POST (verify-feedback.md's bound), the first in Okta's order."""
     client = two_numbers(make_client, okta_api, sandbox)
     unknown = mfa_event(target=[])
     named = mfa_event()
     named["target"][0]["id"] = phone_factor(OTHER_NUMBER, "call")["id"]
+    capsys.readouterr()
     assert post_events(client, batch(unknown, named)).status_code == 200
-    assert sandbox.pending == {}
+    assert sandbox.pending == {(VERIFY_SERVICE_SID, OTHER_NUMBER): "VE" + "22" * 16}
+    lines = {line["phone"]: line["outcome"] for line in event_lines(capsys.readouterr().out)}
+    assert lines == {PHONE_MASKED: "feedback_approved", mask(OTHER_NUMBER): "converted"}
 
 
 def test_a_number_the_guard_cannot_record_has_its_own_line_beside_verifys(
@@ -571,6 +575,27 @@ def test_an_event_that_fits_several_numbers_proves_none(
     assert (line["outcome"], line["factor"], line["severity"]) == ("feedback_ambiguous", "sms", "WARNING")
     assert verify_updates(sandbox) == []
     assert "guard_converted" not in line
+
+
+def test_one_post_makes_one_verify_update_per_user_and_factor(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three events, each naming another of the user's sms enrolments: each number converts, and Verify
+    is asked once (its updates take up to 1.7 s each: the user's job stays within its own deadline)."""
+    numbers = ["+14155550101", "+14155550102", "+14155550103"]
+    okta_api.factors[OKTA_USER_ID] = [{**phone_factor(number), "id": f"sms{index}ENROLMENT"}
+                                      for index, number in enumerate(numbers)]  # fmt: skip
+    client = make_client(**events_env(okta_api))
+    for index, number in enumerate(numbers):
+        sandbox.pend(VERIFY_SERVICE_SID, number, f"VE{index:032x}")
+    events = [mfa_event() for _ in numbers]
+    for index, event in enumerate(events):
+        event["target"][0]["id"] = f"sms{index}ENROLMENT"
+    capsys.readouterr()
+    assert post_events(client, batch(*events)).status_code == 200
+    assert len(sandbox.pending) == 2  # one of the three approved
+    outcomes = sorted(line["outcome"] for line in event_lines(capsys.readouterr().out))
+    assert outcomes == ["converted", "converted", "feedback_approved"]
 
 
 def test_an_event_naming_one_of_several_numbers_proves_that_one(
