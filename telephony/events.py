@@ -433,6 +433,7 @@ class EventHook:
                 mark_sensitive(number, masked)
                 if read is not None:
                     mark_sensitive(read.e164, masked)
+                    mark_sensitive(read.e164.removeprefix("+"), masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
                 converted = True
                 if self._guard is not None and self._guard_on:  # known from now on, its room given back

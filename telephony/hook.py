@@ -17,7 +17,7 @@ from telephony.auth import Authenticator
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.guard import Held, Passage, SpendGuard
 from telephony.intake import declared_too_large, read_body
-from telephony.logs import mark_sensitive
+from telephony.logs import REDACTED, mark_sensitive
 from telephony.phone import mask
 from telephony.policy import DeliveryPolicy
 from telephony.settings import Settings
@@ -124,10 +124,22 @@ def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
     Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
     profile = hook.data.message_profile
     return {
-        "event_id": (hook.event_id or "")[:64] or None,
-        "request_type": (hook.request_type or "")[:128] or None,
+        "event_id": _free_text(hook.event_id, 64, profile.phone_number),
+        "request_type": _free_text(hook.request_type, 128, profile.phone_number),
         "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
         "channel": profile.delivery_channel,
-        "locale": (profile.locale or "")[:35] or None,
+        "locale": _free_text(profile.locale, 35, profile.phone_number),
         "preview": hook.is_preview,
     }
+
+
+NUMBER_TAIL = 7  # a number's last digits that a field spelling it in any way would hold
+
+
+def _free_text(value: str | None, length: int, e164: str) -> str | None:
+    """A caller's field, clipped; redacted whole when its digits hold the number's (a spelling the scrub
+    of exact values would miss: '(415) 555-7391', '4155557391')."""
+    text = (value or "")[:length] or None
+    if text is not None and e164[-NUMBER_TAIL:] in "".join(char for char in text if char in "0123456789"):
+        return REDACTED
+    return text

@@ -577,6 +577,15 @@ def test_an_event_that_fits_several_numbers_proves_none(
     assert "guard_converted" not in line
 
 
+def test_an_event_id_spelling_the_number_as_digits_is_not_written(
+    events_client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert post_events(events_client, batch(mfa_event(uuid="+1 (415) 555-0123"))).status_code == 200
+    output = capsys.readouterr().out
+    assert "14155550123" not in output and event_lines(output)
+
+
 def test_one_post_makes_one_verify_update_per_user_and_factor(
     make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -325,6 +325,34 @@ def test_a_twilio_trickling_past_the_deadline_is_logged_as_the_deadline(
     assert (line["twilio_error"], line["error_type"]) == ("TWILIO_TIMEOUT", "DeadlineExceeded")
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"eventId": PHONE[2:]},  # '4155550123': the national digits
+        {"requestType": "x +1 (415) 555-0123"},
+        {"locale": "415-555-0123"},
+    ],
+)
+def test_a_callers_field_spelling_the_number_is_not_written(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str], fields: dict[str, str]
+) -> None:
+    """Only exact spellings are scrubbed from a line: a free-text field holding the number's digits in
+    any other is written redacted, whole."""
+    body = okta_request()
+    if "eventId" in fields:
+        body["eventId"] = fields["eventId"]
+    elif "requestType" in fields:
+        body["requestType"] = fields["requestType"]
+    else:
+        body["data"]["messageProfile"]["locale"] = fields["locale"]
+    capsys.readouterr()
+    post_hook(make_client(), body)
+    output = capsys.readouterr().out
+    line = hook_log(output)
+    assert "[redacted]" in (line["event_id"], line["request_type"], line["locale"])
+    assert "555-0123" not in output and "5550123" not in output
+
+
 def test_missing_twilio_configuration_is_explained(make_client: AppFactory, sandbox: SandboxState) -> None:
     response = post_hook(make_client(TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None), okta_request())
     assert response.status_code == 200
