@@ -71,7 +71,7 @@ from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
-from telephony.twilio_errors import KNOWN_STATUSES, UNREADABLE_ANSWER, error_code, twilio_error
+from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, status_word, twilio_error
 from telephony.twilio_facts import is_sid
 from telephony.twilio_http import TwilioUnavailable
 
@@ -490,7 +490,6 @@ class EventHook:
         if not isinstance(sid, str) or not is_sid(sid, "VE"):
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_MALFORMED_ANSWER"})
         if status != "approved":
-            said = status if isinstance(status, str) and status in KNOWN_STATUSES else "an unknown status"
-            fields = {"twilio_error": "TWILIO_NOT_APPROVED", "twilio_status": said, "twilio_sid": sid}
+            fields = {"twilio_error": "TWILIO_NOT_APPROVED", "twilio_status": status_word(status), "twilio_sid": sid}
             return Approval(Outcome.FEEDBACK_FAILED, fields)
         return Approval(Outcome.FEEDBACK_APPROVED, {"twilio_sid": sid})

@@ -226,6 +226,15 @@ KNOWN_STATUSES = frozenset(
 )  # fmt: skip
 
 
+UNKNOWN_STATUS = "an unknown status"
+
+
+def status_word(status: object) -> str:
+    """A status as a log line or an answer may repeat it: one Twilio documents, else UNKNOWN_STATUS
+    (what a peer sends in its place is not written)."""
+    return status if isinstance(status, str) and status in KNOWN_STATUSES else UNKNOWN_STATUS
+
+
 # What a resource just created may say that proves the code did not go and will not: a message or call
 # that failed or was canceled, a call nobody answered, a verification Verify will not send.
 NOT_GOING = frozenset(
@@ -238,7 +247,8 @@ def not_accepted(api: str, status: str, attempts: int, sid: str | None = None) -
     status that says it will not go ('failed', 'canceled') proves nothing was sent; any other (none, an
     unknown one, 'completed') may hide a code that went, and Okta's retry of it is not sent again.
     `sid`: the resource's, for the log line (the admin looks it up in Twilio's console)."""
-    said = f"status {status}" if status in KNOWN_STATUSES else "an unknown status"  # none, or not Twilio's
+    word = status_word(status)  # none, or not Twilio's: not repeated
+    said = f"status {word}" if word != UNKNOWN_STATUS else word
     if status in NOT_GOING:
         summary, reason = f"Twilio created the {api} with {said}: the code was not sent.", "TWILIO_NOT_ACCEPTED"
     else:
@@ -251,7 +261,7 @@ def not_accepted(api: str, status: str, attempts: int, sid: str | None = None) -
         "https://status.twilio.com",
         log_fields={
             "twilio_error": reason,
-            "twilio_status": said.removeprefix("status "),
+            "twilio_status": word,
             "twilio_attempts": attempts,
             **({"twilio_sid": sid} if sid else {}),
         },
