@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
@@ -178,26 +178,35 @@ def mark_sensitive(value: str, replacement: str = REDACTED) -> None:
 
 
 def _replace_around(text: str, replacements: list[tuple[str, str]], masks: list[str]) -> str:
-    """Each replacement made outside the masks the request wrote (the masked number, '+1******0123'):
-    they are safe as they stand, and a 4-digit code equal to the number's last digits must neither
-    blank the number's mask nor, blanked, tell a reader the code."""
-    for index, mask in enumerate(masks):
-        if mask in text:
-            return mask.join(_replace_around(part, replacements, masks[index + 1 :]) for part in text.split(mask))
+    """Each replacement made except inside a mask the request wrote (the masked number, '+1******0123'):
+    a mask is safe as it stands, and a 4-digit code equal to the number's last digits must neither blank
+    the mask nor, blanked, tell a reader the code. A match only partly inside a mask ('+1******0123'
+    then '45' for the code 012345) is replaced: the code is in the text."""
     for value, replacement in replacements:
-        text = _replace_whole(text, value, replacement)
+        text = _replace_whole(text, value, replacement, _spans(text, masks))
     return text
+
+
+def _spans(text: str, values: list[str]) -> list[tuple[int, int]]:
+    """Where each of `values` stands in `text`."""
+    spans = []
+    for value in values:
+        start = text.find(value)
+        while start >= 0:
+            spans.append((start, start + len(value)))
+            start = text.find(value, start + 1)
+    return spans
 
 
 _DIGITS = frozenset("0123456789")
 _WORD = _DIGITS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def _replace_whole(line: str, value: str, replacement: str) -> str:
+def _replace_whole(line: str, value: str, replacement: str, spared: Sequence[tuple[int, int]] = ()) -> str:
     """Replace `value` where it stands whole: a code or a number is not part of a longer run of digits,
     a word not part of a longer word. A code still goes wherever a letter touches it: 'code%3A482913' in
     a form a peer echoes, '%2B14155550123' in a URL. (No regex: a new pattern per hook would be compiled
-    every time.)"""
+    every time.) Not inside a span of `spared`."""
     start = line.find(value)
     if start < 0:
         return line
@@ -208,7 +217,8 @@ def _replace_whole(line: str, value: str, replacement: str) -> str:
         end = start + len(value)
         left_ok = left_class is None or start == 0 or line[start - 1] not in left_class
         right_ok = right_class is None or end == len(line) or line[end] not in right_class
-        if left_ok and right_ok:
+        inside = any(low <= start and end <= high for low, high in spared)  # within a mask
+        if left_ok and right_ok and not inside:
             parts += [line[kept:start], replacement]
             kept = end
         start = line.find(value, end if kept == end else start + 1)

@@ -301,7 +301,10 @@ def test_a_code_equal_to_the_numbers_last_digits_leaves_its_mask_alone() -> None
         mark_sensitive("+12065550123", "+1******0123")
         mark_sensitive("12065550123", "+1******0123")
         line = formatted(formatter, "sms to +1******0123, code 0123, number +12065550123, sid SMab0123cd")
+        mark_sensitive("012345")  # a longer code that begins with the mask's last digits
+        after = formatted(formatter, "z+1******012345 and +1******0123")
     assert line == "sms to +1******0123, code [redacted], number +1******0123, sid SMab[redacted]cd"
+    assert after == "z+1******[redacted] and +1******0123"  # only partly inside the mask: the code is there
 
 
 def test_log_scrub_hides_the_code_and_number_wherever_no_digit_touches_them() -> None:
