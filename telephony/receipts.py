@@ -94,7 +94,7 @@ class Receipt(NamedTuple):
             "country": self.country,
         }
         if self.error_code is not None:
-            error = twilio_error(self.error_code)
+            error = twilio_error(self.error_code, delivery=True)
             fields.update(error_code=self.error_code, error_meaning=error.meaning, error_fix=error.fix)
         if self.call_duration_s is not None:
             fields["call_duration_s"] = self.call_duration_s

@@ -150,14 +150,17 @@ TWILIO_ERRORS: dict[int, TwilioError] = {
 }
 
 
-def twilio_error(code: int) -> TwilioError:
-    """The table's entry, or one that points the admin to Twilio's page for the code."""
+def twilio_error(code: int, delivery: bool = False) -> TwilioError:
+    """The table's entry, or one that points the admin to Twilio's page for the code. `delivery`: the
+    code comes from a delivery receipt (Twilio took the message; it failed on its way), not from a
+    refusal of our request."""
     known = TWILIO_ERRORS.get(code)
     if known is not None:
         return known
-    return TwilioError(
-        NOT_DELIVERED, f"Twilio refused the request (error {code}).", f"See https://www.twilio.com/docs/errors/{code}"
+    said = (
+        f"Twilio reports error {code} for its delivery." if delivery else f"Twilio refused the request (error {code})."
     )
+    return TwilioError(NOT_DELIVERED, said, f"See https://www.twilio.com/docs/errors/{code}")
 
 
 def error_code(error: TwilioException, http_status: int | None = None) -> int:

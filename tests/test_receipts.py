@@ -287,6 +287,8 @@ def test_an_undelivered_receipt_carries_the_error_meaning_and_fix(
 def test_an_unknown_error_code_points_to_twilios_page() -> None:
     fields = parse_receipt(message_receipt("failed", ErrorCode="39999")).log_fields()
     assert fields["error_fix"] == "See https://www.twilio.com/docs/errors/39999"
+    # Twilio took the message: the receipt reports how its delivery failed, not a refusal
+    assert fields["error_meaning"] == "Twilio reports error 39999 for its delivery."
 
 
 def test_smssid_and_smsstatus_alone_are_understood() -> None:
