@@ -399,3 +399,10 @@ def test_the_hook_header_must_be_a_header_name() -> None:
         "OKTA_HOOK_AUTH_HEADER=X-Okta-Secret" in part
         for part in gcloud_command({**BASE, "OKTA_HOOK_AUTH_HEADER": "X-Okta-Secret"})
     )
+
+
+def test_an_unknown_name_in_secrets_is_not_repeated() -> None:
+    """'ZQXWSECRETTOKEN=x:1' parses as ENV=secret:version; a name that is no setting may be a value."""
+    with pytest.raises(DeployError) as refused:
+        gcloud_command({"SECRETS": "ZQXWSECRETTOKEN=okta-hook-secret:1"})
+    assert "ZQXWSECRETTOKEN" not in str(refused.value) and "is not a secret setting" in str(refused.value)

@@ -100,7 +100,7 @@ def parse_secrets(spec: str) -> dict[str, str]:
         env, secret, version = match.groups()
         env = DOCUMENTED.get(env, env)
         if env not in SECRET_SETTINGS:
-            raise DeployError(f"deploy: {env} is not a secret setting ({', '.join(SECRET_SETTINGS)})")
+            raise DeployError(f"deploy: SECRETS: {shown} is not a secret setting ({', '.join(SECRET_SETTINGS)})")
         if env in secrets:
             raise DeployError(f"deploy: SECRETS names {env} twice")
         secrets[env] = f"{secret}:{version}"
