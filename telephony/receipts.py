@@ -105,7 +105,7 @@ def _digits(form: dict[str, str], name: str) -> int | None:
     value = form.get(name, "")
     if not value:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise receipt_invalid(f"{name} is not a whole number")
     return int(value)
 

@@ -309,6 +309,10 @@ def test_smssid_and_smsstatus_alone_are_understood() -> None:
         (message_receipt(MessageSid="SM123", SmsSid="SM123"), "the SID is not a Twilio SID"),
         (call_receipt(CallDuration="-3"), "CallDuration is not a whole number"),
         (message_receipt("undelivered", ErrorCode="x30007"), "ErrorCode is not a whole number"),
+        # str.isdigit() takes these, and int() refuses the first and reads the second as 30007
+        (message_receipt("undelivered", ErrorCode="3000\u00b2"), "ErrorCode is not a whole number"),
+        (message_receipt("undelivered", ErrorCode="\uff13\uff10\uff10\uff10\uff17"), "ErrorCode is not a whole number"),
+        (call_receipt(CallDuration="\u0661\u0662"), "CallDuration is not a whole number"),
     ],
 )
 def test_a_malformed_signed_receipt_gets_400_and_a_line(
