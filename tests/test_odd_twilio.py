@@ -237,3 +237,26 @@ def test_an_answer_whose_headers_pass_the_cap_is_no_answer(make_client: AppFacto
         answer = post_hook(client, okta_request()).get_json()
         assert twilio.requests == 1
     assert first_reason(answer) == "TWILIO_UNREACHABLE"
+
+
+@pytest.mark.parametrize(
+    "length",
+    [
+        pytest.param("\u00b2", id="superscript-two"),  # a Latin-1 byte str.isdigit() takes and int() refuses
+        pytest.param("9" * 5000, id="past-int-digits"),  # int() refuses more than 4,300 digits
+    ],
+)
+def test_a_content_length_no_integer_reads_is_a_provider_failure(length: str, make_client: AppFactory) -> None:
+    """Not a 500: an answer whose framing cannot be read is no answer, and Twilio may have taken the
+    code: Okta gets the error object, and its retry of the request is not sent again."""
+    body = json.dumps({"sid": SMS_SID, "status": "queued"}).encode()
+    head = f"HTTP/1.1 201 Created\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    with stand_in(head.encode("latin-1") + body) as twilio:
+        client = make_client(TWILIO_API_BASE_URL=twilio.base_url)
+        response = post_hook(client, okta_request())
+        assert twilio.requests == 1
+        retry = post_hook(client, okta_request())
+        assert twilio.requests == 1
+    assert response.status_code == 200
+    assert first_reason(response.get_json()) == "TWILIO_MALFORMED_ANSWER"
+    assert first_reason(retry.get_json()) == "RETRY_NOT_SENT"
