@@ -45,7 +45,7 @@ from urllib.parse import quote
 
 import flask
 from pydantic import ValidationError
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.rest import Client
 
 from models import EventDelivery, EventHookAccepted, EventHookRequest, EventHookVerification, LogEvent
@@ -73,7 +73,7 @@ from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
 from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, status_word, twilio_error
 from telephony.twilio_facts import is_sid
-from telephony.twilio_http import TwilioUnavailable
+from telephony.twilio_http import TwilioUnavailable, counting_attempts
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
 EVENT_WORKERS = 8  # users of one POST handled at once, per instance
@@ -466,18 +466,23 @@ class EventHook:
     def _approve(self, number: str) -> Approval:
         """Verify's update by number: approved, or 404 when nothing is pending (normal: not ours, or done)."""
         assert self._client is not None and self._service_sid is not None
+        verifications = self._client.verify.v2.services(self._service_sid).verifications
         try:
             # The number goes in the path percent-encoded (%2B…), as Twilio documents it: a bare '+' in a
             # URL can be read as a space.
-            verifications = self._client.verify.v2.services(self._service_sid).verifications
-            verification = verifications(quote(number, safe="")).update(status="approved")
-        except TwilioRestException as error:
-            if error.status == HTTPStatus.NOT_FOUND:
+            with counting_attempts() as attempts:  # the answer's own HTTP status, whatever its body says
+                verification = verifications(quote(number, safe="")).update(status="approved")
+        except (TwilioRestException, TwilioServiceException) as error:  # the latter: an RFC 9457 body
+            status = attempts.http_status if attempts.http_status is not None else error.status
+            if status == HTTPStatus.NOT_FOUND:
                 return Approval(Outcome.FEEDBACK_NOT_PENDING, {})
-            code = error_code(error)
-            return Approval(
-                Outcome.FEEDBACK_FAILED, {"twilio_error_code": code, "error_meaning": twilio_error(code).meaning}
-            )
+            code = error_code(error, status)
+            fields = {
+                "twilio_error_code": code,
+                "twilio_http_status": status,
+                "error_meaning": twilio_error(code).meaning,
+            }
+            return Approval(Outcome.FEEDBACK_FAILED, fields)
         except TwilioException:
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_ERROR"})
         except TwilioUnavailable as error:

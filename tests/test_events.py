@@ -507,6 +507,27 @@ def test_a_verify_answer_the_library_cannot_read_is_a_failed_feedback(
     assert (line["outcome"], line["twilio_error"]) == ("feedback_failed", "TWILIO_MALFORMED_ANSWER")
 
 
+@pytest.mark.parametrize(("status", "said"), [(503, 404), (503, 400), (404, 503)])
+def test_a_verify_update_is_read_by_the_answers_own_status_not_its_bodys(
+    status: int, said: int, make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RFC 9457 error body carries a `status` of its own, which the twilio library reports as the
+    answer's: a 503 whose body says 404 is Verify failing, not 'nothing pending' (an outage would read as
+    quiet INFO lines), and a 404 is nothing pending whatever its body says."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    problem = {"type": "https://www.twilio.com/docs/errors/20404", "title": "x", "status": said, "code": 20404}
+    with stand_in(http_answer(status, json.dumps(problem).encode())) as twilio:
+        client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=twilio.base_url))
+        capsys.readouterr()
+        assert post_events(client, batch(mfa_event())).status_code == 200
+        assert twilio.requests == 1
+    (line,) = event_lines(capsys.readouterr().out)
+    if status == 404:
+        assert line["outcome"] == "feedback_not_pending"
+    else:
+        assert (line["outcome"], line["twilio_http_status"], line["severity"]) == ("feedback_failed", 503, "ERROR")
+
+
 VE_SID = "VE" + "d" * 32
 
 
