@@ -205,3 +205,24 @@ def test_the_outcome_check_catches_a_missing_outcome_and_a_wrong_severity() -> N
         "| `receipt` | receipts | INFO | outside the section |\n"
     )
     assert outcome_table(planted) == {"delivered": "WARNING", "expired": "WARNING"}
+
+
+_GUARD_ROW = re.compile(r"^\| `(GUARD_[A-Z_]+_LIMIT|GUARD_MODE)` \|(.*)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", [README, DOCS / "spend-guard.md", DOCS / "configuration.md"], ids=lambda p: p.name)
+def test_the_guard_defaults_the_docs_give_are_the_settings_defaults(path: Path) -> None:
+    """The README's, the spend guard page's and the configuration page's tables each give the guard's
+    defaults: a default changed in the settings alone would leave them telling readers the old one."""
+    from telephony.settings import Settings
+
+    defaults = {
+        field.alias: field.default
+        for field in Settings.model_fields.values()
+        if field.alias and field.alias.startswith("GUARD_") and isinstance(field.default, str)
+    }
+    rows = dict(_GUARD_ROW.findall(path.read_text()))
+    assert set(rows) == set(defaults), path.name
+    for name, cells in rows.items():
+        given = [cell.strip() for cell in cells.split("|") if cell.strip()]
+        assert f"`{defaults[name]}`" in given, f"{path.name}: {name} does not give the default {defaults[name]}"
