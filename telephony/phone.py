@@ -113,6 +113,6 @@ class PhonePolicy(NamedTuple):
         if self.allowed_countries and facts.country not in self.allowed_countries:
             return f"Codes are not sent to numbers in {facts.country}."
         if facts.number_type in self.blocked_number_types:
-            kind = facts.number_type.replace("_", " ").lower()
+            kind = facts.number_type.replace("_", " ").lower().removesuffix(" number")  # PERSONAL_NUMBER
             return f"Codes are not sent to {kind} numbers."
         return None

@@ -35,8 +35,9 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-time code
 
 # Number types an OTP never needs to reach: calling or texting them earns someone else money (SMS
-# pumping). Names are libphonenumber's PhoneNumberType members.
-DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER")
+# pumping). Names are libphonenumber's PhoneNumberType members. PERSONAL_NUMBER: follow-me numbers
+# (the UK's 070, the US's 5XX) that forward at a premium, a classic revenue-share range.
+DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER", "PERSONAL_NUMBER")
 
 _CSV = re.compile(r"[,\s]+")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

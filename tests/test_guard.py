@@ -95,3 +95,22 @@ def test_an_sms_with_no_sender_is_not_configured(make_client: AppFactory, sandbo
     summary = answer["error"]["errorCauses"][0]["errorSummary"]
     assert summary == "The hook is missing TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID."
     assert sandbox.requests == []
+
+
+@pytest.mark.parametrize(
+    ("number", "summary"),
+    [
+        ("+447024000000", "Codes are not sent to personal numbers."),  # the UK's 070: forwarded at a premium
+        ("+15005550001", "Codes are not sent to personal numbers."),  # the US's 5XX, Twilio's magic numbers too
+        ("+448431234567", "Codes are not sent to premium rate numbers."),
+    ],
+)
+@pytest.mark.parametrize("channel", ["sms", "voice"])
+def test_the_default_policy_refuses_numbers_that_earn_someone_a_share_even_in_allowed_countries(
+    number: str, summary: str, channel: str, make_client: AppFactory, sandbox: SandboxState
+) -> None:
+    client = make_client(ALLOWED_COUNTRIES="US,GB", BLOCKED_NUMBER_TYPES=None)
+    answer = post_hook(client, okta_request(phoneNumber=number, deliveryChannel=channel)).get_json()
+    assert first_reason(answer) == "PHONE_POLICY"
+    assert answer["error"]["errorSummary"] == summary
+    assert sandbox.requests == []

@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
+from telephony.settings import DEFAULT_BLOCKED_NUMBER_TYPES
 from tools.processes import (
     ROOT,
     StartFailed,
@@ -40,6 +41,9 @@ from tools.sandbox.okta_stand_in import OktaStandIn, OktaState, example_factors
 from tools.sandbox.twilio_sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" number
+# Twilio's magic numbers (+1 500 555 …) are personal numbers, which the default policy refuses: the
+# sandbox lets them through, unless BLOCKED_NUMBER_TYPES is set.
+SANDBOX_BLOCKED_NUMBER_TYPES = ",".join(kind for kind in DEFAULT_BLOCKED_NUMBER_TYPES if kind != "PERSONAL_NUMBER")
 # Any Verify service SID works against the sandbox; this one is printed for copy and paste.
 SANDBOX_VERIFY_SERVICE_SID = "VA" + "5a" * 16
 STOP_GRACE_SECONDS = 5.0
@@ -129,6 +133,9 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
         TWILIO_API_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
     )
     env.setdefault("TWILIO_FROM_NUMBER", SANDBOX_FROM)
+    magic_numbers_pass = not env.get("BLOCKED_NUMBER_TYPES", "").strip()
+    if magic_numbers_pass:
+        env["BLOCKED_NUMBER_TYPES"] = SANDBOX_BLOCKED_NUMBER_TYPES
     env.pop("TWILIO_API_KEY", None)
     env.pop("TWILIO_API_SECRET", None)
     latency, receipt_delay = env.get("SANDBOX_LATENCY_MS", "0"), env.get("SANDBOX_RECEIPT_DELAY_MS", "1000")
@@ -142,6 +149,14 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
         " No TWILIO_ACCOUNT_SID configured: using the LOCAL TWILIO SANDBOX.",
         " NOTHING IS REALLY SENT. The sandbox prints each SMS, call and verification instead.",
         *afterwards,
+        *(
+            [
+                " Twilio's magic numbers (+1500555...) are personal numbers, which BLOCKED_NUMBER_TYPES refuses",
+                " by default: here they reach the sandbox (BLOCKED_NUMBER_TYPES=" + SANDBOX_BLOCKED_NUMBER_TYPES + ").",
+            ]
+            if magic_numbers_pass
+            else []
+        ),
         RULE,
     )
     arguments = ("--latency-ms", latency, "--receipt-delay-ms", receipt_delay)
