@@ -39,6 +39,7 @@ class Outcome(StrEnum):
     FORBIDDEN = "forbidden"
     JWKS_UNAVAILABLE = "jwks_unavailable"
     INVALID_REQUEST = "invalid_request"
+    BODY_TOO_SLOW = "body_too_slow"  # the hook's or event hook's body did not arrive within its deadline
     EXPIRED = "expired"
     NUMBER_REFUSED = "number_refused"
     NOT_CONFIGURED = "not_configured"
@@ -200,6 +201,15 @@ def body_unreadable(route: str) -> Refused:
         f"The {route} request is invalid: body",
         [cause("The body could not be read: its framing is broken, or it ended early.", "BODY_UNREADABLE", "body")],
         log_fields={"invalid_fields": ["body"]},
+    )
+
+
+def body_too_slow(route: str, seconds: float) -> Refused:
+    return refused(
+        HTTPStatus.REQUEST_TIMEOUT,
+        Outcome.BODY_TOO_SLOW,
+        f"The {route} request's body did not arrive in time.",
+        [cause(f"The body did not arrive within {seconds:g} s of the request.", "BODY_TOO_SLOW", "body")],
     )
 
 

@@ -54,6 +54,7 @@ from telephony.answers import (
     Answer,
     Outcome,
     body_too_large,
+    body_too_slow,
     body_unreadable,
     event_hook_verified,
     events_received,
@@ -65,7 +66,7 @@ from telephony.answers import (
 from telephony.auth import HeaderSecret
 from telephony.delivery import build_client
 from telephony.guard import SpendGuard
-from telephony.intake import read_body
+from telephony.intake import BODY_READ_SECONDS, read_body
 from telephony.logs import mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import mask, read_number
@@ -306,6 +307,8 @@ class EventHook:
             lambda: body_too_large(ROUTE, MAX_EVENT_BODY_BYTES),
             MAX_EVENT_BODY_BYTES,
             unreadable=lambda: body_unreadable(ROUTE),
+            seconds=BODY_READ_SECONDS,
+            too_slow=lambda: body_too_slow(ROUTE, BODY_READ_SECONDS),
         )
         delivered, events = self._parse(body)
         counts = {"events": delivered, "over_cap": delivered - len(events)}

@@ -12,11 +12,19 @@ import flask
 from pydantic import ValidationError
 
 from models import KNOWN_REQUEST_TYPES, MessageProfile, TelephonyHookRequest, parse_hook_request
-from telephony.answers import Answer, Refused, body_too_large, body_unreadable, invalid_request, method_not_allowed
+from telephony.answers import (
+    Answer,
+    Refused,
+    body_too_large,
+    body_too_slow,
+    body_unreadable,
+    invalid_request,
+    method_not_allowed,
+)
 from telephony.auth import Authenticator
 from telephony.delivery import TwilioDelivery, build_client
 from telephony.guard import Held, Passage, SpendGuard
-from telephony.intake import declared_too_large, read_body
+from telephony.intake import BODY_READ_SECONDS, declared_too_large, read_body
 from telephony.logs import REDACTED, mark_sensitive
 from telephony.phone import mask
 from telephony.policy import DeliveryPolicy
@@ -104,7 +112,13 @@ class TelephonyHook:
         return self._guard.delivered(passage, answer)
 
     def _parse(self, request: flask.Request) -> TelephonyHookRequest:
-        body = read_body(request, lambda: body_too_large(ROUTE), unreadable=lambda: body_unreadable(ROUTE))
+        body = read_body(
+            request,
+            lambda: body_too_large(ROUTE),
+            unreadable=lambda: body_unreadable(ROUTE),
+            seconds=BODY_READ_SECONDS,
+            too_slow=lambda: body_too_slow(ROUTE, BODY_READ_SECONDS),
+        )
         try:
             return parse_hook_request(body, self._default_country)
         except ValidationError as error:

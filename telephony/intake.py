@@ -22,6 +22,9 @@ from telephony.answers import MAX_BODY_BYTES
 from telephony.deadlines import Call, read_deadline
 
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
+# Okta sends a hook's body with its head (a few KB of JSON): one still coming in after this is refused,
+# before it holds a thread or spends the time Twilio's call needs.
+BODY_READ_SECONDS = 1.0
 
 
 def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> bool:
@@ -39,8 +42,9 @@ def read_body(
     too_slow: Callable[[], Exception] | None = None,
 ) -> bytes:
     """The whole body, or the route's 413 (`too_large`) as soon as it passes `limit`: never more in memory.
-    A body the server cannot read (broken chunked framing, a caller that closed it early) is the route's
-    `unreadable` refusal, a 4xx: it is the caller's doing, never a bug of ours.
+    A body the server cannot read (broken chunked framing, a caller that closed it before the bytes its
+    Content-Length promised) is the route's `unreadable` refusal, a 4xx: it is the caller's doing, never
+    a bug of ours, and what arrived is not the request it meant to send, even when it parses.
 
     With `seconds`, the body must also arrive within that time, or the route's `too_slow` refusal is
     raised: gunicorn's thread worker reads with no timeout at all, so a caller that stalls its body
@@ -63,6 +67,8 @@ def read_body(
             raise (too_slow or too_large)()
     if len(body) > limit:
         raise too_large()
+    if not _chunked(request) and len(body) < (request.content_length or 0):  # gunicorn returns it short
+        raise unreadable()
     request.environ[_BODY_READ] = True
     return body
 
@@ -70,8 +76,11 @@ def read_body(
 def body_left_unread(request: flask.Request) -> bool:
     if request.environ.get(_BODY_READ):
         return False
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    return chunked or (request.content_length or 0) > 0
+    return _chunked(request) or (request.content_length or 0) > 0
+
+
+def _chunked(request: flask.Request) -> bool:
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
 def finish(request: flask.Request, response: flask.Response) -> flask.Response:

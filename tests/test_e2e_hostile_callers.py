@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from telephony.intake import BODY_READ_SECONDS
 from telephony.phone import mask
 from telephony.receipts import RECEIPT_MAX_BYTES, RECEIPT_READ_SECONDS
 from tests.e2e_hooks import HookStarter, RunningHook
@@ -202,10 +203,14 @@ def activated(method: str, user: str = OKTA_USER_ID, enrolment: str | None = Non
     return passed(eventType="user.mfa.factor.activate", debugContext={"debugData": {}}, target=[target], user=user)
 
 
-def deliver(hook: RunningHook, *events: Any) -> tuple[int, float]:
+def events_body(*events: Any) -> dict[str, Any]:
     body = copy.deepcopy(load_fixture("okta_event_hook_mfa.json"))
     body["data"]["events"] = list(events)
-    status, _, elapsed = hook.post(body, secret=EVENT_HOOK_SECRET, path="okta/events")
+    return dict(body)
+
+
+def deliver(hook: RunningHook, *events: Any) -> tuple[int, float]:
+    status, _, elapsed = hook.post(events_body(*events), secret=EVENT_HOOK_SECRET, path="okta/events")
     return status, elapsed
 
 
@@ -372,3 +377,61 @@ def test_a_body_the_server_cannot_read_is_a_4xx_never_a_bug_of_ours(
     seen = [line for line in lines(hook) if line.get("message", "").startswith(f"{route} ")]
     assert [(line["outcome"], line["http_status"]) for line in seen] == [(outcome, 400)]
     assert not [line for line in lines(hook) if line.get("severity") in ("ERROR", "CRITICAL")]
+
+
+# ---------------------------------------------- a body shorter than it said, or still coming in
+
+
+def post_framed(
+    hook: RunningHook, path: str, credentials: str, body: bytes, declared: int, close: bool
+) -> socket.socket:
+    """A POST whose head declares `declared` bytes, then `body`; its write side shut when `close`."""
+    connection = socket.create_connection(hook.address, timeout=10)
+    head = f"POST /{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n"
+    connection.sendall(f"{head}{credentials}\r\n".encode() + body)
+    if close:
+        connection.shutdown(socket.SHUT_WR)
+    return connection
+
+
+@pytest.mark.parametrize("route", ["telephony hook", "event hook"])
+def test_a_whole_request_under_a_longer_content_length_is_cut_short_not_acted_on(
+    shared_hook: HookStarter, events_hook: RunningHook, sandbox: SandboxState, route: str
+) -> None:
+    """The caller closed before the bytes its head promised: what arrived is not the request it sent,
+    even when it parses (here a whole, valid request). 400, nothing sent to Twilio."""
+    hook, path, credentials, body = {
+        "telephony hook": (shared_hook(), "", f"Authorization: {HOOK_SECRET}\r\n", okta_request()),
+        "event hook": (events_hook, "okta/events", f"Authorization: {EVENT_HOOK_SECRET}\r\n", events_body(passed())),
+    }[route]
+    pend_both(sandbox)
+    data = json.dumps(body).encode()
+    with post_framed(hook, path, credentials, data, len(data) + 50, close=True) as connection:
+        status, answer, _ = read_answer(connection)
+    assert status == 400
+    assert json.loads(answer)["error"]["errorCauses"][0]["reason"] == "BODY_UNREADABLE"
+    time.sleep(0.3)  # the event hook acts after its answer: give it the time to act, were it to
+    assert sandbox.requests == []
+
+
+@pytest.mark.parametrize("route", ["telephony hook", "event hook"])
+def test_a_body_still_coming_in_at_its_deadline_is_a_408_and_nothing_is_sent(
+    shared_hook: HookStarter, events_hook: RunningHook, sandbox: SandboxState, route: str
+) -> None:
+    """Okta sends its body with its head: one still coming in after BODY_READ_SECONDS is cut there, in
+    the route's shape, rather than holding a thread and spending Okta's 3 s before Twilio is asked."""
+    hook, path, credentials, body = {
+        "telephony hook": (shared_hook(), "", f"Authorization: {HOOK_SECRET}\r\n", okta_request()),
+        "event hook": (events_hook, "okta/events", f"Authorization: {EVENT_HOOK_SECRET}\r\n", events_body(passed())),
+    }[route]
+    data = json.dumps(body).encode()
+    started = time.monotonic()
+    with post_framed(hook, path, credentials, data, len(data) + 50, close=False) as connection:
+        status, answer, closed = read_answer(connection)
+    elapsed = time.monotonic() - started
+    assert (status, closed) == (408, True)
+    assert json.loads(answer)["error"]["errorCauses"][0]["reason"] == "BODY_TOO_SLOW"
+    assert BODY_READ_SECONDS <= elapsed < 1.5 * BODY_READ_SECONDS
+    [line] = [line for line in lines(hook) if line.get("outcome") == "body_too_slow"]
+    assert (line["http_status"], line["severity"]) == (408, "WARNING")
+    assert sandbox.requests == []
