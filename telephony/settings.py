@@ -40,6 +40,7 @@ CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-
 DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER", "PERSONAL_NUMBER")
 
 _CSV = re.compile(r"[,\s]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110 token)
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _URL_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII without spaces
 # The URLs the function calls (or hands to Twilio to call): each is https, http only on loopback.
@@ -107,7 +108,6 @@ class Settings(BaseModel):
         alias="OKTA_HOOK_AUTH_HEADER",
         min_length=1,
         max_length=256,
-        pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$",  # an HTTP header name (RFC 9110 token): no space, no colon
         description="Header name Okta sends the secret in (the hook's 'Authentication field').",
     )
     okta_hook_auth_secret: SecretStr | None = Field(
@@ -131,6 +131,7 @@ class Settings(BaseModel):
         "Authorization",
         alias="OKTA_EVENT_HOOK_AUTH_HEADER",
         min_length=1,
+        max_length=256,
         description="Header name the event hook sends its secret in (the event hook's 'Authentication field').",
     )
     okta_event_hook_auth_secret: SecretStr | None = Field(
@@ -380,6 +381,15 @@ class Settings(BaseModel):
             known = ", ".join(sorted(phone.NUMBER_TYPES))
             raise ValueError(f"unknown number types: {', '.join(bad)} (known: {known})")
         return types
+
+    @field_validator("okta_hook_auth_header", "okta_event_hook_auth_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError("not a header name: letters, digits and !#$%&'*+-.^`|~ only, no space or colon")
+        if "_" in value:  # gunicorn, as many proxies, drops such headers: every call would be refused
+            raise ValueError("a header name with '_' never reaches the function (its server drops it): use '-'")
+        return value
 
     @field_validator("okta_hook_auth_secret")
     @classmethod

@@ -23,6 +23,23 @@ def test_a_hook_secret_that_cannot_travel_in_a_header_is_refused(secret: str) ->
     assert "Zq8wX" not in message
 
 
+@pytest.mark.parametrize("name", ["OKTA_HOOK_AUTH_HEADER", "OKTA_EVENT_HOOK_AUTH_HEADER"])
+@pytest.mark.parametrize("header", ["X_Okta_Secret", "X Okta", "X-Okta:", "X-Ökta", "x" * 257])
+def test_a_header_name_the_function_would_never_see_stops_the_start(name: str, header: str) -> None:
+    """gunicorn (functions-framework's server) drops every header whose name holds '_', as many proxies
+    do: a hook told to read one would refuse every call, its lines blaming a missing header."""
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: header})
+
+
+@pytest.mark.parametrize("name", ["OKTA_HOOK_AUTH_HEADER", "OKTA_EVENT_HOOK_AUTH_HEADER"])
+def test_an_underscore_in_a_header_name_is_explained(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: "X_Okta_Secret"})
+    assert "'_'" in str(caught.value) and "'-'" in str(caught.value)
+    assert load_settings({name: "X-Okta-Secret"}).model_dump(by_alias=True)[name] == "X-Okta-Secret"
+
+
 def test_any_printable_ascii_secret_is_accepted() -> None:
     secret = "".join(chr(code) for code in range(0x21, 0x7F))
     settings = load_settings({"OKTA_HOOK_AUTH_SECRET": secret})
