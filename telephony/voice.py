@@ -7,6 +7,7 @@ Amazon Polly voices through Twilio's <Say>.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -15,6 +16,8 @@ from telephony.settings import CODE_PLACEHOLDER, SettingsError
 from telephony.templates import code_position, holds_code
 
 TWIML_MAX_CHARS = 4000  # Twilio's limit for the Calls Twiml parameter
+# Control characters (XML 1.0 forbids most, and none is spoken) and U+FFFE/U+FFFF: a run becomes a space.
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]+")
 
 
 class VoiceLocale(NamedTuple):
@@ -104,6 +107,7 @@ class VoiceScript:
     def _say_twice(text: str, entry: VoiceLocale) -> str:
         from twilio.twiml.voice_response import VoiceResponse  # only voice calls need TwiML
 
+        text = _UNSPEAKABLE.sub(" ", text)  # Okta's template is the caller's text: TwiML must stay XML
         response = VoiceResponse()
         response.pause(length=1)
         response.say(text, voice=entry.voice, language=entry.language)

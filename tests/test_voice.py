@@ -98,3 +98,12 @@ def test_phrases_are_xml_escaped_by_the_library() -> None:
     twiml = VoiceScript({"en": "<b>Code</b> & more: {code}"}).twiml("12", "en")
     assert says(twiml)[0].text == "<b>Code</b> & more: 1, 2"
     assert "&lt;b&gt;" in twiml
+
+
+@pytest.mark.parametrize("oddity", ["\x00", "\x1b", "\x08", "\ufffe", "\x7f\x0b\x0c"])
+def test_characters_xml_forbids_never_reach_the_twiml(oddity: str) -> None:
+    """Okta's template is the caller's text: a control character would make the TwiML no XML at all, and
+    Twilio would fail the call once it reads it, long after the hook answered SUCCESSFUL."""
+    template = f"Your code is 482913.{oddity}Bye"
+    twiml = VoiceScript({}).twiml("482913", "en", template)
+    assert [element.text for element in says(twiml)] == ["Your code is 4, 8, 2, 9, 1, 3. Bye"] * 2
