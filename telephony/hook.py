@@ -28,12 +28,9 @@ from telephony.intake import BODY_READ_SECONDS, declared_too_large, read_body
 from telephony.logs import REDACTED, mark_sensitive
 from telephony.phone import mask
 from telephony.policy import DeliveryPolicy
-from telephony.settings import Settings
+from telephony.settings import HOOK_BUDGET_SECONDS, Settings
 
 ROUTE = "telephony hook"
-# Okta waits 3 s for the answer. Every step of a hook (a key-set fetch, the guard's store, Twilio) has
-# a deadline of its own; this one bounds them together, leaving the rest to the network.
-HOOK_BUDGET_SECONDS = 2.8
 
 
 class TelephonyHook:

@@ -271,7 +271,7 @@ def test_a_slow_key_set_and_a_slow_twilio_together_stay_within_the_hooks_budget(
             OKTA_HOOK_OAUTH_SCOPE=SCOPE,
             OKTA_HOOK_OAUTH_JWKS_URL=keys.base_url + "/keys",
             TWILIO_API_BASE_URL=hanging_twilio,
-            TWILIO_TIMEOUT_SECONDS="2.8",
+            TWILIO_TIMEOUT_SECONDS="2.5",
         )
         started = time.monotonic()
         response = bearer(client, token())

@@ -162,3 +162,17 @@ def test_a_store_uri_may_carry_redis_options_in_its_query(tmp_path: Path) -> Non
     uri = f"rediss://:pw@10.0.0.3:6378/0?ssl_ca_certs={authority}"
     settings = load_settings({"GUARD_STORAGE_URI": uri})
     assert settings.guard_storage_uri is not None and settings.guard_storage_uri.get_secret_value() == uri
+
+
+def test_twilios_timeout_fits_the_hooks_budget_which_leaves_okta_room() -> None:
+    """Okta's 3 s hold the network and, with OAuth, its own token fetch: the hook answers within 2.5 s,
+    and Twilio's deadline cannot be set past that."""
+    from telephony.settings import HOOK_BUDGET_SECONDS
+
+    assert HOOK_BUDGET_SECONDS <= 2.5
+    assert (
+        load_settings({"TWILIO_TIMEOUT_SECONDS": str(HOOK_BUDGET_SECONDS)}).twilio_timeout_seconds
+        == HOOK_BUDGET_SECONDS
+    )
+    with pytest.raises(SettingsError, match="TWILIO_TIMEOUT_SECONDS"):
+        load_settings({"TWILIO_TIMEOUT_SECONDS": "2.8"})
