@@ -395,10 +395,17 @@ class Settings(BaseModel):
             raise ValueError("a header name with '_' never reaches the function (its server drops it): use '-'")
         return value
 
-    @field_validator("okta_hook_auth_secret")
+    @field_validator(
+        "okta_hook_auth_secret",
+        "okta_event_hook_auth_secret",
+        "okta_api_token",
+        "twilio_auth_token",
+        "twilio_api_secret",
+    )
     @classmethod
     def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
-        # Okta sends it as an HTTP header value: anything else cannot arrive byte for byte.
+        # Each travels in an HTTP header value (Okta's, SSWS, Basic): anything else cannot arrive byte for
+        # byte, and an HTTP client refusing it would repeat the whole header in its error.
         if value is not None and not all(" " <= char <= "~" for char in value.get_secret_value()):
             raise ValueError("must be printable ASCII: it travels in an HTTP header")
         return value

@@ -40,6 +40,24 @@ def test_an_underscore_in_a_header_name_is_explained(name: str) -> None:
     assert load_settings({name: "X-Okta-Secret"}).model_dump(by_alias=True)[name] == "X-Okta-Secret"
 
 
+@pytest.mark.parametrize(
+    "name", ["OKTA_EVENT_HOOK_AUTH_SECRET", "OKTA_API_TOKEN", "TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET"]
+)
+@pytest.mark.parametrize("secret", ["00aBc-Zq8wX\n0123456789", "sécret-Zq8wX", "nul\x00-Zq8wX", "tab\there-Zq8wX"])
+def test_every_secret_sent_in_a_header_must_be_printable_ascii(name: str, secret: str) -> None:
+    """Each travels in an HTTP header (the event hook's as Okta sends it, the API token as SSWS, Twilio's
+    as Basic, and the auth token also signs receipts): any other character cannot arrive byte for byte,
+    and a value with a line break made the HTTP client raise with the whole header in its message."""
+    settings = {name: secret}
+    if name == "TWILIO_API_SECRET":
+        settings["TWILIO_API_KEY"] = "SK" + "a" * 32
+    with pytest.raises(SettingsError) as caught:
+        load_settings(settings)
+    message = str(caught.value)
+    assert name in message and "printable ASCII" in message
+    assert "Zq8wX" not in message
+
+
 def test_any_printable_ascii_secret_is_accepted() -> None:
     secret = "".join(chr(code) for code in range(0x21, 0x7F))
     settings = load_settings({"OKTA_HOOK_AUTH_SECRET": secret})
