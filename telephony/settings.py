@@ -45,6 +45,14 @@ DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL
 
 _CSV = re.compile(r"[,\s]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110 token)
+# Headers proxies drop or rewrite (RFC 9110's hop-by-hop fields, the message's framing, and what Cloud
+# Run's front end sets): a secret sent in one works locally and never arrives once deployed.
+_PLATFORM_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
+     "content-length", "content-type", "content-encoding", "expect", "forwarded", "via", "x-forwarded-for",
+     "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "traceparent", "tracestate",
+     "x-cloud-trace-context", "proxy-authorization", "proxy-authenticate"}
+)  # fmt: skip
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _URL_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII without spaces
 # The URLs the function calls (or hands to Twilio to call): each is https, http only on loopback.
@@ -393,6 +401,24 @@ class Settings(BaseModel):
             raise ValueError("not a header name: letters, digits and !#$%&'*+-.^`|~ only, no space or colon")
         if "_" in value:  # gunicorn, as many proxies, drops such headers: every call would be refused
             raise ValueError("a header name with '_' never reaches the function (its server drops it): use '-'")
+        if value.lower() in _PLATFORM_HEADERS:
+            raise ValueError(f"{value} is a header proxies drop or rewrite: choose a name of your own")
+        return value
+
+    @field_validator("okta_hook_oauth_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        # A token's `iss` must equal it exactly, and Okta's issuers never end in '/'.
+        if value is not None and value.endswith("/"):
+            raise ValueError("Okta's issuers never end in '/': remove it (a token's iss must match exactly)")
+        return value
+
+    @field_validator("okta_hook_oauth_scope")
+    @classmethod
+    def _one_scope(cls, value: str | None) -> str | None:
+        # Okta's `scp` lists scopes one by one: the hook checks that one of them is this one.
+        if value is not None and not re.fullmatch(r"[!#-\[\]-~]+", value):
+            raise ValueError("one scope (RFC 6749 scope-token): printable ASCII, no space, quote or backslash")
         return value
 
     @field_validator(

@@ -194,3 +194,32 @@ def test_twilios_timeout_fits_the_hooks_budget_which_leaves_okta_room() -> None:
     )
     with pytest.raises(SettingsError, match="TWILIO_TIMEOUT_SECONDS"):
         load_settings({"TWILIO_TIMEOUT_SECONDS": "2.8"})
+
+
+def test_an_issuer_ending_in_a_slash_stops_the_start() -> None:
+    """Okta's issuers never end in '/', and a token's `iss` must equal the issuer exactly: a slash would
+    have every token refused (the key set, read from the issuer without it, loading fine)."""
+    with pytest.raises(SettingsError, match="OKTA_HOOK_OAUTH_ISSUER") as caught:
+        load_settings({**OAUTH, "OKTA_HOOK_OAUTH_ISSUER": ISSUER + "/"})
+    assert "'/'" in str(caught.value)
+
+
+@pytest.mark.parametrize("scope", ["s1 s2", "s1\ts2", 's1"s2', "scöpe"])
+def test_a_scope_that_no_token_can_carry_whole_stops_the_start(scope: str) -> None:
+    """The hook checks one scope: Okta's `scp` lists scopes one by one, so 's1 s2' would never match."""
+    with pytest.raises(SettingsError, match="OKTA_HOOK_OAUTH_SCOPE"):
+        load_settings({**OAUTH, "OKTA_HOOK_OAUTH_SCOPE": scope})
+
+
+@pytest.mark.parametrize("name", ["OKTA_HOOK_AUTH_HEADER", "OKTA_EVENT_HOOK_AUTH_HEADER"])
+@pytest.mark.parametrize(
+    "header",
+    ["Connection", "keep-alive", "TE", "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "X-Forwarded-For",
+     "Forwarded", "traceparent", "X-Cloud-Trace-Context", "Proxy-Authorization"],
+)  # fmt: skip
+def test_a_header_the_platform_owns_stops_the_start(name: str, header: str) -> None:
+    """Proxies drop or rewrite these (RFC 9110's hop-by-hop fields, the framing, Cloud Run's own): a
+    secret in one would work locally and be refused on every call once deployed."""
+    with pytest.raises(SettingsError, match=name) as caught:
+        load_settings({name: header})
+    assert "proxies" in str(caught.value)
