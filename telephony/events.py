@@ -484,13 +484,14 @@ class EventHook:
                 "twilio_error_code": code,
                 "twilio_http_status": status,
                 "error_meaning": twilio_error(code).meaning,
+                "twilio_attempts": attempts.count,
             }
             return Approval(Outcome.FEEDBACK_FAILED, fields)
         except TwilioException:
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_ERROR"})
         except TwilioUnavailable as error:
             reason = "TWILIO_TIMEOUT" if error.timed_out else "TWILIO_UNREACHABLE"
-            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": reason})
+            return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": reason, "twilio_attempts": error.attempts})
         except UNREADABLE_ANSWER:  # a 2xx the library cannot read as a verification
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_MALFORMED_ANSWER"})
         # Twilio answers with the verification as it now stands: approved, or the update did not take.

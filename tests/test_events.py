@@ -489,6 +489,7 @@ def test_a_verify_refusal_other_than_404_is_a_failed_feedback(
     (line,) = event_lines(capsys.readouterr().out)
     assert line["outcome"] == "feedback_failed"
     assert line["twilio_error_code"] == 20429
+    assert line["twilio_attempts"] == 2  # a 429 is retried once: the line says so
     assert line["severity"] == "ERROR"
 
 
