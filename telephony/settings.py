@@ -483,7 +483,9 @@ class Settings(BaseModel):
         ):
             if user and secret and secret.get_secret_value():
                 values.append(base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode())
-        return values
+        # An error message may spell a header as Python's repr does ('\\' for a backslash).
+        escaped = {spelling for value in values for spelling in (repr(value.encode())[2:-1], repr(value)[1:-1])}
+        return values + sorted(escaped - set(values))
 
 
 # What GUARD_STORAGE_URI may carry after '?': TLS's settings and the connections' name (the store sets

@@ -85,6 +85,24 @@ def test_a_secret_json_would_escape_is_still_scrubbed(secret: str) -> None:
     assert "Zq8" not in line
 
 
+@pytest.mark.parametrize("secret", ["back\\slash-Zq8wX", "it's-Zq8wX", 'quo"te-Zq8wX'])
+def test_a_secret_an_exception_spells_as_python_does_is_still_scrubbed(secret: str) -> None:
+    """An error message may carry a header as bytes' repr (http.client's 'Invalid header value
+    b\'SSWS ...\''), which escapes a backslash or a quote: the settings give the log every such spelling."""
+    from telephony.settings import load_settings
+
+    settings = load_settings({"OKTA_API_TOKEN": secret})
+    formatter = CloudLoggingFormatter(settings.secret_values())
+    try:
+        raise ValueError(f"Invalid header value {('SSWS ' + secret).encode()!r}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("okta_events", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    line = formatter.format(record)
+    assert "Zq8wX" not in line and REDACTED in json.loads(line)["exception"]
+
+
 def test_a_line_with_nothing_to_scrub_is_written_as_it_is() -> None:
     formatter = CloudLoggingFormatter(["s3cr3t-value"])
     record = logging.LogRecord("telephony_hook", logging.INFO, __file__, 1, "nothing here", None, None)
