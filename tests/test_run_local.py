@@ -194,12 +194,21 @@ def transaction_id(answer: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ failed starts
 
 
-def test_a_bad_setting_stops_what_started_and_exits_non_zero(tmp_path: Path) -> None:
-    process = launch(tmp_path, free_port(), subprocess.PIPE, ALLOWED_COUNTRIES="UK")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ALLOWED_COUNTRIES", "UK"),
+        # with the secret made up, the header it travels in is still the one the user set, and checked
+        ("OKTA_HOOK_AUTH_HEADER", "X_Okta_Secret"),
+        ("OKTA_EVENT_HOOK_AUTH_HEADER", "X Okta"),
+    ],
+)
+def test_a_bad_setting_stops_what_started_and_exits_non_zero(tmp_path: Path, name: str, value: str) -> None:
+    process = launch(tmp_path, free_port(), subprocess.PIPE, **{name: value})
     code, output = finished(process)
     assert code == 1, output
     assert "[twilio-sandbox] listening" in output  # the sandbox had started: it was stopped
-    assert "Invalid configuration: ALLOWED_COUNTRIES" in output
+    assert f"Invalid configuration: {name}" in output
     assert "run: the telephony hook did not start: functions-framework --target telephony_hook" in output
     assert "run: the Twilio sandbox stopped" in output
     assert session_members(process.pid) == []

@@ -171,30 +171,34 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
     if not env.get("OKTA_HOOK_AUTH_SECRET") and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
         secret_file = run_dir / "hook-secret"
         env["OKTA_HOOK_AUTH_SECRET"] = made_up_secret(secret_file)
-        env.pop("OKTA_HOOK_AUTH_HEADER", None)
+        header = env.get("OKTA_HOOK_AUTH_HEADER", "").strip() or "Authorization"  # checked by the hook's start
         say(
             f" No OKTA_HOOK_AUTH_SECRET configured: made one up, kept in {shown(secret_file)}",
             " Try it (the secret is read from the file, so it never lands in a terminal log):",
-            f'   curl -sS -X POST {url}/ -H "Authorization: $(cat {shown(secret_file)})" \\',
+            f'   curl -sS -X POST {url}/ -H "{header}: $(cat {shown(secret_file)})" \\',
             "     -H 'Content-Type: application/json' -d @examples/okta-sms-request.json",
         )
     if not env.get("OKTA_EVENT_HOOK_AUTH_SECRET"):
         secret_file = run_dir / "event-hook-secret"
         env["OKTA_EVENT_HOOK_AUTH_SECRET"] = made_up_secret(secret_file)
-        env.pop("OKTA_EVENT_HOOK_AUTH_HEADER", None)
+        header = env.get("OKTA_EVENT_HOOK_AUTH_HEADER", "").strip() or "Authorization"
         say(
             f" No OKTA_EVENT_HOOK_AUTH_SECRET configured: made one up, kept in {shown(secret_file)}",
             " The event hook (Verify feedback, after a code sent with TWILIO_VERIFY_SERVICE_SID set):",
             " (its `published` set to now: an event over 10 minutes old approves nothing):",
             f"   {STAMP_NOW} examples/okta-event-hook.json |",
-            f'   curl -sS -X POST {url}/okta/events -H "Authorization: $(cat {shown(secret_file)})" \\',
+            f'   curl -sS -X POST {url}/okta/events -H "{header}: $(cat {shown(secret_file)})" \\',
             "     -H 'Content-Type: application/json' -d @-",
         )
     if not env.get("TWILIO_VERIFY_SERVICE_SID"):
+        guard_off = env.get("GUARD_MODE", "").strip().lower() == "off"
+        on_port = "" if port == 8080 else f"PORT={port} "
         say(
             " Verify feedback needs codes sent through Verify: any Verify service SID works with the sandbox,",
-            f"   TWILIO_VERIFY_SERVICE_SID={SANDBOX_VERIFY_SERVICE_SID} make run",
-            " Until then the event hook only reports conversions to the spend guard, as it would deployed so.",
+            f"   {on_port}TWILIO_VERIFY_SERVICE_SID={SANDBOX_VERIFY_SERVICE_SID} make run",
+            " Until then the event hook has nothing to do (GUARD_MODE=off: no conversions either)."
+            if guard_off
+            else " Until then the event hook only reports conversions to the spend guard, as it would deployed so.",
         )
     say(
         f" Watch the spend guard stop a short SMS pump: .venv/bin/python -m tools.sandbox.pump --port {port}",
