@@ -438,18 +438,23 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _pairs_complete(self) -> Self:
+        # Each message starts with the variable to set or change: the start-up error names it first.
         if (self.twilio_api_key is None) != (self.twilio_api_secret is None):
-            raise ValueError("TWILIO_API_KEY and TWILIO_API_SECRET go together")
-        oauth = (self.okta_hook_oauth_issuer, self.okta_hook_oauth_audience, self.okta_hook_oauth_scope)
-        if any(oauth) and not all(oauth):
-            raise ValueError(
-                "OAuth needs OKTA_HOOK_OAUTH_ISSUER, OKTA_HOOK_OAUTH_AUDIENCE and OKTA_HOOK_OAUTH_SCOPE together"
-            )
+            missing = "TWILIO_API_KEY" if self.twilio_api_key is None else "TWILIO_API_SECRET"
+            raise ValueError(f"{missing}: TWILIO_API_KEY and TWILIO_API_SECRET go together")
+        oauth = {
+            "OKTA_HOOK_OAUTH_ISSUER": self.okta_hook_oauth_issuer,
+            "OKTA_HOOK_OAUTH_AUDIENCE": self.okta_hook_oauth_audience,
+            "OKTA_HOOK_OAUTH_SCOPE": self.okta_hook_oauth_scope,
+        }
+        if any(oauth.values()) and not all(oauth.values()):
+            missing = ", ".join(name for name, value in oauth.items() if not value)
+            raise ValueError(f"{missing}: OAuth needs {', '.join(oauth)} together")
         both = self.oauth_configured and self.header_secret_configured
         if both and self.okta_hook_auth_header.lower() == "authorization":
             raise ValueError(
-                "with OAuth on, the bearer token takes the Authorization header: "
-                "set OKTA_HOOK_AUTH_HEADER to another header for the secret"
+                "OKTA_HOOK_AUTH_HEADER: with OAuth on, the bearer token takes the Authorization header: "
+                "set it to another header for the secret"
             )
         return self
 
@@ -586,7 +591,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return Settings.model_validate(values)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            if issue["loc"]
+            else str(issue["msg"]).removeprefix("Value error, ")  # a rule over several: its message names them
             for issue in error.errors(include_input=False, include_url=False)
         )
         raise SettingsError(f"Invalid configuration: {problems}") from None

@@ -223,3 +223,20 @@ def test_a_header_the_platform_owns_stops_the_start(name: str, header: str) -> N
     with pytest.raises(SettingsError, match=name) as caught:
         load_settings({name: header})
     assert "proxies" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "first"),
+    [
+        ({"TWILIO_API_KEY": "SK" + "1" * 32}, "TWILIO_API_SECRET"),
+        ({"TWILIO_API_SECRET": "s3cret-Zq8wX"}, "TWILIO_API_KEY"),
+        ({"OKTA_HOOK_OAUTH_ISSUER": ISSUER}, "OKTA_HOOK_OAUTH_AUDIENCE, OKTA_HOOK_OAUTH_SCOPE"),
+        ({**OAUTH, "OKTA_HOOK_AUTH_SECRET": "s3cret-Zq8wX"}, "OKTA_HOOK_AUTH_HEADER"),
+    ],
+)
+def test_a_rule_over_several_settings_names_the_one_to_set_first(settings: dict[str, str], first: str) -> None:
+    """configuration.md: each problem gives the variable's name, where a single setting's would."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(settings)
+    assert str(caught.value).startswith(f"Invalid configuration: {first}: ")
+    assert "Zq8wX" not in str(caught.value)
