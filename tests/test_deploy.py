@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
-from tools.deploy import DeployError, env_vars_flag, gcloud_command, unknown_variables
+from tools.deploy import DeployError, deploy_warnings, env_vars_flag, gcloud_command, unknown_variables
 
 BASE = {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1"}
 
@@ -406,3 +406,39 @@ def test_an_unknown_name_in_secrets_is_not_repeated() -> None:
     with pytest.raises(DeployError) as refused:
         gcloud_command({"SECRETS": "ZQXWSECRETTOKEN=okta-hook-secret:1"})
     assert "ZQXWSECRETTOKEN" not in str(refused.value) and "is not a secret setting" in str(refused.value)
+
+
+REDIS_SECRETS = BASE["SECRETS"] + ",GUARD_STORAGE_URI=guard-redis:1"
+CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA_API_TOKEN=okta-api-token:1"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        # the guard on memory:// with Cloud Run free to add instances: each counts on its own
+        ({"SECRETS": CONVERTING, "OKTA_ORG_URL": "https://acme.okta.com"}, ["memory://"]),
+        ({"SECRETS": CONVERTING, "OKTA_ORG_URL": "https://acme.okta.com", "MAX_INSTANCES": "4"}, ["memory://"]),
+        # no event hook: no conversions, every number held as new
+        ({"SECRETS": REDIS_SECRETS, "MAX_INSTANCES": "4"}, ["no conversions"]),
+        ({"SECRETS": BASE["SECRETS"], "MAX_INSTANCES": "4"}, ["memory://", "no conversions"]),
+        # one instance: the guard is exact on memory://, but a scale-out or a new revision queues the burst
+        (
+            {"SECRETS": CONVERTING, "OKTA_ORG_URL": "https://acme.okta.com", "MAX_INSTANCES": "1"},
+            ["MAX_INSTANCES=1"],
+        ),
+        ({"SECRETS": REDIS_SECRETS, "MAX_INSTANCES": "4", "GUARD_MODE": "off"}, []),
+        (
+            {"SECRETS": CONVERTING + ",GUARD_STORAGE_URI=guard-redis:1", "OKTA_ORG_URL": "https://acme.okta.com"},
+            [],
+        ),
+    ],
+)
+def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
+    variables: dict[str, str], expected: list[str]
+) -> None:
+    """A setting the function accepts but warns of (the guard counting per instance, no conversions) was
+    learnt only from Cloud Run's logs after the deploy: the deploy says it first, and goes on."""
+    found = deploy_warnings(variables)
+    assert len(found) == len(expected), found
+    for warning, word in zip(found, expected, strict=True):
+        assert word in warning

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from telephony.settings import SettingsError, env_names, load_settings, secret_env_names, spellings
+from telephony.settings import Settings, SettingsError, env_names, load_settings, secret_env_names, spellings
 
 SECRET_SETTINGS = tuple(secret_env_names())
 # Set by the deploy itself: THREADS from its own variable, the project for log traces.
@@ -132,6 +132,11 @@ def _whole(value: str) -> bool:
 
 
 def gcloud_command(env: Mapping[str, str]) -> list[str]:
+    return deployment(env)[0]
+
+
+def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
+    """The gcloud command, and the settings the function will start with (secrets as stand-ins)."""
     for name in SECRET_SETTINGS:
         for spelling in SPELLINGS[name]:
             if env.get(spelling):
@@ -197,11 +202,35 @@ def gcloud_command(env: Mapping[str, str]) -> list[str]:
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
     command += vpc_flags(env)
-    check_settings(plain, secrets)
-    return command
+    return command, check_settings(plain, secrets)
 
 
-def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+def deploy_warnings(env: Mapping[str, str]) -> list[str]:
+    """What the function would warn of at start-up about how it is deployed, said before the deploy."""
+    settings = deployment(env)[1]
+    if settings.guard_mode == "off":
+        return []
+    warnings = []
+    max_instances = env.get("MAX_INSTANCES")
+    if settings.guard_storage_uri is None and max_instances != "1":
+        warnings.append(
+            "the spend guard counts on memory://, per instance, and Cloud Run may run several: a pump gets "
+            "each instance's caps. Share a Redis: SECRETS=GUARD_STORAGE_URI=... (docs/spend-guard.md)"
+        )
+    if max_instances == "1":
+        warnings.append(
+            "MAX_INSTANCES=1: Okta's burst queues while a new revision or a replacement instance starts "
+            "(deploy.md: at least 2)"
+        )
+    if not (settings.okta_event_hook_auth_secret and settings.okta_org_url and settings.okta_api_token):
+        warnings.append(
+            "no conversions reach the spend guard (the event hook needs OKTA_EVENT_HOOK_AUTH_SECRET, "
+            "OKTA_ORG_URL and OKTA_API_TOKEN): every number is held as new"
+        )
+    return warnings
+
+
+def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> Settings:
     """The function's own start-up check, run on what is deployed: a setting it refuses would otherwise
     pass the upload and the build, and stop every instance, said only in Cloud Run's logs."""
     stand_ins = {
@@ -210,7 +239,7 @@ def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> None
         if name in SECRET_SETTINGS
     }
     try:
-        load_settings({**plain, **stand_ins})
+        return load_settings({**plain, **stand_ins})
     except SettingsError as error:  # it names each variable and why, never a value
         raise DeployError(f"deploy: {error}") from None
 
@@ -286,6 +315,8 @@ def main() -> None:
     if unknown:
         raise DeployError(f"deploy: not a setting or a deploy variable: {', '.join(unknown)}")
     command = gcloud_command(os.environ)
+    for warning in deploy_warnings(os.environ):
+        print(f"deploy: warning: {warning}", file=sys.stderr, flush=True)
     metrics = metric_commands(os.environ)
     if os.environ.get("DRY_RUN") not in (None, "", "0"):
         for each in [command, *metrics]:
