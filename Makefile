@@ -40,6 +40,7 @@ bench: $(VENV)/.runtime
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Deploy to Cloud Run functions; DRY_RUN=1 prints the gcloud command only. See docs/deploy.md.
 deploy: $(VENV)/.runtime

@@ -302,7 +302,7 @@ def test_the_sandbox_pump_shows_the_guard_refusing(
     sandbox_pump.main(["--port", str(pair[0].address[1]), "--count", "8"])
     output = capsys.readouterr().out
     assert output.count(": SUCCESSFUL SM") == 5 and output.count("refused (SPEND_GUARD)") == 3
-    assert "pump: 5 of 8 codes sent" in output
+    assert "pump: 5 of 8 codes sent; the `make run` terminal shows each refusal's guard_limit" in output
     assert sent(sandbox) == 5
     refusals = [line for line in fresh.lines() if line.get("guard") == "refused"]
     assert [line["guard_limit"] for line in refusals] == ["range 5/hour"] * 3

@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         sent += "commands" in answer
         masked = number[:2] + "*" * (len(number) - 6) + number[-4:]
         print(f"  {index:3d} {masked}: {describe(answer)}")
-    print(f"pump: {sent} of {args.count} codes sent; the `make run` terminal shows each refusal's guard_limit")
+    said = (
+        "the `make run` terminal shows each refusal's guard_limit"
+        if sent < args.count
+        else "none refused: is the guard on (GUARD_MODE=enforce)? In monitor mode its lines say would_refuse"
+    )
+    print(f"pump: {sent} of {args.count} codes sent; {said}")
 
 
 if __name__ == "__main__":
