@@ -78,6 +78,7 @@ from telephony.twilio_http import TwilioUnavailable, counting_attempts
 
 EVENT_BUDGET_SECONDS = 2.5  # Okta waits 3 s for an event hook too; the rest is network and our own work
 EVENT_WORKERS = 8  # users of one POST handled at once, per instance
+POST_WAITERS_SHARE = 16  # at most THREADS / 16 POSTs wait for their users at once (5 of 80), at least one
 MAX_EVENTS_PER_POST = 100  # Okta's deliveries are small batches; the rest of a larger POST is not read
 MAX_USERS_WAITING = 64  # users waiting for a worker, across POSTs: beyond it a POST's users are skipped
 EVENT_MAX_AGE_SECONDS = 600  # a Verify code lives 10 minutes: an older event cannot be about a live one
@@ -266,6 +267,7 @@ class EventHook:
         self._workers = ThreadPoolExecutor(max_workers=EVENT_WORKERS, thread_name_prefix="okta-events")
         self._waiting = 0  # users submitted to the workers and not finished, across POSTs
         self._waiting_lock = threading.Lock()
+        self._waiting_posts = threading.BoundedSemaphore(max(1, settings.threads // POST_WAITERS_SHARE))
         missing = []
         if self._okta is None:
             missing.append("OKTA_ORG_URL and OKTA_API_TOKEN")
@@ -317,8 +319,16 @@ class EventHook:
             fields = {"outcome": Outcome.NOT_CONFIGURED, "events": counts["not_configured"], "missing": self.missing}
             log.error(f"okta event {Outcome.NOT_CONFIGURED}: missing {self.missing}", extra={"fields": fields})
         futures = self._submit(passes, counts)
-        # Each user's calls are bounded; the POST is answered by Okta's deadline whatever is left.
-        _, unfinished = wait(futures, timeout=max(0.0, started + EVENT_BUDGET_SECONDS - time.monotonic()))
+        # Each user's calls are bounded; the POST is answered by Okta's deadline whatever is left. It waits
+        # for them (Cloud Run gives CPU to requests in flight) while few other POSTs do: the instance's
+        # threads are the telephony hook's too, and POSTs queued behind waiting ones would pass Okta's 3 s.
+        unfinished = [future for future in futures if not future.done()]
+        if unfinished and self._waiting_posts.acquire(blocking=False):
+            try:
+                timeout = max(0.0, started + EVENT_BUDGET_SECONDS - time.monotonic())
+                unfinished = list(wait(unfinished, timeout=timeout).not_done)
+            finally:
+                self._waiting_posts.release()
         counts["unfinished"] = len(unfinished)
         return events_received(EventHookAccepted(), counts)
 
