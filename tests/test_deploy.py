@@ -264,6 +264,9 @@ def test_a_secret_of_another_project_is_named_by_its_resource_path() -> None:
         ({"TWILIO_FROM_NUMBER": "+1\u2026"}, "TWILIO_FROM_NUMBER"),  # the README's placeholder, left in
         ({"TWILIO_API_KEY": "SK" + "1" * 32}, "TWILIO_API_SECRET"),  # the key without its secret in SECRETS
         ({"GUARD_NUMBER_LIMIT": "5/fortnight"}, "GUARD_NUMBER_LIMIT"),
+        # checked where the voice script is built, as the function starts
+        ({"VOICE_PHRASES": '{"en": "no placeholder"}'}, r"VOICE_PHRASES\['en'\] must contain"),
+        ({"VOICE_PHRASES": '{"xx": "Code {code}"}'}, "VOICE_PHRASES: no voice speaks 'xx'"),
     ],
 )
 def test_settings_the_function_would_refuse_stop_the_deploy(variables: dict[str, str], problem: str) -> None:

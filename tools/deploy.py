@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from telephony.settings import Settings, SettingsError, env_names, load_settings, secret_env_names, spellings
+from telephony.voice import VoiceScript
 
 SECRET_SETTINGS = tuple(secret_env_names())
 # Set by the deploy itself: THREADS from its own variable, the project for log traces.
@@ -239,9 +240,11 @@ def check_settings(plain: Mapping[str, str], secrets: Mapping[str, str]) -> Sett
         if name in SECRET_SETTINGS
     }
     try:
-        return load_settings({**plain, **stand_ins})
+        settings = load_settings({**plain, **stand_ins})
+        VoiceScript(settings.voice_phrases, settings.voice_name)  # checked where the start builds it
     except SettingsError as error:  # it names each variable and why, never a value
         raise DeployError(f"deploy: {error}") from None
+    return settings
 
 
 def unknown_variables(makeflags: str) -> list[str]:
