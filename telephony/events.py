@@ -27,7 +27,7 @@ Events acted on (okta-developer-docs, event-types.json), each only with outcome 
   CALL_FACTOR; its `factorIntent` says LOGIN, CREDENTIAL_ENROLLMENT or CREDENTIAL_RECOVERY, so sign-in,
   enrolment and recovery challenges all arrive as this one type in Identity Engine;
 - `user.mfa.factor.activate` whose AuthenticatorEnrollment target's `methodTypeUsed` is SMS or VOICE
-  (a phone enrolment completed).
+  (a phone enrolment completed), made by the user themselves: an admin's activation proves nothing.
 """
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ def passed_challenge(event: LogEvent) -> Passed | None:
                 enrollment_id = target.id
                 break
     user_id = user_of(event)
+    activated_by_another = event.actor is None or event.actor.type != "User" or event.actor.id != user_id
+    if event.event_type == "user.mfa.factor.activate" and activated_by_another:
+        return None  # an admin's activation (activate=true): nobody typed a code on the number
     if factor_type is None or user_id is None:
         return None
     return Passed(user_id, factor_type, enrollment_id)

@@ -419,6 +419,30 @@ def test_only_passed_sms_and_voice_challenges_count(changes: dict[str, Any], cou
     assert (passed_challenge(LogEvent.model_validate(mfa_event(**changes))) is not None) is counts
 
 
+ADMIN = {"id": "00uadmin0000000000000", "type": "User", "alternateId": "admin@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("actor", "counts"),
+    [
+        ("user", True),  # the user completed their own enrolment: they typed the code
+        ("admin", False),  # an admin activated it for them (activate=true): nobody typed a code
+        ("system", False),
+    ],
+)
+def test_an_activation_proves_the_number_only_when_the_user_made_it(actor: str, counts: bool) -> None:
+    """The spend guard takes a conversion as proof that the number's owner holds it (a year exempt from
+    the range and country caps): an admin's activation names the user as its target, and proves nothing."""
+    event = mfa_event(eventType="user.mfa.factor.activate", debugContext={"debugData": {}})
+    event["target"].append({"id": OKTA_USER_ID, "type": "User", "alternateId": "isaac.brock@example.com"})
+    event["actor"] = {
+        "user": event["actor"],
+        "admin": ADMIN,
+        "system": {"id": "0oa1system", "type": "PublicClientApp", "alternateId": "okta"},
+    }[actor]
+    assert (passed_challenge(LogEvent.model_validate(event)) is not None) is counts
+
+
 VOICE_ENROLLMENT = {"id": "clf1", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": "VOICE"}}
 
 
