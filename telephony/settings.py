@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, get_args
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +45,7 @@ CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-
 DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER", "PERSONAL_NUMBER")
 
 _CSV = re.compile(r"[,\s]+")
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110 token)
 # Headers proxies drop or rewrite (RFC 9110's hop-by-hop fields, the message's framing, and what Cloud
 # Run's front end sets): a secret sent in one works locally and never arrives once deployed.
@@ -207,7 +209,11 @@ class Settings(BaseModel):
         description='JSON object: locale -> phrase spoken before the digits, e.g. {"es": "Su código es"}.',
     )
     voice_name: str | None = Field(
-        None, alias="VOICE_NAME", description="Twilio <Say> voice for every locale, e.g. Polly.Joanna."
+        None,
+        alias="VOICE_NAME",
+        # Twilio's forms: man, woman, alice, or Provider.Voice (Polly.Joanna-Neural, Google.en-US-Standard-C)
+        pattern=r"^(man|woman|alice|[A-Z][A-Za-z]+\.[A-Za-z0-9][A-Za-z0-9-]*)$",
+        description="Twilio <Say> voice for every locale, e.g. Polly.Joanna.",
     )
     okta_provider_name: str = Field("TWILIO", alias="OKTA_PROVIDER_NAME", min_length=1, max_length=64)
 
@@ -360,8 +366,13 @@ class Settings(BaseModel):
     @classmethod
     def _limits_by_country(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         checked = {country.upper(): limits for country, limits in value.items()}
+        twice = sorted(country for country, count in Counter(map(str.upper, value)).items() if count > 1)
+        if twice:
+            raise ValueError(f"{', '.join(twice)} is given twice (country codes in any case are one)")
         _check_regions([country for country in checked if country != phone.NON_GEOGRAPHIC])
         for country, limits in checked.items():
+            if not limits:
+                raise ValueError(f"{country} sets no limit: give 'range' or 'country', or leave it out")
             unknown = set(limits) - {"range", "country"}
             if unknown:
                 raise ValueError(f"{country}: only 'range' and 'country' limits may be set, not {sorted(unknown)}")
@@ -403,6 +414,14 @@ class Settings(BaseModel):
             raise ValueError("a header name with '_' never reaches the function (its server drops it): use '-'")
         if value.lower() in _PLATFORM_HEADERS:
             raise ValueError(f"{value} is a header proxies drop or rewrite: choose a name of your own")
+        return value
+
+    @field_validator("okta_provider_name")
+    @classmethod
+    def _shown_name(cls, value: str) -> str:
+        # Repeated in every SUCCESSFUL answer, which admins read: no control or direction characters.
+        if _UNSHOWABLE.search(value):
+            raise ValueError("must be plain text: no control characters or text-direction marks")
         return value
 
     @field_validator("okta_hook_oauth_issuer")

@@ -240,3 +240,35 @@ def test_a_rule_over_several_settings_names_the_one_to_set_first(settings: dict[
         load_settings(settings)
     assert str(caught.value).startswith(f"Invalid configuration: {first}: ")
     assert "Zq8wX" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["TWILIO\x00", "TWI\u202eLIO", "TWILIO\nX-Injected: 1"])
+def test_a_provider_name_with_control_characters_stops_the_start(name: str) -> None:
+    """It is repeated in every SUCCESSFUL answer to Okta, shown to admins."""
+    with pytest.raises(SettingsError, match="OKTA_PROVIDER_NAME"):
+        load_settings({"OKTA_PROVIDER_NAME": name})
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ('{"US": {"country": "60/hour"}, "us": {"range": "9/hour"}}', "US is given twice"),
+        ('{"US": {}}', "US sets no limit"),
+    ],
+)
+def test_country_overrides_that_would_be_silently_merged_or_empty_stop_the_start(limits: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match=f"GUARD_LIMITS_BY_COUNTRY: .*{problem}"):
+        load_settings({"GUARD_LIMITS_BY_COUNTRY": limits})
+
+
+@pytest.mark.parametrize("voice", ["Polly.Joanna", "Polly.Joanna-Neural", "Google.en-US-Standard-C", "man", "woman"])
+def test_a_voice_as_twilio_names_them_is_accepted(voice: str) -> None:
+    assert load_settings({"VOICE_NAME": voice}).voice_name == voice
+
+
+@pytest.mark.parametrize("voice", ["Joanna", "polly joanna", "Polly.", "<Joanna>", "Polly.Jo\u00e4nna"])
+def test_a_voice_twilio_could_not_name_stops_the_start(voice: str) -> None:
+    """Twilio reads it when the call is answered, long after the hook answered SUCCESSFUL: a call that
+    fails then stops Okta's fallback for nothing."""
+    with pytest.raises(SettingsError, match="VOICE_NAME"):
+        load_settings({"VOICE_NAME": voice})
