@@ -128,6 +128,7 @@ class SpendGuard(Claims):
         # Each country's five lists of limits, in Ask's order: known and new numbers, range, country, all.
         self._default_rates = self._rates_in({})
         self._rates = {country: self._rates_in(limits) for country, limits in settings.guard_limits_by_country.items()}
+        self._overrides = settings.guard_limits_by_country
         self._claim_refused = self.mode is GuardMode.MONITOR
 
     @property
@@ -151,6 +152,23 @@ class SpendGuard(Claims):
             f", per country {_text(self._default_country)} and over every country {_text(self._all_rates)};"
             f" {conversions}; numbers hashed with {self.key_source}."
         )
+
+    def unreachable_limits(self) -> list[str]:
+        """Limits a wider scope always refuses first: a code to an unconverted number counts in its range,
+        its country and over every country alike, so a range may not allow more than its country in the
+        same window, nor a country more than every country (start-up WARNING lines)."""
+        if not self.on:
+            return []
+        found = _unreachable("GUARD_RANGE_LIMIT", self._default_range, "GUARD_COUNTRY_LIMIT", self._default_country)
+        found += _unreachable("GUARD_COUNTRY_LIMIT", self._default_country, "GUARD_ALL_LIMIT", self._all_rates)
+        for country, limits in self._overrides.items():
+            _, _, range_, country_rates, _ = self._rates[country]
+            wider = f"GUARD_LIMITS_BY_COUNTRY {country} country" if "country" in limits else "GUARD_COUNTRY_LIMIT"
+            if "range" in limits:
+                found += _unreachable(f"GUARD_LIMITS_BY_COUNTRY {country} range", range_, wider, country_rates)
+            if "country" in limits:
+                found += _unreachable(wider, country_rates, "GUARD_ALL_LIMIT", self._all_rates)
+        return found
 
     # ------------------------------------------------------------------------------- the telephony hook
 
@@ -355,6 +373,19 @@ def certainly_not_sent(answer: Answer) -> bool:
     # A 4xx with Twilio's code is a refusal; a 5xx, even with a code, may hide a code Twilio took.
     refused = isinstance(code, int) and 10000 <= code <= 99999 and isinstance(status, int) and status < 500
     return refused or answer.log_fields.get("twilio_error") == "TWILIO_NOT_ACCEPTED"
+
+
+def _unreachable(name: str, rates: tuple[Rate, ...], wider_name: str, wider: tuple[Rate, ...]) -> list[str]:
+    """Each of `rates` that `wider` (a scope holding every code `rates` counts) refuses before it: a wider
+    limit over as long a window, or longer, with a smaller amount."""
+    found = []
+    for rate in rates:
+        first = min(
+            (limit for limit in wider if limit.seconds >= rate.seconds), key=lambda limit: limit.amount, default=None
+        )
+        if first is not None and first.amount < rate.amount:
+            found.append(f"{name} {rate} cannot be reached: {wider_name} refuses first ({first})")
+    return found
 
 
 def _text(rates: tuple[Rate, ...]) -> str:

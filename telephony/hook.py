@@ -64,6 +64,7 @@ class TelephonyHook:
             )
         lines += self._policy.startup_report()
         lines.append((self._guard.startup_level, self._guard.startup_message()))
+        lines += [(logging.WARNING, warning) for warning in self._guard.unreachable_limits()]
         for channel, missing in self._delivery.missing.items():
             if missing:
                 lines.append((logging.CRITICAL, f"No {channel} code can be sent: the hook is missing {missing}."))

@@ -601,6 +601,38 @@ def test_a_late_event_approves_nothing_but_still_converts(
     assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
 
 
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        # the README's example override, with the default cap over every country (30/hour;100/day)
+        (
+            {"GUARD_LIMITS_BY_COUNTRY": '{"US": {"country": "60/hour;300/day"}}'},
+            [
+                "GUARD_LIMITS_BY_COUNTRY US country 60/hour cannot be reached: GUARD_ALL_LIMIT refuses first (30/hour)",
+                "GUARD_LIMITS_BY_COUNTRY US country 300/day cannot be reached: GUARD_ALL_LIMIT refuses first (100/day)",
+            ],
+        ),
+        ({"GUARD_LIMITS_BY_COUNTRY": '{"US": {"country": "60/hour;300/day"}}', "GUARD_ALL_LIMIT": "90/hour"}, []),
+        (
+            {"GUARD_RANGE_LIMIT": "20/hour", "GUARD_COUNTRY_LIMIT": "15/hour;40/day"},
+            ["GUARD_RANGE_LIMIT 20/hour cannot be reached: GUARD_COUNTRY_LIMIT refuses first (15/hour)"],
+        ),
+        ({"GUARD_LIMITS_BY_COUNTRY": '{"GB": {"range": "8/hour"}}'}, []),
+        ({"GUARD_LIMITS_BY_COUNTRY": '{"US": {"country": "60/hour"}}', "GUARD_MODE": "off"}, []),
+    ],
+)
+def test_a_limit_a_wider_one_always_refuses_first_is_a_warning_at_start_up(
+    settings: dict[str, str], warned: list[str], make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Codes to unconverted numbers count in their range, their country and over every country: a limit
+    above what the wider scope allows in the same window is never the one that refuses, and an admin who
+    raised it for a rollout would see new users refused anyway."""
+    make_client(**settings)
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if "cannot be reached" in line]
+    assert [line["message"] for line in lines] == warned
+    assert {line["severity"] for line in lines} <= {"WARNING"}
+
+
 @pytest.mark.e2e  # starts or uses a redis-server
 def test_the_start_up_line_says_which_store_and_never_its_password(
     make_client: AppFactory, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
