@@ -6,6 +6,7 @@ id afterwards: nothing may survive it. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -112,7 +113,9 @@ def finished(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     try:
         output, _ = process.communicate(timeout=START_SECONDS)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        for member in session_members(process.pid):  # the sandbox and the hook run in groups of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(member.split()[0]), signal.SIGKILL)
         output, _ = process.communicate(timeout=10)
         pytest.fail(f"make run (or a process it started) still holds its output: {output.decode()[-2000:]}")
     return process.returncode, output.decode()
