@@ -53,7 +53,7 @@ _PLATFORM_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
      "content-length", "content-type", "content-encoding", "expect", "forwarded", "via", "x-forwarded-for",
      "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "traceparent", "tracestate",
-     "x-cloud-trace-context", "proxy-authorization", "proxy-authenticate"}
+     "x-cloud-trace-context", "proxy-authorization", "proxy-authenticate", "x-serverless-authorization"}
 )  # fmt: skip
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _URL_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII without spaces

@@ -215,7 +215,8 @@ def test_a_scope_that_no_token_can_carry_whole_stops_the_start(scope: str) -> No
 @pytest.mark.parametrize(
     "header",
     ["Connection", "keep-alive", "TE", "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "X-Forwarded-For",
-     "Forwarded", "traceparent", "X-Cloud-Trace-Context", "Proxy-Authorization"],
+     "Forwarded", "traceparent", "X-Cloud-Trace-Context", "Proxy-Authorization",
+     "X-Serverless-Authorization"],  # Cloud Run reads it as an identity token
 )  # fmt: skip
 def test_a_header_the_platform_owns_stops_the_start(name: str, header: str) -> None:
     """Proxies drop or rewrite these (RFC 9110's hop-by-hop fields, the framing, Cloud Run's own): a
