@@ -61,6 +61,7 @@ class Outcome(StrEnum):
     OKTA_API_UNAVAILABLE = "okta_api_unavailable"
     CONVERTED = "converted"  # the spend guard learnt the user's numbers converted (no Verify to tell)
     NOT_CONVERTED = "not_converted"  # ... and could not record it: no valid number, or its store failed
+    NOT_PROVEN = "not_proven"  # an activation made by someone else, with no Verify approval to prove it
     # Twilio's delivery receipts, on /twilio/status
     RECEIPT = "receipt"
     RECEIPT_NOT_DELIVERED = "receipt_not_delivered"
@@ -91,6 +92,7 @@ _SEVERITY: dict[Outcome, int] = {
     Outcome.FEEDBACK_FAILED: logging.ERROR,
     Outcome.OKTA_API_UNAVAILABLE: logging.ERROR,
     Outcome.CONVERTED: logging.INFO,
+    Outcome.NOT_PROVEN: logging.INFO,
     Outcome.RECEIPT: logging.INFO,
     Outcome.RECEIPT_REPEATED: logging.INFO,
 }

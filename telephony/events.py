@@ -27,7 +27,9 @@ Events acted on (okta-developer-docs, event-types.json), each only with outcome 
   CALL_FACTOR; its `factorIntent` says LOGIN, CREDENTIAL_ENROLLMENT or CREDENTIAL_RECOVERY, so sign-in,
   enrolment and recovery challenges all arrive as this one type in Identity Engine;
 - `user.mfa.factor.activate` whose AuthenticatorEnrollment target's `methodTypeUsed` is SMS or VOICE
-  (a phone enrolment completed), made by the user themselves: an admin's activation proves nothing.
+  (a phone enrolment completed). One made by someone else (an admin, an app through the Factors API)
+  may carry the user's code or none (activate=true): it proves the number only when Verify approves
+  the code it holds pending for it.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from telephony.guard import SpendGuard
 from telephony.intake import BODY_READ_SECONDS, read_body
 from telephony.logs import mark_sensitive
 from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
-from telephony.phone import mask, read_number
+from telephony.phone import NumberFacts, mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
 from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, status_word, twilio_error
@@ -104,12 +106,15 @@ class Approval(NamedTuple):
 
 
 class Passed(NamedTuple):
-    """A passed SMS or voice challenge: who, which factor type ("sms" or "call"), and the enrolment
-    the event names, if it does."""
+    """A passed SMS or voice challenge: who, which factor type ("sms" or "call"), the enrolment the
+    event names, if it does, and whether the event itself proves the user typed a code: an activation
+    made by someone else (an admin, an app through the Factors API) may carry the user's code or none
+    (activate=true), so it proves the number only when Verify approves the code it holds pending."""
 
     user_id: str
     factor_type: str
     enrollment_id: str | None
+    proven: bool = True
 
 
 def passed_challenge(event: LogEvent) -> Passed | None:
@@ -131,12 +136,11 @@ def passed_challenge(event: LogEvent) -> Passed | None:
                 enrollment_id = target.id
                 break
     user_id = user_of(event)
-    activated_by_another = event.actor is None or event.actor.type != "User" or event.actor.id != user_id
-    if event.event_type == "user.mfa.factor.activate" and activated_by_another:
-        return None  # an admin's activation (activate=true): nobody typed a code on the number
     if factor_type is None or user_id is None:
         return None
-    return Passed(user_id, factor_type, enrollment_id)
+    by_another = event.actor is None or event.actor.type != "User" or event.actor.id != user_id
+    proven = not (event.event_type == "user.mfa.factor.activate" and by_another)
+    return Passed(user_id, factor_type, enrollment_id, proven)
 
 
 def user_of(event: LogEvent) -> str | None:
@@ -190,39 +194,46 @@ def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids:
 class _Passes:
     """One user's passed challenges of one factor type in a POST: acted on together, once."""
 
-    __slots__ = ("enrolments", "event_ids", "event_type")
+    __slots__ = ("enrolments", "event_ids", "event_type", "proven")
 
     def __init__(self, event_type: str) -> None:
         self.event_type = event_type
         self.event_ids: list[str] = []
-        # Each enrolment the events name ("": none named), and whether an event naming it is fresh.
+        # Each enrolment the events name ("": none named), and whether an event naming it is fresh...
         self.enrolments: dict[str, bool] = {}
+        # ...and whether one proves the user typed a code (Passed.proven).
+        self.proven: dict[str, bool] = {}
 
-    def add(self, event_id: str, enrollment_id: str | None, fresh: bool) -> None:
+    def add(self, event_id: str, enrollment_id: str | None, fresh: bool, proven: bool = True) -> None:
         self.event_ids.append(event_id)
         key = enrollment_id or ""
         self.enrolments[key] = self.enrolments.get(key, False) or fresh
+        self.proven[key] = self.proven.get(key, False) or proven
 
-    def numbers(self, factors: list[PhoneFactor], factor_type: str) -> tuple[list[str], list[str], bool]:
-        """The numbers the events prove, each event as it alone would, and of those the ones a fresh
-        event proves: only theirs may have the pending Verify code that was typed in. Okta's order.
-        Last, whether an event proved nothing because it fits several numbers (no enrolment named, and
+    def numbers(self, factors: list[PhoneFactor], factor_type: str) -> tuple[list[str], list[str], bool, set[str]]:
+        """The numbers the events name, each event as it alone would, and of those the ones a fresh
+        event names: only theirs may have the pending Verify code that was typed in. Okta's order.
+        Then whether an event proved nothing because it fits several numbers (no enrolment named, and
         the user has several numbers of the type): converting or approving them all would credit
-        numbers nobody typed a code from."""
-        proved: list[str] = []
+        numbers nobody typed a code from. Last, the numbers only activations made by someone else name:
+        they count only once Verify approves their pending code."""
+        named: list[str] = []
         fresh: list[str] = []
         ambiguous = False
+        proven: set[str] = set()
         for enrollment_id, is_fresh in self.enrolments.items():
             candidates = numbers_passed(factors, factor_type, {enrollment_id} if enrollment_id else set())
             if len(candidates) > 1:
                 ambiguous = True
                 continue
             for number in candidates:
-                if number not in proved:
-                    proved.append(number)
+                if number not in named:
+                    named.append(number)
                 if is_fresh and number not in fresh:
                     fresh.append(number)
-        return proved, fresh, ambiguous
+                if self.proven[enrollment_id]:
+                    proven.add(number)
+        return named, fresh, ambiguous, set(named) - proven
 
 
 def canonical_uuid(uuid: str | None) -> str:
@@ -395,7 +406,7 @@ class EventHook:
                 continue
             by_factor = passes.setdefault(passed.user_id, {})
             grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
-            grouped.add(event_id, passed.enrollment_id, fresh)
+            grouped.add(event_id, passed.enrollment_id, fresh, passed.proven)
         return passes
 
     def _submit(self, passes: dict[str, dict[str, _Passes]], counts: dict[str, int]) -> list[Future[None]]:
@@ -436,9 +447,10 @@ class EventHook:
                 self._line(Outcome.OKTA_API_UNAVAILABLE, passes, {"okta_api_error": error.reason}, started)
             return
         for factor_type, passes in by_factor.items():
-            numbers, fresh, ambiguous = passes.numbers(factors, factor_type)
+            numbers, fresh, ambiguous, unproven = passes.numbers(factors, factor_type)
             verify_asked = False  # one Verify update per user and factor: other numbers convert only
-            # Here the owner of `numbers` is known to have passed a challenge on them.
+            # Here the owner of `numbers` is known to have passed a challenge on them (`unproven` ones:
+            # once Verify approves the code it holds pending for them).
             if ambiguous:
                 self._line(Outcome.FEEDBACK_AMBIGUOUS, passes, {"factor": factor_type}, started)
             elif not numbers:
@@ -451,6 +463,11 @@ class EventHook:
                     mark_sensitive(read.e164, masked)
                     mark_sensitive(read.e164.removeprefix("+"), masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
+                if number in unproven:
+                    may_ask = self._client is not None and number in fresh and not verify_asked
+                    verify_asked = verify_asked or may_ask
+                    self._activated_by_another(read, number if may_ask else None, passes, fields, started)
+                    continue
                 converted = True
                 if self._guard is not None and self._guard_on:  # known from now on, its room given back
                     converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
@@ -463,6 +480,22 @@ class EventHook:
                 verify_asked = True
                 approval = self._approve(read.e164 if read else number)  # as the hook started it
                 self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
+
+    def _activated_by_another(
+        self, read: NumberFacts | None, ask: str | None, passes: _Passes, fields: dict[str, Any], started: float
+    ) -> None:
+        """A number only an activation made by someone else names (an admin, an app): it converts when
+        Verify approves the code it holds pending for it (`ask`: the number to ask Verify about, None
+        when Verify cannot be asked), for then the user typed that code. Otherwise nothing proves it."""
+        if ask is None:
+            self._line(Outcome.NOT_PROVEN, passes, fields, started)
+            return
+        approval = self._approve(read.e164 if read else ask)
+        if approval.outcome is Outcome.FEEDBACK_APPROVED and self._guard is not None and self._guard_on:
+            fields["guard_converted"] = read is not None and self._guard.converted(read)
+            if not fields["guard_converted"]:
+                self._line(Outcome.NOT_CONVERTED, passes, fields, started)
+        self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
 
     @staticmethod
     def _line(outcome: Outcome, passes: _Passes, fields: dict[str, Any], started: float | None = None) -> None:

@@ -422,25 +422,69 @@ def test_only_passed_sms_and_voice_challenges_count(changes: dict[str, Any], cou
 ADMIN = {"id": "00uadmin0000000000000", "type": "User", "alternateId": "admin@example.com"}
 
 
-@pytest.mark.parametrize(
-    ("actor", "counts"),
-    [
-        ("user", True),  # the user completed their own enrolment: they typed the code
-        ("admin", False),  # an admin activated it for them (activate=true): nobody typed a code
-        ("system", False),
-    ],
-)
-def test_an_activation_proves_the_number_only_when_the_user_made_it(actor: str, counts: bool) -> None:
-    """The spend guard takes a conversion as proof that the number's owner holds it (a year exempt from
-    the range and country caps): an admin's activation names the user as its target, and proves nothing."""
+def activation(actor: str) -> dict[str, Any]:
+    """The user's SMS enrolment activated, by the user, an admin, or an app (the Factors API)."""
     event = mfa_event(eventType="user.mfa.factor.activate", debugContext={"debugData": {}})
     event["target"].append({"id": OKTA_USER_ID, "type": "User", "alternateId": "isaac.brock@example.com"})
     event["actor"] = {
         "user": event["actor"],
         "admin": ADMIN,
-        "system": {"id": "0oa1system", "type": "PublicClientApp", "alternateId": "okta"},
+        "app": {"id": "0oa1portal", "type": "PublicClientApp", "alternateId": "enrolment portal"},
     }[actor]
-    assert (passed_challenge(LogEvent.model_validate(event)) is not None) is counts
+    return event
+
+
+@pytest.mark.parametrize(("actor", "proven"), [("user", True), ("admin", False), ("app", False)])
+def test_an_activation_made_by_someone_else_does_not_prove_the_number_by_itself(actor: str, proven: bool) -> None:
+    """An admin or an app activating through the Factors API names the user as its target: it may carry
+    the user's code (passCode) or none (activate=true), and the event does not say which."""
+    passed = passed_challenge(LogEvent.model_validate(activation(actor)))
+    assert passed is not None and (passed.user_id, passed.factor_type, passed.proven) == (OKTA_USER_ID, "sms", proven)
+
+
+@pytest.mark.parametrize("actor", ["admin", "app"])
+def test_an_activation_by_someone_else_converts_once_verify_approves_the_code_it_held(
+    actor: str, make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Verify approving the code it held pending for the number proves the user typed it (passCode)."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api))
+    sandbox.pend(VERIFY_SERVICE_SID, PHONE, PENDING_SID)
+    capsys.readouterr()
+    assert post_events(client, batch(activation(actor))).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["guard_converted"]) == ("feedback_approved", True)
+    assert sandbox.pending == {}
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_an_activation_by_someone_else_with_no_code_pending_converts_nothing(
+    verify: bool,
+    make_client: AppFactory,
+    okta_api: OktaState,
+    sandbox: SandboxState,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """activate=true, or Messages (no Verify to ask): nothing proves a code was typed on the number, so it
+    stays new for the spend guard (a year exempt from its range and country caps otherwise)."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api, **({} if verify else {"TWILIO_VERIFY_SERVICE_SID": None})))
+    capsys.readouterr()
+    assert post_events(client, batch(activation("admin"))).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["outcome"] == ("feedback_not_pending" if verify else "not_proven")  # Verify was asked, or not
+    assert "guard_converted" not in line
+
+
+def test_the_users_own_activation_converts_without_verify(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api, TWILIO_VERIFY_SERVICE_SID=None))
+    capsys.readouterr()
+    assert post_events(client, batch(activation("user"))).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["guard_converted"]) == ("converted", True)
 
 
 VOICE_ENROLLMENT = {"id": "clf1", "type": "AuthenticatorEnrollment", "detailEntry": {"methodTypeUsed": "VOICE"}}
