@@ -45,7 +45,8 @@ CODE_PLACEHOLDER = "{code}"  # where SMS_TEMPLATE and VOICE_PHRASES put the one-
 DEFAULT_BLOCKED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL", "PAGER", "PERSONAL_NUMBER")
 
 _CSV = re.compile(r"[,\s]+")
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_VOICE = re.compile(r"man|woman|alice|[A-Z][A-Za-z]+\.\w[\w-]*")  # Twilio's: Polly.Joanna-Neural, Google.en-US-…
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110 token)
 # Headers proxies drop or rewrite (RFC 9110's hop-by-hop fields, the message's framing, and what Cloud
 # Run's front end sets): a secret sent in one works locally and never arrives once deployed.
@@ -209,11 +210,7 @@ class Settings(BaseModel):
         description='JSON object: locale -> phrase spoken before the digits, e.g. {"es": "Su código es"}.',
     )
     voice_name: str | None = Field(
-        None,
-        alias="VOICE_NAME",
-        # Twilio's forms: man, woman, alice, or Provider.Voice (Polly.Joanna-Neural, Google.en-US-Standard-C)
-        pattern=r"^(man|woman|alice|[A-Z][A-Za-z]+\.[A-Za-z0-9][A-Za-z0-9-]*)$",
-        description="Twilio <Say> voice for every locale, e.g. Polly.Joanna.",
+        None, alias="VOICE_NAME", description="Twilio <Say> voice for every locale, e.g. Polly.Joanna."
     )
     okta_provider_name: str = Field("TWILIO", alias="OKTA_PROVIDER_NAME", min_length=1, max_length=64)
 
@@ -313,7 +310,7 @@ class Settings(BaseModel):
             if not value:
                 return {}
             try:
-                return json.loads(value)
+                return json.loads(value, object_pairs_hook=_once_each)
             except json.JSONDecodeError as error:
                 raise ValueError(f"must be a JSON object ({error.msg})") from None
         return value
@@ -414,6 +411,14 @@ class Settings(BaseModel):
             raise ValueError("a header name with '_' never reaches the function (its server drops it): use '-'")
         if value.lower() in _PLATFORM_HEADERS:
             raise ValueError(f"{value} is a header proxies drop or rewrite: choose a name of your own")
+        return value
+
+    @field_validator("voice_name")
+    @classmethod
+    def _voice(cls, value: str | None) -> str | None:
+        # Twilio reads it once the call is answered, long after the hook answered SUCCESSFUL.
+        if value is not None and not _VOICE.fullmatch(value):
+            raise ValueError("not a voice as Twilio names them: man, woman, alice, or Polly.Joanna, Google.en-US-…")
         return value
 
     @field_validator("okta_provider_name")
@@ -600,6 +605,14 @@ def secret_env_names() -> list[str]:
 
 class SettingsError(SystemExit):
     """The configuration is invalid: the message names each variable and why, never a secret's value."""
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: json.loads would keep the last of two silently."""
+    twice = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    if twice:
+        raise ValueError(f"{', '.join(twice)} is given twice")
+    return dict(pairs)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

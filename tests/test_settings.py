@@ -243,7 +243,9 @@ def test_a_rule_over_several_settings_names_the_one_to_set_first(settings: dict[
     assert "Zq8wX" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["TWILIO\x00", "TWI\u202eLIO", "TWILIO\nX-Injected: 1"])
+@pytest.mark.parametrize(
+    "name", ["TWILIO\x00", "TWI\u202eLIO", "TWILIO\nX-Injected: 1", "TWI\u200dLIO", "TWI\u2028LIO"]
+)
 def test_a_provider_name_with_control_characters_stops_the_start(name: str) -> None:
     """It is repeated in every SUCCESSFUL answer to Okta, shown to admins."""
     with pytest.raises(SettingsError, match="OKTA_PROVIDER_NAME"):
@@ -254,6 +256,7 @@ def test_a_provider_name_with_control_characters_stops_the_start(name: str) -> N
     ("limits", "problem"),
     [
         ('{"US": {"country": "60/hour"}, "us": {"range": "9/hour"}}', "US is given twice"),
+        ('{"US": {"country": "60/hour"}, "US": {"range": "9/hour"}}', "US is given twice"),
         ('{"US": {}}', "US sets no limit"),
     ],
 )
@@ -262,12 +265,15 @@ def test_country_overrides_that_would_be_silently_merged_or_empty_stop_the_start
         load_settings({"GUARD_LIMITS_BY_COUNTRY": limits})
 
 
-@pytest.mark.parametrize("voice", ["Polly.Joanna", "Polly.Joanna-Neural", "Google.en-US-Standard-C", "man", "woman"])
+@pytest.mark.parametrize(
+    "voice",
+    ["Polly.Joanna", "Polly.Joanna-Neural", "Google.en-US-Standard-C", "man", "woman", "Polly.L\u00e9a-Neural"],
+)
 def test_a_voice_as_twilio_names_them_is_accepted(voice: str) -> None:
     assert load_settings({"VOICE_NAME": voice}).voice_name == voice
 
 
-@pytest.mark.parametrize("voice", ["Joanna", "polly joanna", "Polly.", "<Joanna>", "Polly.Jo\u00e4nna"])
+@pytest.mark.parametrize("voice", ["Joanna", "polly joanna", "Polly.", "<Joanna>", "Polly.Jo anna", "Polly.Jo<a"])
 def test_a_voice_twilio_could_not_name_stops_the_start(voice: str) -> None:
     """Twilio reads it when the call is answered, long after the hook answered SUCCESSFUL: a call that
     fails then stops Okta's fallback for nothing."""
