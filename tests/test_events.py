@@ -32,7 +32,7 @@ from tools.sandbox.twilio_sandbox import SandboxState
 PENDING_SID = "VE" + "4c" * 16
 
 
-def events_env(okta: OktaState, **overrides: str) -> dict[str, str]:
+def events_env(okta: OktaState, **overrides: str | None) -> dict[str, str | None]:
     return {
         "OKTA_EVENT_HOOK_AUTH_SECRET": EVENT_HOOK_SECRET,
         "OKTA_ORG_URL": okta.url,
