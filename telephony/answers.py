@@ -69,7 +69,7 @@ class Outcome(StrEnum):
     RECEIPT_FORBIDDEN = "receipt_forbidden"
     RECEIPT_INVALID = "receipt_invalid"
     RECEIPT_TOO_SLOW = "receipt_too_slow"  # its body did not arrive within the receipt's deadline
-    RECEIPT_BUSY = "receipt_busy"  # refused unread: as many receipts as allowed were being read
+    RECEIPT_BUSY = "receipt_busy"  # every reader taken, and the body did not arrive at once
 
     @property
     def severity(self) -> int:
@@ -400,7 +400,8 @@ def receipt_too_slow(seconds: float) -> Refused:
 
 
 def receipt_busy(reading: int) -> Refused:
-    """Refused unread, at once: stalled uploads can hold no more of the instance's threads than this."""
+    """Every reader was taken, and the body did not arrive within the short deadline left for it: a
+    stalled upload holds a thread no longer than that."""
     refusal = receipt_refused(
         HTTPStatus.SERVICE_UNAVAILABLE, Outcome.RECEIPT_BUSY, f"{reading} receipts were being read already"
     )

@@ -45,6 +45,9 @@ RECEIPTS_PATH = "/twilio/status"
 RECEIPT_CLAIM_SECONDS = 2 * 86400  # Twilio posts a message's statuses within hours of sending it
 RECEIPT_MAX_BYTES = 8 * 1024  # Twilio's status callbacks are about 1 KB
 RECEIPT_READ_SECONDS = 2.0  # a receipt's body arrives with its head; a stalled one is cut here
+# With every reader taken (by stalled uploads, anyone can send a signature header), a receipt is still
+# read within this: Twilio's arrive whole and are never sent again; only a stalled upload misses it.
+RECEIPT_QUICK_SECONDS = 0.1
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 # Twilio's MessageStatus and CallStatus values (twilio-oai: message_enum_status, call_enum_status).
@@ -149,8 +152,8 @@ class Receipts:
         self._validator = RequestValidator(token) if token else None
         self._public_url = settings.public_url.rstrip("/") if settings.public_url else None
         self._verify = settings.twilio_verify_service_sid is not None  # Verify asks for no receipts
-        # Receipt bodies read at once; the rest are refused unread, so stalled uploads can hold at
-        # most this many of the instance's threads, each for RECEIPT_READ_SECONDS at most.
+        # Receipt bodies read at once for up to RECEIPT_READ_SECONDS; the rest get RECEIPT_QUICK_SECONDS,
+        # so stalled uploads can hold at most this many of the instance's threads for long.
         self._readers = max(1, settings.threads // 4)
         self._reading = threading.BoundedSemaphore(self._readers)
 
@@ -214,19 +217,19 @@ class Receipts:
             raise receipt_forbidden(f"no {SIGNATURE_HEADER} header")
         if request.mimetype != "application/x-www-form-urlencoded":
             raise receipt_invalid("the body is not form-encoded")
-        if not self._reading.acquire(blocking=False):
-            raise receipt_busy(self._readers)
+        reader = self._reading.acquire(blocking=False)
         try:
             body = read_body(
                 request,
                 lambda: receipt_too_large(RECEIPT_MAX_BYTES),
                 RECEIPT_MAX_BYTES,
                 unreadable=lambda: receipt_invalid("the body could not be read"),
-                seconds=RECEIPT_READ_SECONDS,
-                too_slow=lambda: receipt_too_slow(RECEIPT_READ_SECONDS),
+                seconds=RECEIPT_READ_SECONDS if reader else RECEIPT_QUICK_SECONDS,
+                too_slow=lambda: receipt_too_slow(RECEIPT_READ_SECONDS) if reader else receipt_busy(self._readers),
             )
         finally:
-            self._reading.release()
+            if reader:
+                self._reading.release()
         try:
             form = dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body), errors="strict"))
         except (UnicodeDecodeError, ValueError):
