@@ -39,6 +39,7 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -237,9 +238,10 @@ class _Passes:
 
 
 def canonical_uuid(uuid: str | None) -> str:
-    """One spelling of an event's uuid, so a redelivery spelled otherwise ('{…}', upper case, no dashes)
-    is the same event. Clipped: it comes from the caller."""
-    return "".join(char for char in (uuid or "")[:160] if char.isalnum()).lower()[:128]
+    """One spelling of an event's uuid, so a redelivery spelled otherwise ('{…}', upper case, no dashes,
+    'urn:uuid:…', full-width digits) is the same event. Clipped: it comes from the caller."""
+    plain = unicodedata.normalize("NFKC", (uuid or "")[:160]).lower().removeprefix("urn:uuid:")
+    return "".join(char for char in plain if char.isascii() and char.isalnum())[:128]
 
 
 class EventHook:

@@ -228,6 +228,24 @@ def test_a_repeated_event_is_acted_on_once(
     assert sandbox.pending == {(VERIFY_SERVICE_SID, PHONE): "VE" + "5e" * 16}
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda uuid: uuid.upper(),
+        lambda uuid: "{" + uuid + "}",
+        lambda uuid: uuid.replace("-", ""),
+        lambda uuid: "urn:uuid:" + uuid,  # RFC 9562's URN form
+        lambda uuid: "URN:UUID:" + uuid.upper(),
+        lambda uuid: uuid.replace("1", "\uff11"),  # full-width digits: str.isalnum() takes them
+    ],
+)
+def test_an_event_spelled_otherwise_is_the_same_event(spelling: Any) -> None:
+    from telephony.events import canonical_uuid
+
+    uuid = "1f8a2c3d-1e2f-4a5b-9c6d-7e8f9a0b1c2d"
+    assert canonical_uuid(spelling(uuid)) == canonical_uuid(uuid) == uuid.replace("-", "")
+
+
 def test_the_claims_of_one_instance_expire_and_stay_bounded() -> None:
     from telephony.store import LocalClaims
 
