@@ -465,39 +465,28 @@ class EventHook:
                     mark_sensitive(read.e164, masked)
                     mark_sensitive(read.e164.removeprefix("+"), masked)
                 fields: dict[str, Any] = {"factor": factor_type, "phone": masked}
-                if number in unproven:
-                    may_ask = self._client is not None and number in fresh and not verify_asked
-                    verify_asked = verify_asked or may_ask
-                    self._activated_by_another(read, number if may_ask else None, passes, fields, started)
-                    continue
-                converted = True
-                if self._guard is not None and self._guard_on:  # known from now on, its room given back
-                    converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
-                if not converted:  # a line of its own, whatever Verify's update says: what an alert keys on
-                    self._line(Outcome.NOT_CONVERTED, passes, fields, started)
-                if self._client is None or number not in fresh or verify_asked:  # the conversion is all
-                    if converted:
-                        self._line(Outcome.CONVERTED, passes, fields, started)
-                    continue
-                verify_asked = True
-                approval = self._approve(read.e164 if read else number)  # as the hook started it
-                self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
+                converted = number not in unproven and self._convert(read, passes, fields, started)
+                if self._client is not None and number in fresh and not verify_asked:
+                    verify_asked = True
+                    approval = self._approve(read.e164 if read else number)  # as the hook started it
+                    if number in unproven and approval.outcome is Outcome.FEEDBACK_APPROVED:
+                        self._convert(read, passes, fields, started)  # the user typed the code it held
+                    self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
+                elif number in unproven:  # made by someone else, and no Verify approval to prove it
+                    self._line(Outcome.NOT_PROVEN, passes, fields, started)
+                elif converted:  # the conversion is all there is to do
+                    self._line(Outcome.CONVERTED, passes, fields, started)
 
-    def _activated_by_another(
-        self, read: NumberFacts | None, ask: str | None, passes: _Passes, fields: dict[str, Any], started: float
-    ) -> None:
-        """A number only an activation made by someone else names (an admin, an app): it converts when
-        Verify approves the code it holds pending for it (`ask`: the number to ask Verify about, None
-        when Verify cannot be asked), for then the user typed that code. Otherwise nothing proves it."""
-        if ask is None:
-            self._line(Outcome.NOT_PROVEN, passes, fields, started)
-            return
-        approval = self._approve(read.e164 if read else ask)
-        if approval.outcome is Outcome.FEEDBACK_APPROVED and self._guard is not None and self._guard_on:
-            fields["guard_converted"] = read is not None and self._guard.converted(read)
-            if not fields["guard_converted"]:
-                self._line(Outcome.NOT_CONVERTED, passes, fields, started)
-        self._line(approval.outcome, passes, {**fields, **approval.log_fields}, started)
+    def _convert(self, read: NumberFacts | None, passes: _Passes, fields: dict[str, Any], started: float) -> bool:
+        """The spend guard learns the number converted: known from now on, its room given back. False,
+        with a line of its own (what an alert keys on), when it could not be recorded; True with the
+        guard off (nothing to record)."""
+        if self._guard is None or not self._guard_on:
+            return True
+        converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
+        if not converted:
+            self._line(Outcome.NOT_CONVERTED, passes, fields, started)
+        return converted
 
     @staticmethod
     def _line(outcome: Outcome, passes: _Passes, fields: dict[str, Any], started: float | None = None) -> None:
