@@ -75,7 +75,7 @@ from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import NumberFacts, mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
-from telephony.twilio_errors import UNREADABLE_ANSWER, error_code, status_word, twilio_error
+from telephony.twilio_errors import UNREADABLE_ANSWER, answered_status, error_code, status_word, twilio_error
 from telephony.twilio_facts import is_sid
 from telephony.twilio_http import TwilioUnavailable, counting_attempts
 
@@ -513,7 +513,7 @@ class EventHook:
             with counting_attempts() as attempts:  # the answer's own HTTP status, whatever its body says
                 verification = verifications(quote(number, safe="")).update(status="approved")
         except (TwilioRestException, TwilioServiceException) as error:  # the latter: an RFC 9457 body
-            status = attempts.http_status if attempts.http_status is not None else error.status
+            status = answered_status(error, attempts.http_status)
             if status == HTTPStatus.NOT_FOUND:
                 return Approval(Outcome.FEEDBACK_NOT_PENDING, {})
             code = error_code(error, status)

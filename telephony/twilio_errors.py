@@ -163,13 +163,20 @@ def twilio_error(code: int, delivery: bool = False) -> TwilioError:
     return TwilioError(NOT_DELIVERED, said, f"See https://www.twilio.com/docs/errors/{code}")
 
 
+def answered_status(error: TwilioException, http_status: int | None = None) -> int | None:
+    """The HTTP status Twilio answered with: `http_status`, the answer's own, when known (the library
+    reports an RFC 9457 body's own `status` as the answer's), else what the library says."""
+    status = http_status if http_status is not None else getattr(error, "status", None)
+    return status if isinstance(status, int) else None
+
+
 def error_code(error: TwilioException, http_status: int | None = None) -> int:
     """Twilio's error code, else the HTTP status it answered with (0 when neither). Twilio's codes have
     five digits: another number is not a Twilio code (it could be anything the peer chose to echo).
-    `http_status`: the answer's own, when known (the library may report the error body's instead)."""
+    `http_status`: the answer's own, when known (answered_status)."""
     code = 0
     if isinstance(error, TwilioRestException | TwilioServiceException):
-        status = http_status if http_status is not None else error.status
+        status = answered_status(error, http_status)
         code = error.code if isinstance(error.code, int) and 10000 <= error.code <= 99999 else 0
         code = code or (status if isinstance(status, int) and 100 <= status < 600 else 0)
     return 20429 if code == 429 else code  # rate limiting answered without a Twilio code
@@ -180,8 +187,8 @@ def twilio_failure(error: TwilioException, attempts: int, http_status: int | Non
     is the answer's own status: whether a code may have gone out depends on it, not on the body's word."""
     code = error_code(error, http_status)
     fields = {"twilio_error_code": code, "twilio_attempts": attempts}
-    status = http_status if http_status is not None else getattr(error, "status", None)
-    if isinstance(status, int):
+    status = answered_status(error, http_status)
+    if status is not None:
         fields["twilio_http_status"] = status
     if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
         hint, reason = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}"
