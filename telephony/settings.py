@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Self, get_args
 from urllib.parse import parse_qs, urlsplit
 
@@ -363,7 +363,7 @@ class Settings(BaseModel):
     @classmethod
     def _limits_by_country(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         checked = {country.upper(): limits for country, limits in value.items()}
-        twice = sorted(country for country, count in Counter(map(str.upper, value)).items() if count > 1)
+        twice = _given_twice(map(str.upper, value))
         if twice:
             raise ValueError(f"{', '.join(twice)} is given twice (country codes in any case are one)")
         _check_regions([country for country in checked if country != phone.NON_GEOGRAPHIC])
@@ -607,9 +607,13 @@ class SettingsError(SystemExit):
     """The configuration is invalid: the message names each variable and why, never a secret's value."""
 
 
+def _given_twice(keys: Iterable[str]) -> list[str]:
+    return sorted(key for key, count in Counter(keys).items() if count > 1)
+
+
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are each given once: json.loads would keep the last of two silently."""
-    twice = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    twice = _given_twice(key for key, _ in pairs)
     if twice:
         raise ValueError(f"{', '.join(twice)} is given twice")
     return dict(pairs)
