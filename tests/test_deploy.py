@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
-from tools.deploy import DeployError, deploy_warnings, env_vars_flag, gcloud_command, unknown_variables
+from tools.deploy import (
+    DeployError,
+    deploy_warnings,
+    deployment,
+    env_vars_flag,
+    gcloud_command,
+    unknown_variables,
+)
 
 BASE = {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3,TWILIO_AUTH_TOKEN=twilio-auth-token:1"}
 
@@ -441,7 +448,7 @@ def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
 ) -> None:
     """A setting the function accepts but warns of (the guard counting per instance, no conversions) was
     learnt only from Cloud Run's logs after the deploy: the deploy says it first, and goes on."""
-    found = deploy_warnings(variables)
+    found = deploy_warnings(variables, deployment(variables)[1])
     assert len(found) == len(expected), found
     for warning, word in zip(found, expected, strict=True):
         assert word in warning

@@ -206,9 +206,9 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
     return command, check_settings(plain, secrets)
 
 
-def deploy_warnings(env: Mapping[str, str]) -> list[str]:
-    """What the function would warn of at start-up about how it is deployed, said before the deploy."""
-    settings = deployment(env)[1]
+def deploy_warnings(env: Mapping[str, str], settings: Settings) -> list[str]:
+    """What the function would warn of at start-up about how it is deployed (`settings`, as deployment
+    checked them), said before the deploy."""
     if settings.guard_mode == "off":
         return []
     warnings = []
@@ -317,8 +317,8 @@ def main() -> None:
     unknown = unknown_variables(os.environ.get("MAKEFLAGS", ""))
     if unknown:
         raise DeployError(f"deploy: not a setting or a deploy variable: {', '.join(unknown)}")
-    command = gcloud_command(os.environ)
-    for warning in deploy_warnings(os.environ):
+    command, settings = deployment(os.environ)
+    for warning in deploy_warnings(os.environ, settings):
         print(f"deploy: warning: {warning}", file=sys.stderr, flush=True)
     metrics = metric_commands(os.environ)
     if os.environ.get("DRY_RUN") not in (None, "", "0"):
