@@ -95,10 +95,16 @@ def first_reason(answer: dict[str, Any]) -> str:
 RECEIPT_URL = "http://localhost/twilio/status"  # what the Flask test client calls
 
 
-def twilio_signature(url: str, form: dict[str, str], auth_token: str = DEFAULT_AUTH_TOKEN) -> str:
+def twilio_signature(
+    url: str, form: dict[str, str] | list[tuple[str, str]], auth_token: str = DEFAULT_AUTH_TOKEN
+) -> str:
     """Twilio's documented algorithm, written out here so the tests do not trust the library alone:
-    HMAC-SHA1 of the URL followed by each parameter's name and value, sorted by name, in base64."""
-    signed = url + "".join(name + form[name] for name in sorted(form))
+    HMAC-SHA1 of the URL followed by each parameter's name and value, sorted by name, in base64. A
+    parameter given more than once signs each of its values, sorted (as Twilio's libraries do)."""
+    pairs = list(form.items()) if isinstance(form, dict) else form
+    signed = url + "".join(
+        name + value for name in sorted({n for n, _ in pairs}) for value in sorted({v for n, v in pairs if n == name})
+    )
     return base64.b64encode(hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()).decode()
 
 

@@ -37,6 +37,7 @@ from telephony.receipts import (
     RECEIPT_MAX_BYTES,
     RECEIPT_READ_SECONDS,
     SIGNATURE_HEADER,
+    STATUS_SHAPE,
     Receipts,
 )
 
@@ -107,9 +108,19 @@ STATUS_CALLBACK_FORM: dict[str, Any] = {
     "type": "object",
     "properties": {
         "MessageSid": {"type": "string", "description": "The message's SID (SM… or MM…)."},
-        "MessageStatus": {"type": "string", "enum": sorted(MESSAGE_STATUSES)},
+        "MessageStatus": {
+            "type": "string",
+            "pattern": f"^{STATUS_SHAPE.pattern}$",
+            "examples": sorted(MESSAGE_STATUSES),
+            "description": "One of Twilio's statuses, or one it adds later (recorded as named).",
+        },
         "CallSid": {"type": "string", "description": "The call's SID (CA…)."},
-        "CallStatus": {"type": "string", "enum": sorted(CALL_STATUSES)},
+        "CallStatus": {
+            "type": "string",
+            "pattern": f"^{STATUS_SHAPE.pattern}$",
+            "examples": sorted(CALL_STATUSES),
+            "description": "One of Twilio's call statuses, or one it adds later (recorded as named).",
+        },
         "ErrorCode": {"type": "string", "pattern": "^[0-9]*$", "description": "Twilio's error code, if any."},
         "CallDuration": {"type": "string", "pattern": "^[0-9]*$", "description": "Seconds, for a call."},
         "To": {"type": "string", "description": "The recipient: read for its country, logged masked."},
