@@ -388,16 +388,17 @@ class EventHook:
             event_id = canonical_uuid(event.uuid)
             if passed is None or not event_id:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
+                continue
+            fresh = not too_old(event, now)
+            if not fresh:
+                counts["stale"] += 1  # whatever is configured: the admin's count of what came late
+                age = event_age(event, now)
+                if not (self._can_act and self._guard_on) or age is None or age > CONVERSION_MAX_AGE_SECONDS:
+                    continue  # nothing left to do with it
             elif not self._can_act:
                 counts["not_configured"] += 1
-            else:
-                fresh = not too_old(event, now)
-                if not fresh:
-                    counts["stale"] += 1
-                    age = event_age(event, now)
-                    if not self._guard_on or age is None or age > CONVERSION_MAX_AGE_SECONDS:
-                        continue  # nothing left to do with it
-                kept.append((event, passed, event_id, fresh))
+                continue
+            kept.append((event, passed, event_id, fresh))
         # The fresh ones are acted on once: claimed all together, one store round trip for the POST.
         keys = [f"okta-event:{event_id}" for _, _, event_id, fresh in kept if fresh]
         claimed = iter(self._claims.claim_all(keys, EVENT_CLAIM_SECONDS) if keys else [])

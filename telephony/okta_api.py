@@ -20,6 +20,19 @@ PHONE_FACTOR_TYPES = frozenset({"sms", "call"})  # Okta's factorType of SMS and 
 MAX_ANSWER_BYTES = 256 * 1024
 
 
+USER_NOT_FOUND = "E0000007"  # Okta's errorCode for a resource (here, the user) that does not exist
+
+
+def _okta_error(data: bytes) -> str | None:
+    """The errorCode of Okta's error object, if the answer is one."""
+    try:
+        error = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    code = error.get("errorCode") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
 class PhoneFactor(NamedTuple):
     """One active phone factor: Okta's factorType ("sms" or "call"), its number, and its id."""
 
@@ -54,6 +67,8 @@ class OktaApi:
             if failure.too_large:
                 raise OktaApiUnavailable("OKTA_API_TOO_LARGE") from None
             raise OktaApiUnavailable("OKTA_API_TIMEOUT" if failure.timed_out else "OKTA_API_UNREACHABLE") from None
+        if answer.status == 404 and _okta_error(answer.data) == USER_NOT_FOUND:
+            return []  # the user is gone (deleted since the event): no number, and no outage of the API
         if answer.status != 200:
             raise OktaApiUnavailable(f"OKTA_API_HTTP_{answer.status}")
         try:

@@ -319,6 +319,23 @@ def test_a_stale_event_beside_a_fresh_one_approves_nothing_of_its_own(
     assert lines == {mask(PHONE): "feedback_approved", mask(OTHER_NUMBER): "converted"}
 
 
+def test_a_stale_event_is_counted_stale_whatever_is_configured(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event hook that cannot act (no Management API, guard off): a late event is `stale`, as the
+    docs say, and only the fresh one is what the admin must fix (`not_configured`)."""
+    client = make_client(OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET, GUARD_MODE="off")
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="milliseconds")
+    capsys.readouterr()
+    stale, fresh = mfa_event(published=two_hours_ago.replace("+00:00", "Z")), mfa_event()
+    assert post_events(client, batch(stale, fresh)).status_code == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (counted,) = [line for line in lines if "stale" in line]  # the POST's own line
+    assert (counted["stale"], counted["not_configured"]) == (1, 1)
+    (error,) = [line for line in lines if line.get("outcome") == "not_configured"]
+    assert (error["events"], error["severity"]) == (1, "ERROR")
+
+
 def test_each_event_of_a_post_proves_the_number_it_alone_would(
     make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -409,6 +426,36 @@ def test_an_okta_api_that_refuses_the_token_is_logged_by_status(
     (line,) = event_lines(output)
     assert line["okta_api_error"] == "OKTA_API_HTTP_401"
     assert "revoked-token-value" not in output
+
+
+def test_a_user_okta_no_longer_has_is_no_phone_not_an_outage(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Okta answers 404 E0000007 for a user deleted since the event: nothing to act on, and the API is
+    up. An ERROR `okta_api_unavailable` would page whoever watches for outages."""
+    client = make_client(**events_env(okta_api))
+    okta_api.factors.clear()
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["severity"]) == ("feedback_no_phone", "WARNING")
+    assert "okta_api_error" not in line
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, b"<html>Not Found</html>"),  # not Okta's answer: a wrong OKTA_ORG_URL, a proxy
+        (404, b'{"errorCode": "E0000022", "errorSummary": "The endpoint does not support the method"}'),
+        (403, b'{"errorCode": "E0000007", "errorSummary": "Not found"}'),  # only a 404 says "no such user"
+    ],
+)
+def test_any_other_not_found_is_still_the_apis_failure(status: int, body: bytes) -> None:
+    from telephony.okta_api import OktaApi, OktaApiUnavailable
+    from tests.standins import http_answer, stand_in
+
+    with stand_in(http_answer(status, body)) as okta, pytest.raises(OktaApiUnavailable, match=f"_HTTP_{status}"):
+        OktaApi(okta.base_url, "token", 1.0, 1).phone_factors("00u1")
 
 
 # ------------------------------------------------------------------------------- which events count
