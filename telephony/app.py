@@ -85,8 +85,9 @@ class App:
             message = f"{route.name} {answer.outcome}" + (f": {answer.note}" if answer.note else "")
             route.log.log(answer.outcome.severity, message, extra={"fields": fields})
             context = contextvars.copy_context()  # the request's scope, for what runs after the answer
-        mimetype = "application/json" if answer.body is not None else None
-        response = flask.Response(answer.json(), answer.status, answer.headers, mimetype=mimetype)
+        response = flask.Response(answer.json(), answer.status, answer.headers, mimetype="application/json")
+        if answer.body is None:  # an empty answer (receipts) has no type: not Flask's text/html
+            del response.headers["Content-Type"]
         if answer.after_sent:
             payload = response.get_data()
             response.response = _sent_then(payload, answer.after_sent, context, route.log)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from flask.testing import FlaskClient
 
@@ -127,16 +128,18 @@ def call_receipt(status: str = "completed", **extra: str) -> dict[str, str]:
 
 def post_receipt(
     client: FlaskClient,
-    form: dict[str, str],
+    form: dict[str, str] | list[tuple[str, str]],
     *,
     signed_url: str = RECEIPT_URL,
     path: str = "/twilio/status",
     signature: str | None = None,
     **headers: str,
 ) -> Any:
-    """POST a receipt like Twilio, signed over `signed_url` unless `signature` is given ('' sends none)."""
+    """POST a receipt like Twilio, signed over `signed_url` unless `signature` is given ('' sends none).
+    `form` as pairs may give a field more than once."""
     sent = dict(headers)
     value = twilio_signature(signed_url, form) if signature is None else signature
     if value:
         sent["X-Twilio-Signature"] = value
-    return client.post(path, data=form, headers=sent, content_type="application/x-www-form-urlencoded")
+    body = urlencode(form)
+    return client.post(path, data=body, headers=sent, content_type="application/x-www-form-urlencoded")

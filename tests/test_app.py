@@ -59,7 +59,7 @@ def send(client: FlaskClient, route: str, case: str) -> Any:
         return client.post("/okta/events", json={"data": {"events": []}}, headers=headers)
     form = message_receipt()
     if case == "malformed":
-        return post_receipt(client, {**form, "MessageStatus": "teleported", "SmsStatus": "teleported"})
+        return post_receipt(client, {**form, "MessageStatus": "Teleported!", "SmsStatus": "Teleported!"})
     return post_receipt(client, form, signature="" if case == "anonymous" else None)
 
 

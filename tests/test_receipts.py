@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import flask
 import pytest
@@ -52,6 +51,17 @@ def only_receipt_line(output: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- replays
+
+
+def test_receipt_answers_are_empty_and_say_no_type(client: FlaskClient) -> None:
+    """Twilio reads only the status: 204, 400 and 403 carry no body, so no Content-Type (not text/html)."""
+    for form, signature, status in (
+        (message_receipt(), None, 204),
+        (message_receipt("Teleported!"), None, 400),
+        (message_receipt(), "wrong", 403),
+    ):
+        response = post_receipt(client, form, signature=signature)
+        assert (response.status_code, response.get_data(), response.headers.get("Content-Type")) == (status, b"", None)
 
 
 def test_a_receipt_sent_again_is_answered_but_counted_once(
@@ -341,22 +351,13 @@ def test_a_status_twilio_adds_later_is_recorded_as_named(
         assert (line["outcome"], line["delivery_status"], line["severity"]) == ("receipt", status, "INFO")
 
 
-def post_pairs(client: FlaskClient, pairs: list[tuple[str, str]], signature: str) -> Any:
-    return client.post(
-        "/twilio/status",
-        data=urlencode(pairs),
-        headers={"X-Twilio-Signature": signature},
-        content_type="application/x-www-form-urlencoded",
-    )
-
-
 def test_a_field_given_twice_is_signed_with_every_value_as_twilio_signs_it(client: FlaskClient) -> None:
     """Twilio's validator signs each value of a repeated parameter; a check over one of them refuses
     what Twilio signed, and takes what it did not."""
     pairs = [*message_receipt().items(), ("Extra", "a"), ("Extra", "b")]
-    assert post_pairs(client, pairs, twilio_signature(RECEIPT_URL, pairs)).status_code == 204
+    assert post_receipt(client, pairs).status_code == 204
     last_only = twilio_signature(RECEIPT_URL, dict(pairs))
-    assert post_pairs(client, pairs, last_only).status_code == 403
+    assert post_receipt(client, pairs, signature=last_only).status_code == 403
 
 
 @pytest.mark.parametrize("field", ["MessageStatus", "MessageSid", "ErrorCode", "To"])
@@ -368,7 +369,7 @@ def test_a_field_the_receipt_is_read_from_must_say_one_thing(
     other = {"MessageStatus": "delivered", "MessageSid": "SM" + "f" * 32, "ErrorCode": "30003", "To": "+14155550100"}
     pairs = [(field, other[field]), *form.items()]
     capfd.readouterr()
-    assert post_pairs(client, pairs, twilio_signature(RECEIPT_URL, pairs)).status_code == 400
+    assert post_receipt(client, pairs).status_code == 400
     output = capfd.readouterr().out
     line = only_receipt_line(output)
     assert (line["outcome"], line["receipt_problem"]) == ("receipt_invalid", f"{field} is given more than once")
@@ -376,7 +377,7 @@ def test_a_field_the_receipt_is_read_from_must_say_one_thing(
         assert number not in output and number.removeprefix("+") not in output
     # the same value twice says one thing
     same = [(field, form[field]), *form.items()]
-    assert post_pairs(client, same, twilio_signature(RECEIPT_URL, same)).status_code == 204
+    assert post_receipt(client, same).status_code == 204
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,11 @@ RECEIPT_SCENARIOS: dict[str, dict[str, Any]] = {
     "call no-answer": {"form": call_receipt("no-answer", CallDuration="0")},
     "wrong signature": {"form": message_receipt(Body=SECRET_BODY), "signature": "Zm9yZ2Vk"},
     "no signature": {"form": message_receipt(Body=SECRET_BODY), "signature": ""},
-    "malformed": {"form": message_receipt("teleported", Body=SECRET_BODY)},
+    "malformed": {"form": message_receipt("Teleported!", Body=SECRET_BODY)},
+    "a status Twilio adds later": {"form": message_receipt("teleported", Body=SECRET_BODY)},
+    "read from twice": {
+        "form": [*message_receipt(Body=SECRET_BODY).items(), ("To", "+14155550100"), ("Body", SECRET_BODY + "!")]
+    },
     "too large": {"form": message_receipt(Body=SECRET_BODY, Pad="x" * 70_000)},
 }
 
