@@ -28,7 +28,10 @@ ALGORITHMS = ["RS256"]  # whatever the token's header claims: never 'none', neve
 LEEWAY_SECONDS = 30  # clock skew between Okta and us
 MAX_TOKEN_BYTES = 8192
 JWKS_TIMEOUT_SECONDS = 0.8  # a key-set fetch and Twilio's call share Okta's 3 s
-JWKS_REFETCH_INTERVAL = 30.0  # an unknown kid refetches at most this often
+# A fetch ends by its deadline, then its keys are read: a hook waiting for another's fetch waits that long.
+JWKS_WAIT_SECONDS = JWKS_TIMEOUT_SECONDS + 0.25
+JWKS_REFETCH_INTERVAL = 5.0  # an unknown kid refetches at most this often (a rotated key, or forged kids)
+JWKS_RETRY_SECONDS = 1.0  # with no keys, a failed fetch is tried again this soon: an issuer's blip
 JWKS_MAX_AGE = 3600.0  # known keys are refreshed hourly, so a revoked key stops working
 MAX_JWKS_BYTES = 64 * 1024  # a key set holds a few keys of about 1.5 KB each
 
@@ -86,7 +89,7 @@ class JwksCache:
             return known
         # One fetch at a time; concurrent callers then find the fresh keys. Nobody waits for another
         # hook's fetch longer than a fetch may take.
-        if not self._lock.acquire(timeout=JWKS_TIMEOUT_SECONDS):
+        if not self._lock.acquire(timeout=JWKS_WAIT_SECONDS):
             if known is not None:
                 return known
             raise JwksUnavailable
@@ -99,12 +102,11 @@ class JwksCache:
         known = self._keys.get(kid)
         if known is not None and not self._stale(JWKS_MAX_AGE):
             return known
-        if self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
-            # Fetched moments ago: an unknown kid must not make us hammer the issuer, and an
-            # issuer that just failed is not asked again yet.
-            if not self._keys and self._failed:
+        if not self._keys and self._failed:
+            if not self._stale(JWKS_RETRY_SECONDS):  # an issuer that just failed is not asked again yet
                 raise JwksUnavailable
-            return known
+        elif self._fetched_at is not None and not self._stale(JWKS_REFETCH_INTERVAL):
+            return known  # fetched moments ago: an unknown kid must not make us hammer the issuer
         try:
             self._refresh()
         except JwksUnavailable:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 
-from telephony.oauth import MAX_TOKEN_BYTES, JwksCache, JwksUnavailable
+from telephony.oauth import JWKS_TIMEOUT_SECONDS, MAX_TOKEN_BYTES, JwksCache, JwksUnavailable, fetch_jwks
 from tests.helpers import HOOK_SECRET, OTP, AppFactory, first_reason, okta_request, post_hook
 from tests.standins import http_answer, stand_in
 from tools.sandbox.twilio_sandbox import SandboxState
@@ -251,6 +251,52 @@ def test_a_failed_issuer_stays_unavailable_without_being_asked_again_at_once(iss
     issuer.down = False
     clock[0] += 31
     assert cache.key(KID) is not None
+
+
+def test_an_instance_with_no_keys_asks_a_failed_issuer_again_a_second_later(issuer: Issuer) -> None:
+    """An issuer's blip at a cold start must not send the instance's codes to Okta's fallback for long:
+    not asked again at once, and asked again a second later."""
+    clock = [0.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    issuer.down = True
+    with pytest.raises(JwksUnavailable):
+        cache.key(KID)
+    issuer.down = False
+    clock[0] += 0.5
+    with pytest.raises(JwksUnavailable):
+        cache.key(KID)
+    assert issuer.fetches == 1
+    clock[0] += 0.6
+    assert cache.key(KID) is not None
+    assert issuer.fetches == 2
+
+
+def test_a_rotated_key_is_fetched_seconds_after_the_last_fetch(issuer: Issuer) -> None:
+    """A token signed with a key the issuer has just published: the first one a few seconds after the
+    last fetch fetches it (forged kids may have fetched moments before)."""
+    clock = [1000.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    assert cache.key(KID) is not None
+    issuer.keys.append(public_jwk(OTHER_KEY, "key-2027"))
+    assert cache.key("key-2027") is None  # moments after a fetch: not asked again
+    clock[0] += 6
+    assert cache.key("key-2027") is not None
+    assert issuer.fetches == 2
+
+
+def test_hooks_waiting_for_a_fetch_get_its_keys_when_it_ends_at_its_deadline(issuer: Issuer) -> None:
+    """Hooks waiting for another hook's fetch wait for the fetch (up to its deadline) and the reading
+    of its keys: a fetch ending at its deadline on a busy machine still serves every waiter."""
+
+    def fetch(url: str) -> dict[str, Any]:
+        time.sleep(JWKS_TIMEOUT_SECONDS + 0.1)  # the fetch's deadline, then the keys read slowly
+        return fetch_jwks(url)
+
+    cache = JwksCache(issuer.url, fetch=fetch)
+    with ThreadPoolExecutor(6) as pool:
+        found = list(pool.map(lambda _: cache.key(KID) is not None, range(6)))
+    assert found == [True] * 6
+    assert issuer.fetches == 1
 
 
 def test_a_slow_key_set_and_a_slow_twilio_together_stay_within_the_hooks_budget(
