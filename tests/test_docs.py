@@ -226,3 +226,13 @@ def test_the_guard_defaults_the_docs_give_are_the_settings_defaults(path: Path) 
     for name, cells in rows.items():
         given = [cell.strip() for cell in cells.split("|") if cell.strip()]
         assert f"`{defaults[name]}`" in given, f"{path.name}: {name} does not give the default {defaults[name]}"
+
+
+def test_the_wait_for_a_twin_request_the_guard_page_gives_is_the_codes() -> None:
+    """A twin request waits while a new attempt would still have RESEND_SECONDS to finish within the
+    hook's budget: the page's figure moves with either."""
+    from telephony.guard import RESEND_SECONDS
+    from telephony.settings import HOOK_BUDGET_SECONDS
+
+    figure = f"still have a second to finish (about {HOOK_BUDGET_SECONDS - RESEND_SECONDS:.1f} s)"
+    assert RESEND_SECONDS == 1.0 and figure in (DOCS / "spend-guard.md").read_text()
