@@ -88,7 +88,8 @@ EVENT_MAX_AGE_SECONDS = 600  # a Verify code lives 10 minutes: an older event ca
 EVENT_CLOCK_SKEW_SECONDS = 300  # an event published this far in the future is not believed either
 EVENT_CLAIM_SECONDS = EVENT_MAX_AGE_SECONDS + EVENT_CLOCK_SKEW_SECONDS  # past it, the age check refuses
 # A late event approves no code, but still proves the number is its owner's: the spend guard takes it
-# as a conversion (idempotent, so it is not claimed) for a day after it was published.
+# as a conversion for a day after it was published. It is not claimed: delivered again, it gives back
+# no room, as a conversion frees only the codes sent before the event.
 CONVERSION_MAX_AGE_SECONDS = 86400
 # Okta's factorType of the factor each challenge or enrolment method used.
 FACTOR_OF_CHALLENGE = {"SMS_FACTOR": "sms", "CALL_FACTOR": "call"}
@@ -195,18 +196,20 @@ def numbers_passed(factors: list[PhoneFactor], factor_type: str, enrollment_ids:
 class _Passes:
     """One user's passed challenges of one factor type in a POST: acted on together, once."""
 
-    __slots__ = ("enrolments", "event_ids", "event_type", "proven")
+    __slots__ = ("enrolments", "event_ids", "event_type", "passed_at", "proven")
 
     def __init__(self, event_type: str) -> None:
         self.event_type = event_type
         self.event_ids: list[str] = []
+        self.passed_at = 0.0  # the latest event's `published`, since the epoch: the codes proven came before
         # Each enrolment the events name ("": none named), and whether an event naming it is fresh...
         self.enrolments: dict[str, bool] = {}
         # ...and whether one proves the user typed a code (Passed.proven).
         self.proven: dict[str, bool] = {}
 
-    def add(self, event_id: str, enrollment_id: str | None, fresh: bool, proven: bool = True) -> None:
+    def add(self, event_id: str, enrollment_id: str | None, fresh: bool, passed_at: float, proven: bool = True) -> None:
         self.event_ids.append(event_id)
+        self.passed_at = max(self.passed_at, passed_at)
         key = enrollment_id or ""
         self.enrolments[key] = self.enrolments.get(key, False) or fresh
         self.proven[key] = self.proven.get(key, False) or proven
@@ -382,34 +385,35 @@ class EventHook:
         for name in ("ignored", "stale", "repeated", "not_configured"):
             counts[name] = 0
         now = datetime.now(UTC)
-        kept: list[tuple[LogEvent, Passed, str, bool]] = []
+        kept: list[tuple[LogEvent, Passed, str, bool, float]] = []
         for event in events:
             passed = passed_challenge(event)
             event_id = canonical_uuid(event.uuid)
             if passed is None or not event_id:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
                 continue
+            age = event_age(event, now)
             fresh = not too_old(event, now)
             if not fresh:
                 counts["stale"] += 1  # whatever is configured: the admin's count of what came late
-                age = event_age(event, now)
                 if not (self._can_act and self._guard_on) or age is None or age > CONVERSION_MAX_AGE_SECONDS:
                     continue  # nothing left to do with it
             elif not self._can_act:
                 counts["not_configured"] += 1
                 continue
-            kept.append((event, passed, event_id, fresh))
+            assert age is not None
+            kept.append((event, passed, event_id, fresh, now.timestamp() - age))
         # The fresh ones are acted on once: claimed all together, one store round trip for the POST.
-        keys = [f"okta-event:{event_id}" for _, _, event_id, fresh in kept if fresh]
+        keys = [f"okta-event:{event_id}" for _, _, event_id, fresh, _ in kept if fresh]
         claimed = iter(self._claims.claim_all(keys, EVENT_CLAIM_SECONDS) if keys else [])
         passes: dict[str, dict[str, _Passes]] = {}
-        for event, passed, event_id, fresh in kept:
+        for event, passed, event_id, fresh, passed_at in kept:
             if fresh and not next(claimed):
                 counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
                 continue
             by_factor = passes.setdefault(passed.user_id, {})
             grouped = by_factor.setdefault(passed.factor_type, _Passes((event.event_type or "")[:128]))
-            grouped.add(event_id, passed.enrollment_id, fresh, passed.proven)
+            grouped.add(event_id, passed.enrollment_id, fresh, passed_at, passed.proven)
         return passes
 
     def _submit(self, passes: dict[str, dict[str, _Passes]], counts: dict[str, int]) -> list[Future[None]]:
@@ -484,7 +488,7 @@ class EventHook:
         guard off (nothing to record)."""
         if self._guard is None or not self._guard_on:
             return True
-        converted = fields["guard_converted"] = read is not None and self._guard.converted(read)
+        converted = fields["guard_converted"] = read is not None and self._guard.converted(read, passes.passed_at)
         if not converted:
             self._line(Outcome.NOT_CONVERTED, passes, fields, started)
         return converted

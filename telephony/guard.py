@@ -47,6 +47,7 @@ RESEND_SECONDS = 1.0
 # belongs to a call whose record's write failed, or that died. Nothing more to wait for.
 STALE_PENDING_SECONDS = 3.5
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
+CONVERSION_CLOCK_SECONDS = 30.0  # Okta's clock and ours may differ by this much (both keep to NTP)
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
 
 log = logging.getLogger("telephony_hook.guard")
@@ -305,14 +306,18 @@ class SpendGuard(Claims):
 
     # ---------------------------------------------------------------------------------- the event hook
 
-    def converted(self, number: NumberFacts) -> bool:
+    def converted(self, number: NumberFacts, passed_at: float) -> bool:
         """A user with this number (read as the hook reads the numbers its codes go to, or the two would
-        never meet: phone.read_number) passed an SMS or voice challenge: known from now on, and the room
-        its codes took in its range and country is given back. False when the store is unavailable."""
+        never meet: phone.read_number) passed an SMS or voice challenge at `passed_at` (Okta's time of
+        the event): known from now on, and the room its codes sent by then took in its range and
+        country is given back (give or take CONVERSION_CLOCK_SECONDS of clocks). A later code was not
+        proven by it: an event delivered again gives back nothing more. False when the store is
+        unavailable."""
         if not self.on or not number.valid:
             return False
+        sent_by = passed_at + CONVERSION_CLOCK_SECONDS
         try:
-            self.store.convert(self._digest(number.e164), number.e164[:-4], number.country, KNOWN_SECONDS)
+            self.store.convert(self._digest(number.e164), number.e164[:-4], number.country, KNOWN_SECONDS, sent_by)
         except StoreUnavailable as error:
             self._store_failed(error, {})
             return False

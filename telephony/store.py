@@ -147,8 +147,9 @@ class Store(Claims, Protocol):
     def lookup(self, retry: str) -> str | None:
         """The retry record: a transaction id, "pending", "unsettled", or None."""
 
-    def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
-        """The number's owner passed a challenge: known from now on, and its room is given back."""
+    def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
+        """The number's owner passed a challenge: known from now on, and the room of its codes sent by
+        `sent_by` (the time of the challenge) is given back; later codes were not proven by it."""
 
 
 PENDING = "pending"  # the retry record of a code with Twilio now ('pending <time it was admitted>')
@@ -330,14 +331,14 @@ class MemoryStore(Claims):
             value = self._get(KEY_PREFIX + "o:" + retry, self._clock())
         return value if isinstance(value, str) else None
 
-    def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
+    def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
         now = self._clock()
         with self._lock:
             self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
             prefix = number + "|"
             for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY):
                 window = self._window(key, now)
-                for code in [code for code in window.members if code.startswith(prefix)]:
+                for code in [code for code in window.sent_by(sent_by) if code.startswith(prefix)]:
                     window.discard(code)
 
     def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
@@ -378,6 +379,10 @@ class _Window:
             return False
         del self.entries[bisect.bisect_left(self.entries, (score, member))]
         return True
+
+    def sent_by(self, when: float) -> list[str]:
+        """The members added at or before `when` (ZRANGE key -inf when BYSCORE)."""
+        return [member for _, member in self.entries[: bisect.bisect_right(self.entries, (when, self._LAST))]]
 
     def trim(self, cutoff: float) -> None:
         """Drop the members added before `cutoff`."""
@@ -495,7 +500,6 @@ end
 return 1
 """
 
-# KEYS: known flag, range window, country window, window over every country. ARGV: number hash, known seconds
 CLAIM_SCRIPT = """
 -- KEYS: the claims. ARGV: their lifetime (seconds). One '1' (claimed now) or '0' (claimed before) per key.
 local taken = {}
@@ -505,12 +509,15 @@ end
 return table.concat(taken)
 """
 
+# KEYS: known flag, range window, country window, window over every country.
+# ARGV: number hash, known seconds, the time by which the codes it proves were sent
 CONVERT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
--- The windows hold at most their largest limit's amount of codes: reading them whole is cheap.
+-- The windows hold at most their largest limit's amount of codes: reading them is cheap. Only the codes
+-- sent by ARGV[3] are proven: the one typed was sent before the event that says so.
 local prefix = ARGV[1] .. '|'
 for index = 2, 4 do
-  for _, code in ipairs(redis.call('ZRANGE', KEYS[index], 0, -1)) do
+  for _, code in ipairs(redis.call('ZRANGEBYSCORE', KEYS[index], '-inf', ARGV[3])) do
     if string.sub(code, 1, #prefix) == prefix then redis.call('ZREM', KEYS[index], code) end
   end
 end
@@ -1113,9 +1120,9 @@ class RedisStore(Claims):
             raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest())
         return value
 
-    def convert(self, number: str, range_: str, country: str, known_seconds: int) -> None:
+    def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
         keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
-        self._script("convert", keys, [number, known_seconds])
+        self._script("convert", keys, [number, known_seconds, _seconds(max(sent_by, 0.0))])
 
     def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
         if not keys:

@@ -118,7 +118,7 @@ def test_a_conversion_gives_its_room_back_and_the_number_stays_open(store: Store
     for i in range(5):
         assert store.admit(ask(f"n{i}"), NOW + i).kind == "admitted"
     assert store.admit(ask("n5"), NOW + 5).kind == "refused"
-    store.convert("n0", "+3361234", "FR", 86400)
+    store.convert("n0", "+3361234", "FR", 86400, NOW + 5)
     assert store.admit(ask("n5", code="2"), NOW + 6).kind == "admitted"  # n0's room
     assert store.admit(ask("n6"), NOW + 7).kind == "refused"
     known = store.admit(ask("n0", code="3", enrolment=False), NOW + 8)  # the range is full, n0 is known
@@ -128,7 +128,7 @@ def test_a_conversion_gives_its_room_back_and_the_number_stays_open(store: Store
 def test_pre_enrollment_holds_even_a_known_number_as_new(store: Store) -> None:
     for i in range(5):
         store.admit(ask(f"n{i}"), NOW + i)
-    store.convert("n9", "+3361234", "FR", 86400)
+    store.convert("n9", "+3361234", "FR", 86400, NOW + 5)
     assert store.admit(ask("n9", enrolment=False), NOW + 10).kind == "admitted"
     refused = store.admit(ask("n9", code="2", enrolment=True), NOW + 11)
     assert (refused.kind, refused.scope, refused.known) == ("refused", "range", False)
@@ -145,7 +145,7 @@ def test_all_countries_together_stop_a_pump_that_moves_from_country_to_country(s
     kinds = [store.admit(ask(f"n{i}", range_=f"+{i:07d}", country=countries[i % 8]), NOW + i).kind for i in range(40)]
     assert kinds == ["admitted"] * 30 + ["refused"] * 10  # 5 per country, under each country's 10
     assert store.admit(ask("x", range_="+9999999", country="JP"), NOW + 50).scope == "all"
-    store.convert("n3", f"+{3:07d}", "IT", 86400)  # a conversion gives back its place over every country too
+    store.convert("n3", f"+{3:07d}", "IT", 86400, NOW + 50)  # a conversion gives back its place over every country too
     assert store.admit(ask("y", range_="+9999998", country="JP"), NOW + 51).kind == "admitted"
     assert store.admit(ask("z", range_="+9999997", country="JP"), NOW + 52).scope == "all"
     resend = store.admit(ask("n7", range_=f"+{7:07d}", country="PT", code="2"), NOW + 53)
@@ -169,9 +169,24 @@ def test_a_conversion_gives_back_the_room_of_every_code_of_its_number(store: Sto
     assert store.admit(ask("n2"), NOW + 5).kind == "admitted"
     assert store.admit(ask("n3"), NOW + 6).kind == "admitted"
     assert store.admit(ask("n4"), NOW + 7).scope == "range"
-    store.convert("n1", "+3361234", "FR", 86400)  # its three codes leave the range's window
+    store.convert("n1", "+3361234", "FR", 86400, NOW + 8)  # its three codes leave the range's window
     kinds = [store.admit(ask(f"n{i}"), NOW + 10 + i).kind for i in (4, 5, 6, 7)]
     assert kinds == ["admitted"] * 3 + ["refused"]
+
+
+def test_a_conversion_gives_back_only_the_room_of_codes_sent_before_it(store: Store) -> None:
+    """The code typed was sent before the event that says so: a code sent later is not proven by it,
+    and the same event delivered again (a late event is not claimed) gives back nothing more."""
+    for i in range(3):
+        assert store.admit(ask("n1", code=str(i)), NOW + i).kind == "admitted"
+    assert store.admit(ask("n2"), NOW + 3).kind == "admitted"
+    assert store.admit(ask("n3"), NOW + 4).kind == "admitted"
+    store.convert("n1", "+3361234", "FR", 86400, NOW + 1)  # passed after its first two codes
+    assert store.admit(ask("n4"), NOW + 10).kind == "admitted"
+    assert store.admit(ask("n5"), NOW + 11).kind == "admitted"
+    assert store.admit(ask("n6"), NOW + 12).scope == "range"  # n1's third code still counts
+    store.convert("n1", "+3361234", "FR", 86400, NOW + 1)  # the same event again
+    assert store.admit(ask("n7"), NOW + 14).scope == "range"
 
 
 def test_windows_move(store: Store) -> None:
@@ -291,7 +306,7 @@ def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, 
     for number in numbers:
         with pytest.raises(Refused) if number in numbers[5:] else contextlib.nullcontext():
             _admit(guard, number)
-    assert guard.converted(describe(numbers[0]))
+    assert guard.converted(describe(numbers[0]), time.time())
     keys = client.keys("*")
     assert keys
     for key in keys:
@@ -585,20 +600,28 @@ def test_a_voice_challenge_on_an_enrolment_okta_lists_as_sms_converts_its_number
 
 
 def test_a_late_event_approves_nothing_but_still_converts(
-    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Okta may deliver an event late: past a Verify code's life it approves no code, but it still
-    proves the number is its owner's."""
-    client = converting(make_client, okta_api, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID)
-    alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
+    proves the number is its owner's. It is not claimed: delivered again, it gives back no room of a
+    code sent after it (the code typed came before the event)."""
+    client = converting(make_client, okta_api, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID, GUARD_RANGE_LIMIT="2/hour")
+    alice, bob, carol = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 3)))
     okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
-    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    real = time.time()
+    with monkeypatch.context() as patch:  # alice's code was sent before the event, 12 minutes ago
+        patch.setattr(time, "time", lambda: real - 720)
+        assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
     late = passed_event(alice)
     published = datetime.now(UTC) - timedelta(minutes=11)
     late["data"]["events"][0]["published"] = published.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     client.post("/okta/events", json=late, headers={"Authorization": EVENT_HOOK_SECRET})
     assert sandbox.pending  # alice's verification stays pending: the event came too late for it
-    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # alice's room back
+    # alice's room is back: a new enrolment of hers (held as new) and bob's code fill the range's 2
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"
+    client.post("/okta/events", json=late, headers={"Authorization": EVENT_HOOK_SECRET})  # the same event again
+    assert status_of(post_hook(client, code_request(carol.phone, ENROLMENT))) == "SPEND_GUARD"
 
 
 @pytest.mark.parametrize(
