@@ -75,7 +75,14 @@ from telephony.okta_api import OktaApi, OktaApiUnavailable, PhoneFactor
 from telephony.phone import NumberFacts, mask, read_number
 from telephony.settings import Settings
 from telephony.store import Claims, LocalClaims
-from telephony.twilio_errors import UNREADABLE_ANSWER, answered_status, error_code, status_word, twilio_error
+from telephony.twilio_errors import (
+    UNREADABLE_ANSWER,
+    answered_status,
+    error_code,
+    http_only,
+    status_word,
+    twilio_error,
+)
 from telephony.twilio_facts import is_sid
 from telephony.twilio_http import TwilioUnavailable, counting_attempts
 
@@ -522,12 +529,11 @@ class EventHook:
             if status == HTTPStatus.NOT_FOUND:
                 return Approval(Outcome.FEEDBACK_NOT_PENDING, {})
             code = error_code(error, status)
-            fields = {
-                "twilio_error_code": code,
-                "twilio_http_status": status,
-                "error_meaning": twilio_error(code).meaning,
-                "twilio_attempts": attempts.count,
-            }
+            fields: dict[str, Any] = {"twilio_http_status": status, "twilio_attempts": attempts.count}
+            if code is None:  # as the hook's line says it
+                fields["twilio_error"], fields["error_meaning"] = http_only(status)
+            else:
+                fields.update(twilio_error_code=code, error_meaning=twilio_error(code).meaning)
             return Approval(Outcome.FEEDBACK_FAILED, fields)
         except TwilioException:
             return Approval(Outcome.FEEDBACK_FAILED, {"twilio_error": "TWILIO_ERROR"})

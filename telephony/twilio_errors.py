@@ -170,29 +170,38 @@ def answered_status(error: TwilioException, http_status: int | None = None) -> i
     return status if isinstance(status, int) else None
 
 
-def error_code(error: TwilioException, http_status: int | None = None) -> int:
-    """Twilio's error code, else the HTTP status it answered with (0 when neither). Twilio's codes have
-    five digits: another number is not a Twilio code (it could be anything the peer chose to echo).
-    `http_status`: the answer's own, when known (answered_status)."""
-    code = 0
-    if isinstance(error, TwilioRestException | TwilioServiceException):
-        status = answered_status(error, http_status)
-        code = error.code if isinstance(error.code, int) and 10000 <= error.code <= 99999 else 0
-        code = code or (status if isinstance(status, int) and 100 <= status < 600 else 0)
-    return 20429 if code == 429 else code  # rate limiting answered without a Twilio code
+def error_code(error: TwilioException, http_status: int | None = None) -> int | None:
+    """Twilio's error code; None when the answer carries none. Twilio's codes have five digits: another
+    number is not a Twilio code (it could be anything the peer chose to echo), and a bare 429 is
+    Twilio's rate limit (20429). `http_status`: the answer's own, when known (answered_status)."""
+    if not isinstance(error, TwilioRestException | TwilioServiceException):
+        return None
+    if isinstance(error.code, int) and 10000 <= error.code <= 99999:
+        return error.code
+    return 20429 if answered_status(error, http_status) == 429 else None
+
+
+def http_only(status: int | None) -> tuple[str, str]:
+    """What an answer with no Twilio code says (a 5xx from Twilio's edge, a proxy's 3xx): the reason
+    Okta and the log line carry, and the admin's hint."""
+    if status is None:
+        return "TWILIO_ERROR", "Twilio refused the request, with no error code."
+    return f"TWILIO_HTTP_{status}", f"Twilio answered HTTP {status}, with no error code."
 
 
 def twilio_failure(error: TwilioException, attempts: int, http_status: int | None = None) -> Refused:
     """A refusal by Twilio: 200 + error object, so Okta falls back and the admin sees why. `http_status`
     is the answer's own status: whether a code may have gone out depends on it, not on the body's word."""
     code = error_code(error, http_status)
-    fields = {"twilio_error_code": code, "twilio_attempts": attempts}
+    fields: dict[str, int | str] = {"twilio_attempts": attempts}
     status = answered_status(error, http_status)
     if status is not None:
         fields["twilio_http_status"] = status
-    if 100 <= code < 600:  # no Twilio code at all, only the HTTP status (a 5xx from Twilio's edge)
-        hint, reason = f"Twilio answered HTTP {code}.", f"TWILIO_HTTP_{code}"
+    if code is None:  # no Twilio code at all, only the HTTP status
+        reason, hint = http_only(status)
+        fields["twilio_error"] = reason
         return provider_error(NOT_DELIVERED, hint, reason, "https://status.twilio.com", log_fields=fields)
+    fields["twilio_error_code"] = code
     known = twilio_error(code)
     location = f"https://www.twilio.com/docs/errors/{code}"
     return provider_error(known.summary, known.hint, f"TWILIO_{code}", location, log_fields=fields)

@@ -626,6 +626,29 @@ def test_a_verify_refusal_other_than_404_is_a_failed_feedback(
     assert line["severity"] == "ERROR"
 
 
+@pytest.mark.parametrize(("status", "body"), [(302, b""), (502, b"<html>Bad Gateway</html>"), (700, b"{}")])
+def test_a_verify_answer_with_no_twilio_code_is_named_by_its_status_as_the_hooks_line_does(
+    status: int, body: bytes, make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy's 3xx, an edge's 5xx, a status past HTTP's: no Twilio code, so the line does not call the
+    status one ('error 302'); it says TWILIO_HTTP_nnn, as the telephony hook's line does."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    with stand_in(http_answer(status, body, "text/html", headers="Location: http://127.0.0.1:9/\r\n")) as twilio:
+        client = make_client(**events_env(okta_api, TWILIO_API_BASE_URL=twilio.base_url))
+        capsys.readouterr()
+        assert post_events(client, batch(mfa_event())).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert (line["outcome"], line["twilio_error"], line["twilio_http_status"]) == (
+        "feedback_failed",
+        f"TWILIO_HTTP_{status}",
+        status,
+    )
+    assert (
+        "twilio_error_code" not in line
+        and line["error_meaning"] == f"Twilio answered HTTP {status}, with no error code."
+    )
+
+
 @pytest.mark.parametrize("answer", [b"[]", b"[" * 30_000 + b"]" * 30_000, b'"approved"'])
 def test_a_verify_answer_the_library_cannot_read_is_a_failed_feedback(
     answer: bytes, make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]

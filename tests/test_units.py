@@ -183,6 +183,19 @@ def test_an_http_error_without_a_twilio_code_names_the_status() -> None:
     assert body["errorCauses"][0]["location"] == "https://status.twilio.com"
 
 
+@pytest.mark.parametrize("status", [502, 302, 700])
+def test_an_answer_with_no_twilio_code_is_named_by_its_status_never_as_a_code(status: int) -> None:
+    """A status past HTTP's 599 was TWILIO_0 with a link to Twilio's page for error 0; and no bare status
+    is logged as a Twilio error code."""
+    refusal = twilio_failure(TwilioRestException(status, "u", "m", code=None), 1)
+    assert first_reason(refusal_body(refusal)) == f"TWILIO_HTTP_{status}"
+    assert refusal.answer.log_fields == {
+        "twilio_error": f"TWILIO_HTTP_{status}",
+        "twilio_http_status": status,
+        "twilio_attempts": 1,
+    }
+
+
 def test_a_bare_429_is_read_as_twilios_rate_limit() -> None:
     body = refusal_body(twilio_failure(TwilioRestException(429, "u", "Too Many Requests", code=429), 1))
     assert first_reason(body) == "TWILIO_20429"
