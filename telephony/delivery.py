@@ -130,13 +130,16 @@ class TwilioDelivery:
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
+        allowed = self._settings.twilio_timeout_seconds  # what Twilio had: less when the budget is shorter
+        if until is not None:
+            allowed = min(allowed, max(until - time.monotonic(), 0.0))
         with counting_attempts(until, clear) as attempts:
             try:
                 sid, status, api = self._send(client, profile, validity, status_callback)
             except TwilioException as error:
                 raise twilio_failure(error, attempts.count, attempts.http_status) from None
             except TwilioUnavailable as error:
-                raise transport_failure(error, self._settings.twilio_timeout_seconds) from None
+                raise transport_failure(error, allowed) from None
             except UNREADABLE_ANSWER as error:
                 raise malformed_answer(type(error).__name__, attempts.count) from None  # a 2xx the library cannot read
         if not is_sid(sid, *SID_PREFIXES[api]):  # only a resource Twilio created proves the code was accepted
