@@ -212,7 +212,7 @@ def transport_failure(error: TwilioUnavailable, timeout_seconds: float) -> Refus
     if error.error_type == ANSWER_TOO_LARGE:  # treated as a timeout: Twilio may have taken the request
         hint, reason = "Twilio's answer was far larger than any Twilio resource.", "TWILIO_TIMEOUT"
     elif error.timed_out:
-        hint, reason = f"Twilio did not answer within {timeout_seconds:.1f} s.", "TWILIO_TIMEOUT"
+        hint, reason = f"Twilio did not answer within {round(timeout_seconds, 1):g} s.", "TWILIO_TIMEOUT"
     else:
         hint, reason = "Twilio could not be reached, or its answer could not be read.", "TWILIO_UNREACHABLE"
     fields = {"twilio_error": reason, "error_type": error.error_type, "twilio_attempts": error.attempts}
