@@ -254,6 +254,13 @@ def canonical_uuid(uuid: str | None) -> str:
     return "".join(char for char in plain if char.isascii() and char.isalnum())[:128]
 
 
+def okta_spelling(event_id: str) -> str:
+    """A canonical uuid as Okta's System Log writes it (8-4-4-4-12), so a search for it finds the line."""
+    if len(event_id) == 32 and all(char in "0123456789abcdef" for char in event_id):
+        return "-".join((event_id[:8], event_id[8:12], event_id[12:16], event_id[16:20], event_id[20:]))
+    return event_id[:64]
+
+
 class EventHook:
     """The /okta/events route, built once at start-up."""
 
@@ -294,10 +301,12 @@ class EventHook:
         self._waiting = 0  # users submitted to the workers and not finished, across POSTs
         self._waiting_lock = threading.Lock()
         self._waiting_posts = threading.BoundedSemaphore(max(1, settings.threads // POST_WAITERS_SHARE))
+        # What a passed challenge needs to lead anywhere (_can_act): the user's numbers, and Verify to
+        # tell or the spend guard (which needs no Verify).
         missing = []
         if self._okta is None:
             missing.append("OKTA_ORG_URL and OKTA_API_TOKEN")
-        if self._client is None:
+        if self._client is None and not self._guard_on:
             missing.append("TWILIO_VERIFY_SERVICE_SID with Twilio credentials")
         self.missing = " and ".join(missing) or None
 
@@ -307,16 +316,19 @@ class EventHook:
         return self._auth is not None
 
     def startup_report(self) -> list[tuple[int, str]]:
-        if self.configured and self.missing and self._can_act:
-            # SMS or voice through Messages: no Verify to feed back, and the conversions serve the guard.
-            return [(logging.INFO, "The event hook at /okta/events reports conversions to the spend guard.")]
-        if self.configured and self.missing:
+        if not self.configured:
+            return []
+        if self.missing:
             return [
                 (
                     logging.CRITICAL,
-                    f"Verify feedback (/okta/events) cannot work: the function is missing {self.missing}.",
+                    f"The event hook (/okta/events) cannot act on passed challenges: the function is missing "
+                    f"{self.missing}.",
                 )
             ]
+        if self._client is None:
+            # SMS or voice through Messages: no Verify to feed back, and the conversions serve the guard.
+            return [(logging.INFO, "The event hook at /okta/events reports conversions to the spend guard.")]
         return []
 
     def handle(self, request: flask.Request) -> Answer:
@@ -445,8 +457,8 @@ class EventHook:
             self._feedback(user_id, by_factor)
         except Exception:  # a bug of ours: the other users of the POST still get their feedback
             log.exception("okta event hook failed on one user's events")
-            for passes in by_factor.values():
-                self._line(Outcome.INTERNAL_ERROR, passes, {})
+            for factor_type, passes in by_factor.items():
+                self._line(Outcome.INTERNAL_ERROR, passes, {"factor": factor_type})
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
@@ -457,8 +469,9 @@ class EventHook:
         try:
             factors = self._okta.phone_factors(user_id)
         except OktaApiUnavailable as error:
-            for passes in by_factor.values():
-                self._line(Outcome.OKTA_API_UNAVAILABLE, passes, {"okta_api_error": error.reason}, started)
+            for factor_type, passes in by_factor.items():
+                failed = {"factor": factor_type, "okta_api_error": error.reason}
+                self._line(Outcome.OKTA_API_UNAVAILABLE, passes, failed, started)
             return
         for factor_type, passes in by_factor.items():
             numbers, fresh, ambiguous, unproven = passes.numbers(factors, factor_type)
@@ -504,7 +517,7 @@ class EventHook:
     def _line(outcome: Outcome, passes: _Passes, fields: dict[str, Any], started: float | None = None) -> None:
         """One line per Verify update (or per failure before one): never the number, the user or the code."""
         line = {
-            "event_id": passes.event_ids[0][:64],
+            "event_id": okta_spelling(passes.event_ids[0]),
             "event_type": passes.event_type,
             "events": len(passes.event_ids),
             **fields,

@@ -413,7 +413,7 @@ def test_an_okta_api_that_is_down_is_logged(
     capsys.readouterr()
     assert post_events(client, batch(mfa_event())).status_code == 200
     (line,) = event_lines(capsys.readouterr().out)
-    assert line["okta_api_error"] == "OKTA_API_UNREACHABLE"
+    assert (line["okta_api_error"], line["factor"]) == ("OKTA_API_UNREACHABLE", "sms")  # as every user's line
 
 
 def test_an_okta_api_that_refuses_the_token_is_logged_by_status(
@@ -764,6 +764,20 @@ def test_an_event_id_spelling_the_number_as_digits_is_not_written(
     assert "14155550123" not in output and event_lines(output)
 
 
+def test_an_events_line_spells_its_uuid_as_oktas_system_log_does(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Acted on once in one spelling (no dashes, lower case), written as Okta writes it: an on-call
+    engineer pastes the System Log's uuid into a log search."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api))
+    event_id = "1D0B4A6E-AD5B-11F0-9C2A-0242AC120002"
+    capsys.readouterr()
+    assert post_events(client, batch(mfa_event(uuid=f"{{{event_id}}}"))).status_code == 200
+    (line,) = event_lines(capsys.readouterr().out)
+    assert line["event_id"] == event_id.lower()
+
+
 def test_one_post_makes_one_verify_update_per_user_and_factor(
     make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -807,15 +821,18 @@ def test_the_org_url_must_be_https_except_on_loopback() -> None:
     assert load_settings({"OKTA_ORG_URL": "http://127.0.0.1:8080"}).okta_org_url == "http://127.0.0.1:8080"
 
 
+@pytest.mark.parametrize(("guard", "verify_named"), [("enforce", False), ("off", True)])
 def test_a_half_configured_event_hook_is_named_at_start_up(
-    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+    guard: str, verify_named: bool, make_client: AppFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """What it lacks, and only that: with the spend guard on, conversions need no Verify service."""
     capsys.readouterr()
-    make_client(OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET)
+    make_client(OKTA_EVENT_HOOK_AUTH_SECRET=EVENT_HOOK_SECRET, GUARD_MODE=guard)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     (line,) = [line for line in lines if "/okta/events" in line["message"]]
     assert line["severity"] == "CRITICAL"
-    assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"] and "TWILIO_VERIFY_SERVICE_SID" in line["message"]
+    assert "OKTA_ORG_URL and OKTA_API_TOKEN" in line["message"]
+    assert ("TWILIO_VERIFY_SERVICE_SID" in line["message"]) is verify_named
 
 
 # ------------------------------------------------------------------ which number, and how fresh
