@@ -13,6 +13,10 @@ class AuthScheme(Protocol):
     def verify(self, headers: Headers) -> None:
         """Return when the caller passes; raise Refused (401/403/503) when not."""
 
+    @property
+    def described(self) -> str:
+        """What a caller must send, for the start-up line: never a secret."""
+
 
 class HeaderSecret:
     """Okta's 'HTTP headers' authentication: the configured header carries a fixed secret."""
@@ -21,6 +25,10 @@ class HeaderSecret:
         self._header = header
         self._secret = secret  # printable ASCII (settings check it), as Okta sends it
         self._route = route  # named in the refusal's summary
+
+    @property
+    def described(self) -> str:
+        return f"the secret in the {self._header} header"
 
     def verify(self, headers: Headers) -> None:
         received = headers.get(self._header)
@@ -58,6 +66,10 @@ class Authenticator:
     @property
     def configured(self) -> bool:
         return bool(self.schemes)
+
+    @property
+    def described(self) -> str:
+        return " and ".join(scheme.described for scheme in self.schemes)
 
     def verify(self, headers: Headers) -> None:
         if not self.schemes:

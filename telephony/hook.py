@@ -62,6 +62,8 @@ class TelephonyHook:
                     "every call is refused.",
                 )
             )
+        else:  # what Okta's hook must be set up to send: a mismatch is every call's 401
+            lines.append((logging.INFO, f"Okta's calls to the hook must carry {self._authenticator.described}."))
         lines += self._policy.startup_report()
         lines.append((self._guard.startup_level, self._guard.startup_message()))
         lines += [(logging.WARNING, warning) for warning in self._guard.unreachable_limits()]

@@ -145,6 +145,10 @@ class OAuthBearer:
         self.scope = scope
         self.jwks = jwks
 
+    @property
+    def described(self) -> str:
+        return f"OAuth 2.0 bearer tokens from {self.issuer} (audience {self.audience}, scope {self.scope})"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> OAuthBearer:
         assert settings.okta_hook_oauth_issuer and settings.okta_hook_oauth_audience and settings.okta_hook_oauth_scope

@@ -172,6 +172,19 @@ def test_refusing_a_guess_takes_as_long_however_much_of_it_is_right() -> None:
     assert 0.5 < ratio < 2, ratio
 
 
+def test_the_start_up_says_what_okta_must_send_never_the_secret(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The on-call engineer reads which scheme is on (a mismatch with Okta's set-up is every call's 401)."""
+    capsys.readouterr()
+    make_client(OKTA_HOOK_AUTH_HEADER="X-Okta-Secret")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if "Okta's calls to the hook" in line["message"]]
+    assert line["severity"] == "INFO"
+    assert line["message"] == "Okta's calls to the hook must carry the secret in the X-Okta-Secret header."
+    assert HOOK_SECRET not in json.dumps(lines)
+
+
 def test_no_authentication_configured_serves_nothing(
     make_client: AppFactory, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:

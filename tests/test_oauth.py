@@ -90,6 +90,25 @@ def oauth_client(make_client: AppFactory, issuer: Issuer) -> FlaskClient:
     )
 
 
+def test_the_start_up_names_the_issuer_audience_and_scope_okta_must_match(
+    make_client: AppFactory, issuer: Issuer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    make_client(
+        OKTA_HOOK_OAUTH_ISSUER=ISSUER,
+        OKTA_HOOK_OAUTH_AUDIENCE=AUDIENCE,
+        OKTA_HOOK_OAUTH_SCOPE=SCOPE,
+        OKTA_HOOK_OAUTH_JWKS_URL=issuer.url,
+        OKTA_HOOK_AUTH_HEADER="X-Okta-Secret",
+    )
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    (line,) = [line["message"] for line in lines if "Okta's calls to the hook" in line["message"]]
+    assert line == (
+        "Okta's calls to the hook must carry the secret in the X-Okta-Secret header and OAuth 2.0 bearer "
+        f"tokens from {ISSUER} (audience {AUDIENCE}, scope {SCOPE})."
+    )
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {
