@@ -58,7 +58,9 @@ def build_client(settings: Settings) -> Client | None:
         username, password = account, settings.twilio_auth_token
     else:
         return None
-    client = Client(username, password.get_secret_value(), account, http_client=transport)
+    # Region and edge from the checked settings, never from the library's own read of os.environ.
+    routing = {"TWILIO_REGION": settings.twilio_region or "", "TWILIO_EDGE": settings.twilio_edge or ""}
+    client = Client(username, password.get_secret_value(), account, http_client=transport, environment=routing)
     # The library imports each API on first use: pay that at start-up, not inside the first hook's 3 s.
     _ = client.verify.v2.services if settings.twilio_verify_service_sid else client.api.v2010.account.messages
     return client

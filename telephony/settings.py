@@ -33,6 +33,7 @@ from telephony.rates import parse_rates
 from telephony.twilio_facts import SMS_MAX_CHARS, sid_pattern
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+HOST_LABEL_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # one label of a host name (RFC 1123), lower case
 # Okta waits 3 s for a telephony hook's answer, and that includes what the function cannot see: the
 # network, Cloud Run's front end, and with OAuth Okta's own token fetch. Every step of a hook (a key-set
 # fetch, the guard's store, Twilio) has a deadline of its own; this one bounds them together.
@@ -183,6 +184,20 @@ class Settings(BaseModel):
     )
     twilio_verify_service_sid: str | None = Field(
         None, alias="TWILIO_VERIFY_SERVICE_SID", pattern=f"^{sid_pattern('VA')}$"
+    )
+    # The twilio library builds its host from these (api.{edge}.{region}.twilio.com) as given: a label of
+    # a host name and nothing else, or a value like 'evil.example#' sends the credentials elsewhere.
+    twilio_region: str | None = Field(
+        None,
+        alias="TWILIO_REGION",
+        pattern=HOST_LABEL_PATTERN,
+        description="The Twilio Region API calls go to (us1, ie1, au1): api.{edge}.{region}.twilio.com.",
+    )
+    twilio_edge: str | None = Field(
+        None,
+        alias="TWILIO_EDGE",
+        pattern=HOST_LABEL_PATTERN,
+        description="The Twilio Edge location API calls enter by (dublin, sydney, tokyo...).",
     )
     twilio_api_base_url: str | None = Field(
         None,

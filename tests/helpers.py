@@ -34,8 +34,8 @@ OKTA_API_TOKEN = "00okta-api-token-Wm4vQ7"
 VERIFY_SERVICE_SID = "VA" + "7e" * 16
 OKTA_USER_ID = "00ub0oNGTSWTBKOLGLNR"
 
-# Every variable the hook reads, plus the two twilio reads itself: cleared so the machine's own do not leak in.
-HOOK_ENV_NAMES = (*env_names(all_spellings=True), "TWILIO_REGION", "TWILIO_EDGE")
+# Every variable the hook reads: cleared so the machine's own do not leak in.
+HOOK_ENV_NAMES = tuple(env_names(all_spellings=True))
 
 
 def sandbox_env(base_url: str, **overrides: str) -> dict[str, str]:

@@ -378,13 +378,14 @@ def test_two_spellings_of_one_setting_with_two_values_are_refused() -> None:
         gcloud_command({**BASE, "TWILIO_API_KEY": "SK" + "a" * 32, "TWILIO_API_KEY_SID": "SK" + "b" * 32})
 
 
-def test_the_twilio_librarys_region_and_edge_are_passed_on() -> None:
-    """configuration.md: read by the twilio library itself, not by the settings; passed on when given."""
+def test_the_twilio_region_and_edge_are_checked_then_passed_on() -> None:
     command = gcloud_command({**BASE, "TWILIO_REGION": "ie1", "TWILIO_EDGE": "dublin"})
     assert "TWILIO_REGION=ie1|TWILIO_EDGE=dublin" in next(
         part for part in command if part.startswith("--set-env-vars=")
     )
     assert unknown_variables("s -- TWILIO_REGION=ie1 TWILIO_EDGE=dublin") == []
+    with pytest.raises(DeployError, match="TWILIO_EDGE"):  # a host of its own: the credentials would go there
+        gcloud_command({**BASE, "TWILIO_EDGE": "attacker.example#"})
 
 
 def test_more_deploy_inputs_that_must_not_be_written_back_or_dropped() -> None:

@@ -107,6 +107,33 @@ def test_allowed_countries_may_name_the_non_geographic_region() -> None:
         load_settings({"ALLOWED_COUNTRIES": "002"})
 
 
+@pytest.mark.parametrize("name", ["TWILIO_REGION", "TWILIO_EDGE"])
+@pytest.mark.parametrize(
+    "value", ["evil.example#", "x@127.0.0.1:9#", "ie1/x?", "Dublin", "dub lin", "-dublin", "a" * 64, "dublin."]
+)
+def test_twilio_region_and_edge_are_one_label_of_twilios_host(name: str, value: str) -> None:
+    """The twilio library builds api.{edge}.{region}.twilio.com from them as given: 'evil.example#' made
+    the host evil.example, where the account's credentials went. Named, never echoed (a typo may be a
+    pasted secret)."""
+    with pytest.raises(SettingsError, match=name) as caught:
+        load_settings({name: value})
+    assert value not in str(caught.value)
+
+
+def test_twilio_region_and_edge_route_the_client_from_the_settings_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from telephony.delivery import build_client
+
+    twilio = {"TWILIO_ACCOUNT_SID": "AC" + "a" * 32, "TWILIO_AUTH_TOKEN": "t" * 32}
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC/Messages.json"
+    client = build_client(load_settings({**twilio, "TWILIO_REGION": "ie1", "TWILIO_EDGE": "dublin"}))
+    assert client is not None
+    assert client.get_hostname(url) == "https://api.dublin.ie1.twilio.com/2010-04-01/Accounts/AC/Messages.json"
+    # The library reads os.environ itself when not told: a value the settings never checked is not used.
+    monkeypatch.setenv("TWILIO_EDGE", "evil.example#")
+    client = build_client(load_settings(twilio))
+    assert client is not None and client.get_hostname(url) == url
+
+
 # Each outbound URL with the variables it needs beside it, so that only the URL can be wrong.
 NEEDS = {
     "OKTA_HOOK_OAUTH_ISSUER": {**OAUTH},

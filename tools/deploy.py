@@ -41,8 +41,6 @@ SECRET_SETTINGS = tuple(secret_env_names())
 PLAIN_SETTINGS = tuple(
     name for name in env_names() if name not in {*SECRET_SETTINGS, "THREADS", "GOOGLE_CLOUD_PROJECT"}
 )
-# Read by the twilio library itself, not by the settings: passed on as given.
-LIBRARY_SETTINGS = ("TWILIO_REGION", "TWILIO_EDGE")
 # Each setting's spellings (TWILIO_API_KEY_SID is TWILIO_API_KEY): deployed under its documented name.
 SPELLINGS = spellings()
 DOCUMENTED = {spelling: name for name, each in SPELLINGS.items() for spelling in each}
@@ -159,7 +157,6 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
     if not _whole(threads) or int(threads) < 1:
         raise DeployError("deploy: THREADS must be a whole number")
     plain = {name: value for name in PLAIN_SETTINGS if (value := one_spelling(env, name)) is not None}
-    plain.update({name: env[name] for name in LIBRARY_SETTINGS if env.get(name)})
     plain["THREADS"] = threads
     # The project names the log lines' traces: the deploy's own, else the one the environment names.
     project = env.get("PROJECT") or one_spelling(env, "GOOGLE_CLOUD_PROJECT")
@@ -255,7 +252,7 @@ def unknown_variables(makeflags: str) -> list[str]:
     _, marker, assignments = makeflags.partition("-- ")
     if not marker:
         return []
-    known = {*env_names(all_spellings=True), *LIBRARY_SETTINGS, *DEPLOY_INPUTS}
+    known = {*env_names(all_spellings=True), *DEPLOY_INPUTS}
     problems = []
     for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip()):
         name = re.sub(r"[:+?!]*$", "", assignment.partition("=")[0]) if "=" in assignment else ""
