@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -300,7 +301,24 @@ def test_the_settings_check_takes_secrets_from_secret_manager_as_given() -> None
 def test_the_instance_and_region_are_of_gclouds_form(variables: dict[str, str], problem: str) -> None:
     with pytest.raises(DeployError, match=f"{problem} must be of gcloud's form"):
         gcloud_command({**BASE, **variables})
-    assert "--memory=1Gi" in gcloud_command({**BASE, "MEMORY": "1Gi", "CPU": "0.5", "REGION": "europe-west1"})
+    assert "--memory=1Gi" in gcloud_command({**BASE, "MEMORY": "1Gi", "CPU": "2", "REGION": "europe-west1"})
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        # Cloud Run: below 1 vCPU, concurrency must be 1; the hook is built for Okta's concurrent burst
+        ({"CPU": "0.5"}, "CPU below 1 allows one request at a time"),
+        ({"MIN_INSTANCES": "5", "MAX_INSTANCES": "2"}, "MAX_INSTANCES must be at least MIN_INSTANCES"),
+        # loopback passes the function's own check (local stand-ins), and on Cloud Run is the instance itself
+        ({"TWILIO_API_BASE_URL": "http://127.0.0.1:8081"}, "TWILIO_API_BASE_URL names a loopback host"),
+        ({"PUBLIC_URL": "http://localhost:8080"}, "PUBLIC_URL names a loopback host"),
+        ({"OKTA_ORG_URL": "http://[::1]:9000"}, "OKTA_ORG_URL names a loopback host"),
+    ],
+)
+def test_what_cloud_run_would_refuse_or_never_reach_stops_the_deploy(variables: dict[str, str], problem: str) -> None:
+    with pytest.raises(DeployError, match=re.escape(problem)):
+        gcloud_command({**BASE, **variables})
 
 
 def test_a_misspelt_variable_on_makes_command_line_is_named_with_the_likely_one() -> None:
@@ -438,6 +456,15 @@ CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA
             ["MAX_INSTANCES=1"],
         ),
         ({"SECRETS": REDIS_SECRETS, "MAX_INSTANCES": "4", "GUARD_MODE": "off"}, []),
+        (  # a mock in production: Twilio's credentials go to it
+            {
+                "SECRETS": REDIS_SECRETS,
+                "MAX_INSTANCES": "4",
+                "GUARD_MODE": "off",
+                "TWILIO_API_BASE_URL": "https://mock.example.com",
+            },
+            ["with the account's credentials, to mock.example.com"],
+        ),
         (
             {"SECRETS": CONVERTING + ",GUARD_STORAGE_URI=guard-redis:1", "OKTA_ORG_URL": "https://acme.okta.com"},
             [],

@@ -32,8 +32,18 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from telephony.settings import Settings, SettingsError, env_names, load_settings, secret_env_names, spellings
+from telephony.settings import (
+    LOOPBACK_HOSTS,
+    OUTBOUND_URLS,
+    Settings,
+    SettingsError,
+    env_names,
+    load_settings,
+    secret_env_names,
+    spellings,
+)
 from telephony.voice import VoiceScript
 
 SECRET_SETTINGS = tuple(secret_env_names())
@@ -171,6 +181,12 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
                                     ("CPU", _CPU, "1")):  # fmt: skip
         if env.get(variable) and not form.fullmatch(env[variable]):
             raise DeployError(f"deploy: {variable} must be of gcloud's form, such as {example}")
+    if float(env.get("CPU") or "1") < 1 and int(threads) > 1:  # Cloud Run's rule for fractional CPUs
+        raise DeployError("deploy: CPU below 1 allows one request at a time; Okta's burst needs CPU=1 or more")
+    for url in OUTBOUND_URLS:  # loopback is for local stand-ins: on Cloud Run it is the instance itself
+        host = urlsplit(plain.get(url) or "").hostname
+        if host in LOOPBACK_HOSTS or (host or "").startswith("127."):
+            raise DeployError(f"deploy: {url} names a loopback host: it works on this machine, never deployed")
     command = [
         "gcloud", "functions", "deploy", name,
         "--gen2",
@@ -196,6 +212,8 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
     if env.get("MAX_INSTANCES"):
         if not _whole(env["MAX_INSTANCES"]) or int(env["MAX_INSTANCES"]) < 1:
             raise DeployError("deploy: MAX_INSTANCES must be a whole number")
+        if int(env["MAX_INSTANCES"]) < int(env.get("MIN_INSTANCES") or "1"):
+            raise DeployError("deploy: MAX_INSTANCES must be at least MIN_INSTANCES")
         command.append(f"--max-instances={env['MAX_INSTANCES']}")
     if env.get("SERVICE_ACCOUNT"):
         command.append(f"--service-account={env['SERVICE_ACCOUNT']}")
@@ -206,9 +224,12 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
 def deploy_warnings(env: Mapping[str, str], settings: Settings) -> list[str]:
     """What the function would warn of at start-up about how it is deployed (`settings`, as deployment
     checked them), said before the deploy."""
-    if settings.guard_mode == "off":
-        return []
     warnings = []
+    if settings.twilio_api_base_url:  # a mock or a sandbox, not Twilio: the credentials travel there too
+        host = urlsplit(settings.twilio_api_base_url).hostname
+        warnings.append(f"TWILIO_API_BASE_URL sends every Twilio call, with the account's credentials, to {host}")
+    if settings.guard_mode == "off":
+        return warnings
     max_instances = env.get("MAX_INSTANCES")
     if settings.guard_storage_uri is None and max_instances != "1":
         warnings.append(
