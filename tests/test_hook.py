@@ -294,6 +294,31 @@ def test_twilio_refusals_become_200_with_the_code_and_docs_link(
     assert to not in json.dumps(error)
 
 
+@pytest.mark.parametrize(
+    ("value", "left_out"),
+    [
+        (",", "PREMIUM_RATE, SHARED_COST, UAN, VOICEMAIL, PAGER, PERSONAL_NUMBER"),  # an empty list, not unset
+        ("PREMIUM_RATE,UAN,VOICEMAIL,PAGER,PERSONAL_NUMBER", "SHARED_COST"),
+        (None, None),
+    ],
+)
+def test_a_blocked_number_types_list_that_drops_a_default_is_a_warning(
+    value: str | None, left_out: str | None, make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """',' passed as an empty list and sent codes to premium-rate numbers without a word."""
+    capsys.readouterr()
+    make_client(BLOCKED_NUMBER_TYPES=value)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line["message"].startswith("BLOCKED_NUMBER_TYPES leaves out")]
+    if left_out is None:
+        assert warned == []
+    else:
+        (line,) = warned
+        assert line["severity"] == "WARNING" and line["message"].startswith(
+            f"BLOCKED_NUMBER_TYPES leaves out {left_out}:"
+        )
+
+
 def test_wrong_twilio_credentials_are_explained_to_the_admin(make_client: AppFactory) -> None:
     response = post_hook(make_client(TWILIO_AUTH_TOKEN="not-the-token"), okta_request())
     error = okta_error(response)
