@@ -33,6 +33,7 @@ from telephony.rates import parse_rates
 from telephony.twilio_facts import SMS_MAX_CHARS, sid_pattern
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+MIN_SECRET_CHARACTERS = 16  # the hook's and the event hook's header secrets
 HOST_LABEL_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # one label of a host name (RFC 1123), lower case
 # Okta waits 3 s for a telephony hook's answer, and that includes what the function cannot see: the
 # network, Cloud Run's front end, and with OAuth Okta's own token fetch. Every step of a hook (a key-set
@@ -473,6 +474,15 @@ class Settings(BaseModel):
         # byte, and an HTTP client refusing it would repeat the whole header in its error.
         if value is not None and not all(" " <= char <= "~" for char in value.get_secret_value()):
             raise ValueError("must be printable ASCII: it travels in an HTTP header")
+        return value
+
+    @field_validator("okta_hook_auth_secret", "okta_event_hook_auth_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # The secrets the admin makes up: a short one can be guessed, and every line of the log hides each
+        # occurrence of it (a secret 'a' or 'delivered' garbled every line, and the metrics' labels).
+        if value is not None and 0 < len(value.get_secret_value().strip()) < MIN_SECRET_CHARACTERS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARACTERS} characters (openssl rand -base64 32 makes one)")
         return value
 
     @model_validator(mode="after")

@@ -369,7 +369,7 @@ def test_oauth_and_header_secret_cannot_share_the_authorization_header() -> None
     with pytest.raises(SettingsError, match="OKTA_HOOK_AUTH_HEADER"):
         load_settings(
             {
-                "OKTA_HOOK_AUTH_SECRET": "s",
+                "OKTA_HOOK_AUTH_SECRET": "s" * 16,
                 "OKTA_HOOK_OAUTH_ISSUER": ISSUER,
                 "OKTA_HOOK_OAUTH_AUDIENCE": AUDIENCE,
                 "OKTA_HOOK_OAUTH_SCOPE": SCOPE,

@@ -259,7 +259,7 @@ def test_a_header_the_platform_owns_stops_the_start(name: str, header: str) -> N
         ({"TWILIO_API_KEY": "SK" + "1" * 32}, "TWILIO_API_SECRET"),
         ({"TWILIO_API_SECRET": "s3cret-Zq8wX"}, "TWILIO_API_KEY"),
         ({"OKTA_HOOK_OAUTH_ISSUER": ISSUER}, "OKTA_HOOK_OAUTH_AUDIENCE, OKTA_HOOK_OAUTH_SCOPE"),
-        ({**OAUTH, "OKTA_HOOK_AUTH_SECRET": "s3cret-Zq8wX"}, "OKTA_HOOK_AUTH_HEADER"),
+        ({**OAUTH, "OKTA_HOOK_AUTH_SECRET": "s3cret-Zq8wX-Lm4pR"}, "OKTA_HOOK_AUTH_HEADER"),
     ],
 )
 def test_a_rule_over_several_settings_names_the_one_to_set_first(settings: dict[str, str], first: str) -> None:

@@ -93,21 +93,33 @@ def test_api_key_needs_its_secret() -> None:
 
 def test_secret_values_lists_every_configured_secret() -> None:
     key, account = "SK" + "1" * 32, "AC" + "2" * 32
-    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "a1", "TWILIO_AUTH_TOKEN": "b2", "TWILIO_API_SECRET": "c3",
+    hook, token, secret = "a1" * 8, "b2", "c3"
+    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": hook, "TWILIO_AUTH_TOKEN": token, "TWILIO_API_SECRET": secret,
                               "TWILIO_API_KEY": key, "TWILIO_ACCOUNT_SID": account})  # fmt: skip
     # and each Twilio credential as its HTTP Basic value, as a peer echoing our request would spell it
-    basic = [base64.b64encode(pair.encode()).decode() for pair in (f"{key}:c3", f"{account}:b2")]
-    assert sorted(settings.secret_values()) == sorted(["a1", "b2", "c3", *basic])
+    basic = [base64.b64encode(pair.encode()).decode() for pair in (f"{key}:{secret}", f"{account}:{token}")]
+    assert sorted(settings.secret_values()) == sorted([hook, token, secret, *basic])
 
 
 def test_secrets_lose_surrounding_whitespace_as_header_values_do() -> None:
-    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2\n"})
+    settings = load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2-hunter2-hunter2\n"})
     assert settings.okta_hook_auth_secret is not None
-    assert settings.okta_hook_auth_secret.get_secret_value() == "hunter2"
+    assert settings.okta_hook_auth_secret.get_secret_value() == "hunter2-hunter2-hunter2"
 
 
 def test_secrets_are_hidden_in_the_settings_repr() -> None:
-    assert "hunter2" not in repr(load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2"}))
+    assert "hunter2" not in repr(load_settings({"OKTA_HOOK_AUTH_SECRET": "hunter2-hunter2-hunter2"}))
+
+
+@pytest.mark.parametrize("name", ["OKTA_HOOK_AUTH_SECRET", "OKTA_EVENT_HOOK_AUTH_SECRET"])
+@pytest.mark.parametrize("value", ["Zq", "delivered", "Qv7-fifteen-chr"])
+def test_a_header_secret_the_admin_makes_up_is_long(name: str, value: str) -> None:
+    """A short one can be guessed, and the log hides each occurrence of every secret: a secret 'a' or
+    'delivered' garbled every line and the delivery metric's labels. Named, never echoed."""
+    with pytest.raises(SettingsError, match=f"{name}: .*must be at least 16 characters") as caught:
+        load_settings({name: value})
+    assert value not in str(caught.value)
+    assert load_settings({name: value + "x" * (16 - len(value))}) is not None
 
 
 # --------------------------------------------------------------------------------------------- phone
