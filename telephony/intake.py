@@ -14,17 +14,35 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import flask
 
 from telephony.answers import MAX_BODY_BYTES
 from telephony.deadlines import Call, read_deadline
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 _BODY_READ = "telephony.body_read"  # set in the request's environ once the body was read to its end
 # Okta sends a hook's body with its head (a few KB of JSON): one still coming in after this is refused,
 # before it holds a thread or spends the time Twilio's call needs.
 BODY_READ_SECONDS = 1.0
+
+
+def plain_http(wsgi_app: WSGIApplication) -> WSGIApplication:
+    """The framework's app, serving every request as plain HTTP. Asked to upgrade to a WebSocket, Flask
+    matches only WebSocket routes, and the framework's are HTTP: it answered an HTML 400 before any
+    route ran (no line, no `finish`), and the server then read the body with no deadline, so a few
+    dozen trickling uploads held every thread. The function speaks HTTP only, and a server may ignore
+    Upgrade (RFC 9110): the request goes to its route like any other."""
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.pop("HTTP_UPGRADE", None)
+        return wsgi_app(environ, start_response)
+
+    return serve
 
 
 def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> bool:

@@ -93,6 +93,33 @@ def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(share
     assert set(answered) <= {408, 503} and 408 in answered and 503 in answered
 
 
+@pytest.mark.parametrize("path", ["/", "/okta/events", "/twilio/status"])
+def test_a_request_asking_to_upgrade_to_a_websocket_is_served_as_http(path: str, shared_hook: HookStarter) -> None:
+    """Upgrade: websocket made Flask refuse it (HTML 400) before any route ran: no line, and the server
+    then read its trickling body with no deadline. Every thread of an instance was held by as many such
+    uploads, unauthenticated. Each is now its route's refusal, in its route's shape, and closed."""
+    hook = shared_hook(THREADS=str(THREADS))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: hook\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000000\r\nX-Twilio-Signature: c2ln\r\n\r\n{"
+    ).encode()
+    with ExitStack() as stack:
+        held = []
+        for _ in range(2 * THREADS):
+            connection = stack.enter_context(socket.create_connection(hook.address, timeout=5))
+            connection.sendall(head)
+            held.append(connection)
+        time.sleep(0.2)
+        status, answer, _ = hook.post(okta_request(), timeout=5)
+        answers = [read_answer(connection) for connection in held]
+    assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    # Each route's own refusal, the body unread: over the hook's cap, no event hook secret, not a form.
+    expected = {"/": 413, "/okta/events": 401, "/twilio/status": 400}[path]
+    assert {(code, closed) for code, _, closed in answers} == {(expected, True)}
+    if path != "/twilio/status":  # Okta's routes answer in Okta's shape
+        assert all("errorSummary" in json.loads(body)["error"] for _, body, _ in answers)
+
+
 def test_a_whole_signed_receipt_is_read_while_stalled_uploads_hold_every_reader(shared_hook: HookStarter) -> None:
     """Anyone can send a signature header and stall: a few such uploads held every reader, and Twilio's
     own receipts, which arrive whole and are never sent again, were refused unread. With no reader
