@@ -7,6 +7,7 @@ id afterwards: nothing may survive it. Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -259,8 +260,24 @@ def test_a_stranger_answering_on_the_port_is_not_taken_for_the_process() -> None
 # ------------------------------------------------------------------------------- the life of a code
 
 
+def listening_on(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port` (Linux's /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # each 32-bit word in the host's (little-endian) order
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(running: Any) -> None:
     run = running(SANDBOX_RECEIPT_DELAY_MS="50")
+    # The banner says localhost: the hook listens there only, not on every interface of the machine.
+    assert listening_on(run.port) == {"127.0.0.1"}
     assert "It then posts signed delivery receipts back to the hook" in run.output()
     # the magic numbers are personal numbers, which the default policy refuses: the sandbox says it lets them by
     assert f"(BLOCKED_NUMBER_TYPES={SANDBOX_BLOCKED_NUMBER_TYPES})." in run.output()

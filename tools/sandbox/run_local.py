@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"run: PORT must be a TCP port number, not {port_setting[:20]!r}; nothing was started.")
         return 1
     port = int(port_setting)
+    # functions-framework listens on every interface unless HOST says otherwise: a local run, on this
+    # machine only (HOST=0.0.0.0 make run to reach it from elsewhere).
+    host = env.setdefault("HOST", "127.0.0.1")
     taken = port_taken(port)
     if taken:
         say(f"run: {taken}; nothing was started.", f"     Stop it, or choose another port: PORT={port + 1} make run")
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as running:
         try:
             start(env, port, arguments.run_dir, running, children)
-            say(f"run: telephony hook listening on http://localhost:{port}/ (Ctrl-C stops)")
+            where = "localhost" if host in ("127.0.0.1", "localhost", "::1") else host
+            say(f"run: telephony hook listening on http://{where}:{port}/ (Ctrl-C stops)")
             while True:
                 for name, child in children:
                     if child.poll() is not None:
