@@ -166,7 +166,8 @@ class Settings(BaseModel):
         None, alias="OKTA_API_TOKEN", description="SSWS API token of a read-only administrator."
     )
     # Okta's event hooks wait 3 s too: the Management API read and Verify's update share it.
-    okta_api_timeout_seconds: float = Field(0.8, alias="OKTA_API_TIMEOUT_SECONDS", gt=0, le=1.5)
+    # Floors: below them no real call completes (a TLS handshake alone), and every call would fail.
+    okta_api_timeout_seconds: float = Field(0.8, alias="OKTA_API_TIMEOUT_SECONDS", ge=0.2, le=1.5)
 
     # --- Twilio
     twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID", pattern=f"^{sid_pattern('AC')}$")
@@ -215,7 +216,7 @@ class Settings(BaseModel):
         "Twilio posts delivery receipts to it, signed for it. Unset: delivery receipts are off.",
     )
     # Okta gives up after 3 s; 2 s for Twilio leaves room for Okta's network and our own work.
-    twilio_timeout_seconds: float = Field(2.0, alias="TWILIO_TIMEOUT_SECONDS", gt=0, le=HOOK_BUDGET_SECONDS)
+    twilio_timeout_seconds: float = Field(2.0, alias="TWILIO_TIMEOUT_SECONDS", ge=0.2, le=HOOK_BUDGET_SECONDS)
 
     # --- what we send
     default_country: str | None = Field(None, alias="DEFAULT_COUNTRY", pattern=r"^[A-Za-z]{2}$")

@@ -223,6 +223,15 @@ def test_twilios_timeout_fits_the_hooks_budget_which_leaves_okta_room() -> None:
         load_settings({"TWILIO_TIMEOUT_SECONDS": "2.8"})
 
 
+@pytest.mark.parametrize("name", ["TWILIO_TIMEOUT_SECONDS", "OKTA_API_TIMEOUT_SECONDS"])
+@pytest.mark.parametrize("value", ["1e-9", "0.000001", "0.1"])
+def test_a_deadline_no_real_call_can_meet_stops_the_start(name: str, value: str) -> None:
+    """1e-9 passed the start, and every hook then answered TWILIO_TIMEOUT 'within 0 s'."""
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+    assert getattr(load_settings({name: "0.2"}), name.lower()) == 0.2
+
+
 def test_an_issuer_ending_in_a_slash_stops_the_start() -> None:
     """Okta's issuers never end in '/', and a token's `iss` must equal the issuer exactly: a slash would
     have every token refused (the key set, read from the issuer without it, loading fine)."""
