@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -424,3 +425,36 @@ def test_a_verify_code_over_10_characters_is_refused_before_twilio() -> None:
     assert first_reason(json.loads(answer.json())) == "VERIFY_CODE_TOO_LONG"
     assert "12345678901" not in answer.json()
     client.verify.v2.services.assert_not_called()
+
+
+# ------------------------------------------------------------------------------ make run's .env
+
+
+def test_a_dotenv_file_is_read_as_docker_and_python_dotenv_read_it(tmp_path: Path) -> None:
+    """A comment after a value was part of it ('TWILIO # default' went to Okta in every answer), a quoted
+    value followed by a comment kept its quotes, and a byte order mark hid the first key."""
+    from tools.sandbox.run_local import read_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(
+        "\ufeffGUARD_MODE=monitor\n"
+        "OKTA_PROVIDER_NAME=TWILIO # the default\n"
+        'SMS_TEMPLATE="Your code: {code} # not a comment" # a comment\r\n'
+        "export SANDBOX_LATENCY_MS='300'\n"
+        "# a line of its own\n"
+        "OKTA_HOOK_AUTH_SECRET=Zx9#no-space-before-it=\n".encode()
+    )
+    assert read_dotenv(dotenv) == {
+        "GUARD_MODE": "monitor",
+        "OKTA_PROVIDER_NAME": "TWILIO",
+        "SMS_TEMPLATE": "Your code: {code} # not a comment",
+        "SANDBOX_LATENCY_MS": "300",
+        "OKTA_HOOK_AUTH_SECRET": "Zx9#no-space-before-it=",
+    }
+
+
+def test_a_dotenv_key_nothing_reads_is_named_with_the_likely_one() -> None:
+    from tools.sandbox.run_local import unknown_keys
+
+    found = unknown_keys({"ALLOWED_COUNTRY": "US", "PORT": "8081", "TWILIO_API_KEY_SID": "SK", "XYZZY": "1"})
+    assert found == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)", "XYZZY"]

@@ -15,7 +15,9 @@ running stops the others and exits 1. Every process it starts is stopped with th
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -26,7 +28,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
-from telephony.settings import DEFAULT_BLOCKED_NUMBER_TYPES
+from telephony.settings import DEFAULT_BLOCKED_NUMBER_TYPES, env_names
 from tools.processes import (
     ROOT,
     StartFailed,
@@ -54,21 +56,39 @@ class Stopped(Exception):
     """SIGTERM or SIGINT: stop everything and exit 0."""
 
 
+# What make run reads besides the function's settings: its port and address, and the sandbox's.
+RUN_VARIABLES = ("PORT", "HOST", "SANDBOX_LATENCY_MS", "SANDBOX_RECEIPT_DELAY_MS")
+_INLINE_COMMENT = re.compile(r"\s+#.*$")
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; '#' comments, blank lines, optional 'export ' and quotes."""
+    """KEY=VALUE lines as docker and python-dotenv read them: '#' comments, blank lines, optional
+    'export ', a value in quotes (then a comment may follow the closing quote), and an unquoted value's
+    comment from a '#' after a space ('a#b' keeps its '#'). A byte order mark is not part of a key."""
     values: dict[str, str] = {}
     if not path.exists():
         return values
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.removeprefix("export ").partition("=")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
+        quoted = re.fullmatch(r"""(['"])(.*?)\1(\s+#.*)?""", value)
+        values[key.strip()] = quoted.group(2) if quoted else _INLINE_COMMENT.sub("", value)
     return values
+
+
+def unknown_keys(values: dict[str, str]) -> list[str]:
+    """The keys of .env that nothing reads, each with the name it likely meant: left alone, a typo
+    (ALLOWED_COUNTRY) is a setting silently not set."""
+    known = sorted({*env_names(all_spellings=True), *RUN_VARIABLES})
+    found = []
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            found.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return found
 
 
 # Sets an event's `published` to now, in the shell: the event hook acts only on events under 10 minutes old.
@@ -230,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stopped)
     signal.signal(signal.SIGINT, stopped)
     arguments = parse_arguments(argv)
-    env = {**read_dotenv(arguments.env_file), **os.environ}
+    dotenv = read_dotenv(arguments.env_file)
+    for key in unknown_keys(dotenv):
+        say(f"run: {shown(arguments.env_file)} sets {key}, which no setting reads: it is ignored.")
+    env = {**dotenv, **os.environ}
     env = {key: value for key, value in env.items() if value != ""}
     port_setting = env.setdefault("PORT", "8080")
     if not port_setting.isdigit() or not 0 < int(port_setting) < 65536:
