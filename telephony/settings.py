@@ -306,6 +306,18 @@ class Settings(BaseModel):
         to PUBLIC_URL: https only (loopback excepted, for local stand-ins)."""
         return None if value is None else check_outbound_url(value)
 
+    @field_validator("public_url")
+    @classmethod
+    def _the_functions_own(cls, value: str | None) -> str | None:
+        """The function's URL, not one of its routes': receipts go to {PUBLIC_URL}/twilio/status, which
+        with the route's path in PUBLIC_URL would be the telephony hook's path, refusing every receipt."""
+        path = urlsplit(value).path.rstrip("/") if value else ""
+        if path.endswith(("/twilio/status", "/okta/events")):
+            raise ValueError("must be the function's URL, without /twilio/status or /okta/events")
+        if value is not None and urlsplit(value).port == 0:
+            raise ValueError("must name a port Twilio can reach (not 0)")
+        return value
+
     @field_validator("okta_hook_oauth_jwks_url")
     @classmethod
     def _jwks_outbound(cls, value: str | None) -> str | None:

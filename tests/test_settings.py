@@ -134,6 +134,21 @@ def test_twilio_region_and_edge_route_the_client_from_the_settings_alone(monkeyp
     assert client is not None and client.get_hostname(url) == url
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://hook.example.com/twilio/status",
+        "https://hook.example.com/fn/okta/events/",
+        "https://hook.example.com:0",
+    ],
+)
+def test_public_url_is_the_functions_own(value: str) -> None:
+    """Receipts go to {PUBLIC_URL}/twilio/status: with the route in PUBLIC_URL, to the telephony hook."""
+    with pytest.raises(SettingsError, match="PUBLIC_URL"):
+        load_settings({"PUBLIC_URL": value})
+    assert load_settings({"PUBLIC_URL": "https://hook.example.com/fn"}).public_url == "https://hook.example.com/fn"
+
+
 # Each outbound URL with the variables it needs beside it, so that only the URL can be wrong.
 NEEDS = {
     "OKTA_HOOK_OAUTH_ISSUER": {**OAUTH},
