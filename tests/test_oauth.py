@@ -398,7 +398,7 @@ def test_the_jwt_stack_is_not_imported_without_oauth() -> None:
     probe = "import sys, main; print('jwt' in sys.modules, 'cryptography' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "OKTA_HOOK_AUTH_SECRET": "x"},
+        env={"PATH": "/usr/bin:/bin", "OKTA_HOOK_AUTH_SECRET": "x" * 16},
     )  # fmt: skip
     assert result.stdout.split()[-2:] == ["False", "False"], result.stderr
 
