@@ -186,8 +186,12 @@ def running(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for run in runs:
+        # The whole session: the sandbox and the hook run in process groups of their own, and a test
+        # that failed while they ran left them behind, listening, when only make run's group was killed.
+        for member in session_members(run.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(member.split()[0]), signal.SIGKILL)
         if run.process.poll() is None:
-            os.killpg(run.process.pid, signal.SIGKILL)
             run.process.wait(timeout=10)
 
 
