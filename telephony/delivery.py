@@ -6,8 +6,9 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.rest import Client
 
 from models import DeliveryChannel, MessageProfile
@@ -17,13 +18,14 @@ from telephony.settings import CODE_PLACEHOLDER, Settings
 from telephony.templates import holds_code
 from telephony.twilio_errors import (
     UNREADABLE_ANSWER,
+    answered_status,
     malformed_answer,
     not_accepted,
     transport_failure,
     twilio_failure,
 )
 from telephony.twilio_facts import SMS_MAX_CHARS, is_sid
-from telephony.twilio_http import TwilioTransport, TwilioUnavailable, counting_attempts
+from telephony.twilio_http import TwilioTransport, TwilioUnavailable, counting_attempts, last_status
 from telephony.voice import VoiceScript
 
 VALIDITY_PERIOD_MAX = 36000  # seconds; Twilio's upper bound for ValidityPeriod
@@ -83,7 +85,7 @@ def seconds_left(profile: MessageProfile, now: datetime) -> int | None:
 
 # Twilio Verify's supported locales (twilio.com/docs/verify/supported-languages). Verify answers 404
 # to any other, which would send the user to Okta's provider: those are left out, and Verify chooses
-# the language from the number's country code.
+# the language from the number's country code. Support depends on the channel too: see locale_refused.
 VERIFY_LOCALES = frozenset(
     {
         "af", "ar", "ca", "cs", "da", "de", "el", "en", "en-GB", "es", "et", "fi", "fr", "he", "hi", "hr",
@@ -104,6 +106,15 @@ def verify_locale(locale: str | None) -> str | None:
     if read.region and read.language in _REGION_MATTERS:
         return None
     return read.language if read.language in VERIFY_LOCALES else None
+
+
+VERIFY_LOCALE_REFUSED = 60331  # the locale is not one Verify's text-to-speech speaks (a call)
+
+
+def locale_refused(error: TwilioRestException | TwilioServiceException) -> bool:
+    """Whether Verify refused a create for its locale: 404 (Verify's word for an unsupported locale, on
+    a service that exists) or 60331 (none for the call's voice). Either is a refusal: nothing was sent."""
+    return answered_status(error, last_status()) == HTTPStatus.NOT_FOUND or error.code == VERIFY_LOCALE_REFUSED
 
 
 class TwilioDelivery:
@@ -169,12 +180,19 @@ class TwilioDelivery:
         if settings.twilio_verify_service_sid:
             if len(profile.otp_code) > VERIFY_CODE_MAX:
                 raise code_too_long(len(profile.otp_code), VERIFY_CODE_MAX)
-            verification = client.verify.v2.services(settings.twilio_verify_service_sid).verifications.create(
-                to=profile.phone_number,
-                channel="sms" if profile.delivery_channel == "sms" else "call",
-                custom_code=profile.otp_code,
-                locale=verify_locale(profile.locale),
-            )
+            create = client.verify.v2.services(settings.twilio_verify_service_sid).verifications.create
+            channel = "sms" if profile.delivery_channel == "sms" else "call"
+            locale = verify_locale(profile.locale)
+            try:
+                verification = create(
+                    to=profile.phone_number, channel=channel, custom_code=profile.otp_code, locale=locale
+                )
+            except (TwilioRestException, TwilioServiceException) as error:
+                if locale is None or not locale_refused(error):
+                    raise
+                # Verify refused the language for this channel, and so sent nothing: as Twilio advises,
+                # asked again without it (Verify then chooses by the number's country).
+                verification = create(to=profile.phone_number, channel=channel, custom_code=profile.otp_code)
             return str(verification.sid), str(verification.status), "verify"
         if profile.delivery_channel == "sms":
             message = client.messages.create(

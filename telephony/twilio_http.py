@@ -78,6 +78,12 @@ class Attempts:
 _attempts: ContextVar[Attempts | None] = ContextVar("twilio_attempts", default=None)
 
 
+def last_status() -> int | None:
+    """The HTTP status of the last answer to the calls being counted (None outside counting_attempts)."""
+    attempts = _attempts.get()
+    return attempts.http_status if attempts is not None else None
+
+
 @contextmanager
 def counting_attempts(until: float | None = None, clear: Callable[[], None] | None = None) -> Iterator[Attempts]:
     """Count the attempts of the Twilio calls made inside, for the log line; none runs past `until`.
@@ -146,13 +152,13 @@ class TwilioTransport(HttpClient):
         deadline = time.monotonic() + seconds
         if counted.until is not None:  # the request's own budget may be shorter than Twilio's timeout
             deadline = min(deadline, counted.until)
-        attempts = 0
+        attempts, before = 0, counted.count  # the scope's earlier calls count too (Verify asked again)
         while True:
             attempts += 1
-            counted.count = attempts
+            counted.count = before + attempts
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TwilioUnavailable(True, "DeadlineExceeded", attempts)
+                raise TwilioUnavailable(True, "DeadlineExceeded", counted.count)
             try:
                 answer = self.pool.call(
                     method.upper(), target, seconds=left, cap=MAX_ANSWER_BYTES, body=body, headers=sent
@@ -160,7 +166,7 @@ class TwilioTransport(HttpClient):
             except CallFailed as failure:
                 if attempts < MAX_ATTEMPTS and failure.never_sent and deadline > time.monotonic():
                     continue
-                raise TwilioUnavailable(failure.timed_out, failure.error_type, attempts) from None
+                raise TwilioUnavailable(failure.timed_out, failure.error_type, counted.count) from None
             if answer.status == RATE_LIMITED and attempts < MAX_ATTEMPTS:
                 pause = rate_limit_pause(answer.data, answer.headers.get("Retry-After"))
                 if pause is not None and deadline - time.monotonic() - pause >= RETRY_LEAST_SECONDS:

@@ -141,6 +141,51 @@ def test_verify_delivers_oktas_code_as_a_custom_code(sandbox_server: SandboxServ
     assert answer.json().count('"transactionId":"VE') == 1
 
 
+VERIFICATION = json.dumps({"sid": "VE" + "ab" * 16, "status": "pending", "channel": "sms"}).encode()
+
+
+def verify_in_turn(twilio: StandIn, *answers: bytes) -> list[bytes]:
+    """`twilio` answers these in turn; returns each request's form body, as it came."""
+    bodies: list[bytes] = []
+
+    def pieces() -> list[bytes]:
+        bodies.append(twilio.last_request.partition(b"\r\n\r\n")[2])
+        return [answers[min(len(bodies), len(answers)) - 1]]
+
+    twilio.answer = pieces
+    return bodies
+
+
+@pytest.mark.parametrize(
+    ("channel", "status", "code"),
+    [("SMS", 404, 20404), ("CALL", 400, 60331)],  # Verify's 404 for a locale it lacks; 60331, none to speak it
+)
+def test_a_locale_verify_refuses_is_asked_again_without_it(channel: str, status: int, code: int) -> None:
+    """Twilio's advice for a locale Verify does not support: ask again without it. The refusal sent
+    nothing, so the second ask cannot be a second code; without it Okta fell back for a language."""
+    refusal = http_answer(status, json.dumps({"code": code, "message": "m", "status": status}).encode())
+    with stand_in(b"") as twilio:
+        bodies = verify_in_turn(twilio, refusal, http_answer(201, VERIFICATION))
+        answer = delivery_for(twilio, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID).deliver(
+            profile(deliveryChannel=channel, locale="hr-HR")
+        )
+    assert (answer.log_fields["twilio_sid"], answer.log_fields["twilio_attempts"]) == ("VE" + "ab" * 16, 2)
+    assert ["Locale=hr" in body.decode() for body in bodies] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("locale", "status", "code"),
+    [(None, 404, 20404), ("hr-HR", 400, 60200), ("hr-HR", 503, 20404)],  # no locale; another refusal; a 5xx
+)
+def test_only_a_locale_refusal_is_asked_again(locale: str | None, status: int, code: int) -> None:
+    refusal = http_answer(status, json.dumps({"code": code, "message": "m", "status": status}).encode())
+    with stand_in(b"") as twilio:
+        bodies = verify_in_turn(twilio, refusal, http_answer(201, VERIFICATION))
+        with pytest.raises(Refused):
+            delivery_for(twilio, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID).deliver(profile(locale=locale))
+    assert len(bodies) == 1
+
+
 def test_verify_calls_for_the_voice_channel(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
     service = "VA" + "3" * 32
     delivery_for(sandbox_server, TWILIO_VERIFY_SERVICE_SID=service).deliver(
