@@ -93,11 +93,13 @@ MAX_EVENTS_PER_POST = 100  # Okta's deliveries are small batches; the rest of a 
 MAX_USERS_WAITING = 64  # users waiting for a worker, across POSTs: beyond it a POST's users are skipped
 EVENT_MAX_AGE_SECONDS = 600  # a Verify code lives 10 minutes: an older event cannot be about a live one
 EVENT_CLOCK_SKEW_SECONDS = 300  # an event published this far in the future is not believed either
-EVENT_CLAIM_SECONDS = EVENT_MAX_AGE_SECONDS + EVENT_CLOCK_SKEW_SECONDS  # past it, the age check refuses
 # A late event approves no code, but still proves the number is its owner's: the spend guard takes it
-# as a conversion for a day after it was published. It is not claimed: delivered again, it gives back
-# no room, as a conversion frees only the codes sent before the event.
+# as a conversion for a day after it was published.
 CONVERSION_MAX_AGE_SECONDS = 86400
+# Each event is claimed for as long as it can act (past it, the age check refuses), late ones too: a
+# conversion frees the codes sent by the event's time, and one published ahead of our clock (skew is
+# allowed) would otherwise free, delivered again, codes sent after it was first acted on.
+EVENT_CLAIM_SECONDS = CONVERSION_MAX_AGE_SECONDS + EVENT_CLOCK_SKEW_SECONDS
 # Okta's factorType of the factor each challenge or enrolment method used.
 FACTOR_OF_CHALLENGE = {"SMS_FACTOR": "sms", "CALL_FACTOR": "call"}
 FACTOR_OF_METHOD = {"SMS": "sms", "VOICE": "call"}
@@ -422,12 +424,12 @@ class EventHook:
                 continue
             assert age is not None
             kept.append((event, passed, event_id, fresh, now.timestamp() - age))
-        # The fresh ones are acted on once: claimed all together, one store round trip for the POST.
-        keys = [f"okta-event:{event_id}" for _, _, event_id, fresh, _ in kept if fresh]
+        # Each is acted on once: claimed all together, one store round trip for the POST.
+        keys = [f"okta-event:{event_id}" for _, _, event_id, _, _ in kept]
         claimed = iter(self._claims.claim_all(keys, EVENT_CLAIM_SECONDS) if keys else [])
         passes: dict[str, dict[str, _Passes]] = {}
         for event, passed, event_id, fresh, passed_at in kept:
-            if fresh and not next(claimed):
+            if not next(claimed):
                 counts["repeated"] += 1  # acted on already, in this POST or an earlier delivery
                 continue
             by_factor = passes.setdefault(passed.user_id, {})

@@ -205,6 +205,9 @@ class MemoryStore(Claims):
         self._lock = threading.Lock()
         self._clock = clock
         self._next_sweep = 0.0
+        # Claims (events and receipts acted on once, each for a day or two) apart, bounded on their own:
+        # a busy day of them must never push the guard's counts and known numbers out.
+        self._claims = LocalClaims(clock=clock)
 
     # helpers, called with the lock held
     def _get(self, key: str, now: float) -> Any:
@@ -342,15 +345,7 @@ class MemoryStore(Claims):
                     window.discard(code)
 
     def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:
-        now = self._clock()
-        taken = []
-        with self._lock:
-            for key in keys:
-                new = self._get(KEY_PREFIX + "x:" + key, now) is None
-                if new:
-                    self._set(KEY_PREFIX + "x:" + key, True, ttl_seconds, now)
-                taken.append(new)
-        return taken
+        return self._claims.claim_all(keys, ttl_seconds)
 
 
 class _Window:
@@ -1294,7 +1289,7 @@ class LocalClaims(Claims):
     """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
 
     def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._until: dict[str, float] = {}  # in claim order, and so in expiry order (one TTL for all)
+        self._until: dict[str, float] = {}  # in claim order: the oldest go first
         self._capacity = capacity
         self._clock = clock
         self._lock = threading.Lock()

@@ -336,6 +336,24 @@ def test_a_stale_event_is_counted_stale_whatever_is_configured(
     assert (error["events"], error["severity"]) == (1, "ERROR")
 
 
+def test_a_late_event_is_acted_on_once_too(
+    make_client: AppFactory, okta_api: OktaState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A late event (no Verify code left to approve) still converts, once: one published ahead of our
+    clock (skew is allowed) was claimed only while fresh, and delivered again once late it gave back
+    the room of codes sent after it was first acted on."""
+    okta_api.factors[OKTA_USER_ID] = [phone_factor(PHONE)]
+    client = make_client(**events_env(okta_api, TWILIO_VERIFY_SERVICE_SID=None))
+    late = mfa_event(published=(datetime.now(UTC) - timedelta(minutes=20)).isoformat().replace("+00:00", "Z"))
+    capsys.readouterr()
+    assert post_events(client, batch(late)).status_code == 200
+    assert [line["outcome"] for line in event_lines(capsys.readouterr().out)] == ["converted"]
+    assert post_events(client, batch(late)).status_code == 200
+    output = capsys.readouterr().out
+    assert event_lines(output) == []
+    assert (request_line(output)["repeated"], request_line(output)["stale"]) == (1, 1)
+
+
 def test_each_event_of_a_post_proves_the_number_it_alone_would(
     make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -238,6 +238,17 @@ def test_claims_are_taken_together_each_once(store: Store) -> None:
     assert store.claim_all([], 60) == []
 
 
+def test_memory_claims_never_push_the_guards_counts_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events are claimed for a day: on memory://, a busy day of claims in the guard's own bounded table
+    would push its oldest entries out, a known number among them."""
+    monkeypatch.setattr(MemoryStore, "MAX_ENTRIES", 50)
+    store = MemoryStore()
+    store.convert("n0", "+3361234", "FR", 86400, NOW)
+    assert store.claim_all([f"okta-event:{index}" for index in range(200)], 86400) == [True] * 200
+    known = store.admit(ask("n0", enrolment=False), NOW + 1)
+    assert (known.kind, known.known) == ("admitted", True)
+
+
 @pytest.mark.e2e  # starts or uses a redis-server
 def test_a_post_of_events_is_claimed_in_one_round_trip(redis_server: RedisServer, redis_url: str) -> None:
     from telephony.guard import SpendGuard
