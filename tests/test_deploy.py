@@ -302,6 +302,7 @@ def test_the_instance_and_region_are_of_gclouds_form(variables: dict[str, str], 
     with pytest.raises(DeployError, match=f"{problem} must be of gcloud's form"):
         gcloud_command({**BASE, **variables})
     assert "--memory=1Gi" in gcloud_command({**BASE, "MEMORY": "1Gi", "CPU": "2", "REGION": "europe-west1"})
+    assert "--cpu=2000m" in gcloud_command({**BASE, "CPU": "2000m"})  # gcloud's millicpu form
 
 
 @pytest.mark.parametrize(
@@ -314,6 +315,16 @@ def test_the_instance_and_region_are_of_gclouds_form(variables: dict[str, str], 
         ({"TWILIO_API_BASE_URL": "http://127.0.0.1:8081"}, "TWILIO_API_BASE_URL names a loopback host"),
         ({"PUBLIC_URL": "http://localhost:8080"}, "PUBLIC_URL names a loopback host"),
         ({"OKTA_ORG_URL": "http://[::1]:9000"}, "OKTA_ORG_URL names a loopback host"),
+        # every spelling of this machine: IPv6, IPv4-mapped, the socket library's shorthands, localhost's names
+        ({"PUBLIC_URL": "https://[0:0:0:0:0:0:0:1]"}, "PUBLIC_URL names a loopback host"),
+        ({"OKTA_HOOK_OAUTH_JWKS_URL": "https://[::ffff:7f00:1]/keys"}, "OKTA_HOOK_OAUTH_JWKS_URL names a loopback"),
+        ({"OKTA_ORG_URL": "https://2130706433"}, "OKTA_ORG_URL names a loopback host"),
+        ({"OKTA_ORG_URL": "https://0x7f000001"}, "OKTA_ORG_URL names a loopback host"),
+        ({"PUBLIC_URL": "https://localhost."}, "PUBLIC_URL names a loopback host"),
+        ({"PUBLIC_URL": "https://fn.localhost"}, "PUBLIC_URL names a loopback host"),
+        ({"TWILIO_API_BASE_URL": "https://0.0.0.0"}, "TWILIO_API_BASE_URL names a loopback host"),
+        ({"TWILIO_API_BASE_URL": "https://[::]"}, "TWILIO_API_BASE_URL names a loopback host"),
+        ({"CPU": "500m"}, "CPU below 1 allows one request at a time"),
     ],
 )
 def test_what_cloud_run_would_refuse_or_never_reach_stops_the_deploy(variables: dict[str, str], problem: str) -> None:
@@ -469,6 +480,16 @@ CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA
             {"SECRETS": CONVERTING + ",GUARD_STORAGE_URI=guard-redis:1", "OKTA_ORG_URL": "https://acme.okta.com"},
             [],
         ),
+        (  # the toll-fraud policy's own: every country open, and the number types that cost the most
+            {
+                "SECRETS": REDIS_SECRETS,
+                "MAX_INSTANCES": "4",
+                "GUARD_MODE": "off",
+                "ALLOWED_COUNTRIES": ",",
+                "BLOCKED_NUMBER_TYPES": ",",
+            },
+            ["ALLOWED_COUNTRIES is empty", "BLOCKED_NUMBER_TYPES leaves out PREMIUM_RATE"],
+        ),
     ],
 )
 def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
@@ -476,6 +497,7 @@ def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
 ) -> None:
     """A setting the function accepts but warns of (the guard counting per instance, no conversions) was
     learnt only from Cloud Run's logs after the deploy: the deploy says it first, and goes on."""
+    variables = {"ALLOWED_COUNTRIES": "US", **variables}  # without it, its own warning (the last case)
     found = deploy_warnings(variables, deployment(variables)[1])
     assert len(found) == len(expected), found
     for warning, word in zip(found, expected, strict=True):

@@ -24,16 +24,20 @@ alert policy in tools/monitoring/alert-policy.json counts on them (docs/receipts
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
+import logging
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from telephony.policy import DeliveryPolicy
 from telephony.settings import (
     LOOPBACK_HOSTS,
     OUTBOUND_URLS,
@@ -83,7 +87,33 @@ DEPLOY_INPUTS = frozenset(
 # gcloud's forms: a region ('europe-west1'), a memory size with its unit ('512Mi', '1Gi'), CPUs ('1', '0.5').
 _REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
 _MEMORY = re.compile(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T|MB|GB)")
-_CPU = re.compile(r"[0-9]*\.?[0-9]+")
+_CPU = re.compile(r"[0-9]*\.?[0-9]+|[0-9]+m")  # gcloud's forms: .5, 2, 2.0, 2000m
+
+
+def vcpus(cpu: str) -> float:
+    """gcloud's CPU value in vCPUs: '2000m' is 2."""
+    return int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+
+
+def this_machine(host: str) -> bool:
+    """Whether a URL's host can only be the machine it runs on, in any spelling a resolver or the
+    socket library accepts: localhost and its names, 127/8 and ::1 (IPv4-mapped too, '127.1',
+    '2130706433', '0x7f000001'), and the unspecified 0.0.0.0 and ::."""
+    name = host.rstrip(".").lower()
+    if name in LOOPBACK_HOSTS or name in ("ip6-localhost", "ip6-loopback") or name.endswith(".localhost"):
+        return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))  # the shorthand forms C accepts
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
 # Secrets come from Secret Manager: the settings check sees a stand-in for each one SECRETS names (their
 # values are checked by the function at start-up).
 _SECRET_STAND_IN, _STORE_STAND_IN = "from-secret-manager", "redis://stand-in.invalid:6379/0"
@@ -181,11 +211,10 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
                                     ("CPU", _CPU, "1")):  # fmt: skip
         if env.get(variable) and not form.fullmatch(env[variable]):
             raise DeployError(f"deploy: {variable} must be of gcloud's form, such as {example}")
-    if float(env.get("CPU") or "1") < 1 and int(threads) > 1:  # Cloud Run's rule for fractional CPUs
+    if vcpus(env.get("CPU") or "1") < 1 and int(threads) > 1:  # Cloud Run's rule for fractional CPUs
         raise DeployError("deploy: CPU below 1 allows one request at a time; Okta's burst needs CPU=1 or more")
     for url in OUTBOUND_URLS:  # loopback is for local stand-ins: on Cloud Run it is the instance itself
-        host = urlsplit(plain.get(url) or "").hostname
-        if host in LOOPBACK_HOSTS or (host or "").startswith("127."):
+        if this_machine(urlsplit(plain.get(url) or "").hostname or ""):
             raise DeployError(f"deploy: {url} names a loopback host: it works on this machine, never deployed")
     command = [
         "gcloud", "functions", "deploy", name,
@@ -224,7 +253,8 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
 def deploy_warnings(env: Mapping[str, str], settings: Settings) -> list[str]:
     """What the function would warn of at start-up about how it is deployed (`settings`, as deployment
     checked them), said before the deploy."""
-    warnings = []
+    # The toll-fraud policy's own start-up warnings (an empty ALLOWED_COUNTRIES, a default number type left out)
+    warnings = [line for level, line in DeliveryPolicy(settings).startup_report() if level >= logging.WARNING]
     if settings.twilio_api_base_url:  # a mock or a sandbox, not Twilio: the credentials travel there too
         host = urlsplit(settings.twilio_api_base_url).hostname
         warnings.append(f"TWILIO_API_BASE_URL sends every Twilio call, with the account's credentials, to {host}")
