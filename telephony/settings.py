@@ -9,11 +9,12 @@ we read.
 import base64
 import json
 import os
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Self, get_args
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -311,7 +312,8 @@ class Settings(BaseModel):
     def _the_functions_own(cls, value: str | None) -> str | None:
         """The function's URL, not one of its routes': receipts go to {PUBLIC_URL}/twilio/status, which
         with the route's path in PUBLIC_URL would be the telephony hook's path, refusing every receipt."""
-        path = urlsplit(value).path.rstrip("/") if value else ""
+        # As a server may read it: percent-escapes decoded, any case, repeated slashes and dot segments
+        path = posixpath.normpath("/" + unquote(urlsplit(value).path).lower()) if value else ""
         if path.endswith(("/twilio/status", "/okta/events")):
             raise ValueError("must be the function's URL, without /twilio/status or /okta/events")
         if value is not None and urlsplit(value).port == 0:

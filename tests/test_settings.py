@@ -140,6 +140,11 @@ def test_twilio_region_and_edge_route_the_client_from_the_settings_alone(monkeyp
         "https://hook.example.com/twilio/status",
         "https://hook.example.com/fn/okta/events/",
         "https://hook.example.com:0",
+        # as a server may read the path: any case, repeated slashes, dot segments, percent-escapes
+        "https://hook.example.com/TWILIO/STATUS",
+        "https://hook.example.com/twilio//status",
+        "https://hook.example.com/twilio/status/x/..",
+        "https://hook.example.com/twilio/%73tatus",
     ],
 )
 def test_public_url_is_the_functions_own(value: str) -> None:
@@ -147,6 +152,8 @@ def test_public_url_is_the_functions_own(value: str) -> None:
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         load_settings({"PUBLIC_URL": value})
     assert load_settings({"PUBLIC_URL": "https://hook.example.com/fn"}).public_url == "https://hook.example.com/fn"
+    for legitimate in ("https://hook.example.com/okta/events-hook", "https://hook.example.com/twilio/status-fn"):
+        assert load_settings({"PUBLIC_URL": legitimate}).public_url == legitimate
 
 
 # Each outbound URL with the variables it needs beside it, so that only the URL can be wrong.
