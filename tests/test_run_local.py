@@ -278,6 +278,24 @@ def listening_on(port: int) -> set[str]:
     return found
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_host_is_bound_as_given(running: Any) -> None:
+    """HOST=::1 failed with gunicorn's "'' is not a valid port number" (it binds '[::1]:PORT'), and the
+    start then waited for IPv4."""
+    run = running(HOST="::1")
+    assert listening_on(run.port) == {"::1"}
+    assert f"telephony hook listening on http://localhost:{run.port}/" in run.output()
+
+
 def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(running: Any) -> None:
     run = running(SANDBOX_RECEIPT_DELAY_MS="50")
     # The banner says localhost: the hook listens there only, not on every interface of the machine.

@@ -130,9 +130,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartFailed(f"{command(process)} exited with {process.returncode}{stranger}")
-        with socket.socket() as probe:
-            answered = probe.connect_ex(("127.0.0.1", port)) == 0
-        if answered:
+        if _answers(port):
             ours = listens(process, port)
             if ours is None or ours:
                 return
@@ -140,6 +138,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
             stranger = f"; another process listens on port {port}" + (f" ({holders})" if holders else "")
         time.sleep(0.01)
     raise StartFailed(f"{command(process)} did not listen on port {port} within {seconds} s{stranger}")
+
+
+def _answers(port: int) -> bool:
+    """Whether something accepts connections on `port` of this machine, over IPv4 or IPv6 (HOST=::1)."""
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family) as probe:
+                if probe.connect_ex((address, port)) == 0:
+                    return True
+        except OSError:  # no IPv6 on this machine
+            continue
+    return False
 
 
 def command(process: subprocess.Popen[bytes]) -> str:

@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     # functions-framework listens on every interface unless HOST says otherwise: a local run, on this
     # machine only (HOST=0.0.0.0 make run to reach it from elsewhere).
     host = env.setdefault("HOST", "127.0.0.1")
+    if ":" in host and not host.startswith("["):  # an IPv6 address: gunicorn binds '[::]:PORT'
+        host = env["HOST"] = f"[{host}]"
     taken = port_taken(port)
     if taken:
         say(f"run: {taken}; nothing was started.", f"     Stop it, or choose another port: PORT={port + 1} make run")
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as running:
         try:
             start(env, port, arguments.run_dir, running, children)
-            where = "localhost" if host in ("127.0.0.1", "localhost", "::1") else host
+            where = "localhost" if host in ("127.0.0.1", "localhost", "[::1]") else host
             say(f"run: telephony hook listening on http://{where}:{port}/ (Ctrl-C stops)")
             while True:
                 for name, child in children:
