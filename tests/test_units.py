@@ -458,3 +458,6 @@ def test_a_dotenv_key_nothing_reads_is_named_with_the_likely_one() -> None:
 
     found = unknown_keys({"ALLOWED_COUNTRY": "US", "PORT": "8081", "TWILIO_API_KEY_SID": "SK", "XYZZY": "1"})
     assert found == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)", "XYZZY"]
+    # a secret pasted on a line of its own ('Zx9-secret=' reads as a key): never repeated
+    pasted = unknown_keys({"Zx9-pasted-secret-value": ""})
+    assert pasted == ["a line whose name is not a variable's (not repeated here)"]

@@ -85,9 +85,13 @@ def unknown_keys(values: dict[str, str]) -> list[str]:
     known = sorted({*env_names(all_spellings=True), *RUN_VARIABLES})
     found = []
     for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            found.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        if key in known:
+            continue
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", key):  # maybe a value (a secret ending in '='): not repeated
+            found.append("a line whose name is not a variable's (not repeated here)")
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        found.append(f"{key} (did you mean {close[0]}?)" if close else key)
     return found
 
 
