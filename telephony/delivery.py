@@ -113,8 +113,12 @@ VERIFY_LOCALE_REFUSED = 60331  # the locale is not one Verify's text-to-speech s
 
 def locale_refused(error: TwilioRestException | TwilioServiceException) -> bool:
     """Whether Verify refused a create for its locale: 404 (Verify's word for an unsupported locale, on
-    a service that exists) or 60331 (none for the call's voice). Either is a refusal: nothing was sent."""
-    return answered_status(error, last_status()) == HTTPStatus.NOT_FOUND or error.code == VERIFY_LOCALE_REFUSED
+    a service that exists) or 60331 (none for the call's voice), answered 4xx: a refusal, nothing was
+    sent. A 5xx, whatever its body says, may hide a verification that went: never asked again."""
+    status = answered_status(error, last_status())
+    if status is None or not HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        return False
+    return status == HTTPStatus.NOT_FOUND or error.code == VERIFY_LOCALE_REFUSED
 
 
 class TwilioDelivery:
@@ -143,9 +147,10 @@ class TwilioDelivery:
         validity = seconds_left(profile, datetime.now(UTC))
         client = self._require_client(profile)
         started = time.perf_counter()
-        allowed = self._settings.twilio_timeout_seconds  # what Twilio had: less when the budget is shorter
-        if until is not None:
-            allowed = min(allowed, max(until - time.monotonic(), 0.0))
+        # One deadline for all of this code's calls to Twilio (Verify may be asked twice), within the budget
+        limit = time.monotonic() + self._settings.twilio_timeout_seconds
+        until = limit if until is None else min(until, limit)
+        allowed = max(until - time.monotonic(), 0.0)  # what Twilio had: less when the budget is shorter
         with counting_attempts(until, clear) as attempts:
             try:
                 sid, status, api = self._send(client, profile, validity, status_callback)

@@ -175,7 +175,13 @@ def test_a_locale_verify_refuses_is_asked_again_without_it(channel: str, status:
 
 @pytest.mark.parametrize(
     ("locale", "status", "code"),
-    [(None, 404, 20404), ("hr-HR", 400, 60200), ("hr-HR", 503, 20404)],  # no locale; another refusal; a 5xx
+    [
+        (None, 404, 20404),  # no locale sent
+        ("hr-HR", 400, 60200),  # another refusal
+        ("hr-HR", 503, 20404),  # a 5xx
+        ("hr-HR", 500, 60331),  # a 5xx whose body names the locale: Verify may have sent the first code
+        ("hr-HR", 503, 404),
+    ],
 )
 def test_only_a_locale_refusal_is_asked_again(locale: str | None, status: int, code: int) -> None:
     refusal = http_answer(status, json.dumps({"code": code, "message": "m", "status": status}).encode())
@@ -184,6 +190,34 @@ def test_only_a_locale_refusal_is_asked_again(locale: str | None, status: int, c
         with pytest.raises(Refused):
             delivery_for(twilio, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID).deliver(profile(locale=locale))
     assert len(bodies) == 1
+
+
+def test_a_locale_refused_and_asked_again_shares_one_deadline() -> None:
+    """TWILIO_TIMEOUT_SECONDS is one deadline for the code's calls to Twilio: Verify asked again without
+    the locale gets what the first ask left, not a deadline of its own."""
+    timeout = 0.6
+    refusal = http_answer(404, json.dumps({"code": 20404, "message": "m", "status": 404}).encode())
+    asked: list[float] = []
+
+    def pieces() -> list[bytes]:
+        asked.append(time.monotonic())
+        if len(asked) == 1:
+            time.sleep(timeout / 2)  # the refusal takes half the deadline
+            return [refusal]
+        time.sleep(3 * timeout)  # the second ask is never answered in time
+        return []
+
+    with stand_in(pieces) as twilio:
+        delivery = delivery_for(
+            twilio, TWILIO_VERIFY_SERVICE_SID=VERIFY_SERVICE_SID, TWILIO_TIMEOUT_SECONDS=str(timeout)
+        )
+        started = time.monotonic()
+        with pytest.raises(Refused) as refused:
+            delivery.deliver(profile(locale="hr-HR"))
+        elapsed = time.monotonic() - started
+    assert len(asked) == 2
+    assert json.loads(refused.value.answer.json())["error"]["errorCauses"][0]["reason"] == "TWILIO_TIMEOUT"
+    assert timeout <= elapsed < 1.4 * timeout  # a deadline of its own would end at 1.5 x
 
 
 def test_verify_calls_for_the_voice_channel(sandbox_server: SandboxServer, sandbox: SandboxState) -> None:
