@@ -291,9 +291,18 @@ def ipv6_loopback() -> bool:
 def test_an_ipv6_host_is_bound_as_given(running: Any) -> None:
     """HOST=::1 failed with gunicorn's "'' is not a valid port number" (it binds '[::1]:PORT'), and the
     start then waited for IPv4."""
-    run = running(HOST="::1")
+    run = running(HOST="::1", SANDBOX_RECEIPT_DELAY_MS="50")
     assert listening_on(run.port) == {"::1"}
-    assert f"telephony hook listening on http://localhost:{run.port}/" in run.output()
+    assert f"telephony hook listening on http://[::1]:{run.port}/" in run.output()
+    # the sandbox posts receipts to the hook where it listens (localhost may be 127.0.0.1 alone)
+    request = urllib.request.Request(
+        f"http://[::1]:{run.port}/", data=(EXAMPLES / "okta-sms-request.json").read_bytes(), method="POST",
+        headers={"Authorization": (run.run_dir / "hook-secret").read_text().strip(),
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    run.wait_for(lambda text: '"delivery_status": "delivered"' in text, "a delivered receipt")
 
 
 def test_every_example_gives_its_documented_result_and_sigterm_stops_everything(running: Any) -> None:

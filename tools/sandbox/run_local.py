@@ -79,6 +79,14 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+def local_url(host: str, port: int) -> str:
+    """The hook's URL from this machine, as the sandbox posts receipts to it and the banner's curl calls
+    it: localhost when it listens on IPv4 loopback or everywhere; an IPv6-only or other host as given
+    (localhost may resolve to 127.0.0.1 alone, where nothing would listen)."""
+    name = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "[::]") else host
+    return f"http://{name}:{port}"
+
+
 def unknown_keys(values: dict[str, str]) -> list[str]:
     """The keys of .env that nothing reads, each with the name it likely meant: left alone, a typo
     (ALLOWED_COUNTRY) is a setting silently not set."""
@@ -190,7 +198,7 @@ def sandbox_settings(env: dict[str, str], port: int, run_dir: Path, running: Exi
         env["OKTA_API_TOKEN"] = secrets.token_urlsafe(24)  # between this process and the function only
         env["OKTA_ORG_URL"] = running.enter_context(okta_stand_in(env["OKTA_API_TOKEN"])).url
         say(f" Okta Management API stand-in on {env['OKTA_ORG_URL']} (OKTA_ORG_URL), for Verify feedback.")
-    url = f"http://localhost:{port}"
+    url = local_url(env.get("HOST", "127.0.0.1"), port)
     env.setdefault("PUBLIC_URL", url)  # receipts need the function's own URL: the sandbox posts them there
     if not env.get("OKTA_HOOK_AUTH_SECRET") and not env.get("OKTA_HOOK_OAUTH_ISSUER"):
         secret_file = run_dir / "hook-secret"
@@ -277,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as running:
         try:
             start(env, port, arguments.run_dir, running, children)
-            where = "localhost" if host in ("127.0.0.1", "localhost", "[::1]") else host
-            say(f"run: telephony hook listening on http://{where}:{port}/ (Ctrl-C stops)")
+            say(f"run: telephony hook listening on {local_url(host, port)}/ (Ctrl-C stops)")
             while True:
                 for name, child in children:
                     if child.poll() is not None:
