@@ -106,6 +106,29 @@ def mask_range(e164: str) -> str:
     return e164[: max(2, len(e164) - 7)] + "***xxxx"
 
 
+def unreachable_limits(settings: Settings) -> list[str]:
+    """Limits a wider scope always refuses first: a code to an unconverted number counts in its range,
+    its country and over every country alike, so a range may not allow more than its country in the
+    same window, nor a country more than every country (start-up WARNING lines, and make deploy's)."""
+    if settings.guard_mode == GuardMode.OFF:
+        return []
+    ranges, countries, every = (
+        parse_rates(limit)
+        for limit in (settings.guard_range_limit, settings.guard_country_limit, settings.guard_all_limit)
+    )
+    found = _unreachable("GUARD_RANGE_LIMIT", ranges, "GUARD_COUNTRY_LIMIT", countries)
+    found += _unreachable("GUARD_COUNTRY_LIMIT", countries, "GUARD_ALL_LIMIT", every)
+    for country, limits in settings.guard_limits_by_country.items():
+        range_ = parse_rates(limits["range"]) if "range" in limits else ranges
+        country_rates = parse_rates(limits["country"]) if "country" in limits else countries
+        wider = f"GUARD_LIMITS_BY_COUNTRY {country} country" if "country" in limits else "GUARD_COUNTRY_LIMIT"
+        if "range" in limits:
+            found += _unreachable(f"GUARD_LIMITS_BY_COUNTRY {country} range", range_, wider, country_rates)
+        if "country" in limits:
+            found += _unreachable(wider, country_rates, "GUARD_ALL_LIMIT", every)
+    return found
+
+
 class SpendGuard(Claims):
     """Built once per instance; `admit` runs inside every hook that would send a code."""
 
@@ -129,7 +152,6 @@ class SpendGuard(Claims):
         # Each country's five lists of limits, in Ask's order: known and new numbers, range, country, all.
         self._default_rates = self._rates_in({})
         self._rates = {country: self._rates_in(limits) for country, limits in settings.guard_limits_by_country.items()}
-        self._overrides = settings.guard_limits_by_country
         self._claim_refused = self.mode is GuardMode.MONITOR
 
     @property
@@ -153,23 +175,6 @@ class SpendGuard(Claims):
             f", per country {_text(self._default_country)} and over every country {_text(self._all_rates)};"
             f" {conversions}; numbers hashed with {self.key_source}."
         )
-
-    def unreachable_limits(self) -> list[str]:
-        """Limits a wider scope always refuses first: a code to an unconverted number counts in its range,
-        its country and over every country alike, so a range may not allow more than its country in the
-        same window, nor a country more than every country (start-up WARNING lines)."""
-        if not self.on:
-            return []
-        found = _unreachable("GUARD_RANGE_LIMIT", self._default_range, "GUARD_COUNTRY_LIMIT", self._default_country)
-        found += _unreachable("GUARD_COUNTRY_LIMIT", self._default_country, "GUARD_ALL_LIMIT", self._all_rates)
-        for country, limits in self._overrides.items():
-            _, _, range_, country_rates, _ = self._rates[country]
-            wider = f"GUARD_LIMITS_BY_COUNTRY {country} country" if "country" in limits else "GUARD_COUNTRY_LIMIT"
-            if "range" in limits:
-                found += _unreachable(f"GUARD_LIMITS_BY_COUNTRY {country} range", range_, wider, country_rates)
-            if "country" in limits:
-                found += _unreachable(wider, country_rates, "GUARD_ALL_LIMIT", self._all_rates)
-        return found
 
     # ------------------------------------------------------------------------------- the telephony hook
 

@@ -23,7 +23,7 @@ from telephony.answers import (
 )
 from telephony.auth import Authenticator
 from telephony.delivery import TwilioDelivery, build_client
-from telephony.guard import Held, Passage, SpendGuard
+from telephony.guard import Held, Passage, SpendGuard, unreachable_limits
 from telephony.intake import BODY_READ_SECONDS, declared_too_large, read_body
 from telephony.logs import REDACTED, mark_sensitive
 from telephony.phone import mask
@@ -47,6 +47,7 @@ class TelephonyHook:
         self._authenticator = Authenticator.from_settings(settings)
         self._policy = DeliveryPolicy(settings)
         self._guard = guard  # SMS pumping: limits per number, range and country, shared through its store
+        self._unreachable = unreachable_limits(settings)
         self._delivery = TwilioDelivery(settings, build_client(settings))
         self._receipts_url = receipts_url
         # Whatever scheme is on, a caller may send its credentials in either header.
@@ -66,7 +67,7 @@ class TelephonyHook:
             lines.append((logging.INFO, f"Okta's calls to the hook must carry {self._authenticator.described}."))
         lines += self._policy.startup_report()
         lines.append((self._guard.startup_level, self._guard.startup_message()))
-        lines += [(logging.WARNING, warning) for warning in self._guard.unreachable_limits()]
+        lines += [(logging.WARNING, warning) for warning in self._unreachable]
         for channel, missing in self._delivery.missing.items():
             if missing:
                 lines.append((logging.CRITICAL, f"No {channel} code can be sent: the hook is missing {missing}."))

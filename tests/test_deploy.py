@@ -324,6 +324,8 @@ def test_the_instance_and_region_are_of_gclouds_form(variables: dict[str, str], 
         ({"PUBLIC_URL": "https://fn.localhost"}, "PUBLIC_URL names a loopback host"),
         ({"TWILIO_API_BASE_URL": "https://0.0.0.0"}, "TWILIO_API_BASE_URL names a loopback host"),
         ({"TWILIO_API_BASE_URL": "https://[::]"}, "TWILIO_API_BASE_URL names a loopback host"),
+        ({"PUBLIC_URL": "https://localhost.localdomain"}, "PUBLIC_URL names a loopback host"),
+        ({"PUBLIC_URL": "https://[::127.0.0.1]"}, "PUBLIC_URL names a loopback host"),
         ({"CPU": "500m"}, "CPU below 1 allows one request at a time"),
     ],
 )
@@ -479,6 +481,26 @@ CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA
         (
             {"SECRETS": CONVERTING + ",GUARD_STORAGE_URI=guard-redis:1", "OKTA_ORG_URL": "https://acme.okta.com"},
             [],
+        ),
+        (  # Twilio's own host: no warning
+            {
+                "SECRETS": REDIS_SECRETS,
+                "MAX_INSTANCES": "4",
+                "GUARD_MODE": "off",
+                "TWILIO_API_BASE_URL": "https://api.twilio.com",
+            },
+            [],
+        ),
+        (  # the spend guard's: a country's limit its cap over every country always refuses first
+            {
+                "SECRETS": CONVERTING + ",GUARD_STORAGE_URI=guard-redis:1",
+                "OKTA_ORG_URL": "https://acme.okta.com",
+                "GUARD_LIMITS_BY_COUNTRY": '{"US": {"country": "60/hour;300/day"}}',
+            },
+            [
+                "GUARD_LIMITS_BY_COUNTRY US country 60/hour cannot be reached",
+                "GUARD_LIMITS_BY_COUNTRY US country 300/day cannot be reached",
+            ],
         ),
         (  # the toll-fraud policy's own: every country open, and the number types that cost the most
             {

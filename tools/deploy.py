@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from telephony.guard import unreachable_limits
 from telephony.policy import DeliveryPolicy
 from telephony.settings import (
     LOOPBACK_HOSTS,
@@ -95,12 +96,16 @@ def vcpus(cpu: str) -> float:
     return int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
 
 
+# The names /etc/hosts files give this machine, besides localhost (RFC 6761 reserves *.localhost).
+_LOCAL_NAMES = ("ip6-localhost", "ip6-loopback", "localhost.localdomain", "localhost6", "localhost6.localdomain6")
+
+
 def this_machine(host: str) -> bool:
     """Whether a URL's host can only be the machine it runs on, in any spelling a resolver or the
     socket library accepts: localhost and its names, 127/8 and ::1 (IPv4-mapped too, '127.1',
     '2130706433', '0x7f000001'), and the unspecified 0.0.0.0 and ::."""
     name = host.rstrip(".").lower()
-    if name in LOOPBACK_HOSTS or name in ("ip6-localhost", "ip6-loopback") or name.endswith(".localhost"):
+    if name in LOOPBACK_HOSTS or name in _LOCAL_NAMES or name.endswith(".localhost"):
         return True
     try:
         address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
@@ -109,8 +114,11 @@ def this_machine(host: str) -> bool:
             address = ipaddress.IPv4Address(socket.inet_aton(name))  # the shorthand forms C accepts
         except OSError:
             return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and not (address.is_loopback or address.is_unspecified):
+        if address.ipv4_mapped is not None:  # ::ffff:127.0.0.1
+            address = address.ipv4_mapped
+        elif int(address) >> 32 == 0:  # the older IPv4-compatible form, ::127.0.0.1
+            address = ipaddress.IPv4Address(int(address))
     return address.is_loopback or address.is_unspecified
 
 
@@ -255,8 +263,9 @@ def deploy_warnings(env: Mapping[str, str], settings: Settings) -> list[str]:
     checked them), said before the deploy."""
     # The toll-fraud policy's own start-up warnings (an empty ALLOWED_COUNTRIES, a default number type left out)
     warnings = [line for level, line in DeliveryPolicy(settings).startup_report() if level >= logging.WARNING]
-    if settings.twilio_api_base_url:  # a mock or a sandbox, not Twilio: the credentials travel there too
-        host = urlsplit(settings.twilio_api_base_url).hostname
+    warnings += unreachable_limits(settings)  # the spend guard's limits a wider one always refuses first
+    host = urlsplit(settings.twilio_api_base_url or "").hostname or ""
+    if host and not host.endswith(".twilio.com"):  # a mock or a sandbox: the credentials travel there too
         warnings.append(f"TWILIO_API_BASE_URL sends every Twilio call, with the account's credentials, to {host}")
     if settings.guard_mode == "off":
         return warnings
