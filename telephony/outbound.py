@@ -83,12 +83,14 @@ class _HeadBudget:
 
     def __init__(self, stream: Any) -> None:
         self._stream, self._left = stream, HEAD_BYTES
+        self.last = b""  # the last line read: the blank line that ends the head, or b"" if it was cut
 
     def readline(self, limit: int = -1) -> bytes:
         line: bytes = self._stream.readline(self._left + 1 if limit < 0 else min(limit, self._left + 1))
         self._left -= len(line)
         if self._left < 0:
             raise http.client.LineTooLong("the answer's headers")
+        self.last = line
         return line
 
     def __getattr__(self, name: str) -> Any:
@@ -100,12 +102,16 @@ class _HeadCappedResponse(http.client.HTTPResponse):
 
     def begin(self) -> None:
         stream = self.fp
-        self.fp = _HeadBudget(stream)  # type: ignore[assignment]
+        budget = self.fp = _HeadBudget(stream)  # type: ignore[assignment]
         try:
             super().begin()
         finally:
             if self.fp is not None:
                 self.fp = stream
+        # http.client takes the end of the stream for the end of the head: a head cut short would read as
+        # a whole answer (a 429 with no body, then retried). Only a blank line ends a head.
+        if budget.last not in (b"\r\n", b"\n"):
+            raise http.client.RemoteDisconnected("the answer's head was cut short")
 
 
 class _DeadlineMixin:

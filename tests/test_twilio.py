@@ -556,6 +556,21 @@ def answers_in_turn(twilio: StandIn, *answers: bytes) -> list[float]:
     return times
 
 
+@pytest.mark.parametrize(
+    "cut", [b"HTTP/1.1 429 X\r\nCont", b"HTTP/1.1 429 X\r\nContent-Length: 2\r\n", b"HTTP/1.1 429 X\r\n"]
+)
+def test_an_answer_whose_head_is_cut_short_is_never_taken_for_a_refusal(cut: bytes) -> None:
+    """http.client ends a head at the end of the stream: a 429 cut inside its headers read as a whole
+    429 with no body, and was retried, though the request had reached Twilio. Only a blank line ends a
+    head; a cut one is an answer that could not be read, never retried."""
+    with stand_in(b"") as twilio:
+        times = answers_in_turn(twilio, cut, http_answer(201, CREATED))
+        with pytest.raises(Refused) as refusal:
+            delivery_for(twilio).deliver(profile())
+    assert len(times) == 1
+    assert refusal.value.answer.log_fields["twilio_error"] == "TWILIO_UNREACHABLE"
+
+
 @pytest.mark.parametrize(("retry_after", "least_pause"), [(None, RATE_LIMIT_PAUSE_SECONDS[0]), ("1", 1.0)])
 def test_a_rate_limited_request_is_retried_after_backing_off(retry_after: str | None, least_pause: float) -> None:
     """Twilio: a 429 is never processed and is safe to retry after backing off. A short random pause (a
