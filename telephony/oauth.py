@@ -33,6 +33,7 @@ JWKS_WAIT_SECONDS = JWKS_TIMEOUT_SECONDS + 0.25
 JWKS_REFETCH_INTERVAL = 5.0  # an unknown kid refetches at most this often (a rotated key, or forged kids)
 JWKS_RETRY_SECONDS = 1.0  # with no keys, a failed fetch is tried again this soon: an issuer's blip
 JWKS_MAX_AGE = 3600.0  # known keys are refreshed hourly, so a revoked key stops working
+JWKS_REFRESH_RETRY_SECONDS = 60.0  # a refresh that failed is tried again this soon, the known keys kept meanwhile
 MAX_JWKS_BYTES = 64 * 1024  # a key set holds a few keys of about 1.5 KB each
 
 
@@ -85,7 +86,7 @@ class JwksCache:
     def key(self, kid: str) -> jwt.PyJWK | None:
         """The key with this id; None when the issuer does not have it. Raises JwksUnavailable."""
         known = self._keys.get(kid)
-        if known is not None and not self._stale(JWKS_MAX_AGE):
+        if known is not None and not self._stale(self._max_age):
             return known
         # One fetch at a time; concurrent callers then find the fresh keys. Nobody waits for another
         # hook's fetch longer than a fetch may take.
@@ -100,7 +101,7 @@ class JwksCache:
 
     def _key_locked(self, kid: str) -> jwt.PyJWK | None:
         known = self._keys.get(kid)
-        if known is not None and not self._stale(JWKS_MAX_AGE):
+        if known is not None and not self._stale(self._max_age):
             return known
         if not self._keys and self._failed:
             if not self._stale(JWKS_RETRY_SECONDS):  # an issuer that just failed is not asked again yet
@@ -115,6 +116,12 @@ class JwksCache:
                 return known
             raise
         return self._keys.get(kid)
+
+    @property
+    def _max_age(self) -> float:
+        """How long known keys serve without asking the issuer: an hour after a fetch, a minute after a
+        refresh that failed (else a revoked key would work an hour more for each failure)."""
+        return JWKS_REFRESH_RETRY_SECONDS if self._failed else JWKS_MAX_AGE
 
     def _stale(self, age: float) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at >= age

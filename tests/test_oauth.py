@@ -236,6 +236,23 @@ def test_cached_keys_keep_serving_when_the_issuer_goes_down(issuer: Issuer) -> N
     assert cache.key(KID) is not None
 
 
+def test_a_refresh_that_failed_is_tried_again_a_minute_later_so_a_revoked_key_stops(issuer: Issuer) -> None:
+    """The known keys keep serving while the issuer fails, but a refresh that failed waited an hour for
+    the next: a key revoked meanwhile worked up to two hours."""
+    clock = [0.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    assert cache.key(KID) is not None
+    issuer.down = True
+    clock[0] += 3601  # stale: the refresh fails, the known key serves
+    assert cache.key(KID) is not None
+    issuer.down, issuer.keys = False, [public_jwk(OTHER_KEY, "key-2027")]  # the old key revoked
+    clock[0] += 30
+    assert cache.key(KID) is not None  # not asked again at once
+    clock[0] += 31
+    assert cache.key(KID) is None
+    assert issuer.fetches == 3
+
+
 def test_a_key_set_nested_too_deep_to_parse_is_a_failed_fetch() -> None:
     """About 60 KB, under the cap: 503 as for any key set that cannot be read, and the keys fetched
     earlier keep serving when it comes on a refresh."""
