@@ -647,6 +647,26 @@ class SettingsError(SystemExit):
     """The configuration is invalid: the message names each variable and why, never a secret's value."""
 
 
+def unknown_names(names: Iterable[str], also_read: Iterable[str], what: str) -> list[str]:
+    """Each of `names` that neither a setting nor `also_read` is, as the tools that take variables
+    (make deploy, make run's .env) name it: with the name it likely meant (ALLOWED_COUNTRY: did you mean
+    ALLOWED_COUNTRIES?). A name not shaped like a variable's may be a value (a secret ending in '=',
+    pasted alone): never repeated, `what` holding it is named instead."""
+    import difflib  # the tools' need, not the function's start
+
+    known = sorted({*env_names(all_spellings=True), *also_read})
+    found = []
+    for name in names:
+        if name in known:
+            continue
+        if not re.fullmatch(r"[A-Z][A-Z0-9_-]{0,63}", name):
+            found.append(f"{what} whose name is not a variable's (not repeated here)")
+            continue
+        close = difflib.get_close_matches(name.replace("-", "_"), known, n=1)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
 def _given_twice(keys: Iterable[str]) -> list[str]:
     return sorted(key for key, count in Counter(keys).items() if count > 1)
 

@@ -454,7 +454,11 @@ def test_a_dotenv_file_is_read_as_docker_and_python_dotenv_read_it(tmp_path: Pat
 
 
 def test_a_dotenv_key_nothing_reads_is_named_with_the_likely_one() -> None:
-    from tools.sandbox.run_local import unknown_keys
+    from telephony.settings import unknown_names
+    from tools.sandbox.run_local import RUN_VARIABLES
+
+    def unknown_keys(values: dict[str, str]) -> list[str]:  # as make run names .env's keys
+        return unknown_names(values, RUN_VARIABLES, "a line")
 
     found = unknown_keys({"ALLOWED_COUNTRY": "US", "PORT": "8081", "TWILIO_API_KEY_SID": "SK", "XYZZY": "1"})
     assert found == ["ALLOWED_COUNTRY (did you mean ALLOWED_COUNTRIES?)", "XYZZY"]

@@ -23,7 +23,6 @@ alert policy in tools/monitoring/alert-policy.json counts on them (docs/receipts
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import logging
@@ -48,6 +47,7 @@ from telephony.settings import (
     load_settings,
     secret_env_names,
     spellings,
+    unknown_names,
 )
 from telephony.voice import VoiceScript
 
@@ -312,18 +312,12 @@ def unknown_variables(makeflags: str) -> list[str]:
     _, marker, assignments = makeflags.partition("-- ")
     if not marker:
         return []
-    known = {*env_names(all_spellings=True), *DEPLOY_INPUTS}
-    problems = []
-    for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip()):
-        name = re.sub(r"[:+?!]*$", "", assignment.partition("=")[0]) if "=" in assignment else ""
-        if not name or name in known:
-            continue
-        if re.fullmatch(r"[A-Z][A-Z0-9_-]{0,63}", name):  # shaped like a variable: safe to repeat
-            close = difflib.get_close_matches(name.replace("-", "_"), sorted(known), n=1)
-            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
-        else:  # not shaped like a variable's name: it may be a value (a secret ending in '='), not repeated
-            problems.append("an assignment whose name is not a variable's (not repeated here)")
-    return problems
+    names = [
+        re.sub(r"[:+?!]*$", "", assignment.partition("=")[0])
+        for assignment in re.split(r"(?<!\\)[ \t]+", assignments.strip())
+        if "=" in assignment
+    ]
+    return unknown_names(filter(None, names), DEPLOY_INPUTS, "an assignment")
 
 
 def store_authority(env: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:

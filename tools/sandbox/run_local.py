@@ -15,7 +15,6 @@ running stops the others and exits 1. Every process it starts is stopped with th
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import secrets
@@ -28,7 +27,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
-from telephony.settings import DEFAULT_BLOCKED_NUMBER_TYPES, env_names
+from telephony.settings import DEFAULT_BLOCKED_NUMBER_TYPES, unknown_names
 from tools.processes import (
     ROOT,
     StartFailed,
@@ -85,22 +84,6 @@ def local_url(host: str, port: int) -> str:
     (localhost may resolve to 127.0.0.1 alone, where nothing would listen)."""
     name = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "[::]") else host
     return f"http://{name}:{port}"
-
-
-def unknown_keys(values: dict[str, str]) -> list[str]:
-    """The keys of .env that nothing reads, each with the name it likely meant: left alone, a typo
-    (ALLOWED_COUNTRY) is a setting silently not set."""
-    known = sorted({*env_names(all_spellings=True), *RUN_VARIABLES})
-    found = []
-    for key in values:
-        if key in known:
-            continue
-        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", key):  # maybe a value (a secret ending in '='): not repeated
-            found.append("a line whose name is not a variable's (not repeated here)")
-            continue
-        close = difflib.get_close_matches(key, known, n=1)
-        found.append(f"{key} (did you mean {close[0]}?)" if close else key)
-    return found
 
 
 # Sets an event's `published` to now, in the shell: the event hook acts only on events under 10 minutes old.
@@ -263,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stopped)
     arguments = parse_arguments(argv)
     dotenv = read_dotenv(arguments.env_file)
-    for key in unknown_keys(dotenv):
+    for key in unknown_names(dotenv, RUN_VARIABLES, "a line"):
         say(f"run: {shown(arguments.env_file)} sets {key}, which no setting reads: it is ignored.")
     env = {**dotenv, **os.environ}
     env = {key: value for key, value in env.items() if value != ""}
