@@ -180,7 +180,10 @@ def event_age(event: LogEvent, now: datetime) -> float | None:
 def too_old(event: LogEvent, now: datetime) -> bool:
     """Whether the event cannot be about a code still alive: published over EVENT_MAX_AGE_SECONDS ago,
     in the future beyond clock skew, or at a time that cannot be read."""
-    age = event_age(event, now)
+    return _too_old(event_age(event, now))
+
+
+def _too_old(age: float | None) -> bool:
     return age is None or age > EVENT_MAX_AGE_SECONDS
 
 
@@ -414,7 +417,7 @@ class EventHook:
                 counts["ignored"] += 1  # not a passed phone challenge, or one that cannot be acted on once
                 continue
             age = event_age(event, now)
-            fresh = not too_old(event, now)
+            fresh = not _too_old(age)  # its `published` read once
             if not fresh:
                 counts["stale"] += 1  # whatever is configured: the admin's count of what came late
                 if not (self._can_act and self._guard_on) or age is None or age > CONVERSION_MAX_AGE_SECONDS:
