@@ -312,11 +312,13 @@ class Settings(BaseModel):
     def _the_functions_own(cls, value: str | None) -> str | None:
         """The function's URL, not one of its routes': receipts go to {PUBLIC_URL}/twilio/status, which
         with the route's path in PUBLIC_URL would be the telephony hook's path, refusing every receipt."""
+        if value is None:
+            return None
+        url = urlsplit(value)
         # As a server may read it: percent-escapes decoded, any case, repeated slashes and dot segments
-        path = posixpath.normpath("/" + unquote(urlsplit(value).path).lower()) if value else ""
-        if path.endswith(("/twilio/status", "/okta/events")):
+        if posixpath.normpath("/" + unquote(url.path).lower()).endswith(("/twilio/status", "/okta/events")):
             raise ValueError("must be the function's URL, without /twilio/status or /okta/events")
-        if value is not None and urlsplit(value).port == 0:
+        if url.port == 0:
             raise ValueError("must name a port Twilio can reach (not 0)")
         return value
 
