@@ -554,6 +554,16 @@ class _NoScript(_StoreRefused):
     """The store does not hold the script (a new or restarted server): send its text."""
 
 
+class _WrongServer(_StoreRefused):
+    """A refusal that says the connection leads to a server that can no longer serve it: a primary
+    demoted to a replica behind the same name (READONLY, MASTERDOWN: a failover), or a server that
+    forgot the connection's AUTH (NOAUTH: restarted with a password). Every kept connection leads there."""
+
+
+# The error replies that retire every kept connection: new ones reach whatever the store's name leads to now.
+_WRONG_SERVER = (b"READONLY", b"MASTERDOWN", b"NOAUTH")
+
+
 class _Garbled(Exception):
     """The store's answer is not one of ours: the connection can no longer be trusted."""
 
@@ -654,7 +664,9 @@ def _read(sock: Any, until: float) -> Reply:
             elif kind == b":":
                 return _integer(line)
             elif kind == b"-":
-                raise _NoScript if line.startswith(b"NOSCRIPT") else _StoreRefused
+                if line.startswith(b"NOSCRIPT"):
+                    raise _NoScript
+                raise _WrongServer if line.startswith(_WRONG_SERVER) else _StoreRefused
             else:
                 raise _Garbled
         if len(data) > MAX_REPLY_BYTES:
@@ -877,6 +889,10 @@ class RedisStore(Claims):
         def read() -> Reply:
             try:
                 reply = _read(slot.connection._sock, flight.until)
+            except _WrongServer:  # read whole, but the server behind the name is not this one any more
+                slot.connection.disconnect()
+                self._faults_seen += 1  # the kept connections are retired as they are next taken
+                raise
             except _StoreRefused:  # an error reply, read whole: the connection is in step
                 self._give_back(slot)
                 raise

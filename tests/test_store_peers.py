@@ -101,6 +101,23 @@ def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
         assert kept.connection._sock is not None
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        b"-READONLY You can't write against a read only replica.\r\n",
+        b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    ],
+)
+def test_an_error_reply_saying_the_server_is_not_the_one_connected_to_drops_the_connection(error: bytes) -> None:
+    """A demoted primary or a server that forgot the connection's AUTH: reconnecting is what serves."""
+    with redis_stand_in([error]) as peer:
+        store = RedisStore(peer.url, DEADLINE)
+        reason, took = failure(store, "GET", "okta-hook:o:x")
+        assert reason == "STORE_REFUSED" and took < DEADLINE
+        assert not store._idle
+
+
 def test_a_store_that_resets_after_an_error_rests_then_tries_again() -> None:
     """After a failure the store is left alone for a second (calls fail open at once), then used again."""
     with redis_stand_in([b"-LOADING Redis is loading the dataset in memory\r\n"]) as peer:
@@ -345,6 +362,33 @@ def test_a_command_the_store_ran_before_closing_the_connection_is_not_sent_again
         with pytest.raises(StoreUnavailable):
             store.admit(ask("n1"), time.time())
         assert str(redis_server.client.get(f"okta-hook:o:{ask('n1').retry}")).startswith("pending ")
+
+
+@pytest.mark.e2e  # two redis-servers are processes
+def test_after_a_failover_behind_the_stores_name_every_kept_connection_goes_to_the_new_primary(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A failover that keeps the store's address (a proxy, a DNS name) demotes the old primary, whose
+    kept connections stay open and answer READONLY. The first refusal fails open and retires every
+    kept connection: after the rest, the guard decides again on the new primary, not once per
+    connection still leading to the old one."""
+    redis_server.flush()
+    old = RedisServer(tmp_path)
+    try:
+        with redis_proxy(old.port) as proxy:
+            store = RedisStore(proxy.url)
+            flights = [store._start(b"*1\r\n$4\r\nPING\r\n") for _ in range(2)]  # two kept connections
+            assert [store._finish(flight) for flight in flights] == ["PONG", "PONG"]
+            proxy.upstream_port = redis_server.port  # new connections reach the new primary
+            old.client.execute_command("REPLICAOF", "127.0.0.1", str(redis_server.port))
+            with pytest.raises(StoreUnavailable) as refused:
+                store.claim("during", 60)
+            assert refused.value.reason == "STORE_REFUSED"
+            store._resting_until = 0.0  # a second later
+            assert [store.claim(f"after-{n}", 60) for n in range(3)] == [True, True, True]
+            assert all(redis_server.client.exists(f"okta-hook:x:after-{n}") for n in range(3))
+    finally:
+        old.stop()
 
 
 @pytest.mark.e2e  # a redis-server is a process
