@@ -40,7 +40,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar, cast
 from urllib.parse import urlsplit
 
 from telephony.deadlines import each_address, overall_deadline
@@ -179,6 +179,11 @@ def _member(when: str) -> str:
     """A code's unique entry in its number's window, from the time of the code as the store writes it
     (no system call: random bytes cost a syscall each)."""
     return f"{when}:{_PROCESS}:{next(_SEQUENCE)}"
+
+
+def _tag() -> str:
+    """A script call's tag, which its reply starts with: unique in this process."""
+    return f"t{next(_SEQUENCE)}"
 
 
 # ------------------------------------------------------------------------------------ memory://
@@ -403,8 +408,11 @@ class _Keys:
 
 # ------------------------------------------------------------------------------ redis:// rediss://
 
+# Every script's reply starts with a tag its call sent, unique in this process: a reply that is not the
+# call's own (the stream out of step: a peer that answered one command twice) is never read as its answer.
+
 # KEYS: number window, known flag, range window, country window, retry record, window over every country
-# ARGV: now, member, number hash, retry seconds, enrolment (1/0), claim refused (1/0),
+# ARGV: now, member (unique: it also tags the reply), number hash, retry seconds, enrolment (1/0), claim refused (1/0),
 #       the number's, range's, country's and all countries' windows: their key lifetimes (seconds), then
 #       the most codes their limits count, then five lists of limits: known-number, new-number, range,
 #       country and all, each as its length followed by amount, seconds pairs.
@@ -418,8 +426,8 @@ local country_at = range_at + 2 * ARGV[range_at] + 1
 local all_at = country_at + 2 * ARGV[country_at] + 1
 local previous = redis.call('GET', KEYS[5])
 if previous then
-  if string.sub(previous, 1, 7) == 'pending' or previous == 'unsettled' then return previous end
-  return 'replay ' .. previous
+  if string.sub(previous, 1, 7) == 'pending' or previous == 'unsettled' then return ARGV[2] .. ' ' .. previous end
+  return ARGV[2] .. ' replay ' .. previous
 end
 local now = tonumber(ARGV[1])
 local known = ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1
@@ -458,7 +466,7 @@ end
 if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending ' .. ARGV[1], 'EX', ARGV[4])
 end
-if scope then return 'refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
+if scope then return ARGV[2] .. ' refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
 -- ARGV[7 + n]: the window's key lifetime; ARGV[11 + n]: the most codes its limits count
 local function keep(key, member, n)
   local added = redis.call('ZADD', key, ARGV[1], member)
@@ -477,11 +485,11 @@ if not known then
   added_country = keep(KEYS[4], code, 2)
   added_all = keep(KEYS[6], code, 3)
 end
-return 'admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
+return ARGV[2] .. ' admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
 """
 
 # KEYS: number window, range window, country window, retry record, window over every country
-# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0)
+# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0), tag
 RELEASE_SCRIPT = """
 local code = ARGV[2] .. '|' .. ARGV[1]
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
@@ -492,20 +500,20 @@ local record = redis.call('GET', KEYS[4])
 if record and string.sub(record, 1, 7) == 'pending' then
   if ARGV[6] == '1' then redis.call('SET', KEYS[4], 'unsettled', 'KEEPTTL') else redis.call('DEL', KEYS[4]) end
 end
-return 1
+return ARGV[7]
 """
 
 CLAIM_SCRIPT = """
--- KEYS: the claims. ARGV: their lifetime (seconds). One '1' (claimed now) or '0' (claimed before) per key.
+-- KEYS: the claims. ARGV: their lifetime (seconds), the tag. One '1' (claimed now) or '0' (claimed before) per key.
 local taken = {}
 for index, key in ipairs(KEYS) do
   taken[index] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and '1' or '0'
 end
-return table.concat(taken)
+return ARGV[2] .. ' ' .. table.concat(taken)
 """
 
 # KEYS: known flag, range window, country window, window over every country.
-# ARGV: number hash, known seconds, the time by which the codes it proves were sent
+# ARGV: number hash, known seconds, the time by which the codes it proves were sent, the tag
 CONVERT_SCRIPT = """
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 -- The windows hold at most their largest limit's amount of codes: reading them is cheap. Only the codes
@@ -516,7 +524,14 @@ for index = 2, 4 do
     if string.sub(code, 1, #prefix) == prefix then redis.call('ZREM', KEYS[index], code) end
   end
 end
-return 1
+return ARGV[4]
+"""
+
+# KEYS: the retry record. ARGV: the tag. The tag alone when there is no record.
+LOOKUP_SCRIPT = """
+local record = redis.call('GET', KEYS[1])
+if record then return ARGV[1] .. ' ' .. record end
+return ARGV[1]
 """
 
 
@@ -681,6 +696,17 @@ class _Status(str):
     """A one-line status reply ('+OK'): a word of the store's, never a value it keeps."""
 
 
+def _untagged(reply: Reply, tag: str) -> str | None:
+    """What a script's reply says after its call's tag (None: the tag alone). Any other reply is another
+    command's, or not a script's: the stream is out of step, the connection cannot be trusted."""
+    if not _kept(reply):
+        raise _Garbled
+    echoed, space, rest = reply.partition(" ")
+    if echoed != tag:
+        raise _Garbled
+    return rest if space else None
+
+
 def _kept(reply: Reply) -> TypeGuard[str]:
     """Whether a reply is a string the store keeps or a script returns (a bulk string), not a word or
     a count: any other answer to GET or to our scripts is a store not to trust."""
@@ -834,6 +860,7 @@ class RedisStore(Claims):
                 ("release", RELEASE_SCRIPT),
                 ("convert", CONVERT_SCRIPT),
                 ("claim", CLAIM_SCRIPT),
+                ("lookup", LOOKUP_SCRIPT),
             )
         }
         self._encoded: dict[tuple[tuple[Rate, ...], ...], tuple[list[bytes], bytes, bytes]] = {}
@@ -845,10 +872,10 @@ class RedisStore(Claims):
     def _execute(self, *words: str | int | bytes) -> Reply:
         return self._call(_pack(words))
 
-    def _call(self, command: bytes, until: float | None = None) -> Reply:
+    def _call(self, command: bytes, until: float | None = None, tag: str | None = None) -> Reply:
         """One command (packed) and its reply, within the store's deadline (or what is left of a call's
-        `until`), connect included."""
-        return self._finish(self._start(command, until))
+        `until`), connect included. With a `tag` (a script's), the reply is what follows it."""
+        return self._finish(self._start(command, until), tag)
 
     def _start(self, command: bytes, until: float | None = None) -> _InFlight:
         """Send one command (packed); `_finish` reads its reply, within the same deadline."""
@@ -876,8 +903,9 @@ class RedisStore(Claims):
         flight.left = max(until - time.monotonic(), 0.0)
         return flight
 
-    def _finish(self, flight: _InFlight) -> Reply:
-        """The reply to the command `flight` sent; the connection is given back once it is read whole."""
+    def _finish(self, flight: _InFlight, tag: str | None = None) -> Reply:
+        """The reply to the command `flight` sent (with a script's `tag`, what follows it); the connection
+        is given back once it is read whole, and is the call's own."""
         slot = flight.slot
         if flight.lineage != self._lineage:  # sent by the parent before a fork: the reply is the parent's
             _let_go(slot.connection)
@@ -896,6 +924,8 @@ class RedisStore(Claims):
             except _StoreRefused:  # an error reply, read whole: the connection is in step
                 self._give_back(slot)
                 raise
+            if tag is not None:
+                reply = _untagged(reply, tag)
             self._give_back(slot)
             return reply
 
@@ -1022,25 +1052,28 @@ class RedisStore(Claims):
         self._waiting = self._opening = 0
         self._lineage += 1
 
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Reply:
-        """Run a script by its SHA-1."""
-        command = _pack(("EVALSHA", self._scripts[name][0], len(keys), *keys, *args))
-        return self._begin_script(name, command, lambda: (keys, args))()
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> str | None:
+        """Run a script by its SHA-1, its tag its last argument: what its reply says after the tag."""
+        tag = _tag()
+        command = _pack(("EVALSHA", self._scripts[name][0], len(keys), *keys, *args, tag))
+        return self._begin_script(name, command, tag, lambda: (keys, [*args, tag]))()
 
     def _begin_script(
-        self, name: str, command: bytes, words: Callable[[], tuple[list[str], list[Any]]]
-    ) -> Callable[[], Reply]:
-        """`_script` in two halves: its EVALSHA (`command`, packed) sent now, its reply read by calling
-        what this returns. `words` gives its keys and arguments, should the store not hold the script."""
+        self, name: str, command: bytes, tag: str, words: Callable[[], tuple[list[str], list[Any]]]
+    ) -> Callable[[], str | None]:
+        """`_script` in two halves: its EVALSHA (`command`, packed, `tag` among its arguments) sent now,
+        its reply read by calling what this returns. `words` gives its keys and arguments, should the
+        store not hold the script."""
         flight = self._start(command)
 
-        def reply() -> Reply:
+        def reply() -> str | None:
             try:
-                return self._finish(flight)
+                return cast(str | None, self._finish(flight, tag))
             except _NoScript:  # a new or restarted server: EVAL sends the text and caches it, in the time left
                 keys, args = words()
                 try:
-                    return self._call(_pack(("EVAL", self._scripts[name][1], len(keys), *keys, *args)), flight.until)
+                    command = _pack(("EVAL", self._scripts[name][1], len(keys), *keys, *args))
+                    return cast(str | None, self._call(command, flight.until, tag))
                 except _NoScript:
                     raise StoreUnavailable("STORE_REFUSED", fresh=self._rest()) from None
 
@@ -1092,7 +1125,10 @@ class RedisStore(Claims):
         # Every word is ASCII by construction (hashes, digits, country codes): 'ascii' fails loudly if not.
         own = "".join([f"${len(word)}\r\n{word}\r\n" for word in words]).encode("ascii")
         reply = self._begin_script(
-            "admit", b"".join((head, own, tail)), lambda: (list(words[:ADMIT_KEYS]), [*words[ADMIT_KEYS:], *limits])
+            "admit",
+            b"".join((head, own, tail)),
+            member,
+            lambda: (list(words[:ADMIT_KEYS]), [*words[ADMIT_KEYS:], *limits]),
         )
 
         def verdict() -> Verdict:
@@ -1123,13 +1159,7 @@ class RedisStore(Claims):
         self._execute("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
 
     def lookup(self, retry: str) -> str | None:
-        value = self._execute("GET", KEY_PREFIX + "o:" + retry)
-        if value is None:
-            return None
-        if not _kept(value):
-            # GET answers a value or nothing: this store is not one to trust
-            raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest())
-        return value
+        return self._script("lookup", [KEY_PREFIX + "o:" + retry], [])
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
         keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
@@ -1139,7 +1169,7 @@ class RedisStore(Claims):
         if not keys:
             return []
         reply = self._script("claim", [KEY_PREFIX + "x:" + key for key in keys], [ttl_seconds])
-        if not _kept(reply) or len(reply) != len(keys):
+        if reply is None or len(reply) != len(keys):
             raise StoreUnavailable("STORE_UNREACHABLE", fresh=self._rest())  # not the answer of our script
         return [flag == "1" for flag in reply]
 

@@ -220,7 +220,9 @@ def read_reply(stream: Any) -> bytes:
 class RedisProxy(socketserver.ThreadingTCPServer):
     """Relays each command to a real Redis and its reply back. `cut_next`: the next command (not the
     connection's set-up) runs on Redis, then the connection is closed instead of answered, as a
-    failover, a proxy or CLIENT KILL may do."""
+    failover, a proxy or CLIENT KILL may do. `echo_after`: every reply is sent again that many
+    seconds later, as a faulty proxy might: the stream out of step. `delay_next`: the next reply
+    comes that many seconds late."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -229,6 +231,8 @@ class RedisProxy(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream_port = upstream_port
         self.cut_next = False
+        self.echo_after: float | None = None
+        self.delay_next = 0.0
         # Set: the connections open now go silent (commands read, never run nor answered), as a
         # network that dropped them without a word; connections opened after are relayed.
         self.silenced = threading.Event()
@@ -255,7 +259,16 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
                 if self.server.cut_next and command[0].upper() not in _RespHandler.SET_UP:
                     self.server.cut_next = False
                     return  # the command ran; its answer is never sent, the connection closes
+                if self.server.delay_next and command[0].upper() not in _RespHandler.SET_UP:
+                    delay, self.server.delay_next = self.server.delay_next, 0.0
+                    time.sleep(delay)
                 self.wfile.write(reply)
+                if self.server.echo_after is not None and command[0].upper() not in _RespHandler.SET_UP:
+                    threading.Timer(self.server.echo_after, self._again, (reply,)).start()
+
+    def _again(self, reply: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the connection may be gone by then
+            self.wfile.write(reply)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony.store import MAX_REPLY_BYTES, OPENING_AT_ONCE, SET_UP_MAX_BYTES, RedisStore, StoreUnavailable
+from telephony.store import MAX_REPLY_BYTES, OPENING_AT_ONCE, SET_UP_MAX_BYTES, RedisStore, StoreUnavailable, Verdict
 from tests.helpers import AppFactory, okta_request, post_hook
 from tests.redis_server import RedisServer
 from tests.standins import redis_proxy, redis_stand_in, stalled_resolver, tls_listener, trickling_relay
@@ -362,6 +362,28 @@ def test_a_command_the_store_ran_before_closing_the_connection_is_not_sent_again
         with pytest.raises(StoreUnavailable):
             store.admit(ask("n1"), time.time())
         assert str(redis_server.client.get(f"okta-hook:o:{ask('n1').retry}")).startswith("pending ")
+
+
+@pytest.mark.e2e  # a redis-server is a process
+def test_a_reply_sent_twice_is_never_read_as_the_next_calls_verdict(redis_server: RedisServer) -> None:
+    """A faulty proxy that sends each reply again a little later: the copy lands while the next call
+    waits for its own reply. Read as that call's verdict, a 'replay' of another request's code would
+    answer Okta SUCCESSFUL with nothing sent. Each script's reply names its call: the copy is no
+    call's, the connection is dropped and the call fails open."""
+    redis_server.flush()
+    with redis_proxy(redis_server.port) as proxy:
+        store = RedisStore(proxy.url)
+        first = ask("n0")
+        assert store.admit(first, time.time()).kind == "admitted"
+        store.delivered(first.retry, "SM" + "0" * 32)
+        time.sleep(0.05)  # the recording done: replies from here on come twice
+        proxy.echo_after = 0.04
+        assert store.admit(first, time.time()) == Verdict("replay", transaction_id="SM" + "0" * 32)  # Okta's retry
+        proxy.echo_after, proxy.delay_next = None, 0.1  # the next call's own reply comes after the copy
+        with pytest.raises(StoreUnavailable) as failed:
+            store.admit(ask("n1"), time.time())  # another number: its verdict read as the copy lands
+        assert failed.value.reason == "STORE_UNREACHABLE"
+        assert not store._idle  # never read as a later call's reply either
 
 
 @pytest.mark.e2e  # two redis-servers are processes
