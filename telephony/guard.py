@@ -8,7 +8,8 @@ to Twilio is about to leave, so the store's round trip runs while that request i
   at the cap; people verify within a minute, and their conversion (Okta's event hook) gives their
   room back;
 - known numbers stay open: a number whose owner passed a challenge keeps getting codes while its
-  range or country is paused. `pre-enrollment` codes are always held as new numbers.
+  range or country is paused, as long as it keeps converting (KNOWN_CODES codes without a conversion
+  and it is held as new again). `pre-enrollment` codes are always held as new numbers.
 - Okta's retry is one code: the same request (number, channel, code) within 30 s answers SUCCESSFUL
   with the first call's transaction id and sends nothing. A first attempt Twilio refused is a new
   attempt; one Twilio may have accepted (a timeout, a 5xx), or still in flight, is never sent again:
@@ -47,6 +48,9 @@ RESEND_SECONDS = 1.0
 # belongs to a call whose record's write failed, or that died. Nothing more to wait for.
 STALE_PENDING_SECONDS = 3.5
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
+# A known number gets this many codes with no conversion since (a sign-in given up, a resend); past
+# them it is held as new until its owner passes a challenge again: converting once is not a licence.
+KNOWN_CODES = 3
 CONVERSION_CLOCK_SECONDS = 30.0  # Okta's clock and ours may differ by this much (both keep to NTP)
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
 
@@ -196,7 +200,17 @@ class SpendGuard(Claims):
         number_hash, retry_hash = self._digests(e164, f"|{profile.delivery_channel}|{profile.otp_code}")
         enrolment = request_type == PRE_ENROLLMENT
         rates = self._rates.get(country, self._default_rates)
-        ask = Ask(number_hash, e164[:-4], country, retry_hash, RETRY_SECONDS, enrolment, self._claim_refused, *rates)
+        ask = Ask(
+            number_hash,
+            e164[:-4],
+            country,
+            retry_hash,
+            RETRY_SECONDS,
+            enrolment,
+            self._claim_refused,
+            KNOWN_CODES,
+            *rates,
+        )
         try:
             reply = self.store.begin_admit(ask, time.time())
         except StoreUnavailable as error:
@@ -216,7 +230,7 @@ class SpendGuard(Claims):
         if verdict.kind in (PENDING, UNSETTLED):  # Twilio may have the first attempt's code: not twice
             facts["guard"] = "retry_in_flight" if verdict.kind == PENDING else "retry_unsettled"
             raise Held(retry_not_sent(in_flight=verdict.kind == PENDING).answer)
-        facts["guard_number"] = "known" if verdict.known else "new"
+        facts["guard_number"] = "known" if verdict.known else "lapsed" if verdict.lapsed else "new"
         if verdict.kind == "refused":
             refusal = {
                 "guard_limit": f"{verdict.scope} {verdict.rate}",

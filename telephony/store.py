@@ -88,6 +88,7 @@ class Ask(NamedTuple):
     retry_seconds: int
     enrolment: bool  # pre-enrollment: held as a new number even when the number converted before
     claim_refused: bool  # monitor mode: a code sent although it would be refused is deduplicated too
+    known_codes: int  # codes a known number gets with no conversion since: past them, held as new until it converts
     known_rates: tuple[Rate, ...]  # per number, for numbers that converted
     new_rates: tuple[Rate, ...]  # per number, for numbers that never did
     range_rates: tuple[Rate, ...]  # codes to unconverted numbers per range
@@ -109,6 +110,7 @@ class Verdict(NamedTuple):
     added_range: bool = False  # admitted: the code took room in its range...
     added_country: bool = False  # ...and in its country
     added_all: bool = False  # ...and over every country
+    lapsed: bool = False  # the number converted before, but had its known codes since: held as new
 
 
 class Claims(Protocol):
@@ -148,8 +150,9 @@ class Store(Claims, Protocol):
         """The retry record: a transaction id, "pending", "unsettled", or None."""
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
-        """The number's owner passed a challenge: known from now on, and the room of its codes sent by
-        `sent_by` (the time of the challenge) is given back; later codes were not proven by it."""
+        """The number's owner passed a challenge: known from now on (its known codes counted afresh), and
+        the room of its codes sent by `sent_by` (the time of the challenge) is given back; later codes
+        were not proven by it."""
 
 
 PENDING = "pending"  # the retry record of a code with Twilio now ('pending <time it was admitted>')
@@ -267,7 +270,10 @@ class MemoryStore(Claims):
                 return Verdict(PENDING, pending_since=_since(previous))
             if previous is not None:
                 return Verdict("replay", transaction_id=previous)
-            known = not ask.enrolment and self._get(keys.known, now) is not None
+            # A known number's entry counts its codes since it last converted.
+            codes = None if ask.enrolment else self._get(keys.known, now)
+            known = codes is not None and codes < ask.known_codes
+            lapsed = codes is not None and not known
             number_rates = ask.known_rates if known else ask.new_rates
             refusal: tuple[str, Rate] | None = None
             full = self._full(self._window(keys.number, now), number_rates, now)
@@ -287,11 +293,13 @@ class MemoryStore(Claims):
             if refusal is None or ask.claim_refused:
                 self._set(keys.retry, f"{PENDING} {when}", ask.retry_seconds, now)
             if refusal is not None:
-                return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1])
+                return Verdict("refused", known=known, scope=refusal[0], rate=refusal[1], lapsed=lapsed)
             member = _member(when)
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
-            if not known:  # every code counts, each its own entry: a conversion finds its number's entries
+            if known:
+                self._entries[keys.known].value += 1  # keeps its expiry
+            else:  # every code counts, each its own entry: a conversion finds its number's entries
                 code = f"{ask.number}|{member}"
                 added_range = self._keep(keys.range, code, ask.range_rates, now)
                 added_country = self._keep(keys.country, code, ask.country_rates, now)
@@ -303,6 +311,7 @@ class MemoryStore(Claims):
                 added_range=added_range,
                 added_country=added_country,
                 added_all=added_all,
+                lapsed=lapsed,
             )
 
     def begin_admit(self, ask: Ask, now: float) -> Callable[[], Verdict]:
@@ -322,6 +331,9 @@ class MemoryStore(Claims):
             ):
                 if took:
                     self._window(key, now).discard(member)
+            known = self._entries.get(keys.known)
+            if verdict.known and verdict.member and known is not None and known.value > 0:
+                known.value -= 1
             if str(self._get(keys.retry, now)).startswith(PENDING):
                 if unsettled:  # keeps its expiry: 30 s from the first call
                     self._entries[keys.retry].value = UNSETTLED
@@ -342,7 +354,7 @@ class MemoryStore(Claims):
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
         now = self._clock()
         with self._lock:
-            self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
+            self._set(KEY_PREFIX + "k:" + number, 0, known_seconds, now)
             prefix = number + "|"
             for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY):
                 window = self._window(key, now)
@@ -411,15 +423,17 @@ class _Keys:
 # Every script's reply starts with a tag its call sent, unique in this process: a reply that is not the
 # call's own (the stream out of step: a peer that answered one command twice) is never read as its answer.
 
-# KEYS: number window, known flag, range window, country window, retry record, window over every country
-# ARGV: now, member (unique: it also tags the reply), number hash, retry seconds, enrolment (1/0), claim refused (1/0),
-#       the number's, range's, country's and all countries' windows: their key lifetimes (seconds), then
-#       the most codes their limits count, then five lists of limits: known-number, new-number, range,
-#       country and all, each as its length followed by amount, seconds pairs.
+# KEYS: number window, known number's codes, range window, country window, retry record, window over every
+#       country
+# ARGV: now, member (unique: it also tags the reply), number hash, retry seconds, enrolment (1/0), claim
+#       refused (1/0), a known number's codes without a conversion; the number's, range's, country's and all
+#       countries' windows: their key lifetimes (seconds), then the most codes their limits count; then five
+#       lists of limits: known-number, new-number, range, country and all, each as its length followed by
+#       amount, seconds pairs.
 # Numbers go in and out as the caller's strings: Lua's number formatting is the script's dearest step.
 ADMIT_SCRIPT = """
 -- Each list of limits is read where it stands in ARGV: its length, then amount and seconds pairs.
-local known_at = 15
+local known_at = 16
 local new_at = known_at + 2 * ARGV[known_at] + 1
 local range_at = new_at + 2 * ARGV[new_at] + 1
 local country_at = range_at + 2 * ARGV[range_at] + 1
@@ -430,7 +444,16 @@ if previous then
   return ARGV[2] .. ' replay ' .. previous
 end
 local now = tonumber(ARGV[1])
-local known = ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1
+-- A known number's key counts its codes since it last converted: past ARGV[7], it is held as new.
+local known, lapsed = false, false
+if ARGV[5] == '0' then
+  local codes = redis.call('GET', KEYS[2])
+  if codes then
+    known = (tonumber(codes) or 0) < tonumber(ARGV[7])
+    lapsed = not known
+  end
+end
+local flag = known and '1' or (lapsed and '2' or '0')
 local sizes = {}
 local function full(key, at)
   -- A set holds at most its largest amount plus one (trimmed past its longest window once it could
@@ -466,32 +489,36 @@ end
 if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending ' .. ARGV[1], 'EX', ARGV[4])
 end
-if scope then return ARGV[2] .. ' refused ' .. (known and 1 or 0) .. ' ' .. scope .. ' ' .. index end
--- ARGV[7 + n]: the window's key lifetime; ARGV[11 + n]: the most codes its limits count
+if scope then return ARGV[2] .. ' refused ' .. flag .. ' ' .. scope .. ' ' .. index end
+-- ARGV[8 + n]: the window's key lifetime; ARGV[12 + n]: the most codes its limits count
 local function keep(key, member, n)
   local added = redis.call('ZADD', key, ARGV[1], member)
-  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > tonumber(ARGV[11 + n]) then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ARGV[7 + n] + 1))
+  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > tonumber(ARGV[12 + n]) then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ARGV[8 + n] + 1))
   end
-  redis.call('EXPIRE', key, ARGV[7 + n])
+  redis.call('EXPIRE', key, ARGV[8 + n])
   return added
 end
 keep(KEYS[1], ARGV[2], 0)
 local added_range, added_country, added_all = 0, 0, 0
-if not known then
+if known then
+  redis.call('INCR', KEYS[2])  -- keeps its expiry
+else
   -- Every code counts, each its own entry ('number hash|code'): a conversion finds its number's entries.
   local code = ARGV[3] .. '|' .. ARGV[2]
   added_range = keep(KEYS[3], code, 1)
   added_country = keep(KEYS[4], code, 2)
   added_all = keep(KEYS[6], code, 3)
 end
-return ARGV[2] .. ' admitted ' .. (known and 1 or 0) .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
+return ARGV[2] .. ' admitted ' .. flag .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
 """
 
-# KEYS: number window, range window, country window, retry record, window over every country
-# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0), tag
+# KEYS: number window, range window, country window, retry record, window over every country, known number's codes
+# ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0),
+#       counted as a known number's code (1/0), tag
 RELEASE_SCRIPT = """
 local code = ARGV[2] .. '|' .. ARGV[1]
+if ARGV[7] == '1' and (tonumber(redis.call('GET', KEYS[6]) or '0') or 0) > 0 then redis.call('DECR', KEYS[6]) end
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], code) end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], code) end
@@ -500,7 +527,7 @@ local record = redis.call('GET', KEYS[4])
 if record and string.sub(record, 1, 7) == 'pending' then
   if ARGV[6] == '1' then redis.call('SET', KEYS[4], 'unsettled', 'KEEPTTL') else redis.call('DEL', KEYS[4]) end
 end
-return ARGV[7]
+return ARGV[8]
 """
 
 CLAIM_SCRIPT = """
@@ -512,10 +539,10 @@ end
 return ARGV[2] .. ' ' .. table.concat(taken)
 """
 
-# KEYS: known flag, range window, country window, window over every country.
+# KEYS: known number's codes, range window, country window, window over every country.
 # ARGV: number hash, known seconds, the time by which the codes it proves were sent, the tag
 CONVERT_SCRIPT = """
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('SET', KEYS[1], '0', 'EX', ARGV[2])
 -- The windows hold at most their largest limit's amount of codes: reading them is cheap. Only the codes
 -- sent by ARGV[3] are proven: the one typed was sent before the event that says so.
 local prefix = ARGV[1] .. '|'
@@ -536,7 +563,7 @@ return ARGV[1]
 
 
 ADMIT_KEYS = 6
-ADMIT_OWN_ARGS = 6  # the arguments of the request itself, before the limits
+ADMIT_OWN_ARGS = 7  # the arguments of the request itself, before the limits
 
 
 def _bulk(word: bytes) -> bytes:
@@ -738,17 +765,19 @@ _active = threading.local()  # the deadline of this thread's store call, for a c
 
 
 def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
-    """The admit script's one line: 'admitted <known> <added to range> <to country> <to all>',
-    'refused <known> <scope> <index>', 'replay <id>', 'pending <since>' or 'unsettled'.
-    ValueError for any other."""
+    """The admit script's one line: 'admitted <number> <added to range> <to country> <to all>',
+    'refused <number> <scope> <index>', 'replay <id>', 'pending <since>' or 'unsettled', where <number>
+    is '0' (new), '1' (known) or '2' (lapsed). ValueError for any other."""
     if not _kept(reply):
         raise ValueError("not a line of the admit script")
     kind, _, rest = reply.partition(" ")
-    if kind == "admitted":  # the usual answer first: four flags, each '0' or '1', a space between
-        if len(rest) != 7 or rest[1::2] != "   " or rest[::2].strip("01"):
+    if kind == "admitted":  # the usual answer first: four flags, each '0' or '1' (the first also '2')
+        if len(rest) != 7 or rest[1::2] != "   " or rest[0] not in "012" or rest[2::2].strip("01"):
             raise ValueError("not a line of the admit script")
         known, added_range, added_country, added_all = rest[0] == "1", rest[2] == "1", rest[4] == "1", rest[6] == "1"
-        return Verdict(kind, known, None, None, None, None, member, added_range, added_country, added_all)
+        return Verdict(
+            kind, known, None, None, None, None, member, added_range, added_country, added_all, rest[0] == "2"
+        )
     if kind == PENDING:
         return Verdict(PENDING, pending_since=_since(reply))
     if kind == UNSETTLED:
@@ -756,7 +785,7 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     if kind == "replay":
         return Verdict("replay", transaction_id=rest)
     flags = rest.split(" ")
-    if kind != "refused" or len(flags) != 3:
+    if kind != "refused" or len(flags) != 3 or flags[0] not in ("0", "1", "2"):
         raise ValueError("not a line of the admit script")
     known, scope, index = flags[0] == "1", flags[1], flags[2]
     scopes = {
@@ -767,7 +796,7 @@ def _verdict(ask: Ask, member: str, reply: Reply) -> Verdict:
     }
     if scope not in scopes or not (index.isascii() and index.isdigit()) or not 0 < int(index) <= len(scopes[scope]):
         raise ValueError("not a line of the admit script")
-    return Verdict("refused", known=known, scope=scope, rate=scopes[scope][int(index) - 1])
+    return Verdict("refused", known=known, scope=scope, rate=scopes[scope][int(index) - 1], lapsed=flags[0] == "2")
 
 
 class _Slot:
@@ -1119,6 +1148,7 @@ class RedisStore(Claims):
             str(ask.retry_seconds),
             "1" if ask.enrolment else "0",
             "1" if ask.claim_refused else "0",
+            str(ask.known_codes),
         )
         limits, head, tail = self._limits(ask)
         # Packed by hand, in one piece: redis-py's packer cost more than the rest of the call's Python.
@@ -1144,7 +1174,7 @@ class RedisStore(Claims):
         keys = _Keys(ask)
         self._script(
             "release",
-            [keys.number, keys.range, keys.country, keys.retry, keys.all],
+            [keys.number, keys.range, keys.country, keys.retry, keys.all, keys.known],
             [
                 verdict.member,
                 ask.number,
@@ -1152,6 +1182,7 @@ class RedisStore(Claims):
                 int(verdict.added_country),
                 int(verdict.added_all),
                 int(unsettled),
+                int(verdict.known and bool(verdict.member)),
             ],
         )
 

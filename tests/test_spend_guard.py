@@ -125,6 +125,32 @@ def test_a_conversion_gives_its_room_back_and_the_number_stays_open(store: Store
     assert (known.kind, known.known) == ("admitted", True)
 
 
+def test_a_known_number_that_stops_converting_is_held_as_new_until_it_converts_again(store: Store) -> None:
+    """Converting once is no licence: a pumper who passes one real enrolment per number would otherwise
+    get every later sign-in, reset or unlock code through while the range is closed, none ever typed.
+    Three codes with no conversion since, and the number counts as new; its next conversion opens it."""
+    for i in range(5):
+        assert store.admit(ask(f"n{i}"), NOW + i).kind == "admitted"  # the range is full
+    store.convert("k", "+3361234", "FR", 86400, NOW + 5)
+    signs_in = [store.admit(ask("k", code=str(n), enrolment=False), NOW + 10 + 660 * n) for n in range(4)]
+    assert [(v.kind, v.known, v.lapsed) for v in signs_in] == [("admitted", True, False)] * 3 + [
+        ("refused", False, True)
+    ]
+    assert (signs_in[3].scope, signs_in[3].rate) == ("range", Rate(5, 3600))
+    store.convert("k", "+3361234", "FR", 86400, NOW + 2000)  # its owner typed a code
+    again = store.admit(ask("k", code="9", enrolment=False), NOW + 2001)
+    assert (again.kind, again.known, again.lapsed) == ("admitted", True, False)
+
+
+def test_a_known_numbers_code_that_certainly_was_not_sent_is_not_counted_against_it(store: Store) -> None:
+    store.convert("k", "+3361234", "FR", 86400, NOW)
+    for n in range(5):  # each refused by Twilio (an error code): nothing went out
+        verdict = store.admit(ask("k", code=str(n), enrolment=False), NOW + n)
+        assert (verdict.kind, verdict.known) == ("admitted", True)
+        store.release(ask("k", code=str(n), enrolment=False), verdict, unsettled=False)
+    assert store.admit(ask("k", code="x", enrolment=False), NOW + 6).known is True
+
+
 def test_pre_enrollment_holds_even_a_known_number_as_new(store: Store) -> None:
     for i in range(5):
         store.admit(ask(f"n{i}"), NOW + i)
@@ -532,6 +558,29 @@ def test_a_conversion_through_the_event_hook_opens_the_number_without_verify(
     assert status_of(post_hook(client, code_request(carol.phone, ENROLMENT))) == "SPEND_GUARD"
     assert status_of(post_hook(client, code_request(alice.phone, SIGN_IN))) == "SUCCESSFUL"  # known
     assert len(sent(sandbox)) == 3
+
+
+def test_a_known_number_whose_codes_go_unused_is_held_as_new_and_its_line_says_lapsed(
+    make_client: AppFactory, okta_api: OktaState, sandbox: SandboxState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A pumper who really enrols one number, then asks for sign-in codes to it and never types them:
+    three get through the closed range, then the number is held as new (guard_number "lapsed") until a
+    challenge is passed again."""
+    client = converting(make_client, okta_api, GUARD_NEW_NUMBER_LIMIT="10/10minutes")
+    alice, bob = (User(f"00ualice{i}", number, "FR") for i, number in enumerate(range_numbers("FR", 2)))
+    okta_api.factors[alice.user_id] = [phone_factor(alice.phone)]
+    assert status_of(post_hook(client, code_request(alice.phone, ENROLMENT))) == "SUCCESSFUL"
+    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    assert status_of(post_hook(client, code_request(bob.phone, ENROLMENT))) == "SUCCESSFUL"  # the range is full
+    capfd.readouterr()
+    answers = [status_of(post_hook(client, code_request(alice.phone, SIGN_IN))) for _ in range(4)]
+    assert answers == ["SUCCESSFUL"] * 3 + ["SPEND_GUARD"]
+    lines = hook_lines(capfd.readouterr().out)
+    assert [line["guard_number"] for line in lines] == ["known"] * 3 + ["lapsed"]
+    assert (lines[3]["guard"], lines[3]["guard_limit"]) == ("refused", "range 1/hour")
+    client.post("/okta/events", json=passed_event(alice), headers={"Authorization": EVENT_HOOK_SECRET})
+    assert status_of(post_hook(client, code_request(alice.phone, SIGN_IN))) == "SUCCESSFUL"
+    assert len(sent(sandbox)) == 6
 
 
 @pytest.mark.parametrize(
