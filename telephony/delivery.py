@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 
+from pydantic import SecretStr
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.rest import Client
 
@@ -44,22 +45,30 @@ ACCEPTED_STATUSES = {
 }
 
 
+def twilio_credentials(settings: Settings) -> tuple[str, str, SecretStr] | None:
+    """The account, and the username and password Twilio's API takes: an API key (Twilio's advice for
+    production), else the account's Auth Token. None when neither is complete."""
+    account = settings.twilio_account_sid
+    if not account:
+        return None
+    if settings.twilio_api_key and settings.twilio_api_secret:
+        return account, settings.twilio_api_key, settings.twilio_api_secret
+    if settings.twilio_auth_token:
+        return account, account, settings.twilio_auth_token
+    return None
+
+
 def build_client(settings: Settings) -> Client | None:
     """One Twilio client per process, reused by every hook; None when no credentials are set."""
-    if not settings.twilio_account_sid:
+    credentials = twilio_credentials(settings)
+    if credentials is None:
         return None
+    account, username, password = credentials
     transport = TwilioTransport(
         timeout_seconds=settings.twilio_timeout_seconds,
         pool_size=settings.threads,
         base_url=settings.twilio_api_base_url,
     )
-    account = settings.twilio_account_sid
-    if settings.twilio_api_key and settings.twilio_api_secret:  # Twilio's advice for production
-        username, password = settings.twilio_api_key, settings.twilio_api_secret
-    elif settings.twilio_auth_token:
-        username, password = account, settings.twilio_auth_token
-    else:
-        return None
     # Region and edge from the checked settings, never from the library's own read of os.environ.
     routing = {"TWILIO_REGION": settings.twilio_region or "", "TWILIO_EDGE": settings.twilio_edge or ""}
     client = Client(username, password.get_secret_value(), account, http_client=transport, environment=routing)

@@ -451,6 +451,12 @@ def test_an_unknown_name_in_secrets_is_not_repeated() -> None:
 
 
 REDIS_SECRETS = BASE["SECRETS"] + ",GUARD_STORAGE_URI=guard-redis:1"
+# What a hook that sends both channels, with receipts, is deployed with (besides BASE's secrets).
+DELIVERING = {
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_FROM_NUMBER": "+14155550100",
+    "PUBLIC_URL": "https://europe-west1-acme.cloudfunctions.net/okta-telephony-hook",
+}
 CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA_API_TOKEN=okta-api-token:1"
 
 
@@ -512,6 +518,40 @@ CONVERTING = BASE["SECRETS"] + ",OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA
             },
             ["ALLOWED_COUNTRIES is empty", "BLOCKED_NUMBER_TYPES leaves out PREMIUM_RATE"],
         ),
+        (  # the hook's own: no Twilio credential in SECRETS, so no code can be sent (each falls back to Okta)
+            {"SECRETS": "OKTA_HOOK_AUTH_SECRET=okta-hook-secret:3", "MAX_INSTANCES": "4", "GUARD_MODE": "off"},
+            [
+                "no sms code can be sent: the hook is missing TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN",
+                "no voice code can be sent: the hook is missing TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN",
+                "Delivery receipts are off: TWILIO_AUTH_TOKEN is not set",
+            ],
+        ),
+        (  # a Messaging Service sends SMS; a call needs a number of the account's
+            {
+                "SECRETS": REDIS_SECRETS,
+                "MAX_INSTANCES": "4",
+                "GUARD_MODE": "off",
+                "TWILIO_FROM_NUMBER": "",
+                "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32,
+            },
+            ["no voice code can be sent: the hook is missing TWILIO_FROM_NUMBER"],
+        ),
+        (  # receipts are checked against the function's own URL, which only PUBLIC_URL says
+            {"SECRETS": REDIS_SECRETS, "MAX_INSTANCES": "4", "GUARD_MODE": "off", "PUBLIC_URL": ""},
+            ["Delivery receipts are off: PUBLIC_URL is not set"],
+        ),
+        (  # Verify feedback alone (Okta's own provider sends the codes): no hook to warn about
+            {
+                "SECRETS": "OKTA_EVENT_HOOK_AUTH_SECRET=event-secret:1,OKTA_API_TOKEN=okta-api-token:1",
+                "TWILIO_ACCOUNT_SID": "",
+                "TWILIO_FROM_NUMBER": "",
+                "PUBLIC_URL": "",
+                "OKTA_ORG_URL": "https://acme.okta.com",
+                "MAX_INSTANCES": "4",
+                "GUARD_MODE": "off",
+            },
+            [],
+        ),
     ],
 )
 def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
@@ -519,7 +559,8 @@ def test_what_the_function_would_warn_of_at_start_up_is_said_before_the_deploy(
 ) -> None:
     """A setting the function accepts but warns of (the guard counting per instance, no conversions) was
     learnt only from Cloud Run's logs after the deploy: the deploy says it first, and goes on."""
-    variables = {"ALLOWED_COUNTRIES": "US", **variables}  # without it, its own warning (the last case)
+    variables = {**DELIVERING, "ALLOWED_COUNTRIES": "US", **variables}  # without it, its own warning (a case below)
+    variables = {name: value for name, value in variables.items() if value}  # '': left out
     found = deploy_warnings(variables, deployment(variables)[1])
     assert len(found) == len(expected), found
     for warning, word in zip(found, expected, strict=True):

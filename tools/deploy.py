@@ -36,8 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from telephony.delivery import missing_configuration, twilio_credentials
 from telephony.guard import unreachable_limits
 from telephony.policy import DeliveryPolicy
+from telephony.receipts import Receipts
 from telephony.settings import (
     LOOPBACK_HOSTS,
     OUTBOUND_URLS,
@@ -261,8 +263,18 @@ def deployment(env: Mapping[str, str]) -> tuple[list[str], Settings]:
 def deploy_warnings(env: Mapping[str, str], settings: Settings) -> list[str]:
     """What the function would warn of at start-up about how it is deployed (`settings`, as deployment
     checked them), said before the deploy."""
+    warnings = []
+    if settings.okta_hook_auth_secret or settings.okta_hook_oauth_issuer:  # the telephony hook is on
+        # The lines the hook starts with when a channel cannot send: each of its codes falls back to Okta.
+        credentials = twilio_credentials(settings) is not None
+        for channel in ("sms", "voice"):
+            missing = missing_configuration(settings, credentials, channel)
+            if missing:
+                warnings.append(f"no {channel} code can be sent: the hook is missing {missing}")
+        # Receipts off (no PUBLIC_URL, no Auth Token to check Twilio's signature): the route says why.
+        warnings += [line for level, line in Receipts(settings).startup_report() if level >= logging.WARNING]
     # The toll-fraud policy's own start-up warnings (an empty ALLOWED_COUNTRIES, a default number type left out)
-    warnings = [line for level, line in DeliveryPolicy(settings).startup_report() if level >= logging.WARNING]
+    warnings += [line for level, line in DeliveryPolicy(settings).startup_report() if level >= logging.WARNING]
     warnings += unreachable_limits(settings)  # the spend guard's limits a wider one always refuses first
     host = urlsplit(settings.twilio_api_base_url or "").hostname or ""
     if host and not host.endswith(".twilio.com"):  # a mock or a sandbox: the credentials travel there too
