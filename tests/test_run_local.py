@@ -261,6 +261,32 @@ def test_a_stranger_answering_on_the_port_is_not_taken_for_the_process() -> None
             stop(idle)
 
 
+def test_a_probe_the_kernel_gives_the_port_itself_never_takes_it_for_a_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting for the hook, `make run` probes its port over and over. On an ephemeral port, the kernel
+    can give a probe that very port: connected to itself, it 'answers', and leaves the port in
+    TIME-WAIT, so the next `make run` finds it 'already in use'. Here the kernel is that unlucky."""
+    from tools import processes
+
+    port = free_port()
+
+    class Unlucky(socket.socket):
+        def bind(self, address: Any) -> None:
+            super().bind((address[0], port))
+
+        def connect_ex(self, address: Any) -> int:
+            if self.getsockname()[1] == 0:  # connecting unbound: the kernel picks the port here
+                super().bind((address[0], port))
+            return super().connect_ex(address)
+
+    monkeypatch.setattr(processes.socket, "socket", Unlucky)
+    answered = processes._answers(port)
+    monkeypatch.undo()
+    assert answered is False
+    assert processes.port_taken(port) is None
+
+
 # ------------------------------------------------------------------------------- the life of a code
 
 

@@ -145,7 +145,10 @@ def _answers(port: int) -> bool:
     for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         try:
             with socket.socket(family) as probe:
-                if probe.connect_ex((address, port)) == 0:
+                probe.bind((address, 0))
+                # The kernel may give the probe `port` itself: connected to itself (TCP's simultaneous
+                # open), it would 'answer', and leave `port` in TIME-WAIT for a minute. Asked again soon.
+                if probe.getsockname()[1] != port and probe.connect_ex((address, port)) == 0:
                     return True
         except OSError:  # no IPv6 on this machine
             continue
