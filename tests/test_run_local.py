@@ -280,7 +280,7 @@ def test_a_probe_the_kernel_gives_the_port_itself_never_takes_it_for_a_listener(
                 super().bind((address[0], port))
             return super().connect_ex(address)
 
-    monkeypatch.setattr(processes.socket, "socket", Unlucky)
+    monkeypatch.setattr(socket, "socket", Unlucky)  # the module tools.processes calls
     answered = processes._answers(port)
     monkeypatch.undo()
     assert answered is False
