@@ -58,9 +58,13 @@ def to_e164(raw: str, default_country: str | None) -> str:
 
 
 def mask(e164: str) -> str:
-    """'+14155550123' -> '+1******0123': enough to recognise a user's number, not to call it."""
+    """'+14155550123' -> '+1******0123': enough to recognise a user's number, not to call it. A number
+    without its '+' (national digits Okta keeps, unread) shows its last four alone: its first two
+    would be the area's, not the country's."""
     if len(e164) <= 6:
         return "*" * len(e164)
+    if not e164.startswith("+"):
+        return "*" * (len(e164) - 4) + e164[-4:]
     return e164[:2] + "*" * (len(e164) - 6) + e164[-4:]
 
 

@@ -129,6 +129,7 @@ def test_a_header_secret_the_admin_makes_up_is_long(name: str, value: str) -> No
 def test_mask_keeps_the_country_prefix_and_last_four_digits() -> None:
     assert mask("+14155550123") == "+1******0123"
     assert mask("+442079460958") == "+4*******0958"
+    assert mask("4155550123") == "******0123"  # national digits: the first two are the area's
 
 
 def test_to_e164_errors_never_repeat_the_number() -> None:
