@@ -48,8 +48,9 @@ RESEND_SECONDS = 1.0
 # belongs to a call whose record's write failed, or that died. Nothing more to wait for.
 STALE_PENDING_SECONDS = 3.5
 KNOWN_SECONDS = 365 * 86400  # a number stays known a year after its owner last passed a challenge
-# A known number gets this many codes with no conversion since (a sign-in given up, a resend); past
-# them it is held as new until its owner passes a challenge again: converting once is not a licence.
+# A known number gets this many codes no conversion proved (a sign-in given up, a resend: a conversion
+# proves the codes sent by its challenge); past them it is held as new until one does: converting once
+# is not a licence.
 KNOWN_CODES = 3
 CONVERSION_CLOCK_SECONDS = 30.0  # Okta's clock and ours may differ by this much (both keep to NTP)
 _KEY_CONTEXT = b"okta-telephony-hook spend guard v1"
@@ -209,6 +210,7 @@ class SpendGuard(Claims):
             enrolment,
             self._claim_refused,
             KNOWN_CODES,
+            KNOWN_SECONDS,
             *rates,
         )
         try:

@@ -88,7 +88,8 @@ class Ask(NamedTuple):
     retry_seconds: int
     enrolment: bool  # pre-enrollment: held as a new number even when the number converted before
     claim_refused: bool  # monitor mode: a code sent although it would be refused is deduplicated too
-    known_codes: int  # codes a known number gets with no conversion since: past them, held as new until it converts
+    known_codes: int  # codes a known number gets that no conversion proved: past them, held as new until one does
+    known_seconds: int  # how long a number stays known (and its unproven codes are kept)
     known_rates: tuple[Rate, ...]  # per number, for numbers that converted
     new_rates: tuple[Rate, ...]  # per number, for numbers that never did
     range_rates: tuple[Rate, ...]  # codes to unconverted numbers per range
@@ -110,7 +111,7 @@ class Verdict(NamedTuple):
     added_range: bool = False  # admitted: the code took room in its range...
     added_country: bool = False  # ...and in its country
     added_all: bool = False  # ...and over every country
-    lapsed: bool = False  # the number converted before, but had its known codes since: held as new
+    lapsed: bool = False  # the number converted before, but its known codes went unproven: held as new
 
 
 class Claims(Protocol):
@@ -150,9 +151,9 @@ class Store(Claims, Protocol):
         """The retry record: a transaction id, "pending", "unsettled", or None."""
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
-        """The number's owner passed a challenge: known from now on (its known codes counted afresh), and
-        the room of its codes sent by `sent_by` (the time of the challenge) is given back; later codes
-        were not proven by it."""
+        """The number's owner passed a challenge: known from now on, and its codes sent by `sent_by` (the
+        time of the challenge) are proven: their room in range and country given back, and no longer
+        unproven known codes; later codes were not proven by it."""
 
 
 PENDING = "pending"  # the retry record of a code with Twilio now ('pending <time it was admitted>')
@@ -270,10 +271,10 @@ class MemoryStore(Claims):
                 return Verdict(PENDING, pending_since=_since(previous))
             if previous is not None:
                 return Verdict("replay", transaction_id=previous)
-            # A known number's entry counts its codes since it last converted.
-            codes = None if ask.enrolment else self._get(keys.known, now)
-            known = codes is not None and codes < ask.known_codes
-            lapsed = codes is not None and not known
+            marked = not ask.enrolment and self._get(keys.known, now) is not None
+            unproven = self._window(keys.unproven, now)  # its codes as a known number no conversion proved
+            known = marked and len(unproven.entries) < ask.known_codes
+            lapsed = marked and not known
             number_rates = ask.known_rates if known else ask.new_rates
             refusal: tuple[str, Rate] | None = None
             full = self._full(self._window(keys.number, now), number_rates, now)
@@ -298,7 +299,8 @@ class MemoryStore(Claims):
             self._keep(keys.number, member, ask.known_rates + ask.new_rates, now)
             added_range = added_country = added_all = False
             if known:
-                self._entries[keys.known].value += 1  # keeps its expiry
+                unproven.add(member, now)
+                self._set(keys.unproven, unproven, ask.known_seconds, now)
             else:  # every code counts, each its own entry: a conversion finds its number's entries
                 code = f"{ask.number}|{member}"
                 added_range = self._keep(keys.range, code, ask.range_rates, now)
@@ -331,9 +333,8 @@ class MemoryStore(Claims):
             ):
                 if took:
                     self._window(key, now).discard(member)
-            known = self._entries.get(keys.known)
-            if verdict.known and verdict.member and known is not None and known.value > 0:
-                known.value -= 1
+            if verdict.known and verdict.member:
+                self._window(keys.unproven, now).discard(verdict.member)
             if str(self._get(keys.retry, now)).startswith(PENDING):
                 if unsettled:  # keeps its expiry: 30 s from the first call
                     self._entries[keys.retry].value = UNSETTLED
@@ -354,7 +355,10 @@ class MemoryStore(Claims):
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
         now = self._clock()
         with self._lock:
-            self._set(KEY_PREFIX + "k:" + number, 0, known_seconds, now)
+            self._set(KEY_PREFIX + "k:" + number, True, known_seconds, now)
+            unproven = self._window(KEY_PREFIX + "u:" + number, now)
+            for code in unproven.sent_by(sent_by):
+                unproven.discard(code)
             prefix = number + "|"
             for key in (KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY):
                 window = self._window(key, now)
@@ -407,11 +411,12 @@ class _Window:
 class _Keys:
     """The store keys of one Ask: hashes, ranges and countries, never a number in the clear."""
 
-    __slots__ = ("all", "country", "known", "number", "range", "retry")
+    __slots__ = ("all", "country", "known", "number", "range", "retry", "unproven")
 
     def __init__(self, ask: Ask) -> None:
         self.number = KEY_PREFIX + "n:" + ask.number
         self.known = KEY_PREFIX + "k:" + ask.number
+        self.unproven = KEY_PREFIX + "u:" + ask.number
         self.range = KEY_PREFIX + "r:" + ask.range
         self.country = KEY_PREFIX + "c:" + ask.country
         self.retry = KEY_PREFIX + "o:" + ask.retry
@@ -423,17 +428,17 @@ class _Keys:
 # Every script's reply starts with a tag its call sent, unique in this process: a reply that is not the
 # call's own (the stream out of step: a peer that answered one command twice) is never read as its answer.
 
-# KEYS: number window, known number's codes, range window, country window, retry record, window over every
-#       country
+# KEYS: number window, known flag, range window, country window, retry record, window over every country,
+#       the known number's unproven codes
 # ARGV: now, member (unique: it also tags the reply), number hash, retry seconds, enrolment (1/0), claim
-#       refused (1/0), a known number's codes without a conversion; the number's, range's, country's and all
+#       refused (1/0), a known number's unproven codes at most, known seconds; the number's, range's, country's and all
 #       countries' windows: their key lifetimes (seconds), then the most codes their limits count; then five
 #       lists of limits: known-number, new-number, range, country and all, each as its length followed by
 #       amount, seconds pairs.
 # Numbers go in and out as the caller's strings: Lua's number formatting is the script's dearest step.
 ADMIT_SCRIPT = """
 -- Each list of limits is read where it stands in ARGV: its length, then amount and seconds pairs.
-local known_at = 16
+local known_at = 17
 local new_at = known_at + 2 * ARGV[known_at] + 1
 local range_at = new_at + 2 * ARGV[new_at] + 1
 local country_at = range_at + 2 * ARGV[range_at] + 1
@@ -444,14 +449,11 @@ if previous then
   return ARGV[2] .. ' replay ' .. previous
 end
 local now = tonumber(ARGV[1])
--- A known number's key counts its codes since it last converted: past ARGV[7], it is held as new.
+-- A known number with ARGV[7] codes no conversion proved is held as new until one does.
 local known, lapsed = false, false
-if ARGV[5] == '0' then
-  local codes = redis.call('GET', KEYS[2])
-  if codes then
-    known = (tonumber(codes) or 0) < tonumber(ARGV[7])
-    lapsed = not known
-  end
+if ARGV[5] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  known = redis.call('ZCARD', KEYS[7]) < tonumber(ARGV[7])
+  lapsed = not known
 end
 local flag = known and '1' or (lapsed and '2' or '0')
 local sizes = {}
@@ -490,19 +492,20 @@ if scope == nil or ARGV[6] == '1' then
   redis.call('SET', KEYS[5], 'pending ' .. ARGV[1], 'EX', ARGV[4])
 end
 if scope then return ARGV[2] .. ' refused ' .. flag .. ' ' .. scope .. ' ' .. index end
--- ARGV[8 + n]: the window's key lifetime; ARGV[12 + n]: the most codes its limits count
+-- ARGV[9 + n]: the window's key lifetime; ARGV[13 + n]: the most codes its limits count
 local function keep(key, member, n)
   local added = redis.call('ZADD', key, ARGV[1], member)
-  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > tonumber(ARGV[12 + n]) then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ARGV[8 + n] + 1))
+  if added == 1 and (sizes[key] or redis.call('ZCARD', key) - 1) + 1 > tonumber(ARGV[13 + n]) then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - ARGV[9 + n] + 1))
   end
-  redis.call('EXPIRE', key, ARGV[8 + n])
+  redis.call('EXPIRE', key, ARGV[9 + n])
   return added
 end
 keep(KEYS[1], ARGV[2], 0)
 local added_range, added_country, added_all = 0, 0, 0
 if known then
-  redis.call('INCR', KEYS[2])  -- keeps its expiry
+  redis.call('ZADD', KEYS[7], ARGV[1], ARGV[2])  -- unproven until a conversion says the code was used
+  redis.call('EXPIRE', KEYS[7], ARGV[8])
 else
   -- Every code counts, each its own entry ('number hash|code'): a conversion finds its number's entries.
   local code = ARGV[3] .. '|' .. ARGV[2]
@@ -513,12 +516,13 @@ end
 return ARGV[2] .. ' admitted ' .. flag .. ' ' .. added_range .. ' ' .. added_country .. ' ' .. added_all
 """
 
-# KEYS: number window, range window, country window, retry record, window over every country, known number's codes
+# KEYS: number window, range window, country window, retry record, window over every country, the known
+#       number's unproven codes
 # ARGV: member, number hash, added range (1/0), added country (1/0), added to all (1/0), unsettled (1/0),
-#       counted as a known number's code (1/0), tag
+#       admitted as a known number's code (1/0), tag
 RELEASE_SCRIPT = """
 local code = ARGV[2] .. '|' .. ARGV[1]
-if ARGV[7] == '1' and (tonumber(redis.call('GET', KEYS[6]) or '0') or 0) > 0 then redis.call('DECR', KEYS[6]) end
+if ARGV[7] == '1' then redis.call('ZREM', KEYS[6], ARGV[1]) end
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], code) end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], code) end
@@ -539,10 +543,11 @@ end
 return ARGV[2] .. ' ' .. table.concat(taken)
 """
 
-# KEYS: known number's codes, range window, country window, window over every country.
+# KEYS: known flag, range window, country window, window over every country, the number's unproven codes.
 # ARGV: number hash, known seconds, the time by which the codes it proves were sent, the tag
 CONVERT_SCRIPT = """
-redis.call('SET', KEYS[1], '0', 'EX', ARGV[2])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[3])
 -- The windows hold at most their largest limit's amount of codes: reading them is cheap. Only the codes
 -- sent by ARGV[3] are proven: the one typed was sent before the event that says so.
 local prefix = ARGV[1] .. '|'
@@ -562,8 +567,8 @@ return ARGV[1]
 """
 
 
-ADMIT_KEYS = 6
-ADMIT_OWN_ARGS = 7  # the arguments of the request itself, before the limits
+ADMIT_KEYS = 7
+ADMIT_OWN_ARGS = 8  # the arguments of the request itself, before the limits
 
 
 def _bulk(word: bytes) -> bytes:
@@ -1142,6 +1147,7 @@ class RedisStore(Claims):
             keys.country,
             keys.retry,
             keys.all,
+            keys.unproven,
             when,
             member,
             ask.number,
@@ -1149,6 +1155,7 @@ class RedisStore(Claims):
             "1" if ask.enrolment else "0",
             "1" if ask.claim_refused else "0",
             str(ask.known_codes),
+            str(ask.known_seconds),
         )
         limits, head, tail = self._limits(ask)
         # Packed by hand, in one piece: redis-py's packer cost more than the rest of the call's Python.
@@ -1174,7 +1181,7 @@ class RedisStore(Claims):
         keys = _Keys(ask)
         self._script(
             "release",
-            [keys.number, keys.range, keys.country, keys.retry, keys.all, keys.known],
+            [keys.number, keys.range, keys.country, keys.retry, keys.all, keys.unproven],
             [
                 verdict.member,
                 ask.number,
@@ -1193,7 +1200,13 @@ class RedisStore(Claims):
         return self._script("lookup", [KEY_PREFIX + "o:" + retry], [])
 
     def convert(self, number: str, range_: str, country: str, known_seconds: int, sent_by: float) -> None:
-        keys = [KEY_PREFIX + "k:" + number, KEY_PREFIX + "r:" + range_, KEY_PREFIX + "c:" + country, ALL_KEY]
+        keys = [
+            KEY_PREFIX + "k:" + number,
+            KEY_PREFIX + "r:" + range_,
+            KEY_PREFIX + "c:" + country,
+            ALL_KEY,
+            KEY_PREFIX + "u:" + number,
+        ]
         self._script("convert", keys, [number, known_seconds, _seconds(max(sent_by, 0.0))])
 
     def claim_all(self, keys: list[str], ttl_seconds: int) -> list[bool]:

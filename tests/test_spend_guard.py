@@ -142,6 +142,18 @@ def test_a_known_number_that_stops_converting_is_held_as_new_until_it_converts_a
     assert (again.kind, again.known, again.lapsed) == ("admitted", True, False)
 
 
+def test_a_conversion_proves_the_codes_sent_by_its_challenge_not_those_after(store: Store) -> None:
+    """An event that arrives after more codes went out (Okta's pacing, a second account on the number)
+    proves the code that was typed and those before it: the codes sent after its challenge stay
+    unproven, so one typed code never buys more than the three."""
+    store.convert("k", "+3361234", "FR", 86400, NOW)
+    typed, *after = (store.admit(ask("k", code=str(n), enrolment=False), NOW + 10 * (n + 1)) for n in range(3))
+    assert [(v.kind, v.known) for v in (typed, *after)] == [("admitted", True)] * 3
+    store.convert("k", "+3361234", "FR", 86400, NOW + 15)  # the event of the first code's challenge
+    more = [store.admit(ask("k", code=f"m{n}", enrolment=False), NOW + 40 + n) for n in range(2)]
+    assert [(v.known, v.lapsed) for v in more] == [(True, False), (False, True)]
+
+
 def test_a_known_numbers_code_that_certainly_was_not_sent_is_not_counted_against_it(store: Store) -> None:
     store.convert("k", "+3361234", "FR", 86400, NOW)
     for n in range(5):  # each refused by Twilio (an error code): nothing went out
@@ -344,8 +356,9 @@ def test_every_redis_key_expires_and_holds_no_number(redis_server: RedisServer, 
         with pytest.raises(Refused) if number in numbers[5:] else contextlib.nullcontext():
             _admit(guard, number)
     assert guard.converted(describe(numbers[0]), time.time())
+    assert _admit(guard, numbers[0], SIGN_IN).verdict.known  # a known number's code, unproven yet
     keys = client.keys("*")
-    assert keys
+    assert {str(key).split(":")[1] for key in keys} >= {"n", "k", "u", "r", "c", "a", "o"}
     for key in keys:
         assert 0 < client.ttl(key) <= 365 * 86400, key
         dump = str(key) + json.dumps(client.zrange(key, 0, -1) if client.type(key) == "zset" else client.get(key))
@@ -383,12 +396,12 @@ def test_a_number_and_its_request_are_keyed_as_a_store_in_use_holds_them(
     assert {f"okta-hook:n:{digest(number)}", f"okta-hook:o:{digest(request)}"} <= set(redis_server.client.keys("*"))
 
 
-def _admit(guard: Any, number: str) -> Any:
+def _admit(guard: Any, number: str, request_type: str = ENROLMENT) -> Any:
     from models import parse_hook_request
     from telephony.phone import describe
 
-    profile = parse_hook_request(json.dumps(code_request(number, ENROLMENT)).encode(), None).data.message_profile
-    passage = guard.admit(profile, describe(number), ENROLMENT, {}, time.monotonic() + 2.8)
+    profile = parse_hook_request(json.dumps(code_request(number, request_type)).encode(), None).data.message_profile
+    passage = guard.admit(profile, describe(number), request_type, {}, time.monotonic() + 2.8)
     passage.clear()  # the verdict, read as the hook reads it: just before Twilio would be called
     return passage
 

@@ -139,7 +139,7 @@ def test_a_store_answering_lines_our_script_never_writes_rests_as_after_any_faul
     from telephony.store import Ask
 
     rates = parse_rates("3/hour")
-    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, rates, rates, rates, rates, rates)
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, 86400, rates, rates, rates, rates, rates)
     with redis_stand_in([b"+OK\r\n"]) as peer:
         store = RedisStore(peer.url, DEADLINE)
         with pytest.raises(StoreUnavailable) as first:
@@ -640,7 +640,7 @@ def test_whatever_line_the_admit_script_returns_is_a_verdict_or_refused_as_not_o
     from telephony.store import Ask, Verdict, _verdict
 
     rates = parse_rates("3/hour")
-    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, rates, rates, rates, rates, rates)
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, 86400, rates, rates, rates, rates, rates)
     try:
         verdict = _verdict(ask, "member", line)
     except ValueError:
@@ -672,7 +672,7 @@ def test_the_admit_scripts_lines_are_read_exactly(line: str, verdict: tuple[obje
     from telephony.store import Ask, _verdict
 
     rates = parse_rates("3/hour")
-    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, rates, rates, rates, rates, rates)
+    ask = Ask("n", "+3361234", "FR", "r", 30, True, False, 3, 86400, rates, rates, rates, rates, rates)
     if verdict is None:
         with pytest.raises(ValueError):
             _verdict(ask, "member", line)

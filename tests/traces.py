@@ -149,6 +149,7 @@ def ask(number: str = "n1", range_: str = "+3361234", country: str = "FR", **cha
         "enrolment": True,
         "claim_refused": False,
         "known_codes": 3,
+        "known_seconds": 365 * 86400,
         "known_rates": parse_rates("5/10minutes;20/day"),
         "new_rates": parse_rates("3/10minutes;6/day"),
         "range_rates": parse_rates("5/hour;10/day"),
