@@ -31,6 +31,7 @@ import bisect
 import contextlib
 import itertools
 import os
+import re
 import secrets
 import select
 import socket
@@ -186,8 +187,9 @@ def _member(when: str) -> str:
 
 
 def _tag() -> str:
-    """A script call's tag, which its reply starts with: unique in this process."""
-    return f"t{next(_SEQUENCE)}"
+    """A script call's tag, which its reply starts with: unique across instances (a proxy that mixes
+    two instances' connections up must not find one's reply tagged as the other's call)."""
+    return f"t{_PROCESS}:{next(_SEQUENCE)}"
 
 
 # ------------------------------------------------------------------------------------ memory://
@@ -425,7 +427,7 @@ class _Keys:
 
 # ------------------------------------------------------------------------------ redis:// rediss://
 
-# Every script's reply starts with a tag its call sent, unique in this process: a reply that is not the
+# Every script's reply starts with a tag its call sent, unique across instances: a reply that is not the
 # call's own (the stream out of step: a peer that answered one command twice) is never read as its answer.
 
 # KEYS: number window, known flag, range window, country window, retry record, window over every country,
@@ -608,7 +610,9 @@ class _WrongServer(_StoreRefused):
 
 
 # The error replies that retire every kept connection: new ones reach whatever the store's name leads to now.
-_WRONG_SERVER = (b"READONLY", b"MASTERDOWN", b"NOAUTH")
+# Redis 6 (and stores of its lineage) wraps a script's error in its own: '-ERR Error running script
+# (call to f_…): @user_script:12: @user_script: 12: -READONLY You can't write against a read only replica.'
+_WRONG_SERVER = re.compile(rb"(?:^|-)(?:READONLY|MASTERDOWN|NOAUTH)\b")
 
 
 class _Garbled(Exception):
@@ -713,7 +717,7 @@ def _read(sock: Any, until: float) -> Reply:
             elif kind == b"-":
                 if line.startswith(b"NOSCRIPT"):
                     raise _NoScript
-                raise _WrongServer if line.startswith(_WRONG_SERVER) else _StoreRefused
+                raise _WrongServer if _WRONG_SERVER.search(line) else _StoreRefused
             else:
                 raise _Garbled
         if len(data) > MAX_REPLY_BYTES:
@@ -1347,6 +1351,8 @@ def _let_go(connection: Any) -> None:
 
 
 def _forget_connections() -> None:
+    global _PROCESS  # a child is an instance of its own: its members and tags are its own too
+    _PROCESS = secrets.token_hex(4)
     for store in list(_STORES):
         store._forked()
 

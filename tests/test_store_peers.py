@@ -92,6 +92,20 @@ def test_a_script_sent_again_after_noscript_gets_only_what_is_left_of_the_calls_
     assert DEADLINE * 0.9 <= took < DEADLINE * 1.5
 
 
+@pytest.mark.e2e  # two Python processes, as two instances
+def test_two_instances_tag_their_calls_apart() -> None:
+    """A proxy that sends one instance's reply down another's connection: a tag both could have sent
+    (each counting from zero) would let the other's reply pass for its own."""
+    import subprocess
+    import sys
+
+    def first_tag() -> str:
+        script = "from telephony.store import _tag; print(_tag())"
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+
+    assert first_tag() != first_tag()
+
+
 def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
     with redis_stand_in([b"-BUSY Redis is busy running a script\r\n"]) as peer:
         store = RedisStore(peer.url, DEADLINE)
@@ -107,6 +121,9 @@ def test_an_error_reply_is_a_refusal_and_keeps_the_connection() -> None:
         b"-READONLY You can't write against a read only replica.\r\n",
         b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
         b"-NOAUTH Authentication required.\r\n",
+        # Redis 6 wraps a script's error in its own
+        b"-ERR Error running script (call to f_0b8f): @user_script:12: @user_script: 12: -READONLY You can't "
+        b"write against a read only replica.\r\n",
     ],
 )
 def test_an_error_reply_saying_the_server_is_not_the_one_connected_to_drops_the_connection(error: bytes) -> None:
