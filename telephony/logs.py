@@ -124,6 +124,18 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
+class _Through(logging.Filter):
+    """A logger's filter that hands each record to `handler` and lets none reach the logger's own."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._handler.handle(record)
+        return False
+
+
 def configure_logging(secrets: list[str]) -> None:
     """Route every logger to stdout as scrubbed JSON lines (Cloud Run collects stdout)."""
     handler = _StdoutHandler()
@@ -131,6 +143,10 @@ def configure_logging(secrets: list[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # gunicorn's own error log (a worker killed, a worker that failed to boot, with its traceback) has a
+    # handler of gunicorn's, set up after this runs: its records come here instead, as JSON, scrubbed.
+    gunicorn = logging.getLogger("gunicorn.error")
+    gunicorn.filters[:] = [_Through(handler)]
     # At INFO, twilio's HTTP client logs URLs and headers of every call: not needed, not wanted.
     logging.getLogger("twilio").setLevel(logging.WARNING)
     # urllib3 warns with what a peer sent back ("Failed to parse headers ... unparsed data"): a peer

@@ -128,6 +128,22 @@ def test_logs_are_json_lines_without_secrets(hook: RunningHook) -> None:
         assert forbidden not in hook.output()
 
 
+def test_gunicorns_own_error_lines_are_json_too(start: HookStarter) -> None:
+    """The worker killed (out of memory, say): gunicorn's master says so on its own error log, the line
+    an operator most needs; it comes as a JSON line with its severity, like every other."""
+    import os
+    import signal
+
+    from tests.e2e_hooks import _worker_pid
+
+    hook = start()
+    os.kill(_worker_pid(hook.process.pid), signal.SIGKILL)
+    output = hook.output_with("was sent SIGKILL")
+    (line,) = [line for line in output.splitlines() if "was sent SIGKILL" in line]
+    record = json.loads(line)
+    assert record["severity"] == "ERROR" and record["logger"] == "gunicorn.error"
+
+
 def test_invalid_configuration_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key not in HOOK_ENV_NAMES}
     env.update(TWILIO_FROM_NUMBER="0800-NOT-E164", TWILIO_AUTH_TOKEN="tok-should-not-show", PORT=str(free_port()))
