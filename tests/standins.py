@@ -262,9 +262,10 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
                 if self.server.delay_next and command[0].upper() not in _RespHandler.SET_UP:
                     delay, self.server.delay_next = self.server.delay_next, 0.0
                     time.sleep(delay)
+                echo = self.server.echo_after  # read before the reply leaves: the client may change it then
                 self.wfile.write(reply)
-                if self.server.echo_after is not None and command[0].upper() not in _RespHandler.SET_UP:
-                    threading.Timer(self.server.echo_after, self._again, (reply,)).start()
+                if echo is not None and command[0].upper() not in _RespHandler.SET_UP:
+                    threading.Timer(echo, self._again, (reply,)).start()
 
     def _again(self, reply: bytes) -> None:
         with contextlib.suppress(OSError, ValueError):  # the connection may be gone by then

@@ -389,14 +389,14 @@ def test_a_reply_sent_twice_is_never_read_as_the_next_calls_verdict(redis_server
     call's, the connection is dropped and the call fails open."""
     redis_server.flush()
     with redis_proxy(redis_server.port) as proxy:
-        store = RedisStore(proxy.url)
+        store = RedisStore(proxy.url, deadline_seconds=2.0)  # room for a busy machine's threads
         first = ask("n0")
         assert store.admit(first, time.time()).kind == "admitted"
         store.delivered(first.retry, "SM" + "0" * 32)
         time.sleep(0.05)  # the recording done: replies from here on come twice
-        proxy.echo_after = 0.04
+        proxy.echo_after = 0.05
         assert store.admit(first, time.time()) == Verdict("replay", transaction_id="SM" + "0" * 32)  # Okta's retry
-        proxy.echo_after, proxy.delay_next = None, 0.1  # the next call's own reply comes after the copy
+        proxy.echo_after, proxy.delay_next = None, 0.6  # the next call's own reply comes after the copy
         with pytest.raises(StoreUnavailable) as failed:
             store.admit(ask("n1"), time.time())  # another number: its verdict read as the copy lands
         assert failed.value.reason == "STORE_UNREACHABLE"
