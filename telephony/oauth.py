@@ -26,7 +26,8 @@ log = logging.getLogger("telephony_hook.oauth")
 
 ALGORITHMS = ["RS256"]  # whatever the token's header claims: never 'none', never HMAC
 LEEWAY_SECONDS = 30  # clock skew between Okta and us
-MAX_TOKEN_BYTES = 8192
+# Below gunicorn's own limit on a header line (8190 bytes): a long token gets this JSON 401, not its HTML 431.
+MAX_TOKEN_BYTES = 8000
 JWKS_TIMEOUT_SECONDS = 0.8  # a key-set fetch and Twilio's call share Okta's 3 s
 # A fetch ends by its deadline, then its keys are read: a hook waiting for another's fetch waits that long.
 JWKS_WAIT_SECONDS = JWKS_TIMEOUT_SECONDS + 0.25
@@ -130,17 +131,31 @@ class JwksCache:
         self._fetched_at = self._clock()
         try:
             document = self._fetch(self.url)
-            # A key published for encryption must not verify signatures (RFC 7517, 'use').
-            signing = [key for key in document["keys"] if not (isinstance(key, dict) and key.get("use") == "enc")]
+            keys = document["keys"]
+            if not isinstance(keys, list):
+                raise TypeError
+            signing = [key for key in keys if _signing_key(key)]
             key_set = jwt.PyJWKSet.from_dict({"keys": signing}) if signing else None
-        except (JwksFetchFailed, ValueError, KeyError, jwt.PyJWKSetError) as error:
+            usable = key_set.keys if key_set else []
+            found = {key.key_id: key for key in usable if key.key_id and key.algorithm_name in ALGORITHMS}
+        except (JwksFetchFailed, ValueError, KeyError, TypeError, jwt.PyJWKSetError) as error:
             self._failed = True
             problem = str(error) if isinstance(error, JwksFetchFailed) else type(error).__name__
             log.error("JWKS fetch failed", extra={"fields": {"jwks_url": self.url, "error_type": problem}})
             raise JwksUnavailable from None
         self._failed = False
-        usable = key_set.keys if key_set else []
-        self._keys = {key.key_id: key for key in usable if key.key_id and key.algorithm_name in ALGORITHMS}
+        self._keys = found
+
+
+def _signing_key(entry: Any) -> bool:
+    """Whether a key set's entry may verify signatures: a JSON object whose names are strings where RFC
+    7517 says so (one malformed entry is skipped, as PyJWT skips a key type it does not know, rather
+    than spoil the others), and not published for encryption ('use': 'enc')."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("kty"), str):
+        return False
+    if any(name in entry and not isinstance(entry[name], str) for name in ("kid", "alg", "use")):
+        return False
+    return entry.get("use") != "enc"
 
 
 class OAuthBearer:

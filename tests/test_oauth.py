@@ -528,6 +528,38 @@ def test_signing_keys_beside_an_encryption_key_still_verify(oauth_client: FlaskC
     assert bearer(oauth_client, token()).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "malformed",
+    [{"alg": ["RS256"]}, {"kid": ["odd"]}, {"kid": {"odd": 1}}, {"use": ["sig"]}, {"kty": ["RSA"]}, None],
+    ids=["alg a list", "kid a list", "kid an object", "use a list", "kty a list", "not an object"],
+)
+def test_one_malformed_entry_in_the_key_set_spoils_none_of_the_others(
+    oauth_client: FlaskClient, issuer: Issuer, malformed: dict[str, Any] | None
+) -> None:
+    """PyJWT skips a key of a type it does not know, but fails the whole set (TypeError) on a name that
+    is no string: a cold instance answered 500, then 401 to valid tokens, for as long as the issuer
+    published the entry. The entry (a valid key but for that name) is skipped; the keys beside it verify."""
+    entry: Any = "not an object" if malformed is None else {**public_jwk(OTHER_KEY, "odd"), **malformed}
+    issuer.keys = [entry, public_jwk(SIGNING_KEY, KID)]
+    assert bearer(oauth_client, token()).status_code == 200
+
+
+def test_a_key_rotated_in_beside_a_malformed_entry_is_learnt(issuer: Issuer) -> None:
+    clock = [1000.0]
+    cache = JwksCache(issuer.url, clock=lambda: clock[0])
+    assert cache.key(KID) is not None
+    malformed = {**public_jwk(OTHER_KEY, "odd"), "alg": ["RS256"]}
+    issuer.keys = [malformed, *issuer.keys, public_jwk(OTHER_KEY, "key-2027")]
+    clock[0] += 31
+    assert cache.key("key-2027") is not None
+
+
+def test_a_key_set_that_is_no_list_of_keys_is_unavailable_not_a_crash(issuer: Issuer) -> None:
+    issuer.keys = {"odd": "object"}  # type: ignore[assignment]  # what a hostile issuer may publish
+    with pytest.raises(JwksUnavailable):
+        JwksCache(issuer.url).key(KID)
+
+
 def test_a_token_over_the_size_limit_is_refused_unread(
     oauth_client: FlaskClient, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], issuer: Issuer
 ) -> None:
