@@ -236,3 +236,15 @@ def test_the_wait_for_a_twin_request_the_guard_page_gives_is_the_codes() -> None
 
     figure = f"still have a second to finish (about {HOOK_BUDGET_SECONDS - RESEND_SECONDS:.1f} s)"
     assert RESEND_SECONDS == 1.0 and figure in (DOCS / "spend-guard.md").read_text()
+
+
+def test_the_codes_a_known_number_gets_unproven_are_the_codes_figure() -> None:
+    """How many unproven codes a known number gets before it is held as new again: README, the guard's
+    page (what it does, the log field, the threat model) and the code say one number."""
+    from telephony.guard import KNOWN_CODES
+
+    readme, guard_page = (ROOT / "README.md").read_text(), (DOCS / "spend-guard.md").read_text()
+    assert f"{KNOWN_CODES} codes without a conversion" in readme
+    for figure in (f"after {KNOWN_CODES} codes no conversion proved", f"{KNOWN_CODES} of its codes since went"):
+        assert figure in guard_page
+    assert f"a known number gets {KNOWN_CODES} codes with no conversion since" in guard_page
