@@ -220,9 +220,8 @@ def read_reply(stream: Any) -> bytes:
 class RedisProxy(socketserver.ThreadingTCPServer):
     """Relays each command to a real Redis and its reply back. `cut_next`: the next command (not the
     connection's set-up) runs on Redis, then the connection is closed instead of answered, as a
-    failover, a proxy or CLIENT KILL may do. `echo_after`: every reply is sent again that many
-    seconds later, as a faulty proxy might: the stream out of step. `delay_next`: the next reply
-    comes that many seconds late."""
+    failover, a proxy or CLIENT KILL may do. `repeat_last`: once the next command has come, the reply
+    to the one before is sent again ahead of its own, as a faulty proxy might: the stream out of step."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -231,8 +230,7 @@ class RedisProxy(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream_port = upstream_port
         self.cut_next = False
-        self.echo_after: float | None = None
-        self.delay_next = 0.0
+        self.repeat_last = False
         # Set: the connections open now go silent (commands read, never run nor answered), as a
         # network that dropped them without a word; connections opened after are relayed.
         self.silenced = threading.Event()
@@ -251,6 +249,7 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
         opened_silenced = self.server.silenced.is_set()
         with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
             replies = upstream.makefile("rb")
+            last = b""
             while command := read_command(self.rfile):
                 if self.server.silenced.is_set() and not opened_silenced:
                     continue
@@ -259,17 +258,13 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
                 if self.server.cut_next and command[0].upper() not in _RespHandler.SET_UP:
                     self.server.cut_next = False
                     return  # the command ran; its answer is never sent, the connection closes
-                if self.server.delay_next and command[0].upper() not in _RespHandler.SET_UP:
-                    delay, self.server.delay_next = self.server.delay_next, 0.0
-                    time.sleep(delay)
-                echo = self.server.echo_after  # read before the reply leaves: the client may change it then
+                if command[0].upper() in _RespHandler.SET_UP:
+                    self.wfile.write(reply)
+                    continue
+                if self.server.repeat_last and last:
+                    self.wfile.write(last)  # the copy, where the client waits for this command's reply
                 self.wfile.write(reply)
-                if echo is not None and command[0].upper() not in _RespHandler.SET_UP:
-                    threading.Timer(echo, self._again, (reply,)).start()
-
-    def _again(self, reply: bytes) -> None:
-        with contextlib.suppress(OSError, ValueError):  # the connection may be gone by then
-            self.wfile.write(reply)
+                last = reply
 
 
 @contextmanager

@@ -383,22 +383,20 @@ def test_a_command_the_store_ran_before_closing_the_connection_is_not_sent_again
 
 @pytest.mark.e2e  # a redis-server is a process
 def test_a_reply_sent_twice_is_never_read_as_the_next_calls_verdict(redis_server: RedisServer) -> None:
-    """A faulty proxy that sends each reply again a little later: the copy lands while the next call
-    waits for its own reply. Read as that call's verdict, a 'replay' of another request's code would
-    answer Okta SUCCESSFUL with nothing sent. Each script's reply names its call: the copy is no
-    call's, the connection is dropped and the call fails open."""
+    """A faulty proxy that sends a reply again, where the next call waits for its own. Read as that
+    call's verdict, a 'replay' of another request's code would answer Okta SUCCESSFUL with nothing
+    sent. Each script's reply names its call: the copy is no call's, the connection is dropped and
+    the call fails open."""
     redis_server.flush()
     with redis_proxy(redis_server.port) as proxy:
-        store = RedisStore(proxy.url, deadline_seconds=2.0)  # room for a busy machine's threads
+        store = RedisStore(proxy.url)
         first = ask("n0")
         assert store.admit(first, time.time()).kind == "admitted"
         store.delivered(first.retry, "SM" + "0" * 32)
-        time.sleep(0.05)  # the recording done: replies from here on come twice
-        proxy.echo_after = 0.05
         assert store.admit(first, time.time()) == Verdict("replay", transaction_id="SM" + "0" * 32)  # Okta's retry
-        proxy.echo_after, proxy.delay_next = None, 0.6  # the next call's own reply comes after the copy
+        proxy.repeat_last = True
         with pytest.raises(StoreUnavailable) as failed:
-            store.admit(ask("n1"), time.time())  # another number: its verdict read as the copy lands
+            store.admit(ask("n1"), time.time())  # another number: the retry's reply comes first
         assert failed.value.reason == "STORE_UNREACHABLE"
         assert not store._idle  # never read as a later call's reply either
 
