@@ -814,6 +814,30 @@ def test_a_forked_child_never_touches_the_parents_connections(redis_server: Redi
     assert again is kept and again.connection._sock.fileno() == parents  # the same connection, still in step
 
 
+@pytest.mark.e2e  # a forked process
+def test_a_forked_child_tags_its_calls_as_an_instance_of_its_own() -> None:
+    """A worker forked after the store module was loaded counts on from its parent's sequence: its
+    tags (and its windows' members) carry an id of its own, or its replies could pass for the parent's."""
+    import os
+
+    from telephony.store import _tag
+
+    _tag()  # the module is loaded in this process (gunicorn's master)
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(writing, _tag().encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+    ours = _tag()
+    assert childs.rpartition(":")[0] != ours.rpartition(":")[0], (childs, ours)
+
+
 def test_calls_that_fail_together_report_the_store_once() -> None:
     """A store that stops answering fails every call that was with it: one ERROR line says so (the
     first failure starts the store's rest, and the others are part of it), not one per caller."""
