@@ -37,7 +37,17 @@ from telephony.answers import Answer, Outcome, Refused, guard_refused, retried, 
 from telephony.phone import NumberFacts
 from telephony.rates import Rate, parse_rates
 from telephony.settings import Settings
-from telephony.store import PENDING, UNSETTLED, Ask, Claims, Store, StoreUnavailable, Verdict, open_store
+from telephony.store import (
+    PENDING,
+    UNSETTLED,
+    Ask,
+    Claims,
+    RecentRequests,
+    Store,
+    StoreUnavailable,
+    Verdict,
+    open_store,
+)
 
 PRE_ENROLLMENT = "com.okta.user.telephony.pre-enrollment"
 RETRY_SECONDS = 30  # Okta's own minimum between two codes to one number
@@ -74,16 +84,18 @@ class Passage:
     before Twilio is called, so the store's round trip runs while the request to Twilio is made ready.
     The hook then reports whether the provider accepted the code (delivered, failed, abandoned)."""
 
-    __slots__ = ("_clear", "_reply", "ask", "verdict")
+    __slots__ = ("_clear", "_reply", "ask", "recent", "verdict")
 
     def __init__(
         self,
         ask: Ask | None = None,
         reply: Callable[[], Verdict] | None = None,
         clear: Callable[[Passage], None] | None = None,
+        recent: str | None = None,
     ) -> None:
         self.ask = ask  # None: nothing is asked (the guard is off, or its store unavailable)
         self.verdict: Verdict | None = None  # set once read, while this call holds the room it took
+        self.recent = recent  # the request, when this instance's own record of it says this call sends
         self._reply, self._clear = reply, clear
 
     def clear(self) -> None:
@@ -149,6 +161,9 @@ class SpendGuard(Claims):
         # Open in every mode: the event hook's "act once" claims use it even with the guard off.
         self.store: Store = store or open_store(uri)
         self.on = self.mode is not GuardMode.OFF
+        # A shared store's record of Okta's requests, kept by this instance too: when the store fails,
+        # Okta's retry of a request this instance sent a code for is still not sent twice.
+        self._recent = RecentRequests() if self.store.remote else None
         self._known_rates = parse_rates(settings.guard_number_limit)
         self._new_rates = parse_rates(settings.guard_new_number_limit)
         self._default_range = parse_rates(settings.guard_range_limit)
@@ -217,7 +232,9 @@ class SpendGuard(Claims):
             reply = self.store.begin_admit(ask, time.time())
         except StoreUnavailable as error:
             self._store_failed(error, facts)
-            return Passage()
+            passage = Passage()
+            self._unshared(passage, ask.retry, facts)
+            return passage
         return Passage(ask, reply, lambda passage: self._clear(passage, ask, number, facts, until))
 
     def _clear(self, passage: Passage, ask: Ask, number: NumberFacts, facts: dict[str, Any], until: float) -> None:
@@ -225,13 +242,10 @@ class SpendGuard(Claims):
             verdict = self._decide(ask, passage.read(), until, facts)
         except StoreUnavailable as error:
             self._store_failed(error, facts)
+            self._unshared(passage, ask.retry, facts)
             return
-        if verdict.kind == "replay":
-            facts["guard"] = "retry"
-            raise Held(retried(self._provider, str(verdict.transaction_id)))
-        if verdict.kind in (PENDING, UNSETTLED):  # Twilio may have the first attempt's code: not twice
-            facts["guard"] = "retry_in_flight" if verdict.kind == PENDING else "retry_unsettled"
-            raise Held(retry_not_sent(in_flight=verdict.kind == PENDING).answer)
+        if verdict.kind in ("replay", PENDING, UNSETTLED):
+            self._held(verdict.kind, verdict.transaction_id, facts)
         facts["guard_number"] = "known" if verdict.known else "lapsed" if verdict.lapsed else "new"
         if verdict.kind == "refused":
             refusal = {
@@ -248,6 +262,30 @@ class SpendGuard(Claims):
         else:
             facts["guard"] = "passed"
         passage.verdict = verdict  # admitted, or refused in monitor mode: this call took its room
+        if self._recent is not None:  # this call sends: the instance's own record, should the store fail
+            self._recent.take(ask.retry, RETRY_SECONDS)
+            passage.recent = ask.retry
+
+    def _held(self, kind: str, transaction_id: str | None, facts: dict[str, Any]) -> None:
+        """Okta's retry of a request whose code went (its first call's answer), is with Twilio now, or
+        may have reached it (never sent twice): raises Held."""
+        if kind == "replay":
+            facts["guard"] = "retry"
+            raise Held(retried(self._provider, str(transaction_id)))
+        facts["guard"] = "retry_in_flight" if kind == PENDING else "retry_unsettled"
+        raise Held(retry_not_sent(in_flight=kind == PENDING).answer)
+
+    def _unshared(self, passage: Passage, retry: str, facts: dict[str, Any]) -> None:
+        """The store failed, and the code goes unguarded (fail open), unless this instance sent the
+        same request's code within its window: then that answers, as the store would have."""
+        if self._recent is None:
+            return
+        state = self._recent.take(retry, RETRY_SECONDS)
+        if state is None:
+            passage.recent = retry
+            return
+        replay = state not in (PENDING, UNSETTLED)
+        self._held("replay" if replay else state, state if replay else None, facts)
 
     def _decide(self, ask: Ask, verdict: Verdict, until: float, facts: dict[str, Any]) -> Verdict:
         while verdict.kind == PENDING and not _stale(verdict) and time.monotonic() < until - RESEND_SECONDS:
@@ -283,6 +321,8 @@ class SpendGuard(Claims):
         waiting for it polls the record meanwhile). In memory that is written at once; on Redis, a round
         trip, once the answer has been sent: Okta does not wait for it. Returns the answer to give."""
         transaction_id = answer.log_fields.get("twilio_sid")
+        if passage.recent is not None and self._recent is not None:
+            self._recent.settle(passage.recent, transaction_id if isinstance(transaction_id, str) else UNSETTLED)
         if passage.ask is None or passage.verdict is None or not isinstance(transaction_id, str):
             return answer
         retry = passage.ask.retry
@@ -304,14 +344,19 @@ class SpendGuard(Claims):
         it keeps counting, and a retry is not sent. On Redis that is written once the answer has been
         sent (the hook may have used its budget by now); in memory, at once. Returns the answer to give."""
         self._settle(passage)
+        unsettled = not certainly_not_sent(answer)
+        if passage.recent is not None and self._recent is not None:
+            self._recent.settle(passage.recent, UNSETTLED if unsettled else None)
         if self.store.remote:
-            return answer.then(lambda: self._release(passage, unsettled=not certainly_not_sent(answer)))
-        self._release(passage, unsettled=not certainly_not_sent(answer))
+            return answer.then(lambda: self._release(passage, unsettled=unsettled))
+        self._release(passage, unsettled=unsettled)
         return answer
 
     def abandoned(self, passage: Passage) -> None:
         """A bug of ours ended the hook while the code may have reached Twilio (the catch-all answers)."""
         self._settle(passage)
+        if passage.recent is not None and self._recent is not None:
+            self._recent.settle(passage.recent, UNSETTLED)
         self._release(passage, unsettled=True)
 
     def _release(self, passage: Passage, unsettled: bool) -> None:

@@ -39,9 +39,9 @@ import ssl
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar, cast
+from typing import Any, Generic, NamedTuple, Protocol, TypeGuard, TypeVar, cast
 from urllib.parse import urlsplit
 
 from telephony.deadlines import each_address, overall_deadline
@@ -769,6 +769,7 @@ READ_BYTES = 4096
 
 
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 
 _active = threading.local()  # the deadline of this thread's store call, for a connection opened inside it
 
@@ -1381,12 +1382,47 @@ __all__ = [
 ]
 
 
+class _Expiring(Generic[_V]):
+    """Entries each kept until its time, in the order they were set, at most `capacity` at once: the
+    oldest go first, once expired or when full. Not locked: its owner holds a lock. An OrderedDict: its
+    oldest entry is at hand, where a dict's first is found past every entry deleted before it."""
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: OrderedDict[str, tuple[_V, float]] = OrderedDict()
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, now: float) -> _V | None:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None and entry[1] > now else None
+
+    def set(self, key: str, value: _V, until: float, now: float) -> None:
+        """Set anew (its time too): it becomes the newest."""
+        self._entries[key] = (value, until)
+        self._entries.move_to_end(key)
+        while self._entries:
+            _, oldest_until = next(iter(self._entries.values()))
+            if oldest_until > now and len(self._entries) <= self._capacity:
+                break
+            self._entries.popitem(last=False)
+
+    def replace(self, key: str, value: _V) -> None:
+        """A new value for a kept entry, its time and place kept."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = (value, entry[1])
+
+    def pop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
 class LocalClaims(Claims):
     """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
 
     def __init__(self, capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._until: dict[str, float] = {}  # in claim order: the oldest go first
-        self._capacity = capacity
+        self._claims: _Expiring[bool] = _Expiring(capacity)  # in claim order
         self._clock = clock
         self._lock = threading.Lock()
 
@@ -1395,15 +1431,38 @@ class LocalClaims(Claims):
             now = self._clock()
             taken = []
             for key in keys:
-                until = self._until.get(key)
-                new = until is None or until <= now
+                new = self._claims.get(key, now) is None
                 if new:
-                    self._until.pop(key, None)
-                    self._until[key] = now + ttl_seconds
+                    self._claims.set(key, True, now + ttl_seconds, now)
                 taken.append(new)
-            while self._until:
-                oldest, expires = next(iter(self._until.items()))
-                if expires > now and len(self._until) <= self._capacity:
-                    break
-                del self._until[oldest]
             return taken
+
+
+class RecentRequests:
+    """The requests this instance sent a code for within their retry window, and how each ended (PENDING,
+    UNSETTLED, or the transaction id): what still answers Okta's retry of one of them when the shared
+    store fails. At most `capacity` at once, the oldest first to go."""
+
+    def __init__(self, capacity: int = 20_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._records: _Expiring[str] = _Expiring(capacity)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def take(self, retry: str, seconds: float) -> str | None:
+        """The record of `retry` within its window; None when there is none, and `retry` is recorded
+        as PENDING (this call sends the code) for `seconds`."""
+        now = self._clock()
+        with self._lock:
+            state = self._records.get(retry, now)
+            if state is None:
+                self._records.set(retry, PENDING, now + seconds, now)
+            return state
+
+    def settle(self, retry: str, state: str | None) -> None:
+        """How the code of `retry` ended: its transaction id, UNSETTLED, or None (certainly not sent:
+        Okta's retry is a new attempt). The record keeps its window."""
+        with self._lock:
+            if state is None:
+                self._records.pop(retry)
+            else:
+                self._records.replace(retry, state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -829,6 +830,62 @@ def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
     assert f"Redis at 127.0.0.1:{server.port}, database 0" in error["message"]
     assert "Secret-4" not in output
     assert {line["guard"] for line in hook_lines(output)} == {"store_unavailable"}
+
+
+def test_an_instances_own_record_of_recent_requests_keeps_each_for_its_window_and_stays_bounded() -> None:
+    from telephony.store import PENDING, UNSETTLED, RecentRequests
+
+    clock = [0.0]
+    recent = RecentRequests(capacity=3, clock=lambda: clock[0])
+    assert recent.take("a", 30) is None  # recorded: this call sends
+    assert recent.take("a", 30) == PENDING  # a twin while it is with Twilio
+    recent.settle("a", "SM1")
+    assert recent.take("a", 30) == "SM1"
+    recent.settle("a", None)  # certainly not sent: the retry is a new attempt
+    assert recent.take("a", 30) is None
+    recent.settle("a", UNSETTLED)
+    clock[0] = 29.9
+    assert recent.take("a", 30) == UNSETTLED
+    clock[0] = 30.0  # its window is over
+    assert recent.take("a", 30) is None
+    for key in "bcde":
+        recent.take(key, 30)
+    assert len(recent._records) == 3 and recent._records.get("a", clock[0]) is None  # the oldest went first
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_oktas_retry_on_the_instance_that_sent_the_code_is_one_code_while_the_store_is_down(
+    make_client: AppFactory, sandbox: SandboxState, capfd: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """A store that fails lets codes go (fail open), and knows nothing of Okta's requests meanwhile: the
+    instance that sent a request's code still answers its retry from its own record, whether the first
+    call came before the store failed or while it was down. A first attempt Twilio refused is a new
+    attempt; one that may have reached Twilio is not sent twice."""
+    server = RedisServer(tmp_path)
+    client = make_client(GUARD_STORAGE_URI=server.url, GUARD_RANGE_LIMIT="100/hour")
+    before, during, refused, unclear = (code_request(n, SIGN_IN) for n in range_numbers("FR", 4))
+    try:
+        first = post_hook(client, before).get_json()["commands"][0]["value"][0]["transactionId"]
+        server.process.send_signal(signal.SIGSTOP)  # hangs: every call fails at its deadline, then rests
+        answers = [post_hook(client, body).get_json() for body in (before, during, during)]
+        sandbox.refuse_next.append(21610)  # Twilio refuses it with a code: nothing went out
+        assert status_of(post_hook(client, refused)) == "TWILIO_21610"
+        assert status_of(post_hook(client, refused)) == "SUCCESSFUL"  # a new attempt
+        sandbox.refuse_next.append(20500)  # a 5xx may hide a code Twilio took
+        assert status_of(post_hook(client, unclear)) != "SUCCESSFUL"
+        assert status_of(post_hook(client, unclear)) == "RETRY_NOT_SENT"
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+    retried, sent_once, again = (answer["commands"][0]["value"][0]["transactionId"] for answer in answers)
+    assert (retried, again) == (first, sent_once)
+    assert len(sent(sandbox)) == 5  # before, during, refused twice (the first refused), unclear once
+    lines = hook_lines(capfd.readouterr().out)
+    assert [line["guard"] for line in lines[-8:]] == [
+        "passed", "retry", "store_unavailable", "retry", "store_unavailable", "store_unavailable",
+        "store_unavailable", "retry_unsettled",
+    ]  # fmt: skip
+    assert all(line.get("guard_store_error") for line in lines[-7:])
 
 
 @pytest.mark.e2e  # starts or uses a redis-server
