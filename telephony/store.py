@@ -204,7 +204,8 @@ class _Entry:
 
 class MemoryStore(Claims):
     """The embedded store: a dict with expiry under one lock. Bounded: expired entries are swept
-    regularly, and past MAX_ENTRIES the oldest go first."""
+    regularly, and past MAX_ENTRIES the oldest go first (an OrderedDict: its oldest entry is at hand,
+    where a dict's first is found past every entry deleted before it)."""
 
     MAX_ENTRIES = 200_000
     description = "memory:// (this instance only: every instance counts on its own)"
@@ -212,7 +213,7 @@ class MemoryStore(Claims):
     remote = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._clock = clock
         self._next_sweep = 0.0
@@ -231,17 +232,18 @@ class MemoryStore(Claims):
         return entry.value
 
     def _set(self, key: str, value: Any, seconds: float, now: float) -> None:
-        self._entries.pop(key, None)  # re-inserted last: the dict's order is the age order
         self._entries[key] = _Entry(value, now + seconds)
-        if now >= self._next_sweep or len(self._entries) > self.MAX_ENTRIES:
+        self._entries.move_to_end(key)  # the order is the age order
+        if now >= self._next_sweep:
             self._sweep(now)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
 
     def _sweep(self, now: float) -> None:
+        """Once a minute: every expired entry goes (one pass over them all)."""
         self._next_sweep = now + 60
         for key in [key for key, entry in self._entries.items() if entry.expires <= now]:
             del self._entries[key]
-        while len(self._entries) > self.MAX_ENTRIES:
-            del self._entries[next(iter(self._entries))]
 
     def _window(self, key: str, now: float) -> _Window:
         window = self._get(key, now)
