@@ -233,7 +233,7 @@ class SpendGuard(Claims):
         except StoreUnavailable as error:
             self._store_failed(error, facts)
             passage = Passage()
-            self._unshared(passage, ask.retry, facts)
+            self._unshared(passage, ask.retry, until, facts)
             return passage
         return Passage(ask, reply, lambda passage: self._clear(passage, ask, number, facts, until))
 
@@ -242,10 +242,12 @@ class SpendGuard(Claims):
             verdict = self._decide(ask, passage.read(), until, facts)
         except StoreUnavailable as error:
             self._store_failed(error, facts)
-            self._unshared(passage, ask.retry, facts)
+            self._unshared(passage, ask.retry, until, facts)
             return
+        if self._recent is not None and verdict.kind != "replay":
+            self._reconcile(ask, verdict, until, facts)
         if verdict.kind in ("replay", PENDING, UNSETTLED):
-            self._held(verdict.kind, verdict.transaction_id, facts)
+            self._held(str(verdict.transaction_id) if verdict.kind == "replay" else verdict.kind, facts)
         facts["guard_number"] = "known" if verdict.known else "lapsed" if verdict.lapsed else "new"
         if verdict.kind == "refused":
             refusal = {
@@ -262,30 +264,69 @@ class SpendGuard(Claims):
         else:
             facts["guard"] = "passed"
         passage.verdict = verdict  # admitted, or refused in monitor mode: this call took its room
-        if self._recent is not None:  # this call sends: the instance's own record, should the store fail
-            self._recent.take(ask.retry, RETRY_SECONDS)
+        if self._recent is not None:  # this call sends, and is recorded so (_reconcile): should the store fail
             passage.recent = ask.retry
 
-    def _held(self, kind: str, transaction_id: str | None, facts: dict[str, Any]) -> None:
-        """Okta's retry of a request whose code went (its first call's answer), is with Twilio now, or
-        may have reached it (never sent twice): raises Held."""
-        if kind == "replay":
+    def _held(self, state: str, facts: dict[str, Any], after: Callable[[], None] | None = None) -> None:
+        """Okta's retry of a request whose code went (`state`: the first call's transaction id), is with
+        Twilio now (PENDING), or may have reached it (UNSETTLED: never sent twice): raises Held, whose
+        answer runs `after` once it is out."""
+        if state in (PENDING, UNSETTLED):
+            facts["guard"] = "retry_in_flight" if state == PENDING else "retry_unsettled"
+            answer = retry_not_sent(in_flight=state == PENDING).answer
+        else:
             facts["guard"] = "retry"
-            raise Held(retried(self._provider, str(transaction_id)))
-        facts["guard"] = "retry_in_flight" if kind == PENDING else "retry_unsettled"
-        raise Held(retry_not_sent(in_flight=kind == PENDING).answer)
+            answer = retried(self._provider, state)
+        raise Held(answer.then(after) if after is not None else answer)
 
-    def _unshared(self, passage: Passage, retry: str, facts: dict[str, Any]) -> None:
+    def _recall(self, retry: str, until: float) -> str | None:
+        """This instance's own record of the request: None when it has none, and this call is recorded
+        as the one that sends; else the first call's transaction id, UNSETTLED, or PENDING (still with
+        Twilio when a new attempt would have no time left: meanwhile it is waited for, as on the store)."""
+        assert self._recent is not None
+        state = self._recent.take(retry, RETRY_SECONDS)
+        while state == PENDING and time.monotonic() < until - RESEND_SECONDS:
+            time.sleep(0.05)
+            state = self._recent.take(retry, RETRY_SECONDS)  # taken once the first certainly sent nothing
+        return state
+
+    def _unshared(self, passage: Passage, retry: str, until: float, facts: dict[str, Any]) -> None:
         """The store failed, and the code goes unguarded (fail open), unless this instance sent the
         same request's code within its window: then that answers, as the store would have."""
         if self._recent is None:
             return
-        state = self._recent.take(retry, RETRY_SECONDS)
+        state = self._recall(retry, until)
         if state is None:
             passage.recent = retry
             return
-        replay = state not in (PENDING, UNSETTLED)
-        self._held("replay" if replay else state, state if replay else None, facts)
+        self._held(state, facts)
+
+    def _reconcile(self, ask: Ask, verdict: Verdict, until: float, facts: dict[str, Any]) -> None:
+        """The store answered, but it may have lost what this instance knows (restarted empty, a record
+        written while it failed, or a call it ran after the caller had given up): where this instance
+        has its own record of the request, that answers (raises Held), and the store is told once the
+        answer is out. A call that will send is recorded here as the one that sends."""
+        assert self._recent is not None
+        sends = verdict.kind == "admitted" or (verdict.kind == "refused" and ask.claim_refused)
+        state = self._recall(ask.retry, until) if sends else self._recent.peek(ask.retry)
+        if state is None or (not sends and state in (PENDING, UNSETTLED)):  # the store's answer stands
+            return
+        taken = verdict if sends else None
+        self._held(state, facts, after=lambda: self._correct(ask, taken, state))
+
+    def _correct(self, ask: Ask, taken: Verdict | None, state: str) -> None:
+        """The store learns what this instance knew of a request: the first call's transaction id, and
+        the room this call's admission took given back (kept while the first code may have gone out)."""
+        try:
+            if state not in (PENDING, UNSETTLED):
+                self.store.delivered(ask.retry, state)
+            if taken is not None and state == UNSETTLED:  # pending -> unsettled, its room kept
+                kept = taken._replace(member="", added_range=False, added_country=False, added_all=False)
+                self.store.release(ask, kept, unsettled=True)
+            elif taken is not None and state != PENDING:  # its record is the transaction id now: only the room
+                self.store.release(ask, taken, unsettled=False)
+        except StoreUnavailable as error:
+            self._store_failed(error, {})
 
     def _decide(self, ask: Ask, verdict: Verdict, until: float, facts: dict[str, Any]) -> Verdict:
         while verdict.kind == PENDING and not _stale(verdict) and time.monotonic() < until - RESEND_SECONDS:

@@ -1460,6 +1460,11 @@ class RecentRequests:
                 self._records.set(retry, PENDING, now + seconds, now)
             return state
 
+    def peek(self, retry: str) -> str | None:
+        """The record of `retry` within its window, or None; nothing is recorded."""
+        with self._lock:
+            return self._records.get(retry, self._clock())
+
     def settle(self, retry: str, state: str | None) -> None:
         """How the code of `retry` ended: its transaction id, UNSETTLED, or None (certainly not sent:
         Okta's retry is a new attempt). The record keeps its window."""

@@ -856,6 +856,81 @@ def test_a_store_that_refuses_the_password_fails_open_and_never_logs_it(
     assert {line["guard"] for line in hook_lines(output)} == {"store_unavailable"}
 
 
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_store_that_lost_its_records_learns_them_again_from_the_instance_that_sent(
+    make_client: AppFactory, sandbox: SandboxState, tmp_path: Any
+) -> None:
+    """Redis restarted empty (a basic Memorystore's maintenance) within a request's 30 s: the store
+    would admit Okta's retry as a new code. The instance that sent the first answers it from its own
+    record, by the same rules, and tells the store, whose answer then serves every instance."""
+    server = RedisServer(tmp_path)
+    settings = {"GUARD_STORAGE_URI": server.url, "GUARD_RANGE_LIMIT": "100/hour"}
+    first, other = make_client(**settings), make_client(**settings)  # two instances
+    delivered, unclear = (code_request(n, SIGN_IN) for n in range_numbers("FR", 2))
+    try:
+        sid = post_hook(first, delivered).get_json()["commands"][0]["value"][0]["transactionId"]
+        sandbox.refuse_next.append(20500)  # a 5xx may hide a code Twilio took
+        assert status_of(post_hook(first, unclear)) != "SUCCESSFUL"
+        server.stop()
+        server.start()  # on the same port, empty
+        time.sleep(0.05)
+        answers = [post_hook(client, delivered).get_json() for client in (first, other)]
+        assert [status_of(post_hook(client, unclear)) for client in (first, other)] == ["RETRY_NOT_SENT"] * 2
+    finally:
+        server.stop()
+    assert [answer["commands"][0]["value"][0]["transactionId"] for answer in answers] == [sid, sid]
+    assert len(sent(sandbox)) == 2  # each request once
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_record_the_store_wrote_after_the_caller_gave_up_is_settled_by_the_instance_that_sent(
+    make_client: AppFactory, sandbox: SandboxState, tmp_path: Any
+) -> None:
+    """A store paused mid-call runs the admission once it resumes, after the hook failed open and sent
+    the code: its record says 'pending' for a call that is over. Okta's retry on that instance gets the
+    code's transaction id (after a twin's wait), and the store learns it for every instance."""
+    server = RedisServer(tmp_path)
+    settings = {"GUARD_STORAGE_URI": server.url, "GUARD_RANGE_LIMIT": "100/hour"}
+    first, other = make_client(**settings), make_client(**settings)
+    request = code_request(range_numbers("FR", 1)[0], SIGN_IN)
+    try:
+        post_hook(first, code_request(range_numbers("FR", 2)[1], SIGN_IN))  # connected, scripts loaded
+        server.process.send_signal(signal.SIGSTOP)
+        sid = post_hook(first, request).get_json()["commands"][0]["value"][0]["transactionId"]  # fails open
+        server.process.send_signal(signal.SIGCONT)  # the queued admission runs now: 'pending'
+        time.sleep(1.1)  # the instance's rest after the failure
+        answers = [post_hook(client, request).get_json() for client in (first, other)]
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+    assert [answer["commands"][0]["value"][0]["transactionId"] for answer in answers] == [sid, sid]
+    assert len(sent(sandbox)) == 2  # the warm-up and the request, once
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_twin_on_the_same_instance_waits_for_the_first_while_the_store_is_down(
+    make_client: AppFactory, sandbox: SandboxState, tmp_path: Any
+) -> None:
+    """Two identical requests at once while the store fails: the second waits for the first's answer
+    (as it waits on the store), and gets its transaction id."""
+    import threading
+
+    server = RedisServer(tmp_path)
+    client = make_client(GUARD_STORAGE_URI=server.url)
+    request = code_request(range_numbers("FR", 1)[0], SIGN_IN)
+    server.stop()  # down
+    sandbox.latency_seconds = 0.5
+    answers: list[Any] = []
+    twin = threading.Thread(target=lambda: answers.append(post_hook(client, request).get_json()))
+    twin.start()
+    time.sleep(0.15)
+    second = post_hook(client, request).get_json()
+    twin.join()
+    (first,) = answers
+    assert second["commands"][0]["value"][0]["transactionId"] == first["commands"][0]["value"][0]["transactionId"]
+    assert len(sent(sandbox)) == 1
+
+
 def test_an_instances_own_record_of_recent_requests_keeps_each_for_its_window_and_stays_bounded() -> None:
     from telephony.store import PENDING, UNSETTLED, RecentRequests
 
