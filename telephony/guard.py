@@ -311,14 +311,19 @@ class SpendGuard(Claims):
         state = self._recall(ask.retry, until) if sends else self._recent.peek(ask.retry)
         if state is None or (not sends and state in (PENDING, UNSETTLED)):  # the store's answer stands
             return
-        taken = verdict if sends else None
-        self._held(state, facts, after=lambda: self._correct(ask, taken, state))
+        self._held(state, facts, after=lambda: self._correct(ask, verdict, sends, state))
 
-    def _correct(self, ask: Ask, taken: Verdict | None, state: str) -> None:
-        """The store learns what this instance knew of a request: the first call's transaction id, and
-        the room this call's admission took given back (kept while the first code may have gone out)."""
+    def _correct(self, ask: Ask, verdict: Verdict, sends: bool, state: str) -> None:
+        """The store learns what this instance knew of a request: the first call's transaction id (or
+        that it may have gone out), and the room this call's admission took given back (kept while the
+        first code may have gone out)."""
+        assert self._recent is not None
+        taken = verdict if sends else None  # this call's admission wrote a 'pending' record and took room
         try:
-            if state not in (PENDING, UNSETTLED):
+            if verdict.kind == "refused" and not sends:  # refused: the store holds no record of it at all
+                if state != PENDING:
+                    self.store.remember(ask.retry, state, self._recent.left(ask.retry))
+            elif state not in (PENDING, UNSETTLED):
                 self.store.delivered(ask.retry, state)
             if taken is not None and state == UNSETTLED:  # pending -> unsettled, its room kept
                 kept = taken._replace(member="", added_range=False, added_country=False, added_all=False)

@@ -148,6 +148,10 @@ class Store(Claims, Protocol):
     def delivered(self, retry: str, transaction_id: str) -> None:
         """The provider accepted the code: Okta's retry of this request gets `transaction_id`."""
 
+    def remember(self, retry: str, state: str, seconds: float) -> None:
+        """A retry record this store does not hold (it lost it, or refused the retry): `state` (a
+        transaction id, or UNSETTLED) for `seconds`, unless it holds one by now."""
+
     def lookup(self, retry: str) -> str | None:
         """The retry record: a transaction id, "pending", "unsettled", or None."""
 
@@ -350,6 +354,12 @@ class MemoryStore(Claims):
             entry = self._entries.get(KEY_PREFIX + "o:" + retry)
             if entry is not None:  # keeps its expiry: 30 s from the first call
                 entry.value = transaction_id
+
+    def remember(self, retry: str, state: str, seconds: float) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._get(KEY_PREFIX + "o:" + retry, now) is None:
+                self._set(KEY_PREFIX + "o:" + retry, state, seconds, now)
 
     def lookup(self, retry: str) -> str | None:
         with self._lock:
@@ -1203,6 +1213,9 @@ class RedisStore(Claims):
     def delivered(self, retry: str, transaction_id: str) -> None:
         self._execute("SET", KEY_PREFIX + "o:" + retry, transaction_id, "XX", "KEEPTTL")
 
+    def remember(self, retry: str, state: str, seconds: float) -> None:
+        self._execute("SET", KEY_PREFIX + "o:" + retry, state, "PX", max(int(seconds * 1000), 1), "NX")
+
     def lookup(self, retry: str) -> str | None:
         return self._script("lookup", [KEY_PREFIX + "o:" + retry], [])
 
@@ -1419,6 +1432,11 @@ class _Expiring(Generic[_V]):
     def pop(self, key: str) -> None:
         self._entries.pop(key, None)
 
+    def until(self, key: str) -> float:
+        """When the entry's time is up (0 when there is none)."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else 0.0
+
 
 class LocalClaims(Claims):
     """Claims this instance remembers, each for its TTL; at most `capacity` at once (the oldest go first)."""
@@ -1449,6 +1467,12 @@ class RecentRequests:
         self._records: _Expiring[str] = _Expiring(capacity)
         self._clock = clock
         self._lock = threading.Lock()
+
+    def left(self, retry: str) -> float:
+        """How long the record of `retry` has yet to run (0 when there is none)."""
+        with self._lock:
+            now = self._clock()
+            return max(self._records.until(retry) - now, 0.0)
 
     def take(self, retry: str, seconds: float) -> str | None:
         """The record of `retry` within its window; None when there is none, and `retry` is recorded

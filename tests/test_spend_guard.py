@@ -269,6 +269,14 @@ def test_the_retry_record_is_pending_then_the_transaction_id(store: Store) -> No
     assert (replay.kind, replay.transaction_id) == ("replay", "SM" + "a" * 32)
 
 
+def test_a_record_remembered_for_the_store_never_overwrites_one_it_holds(store: Store) -> None:
+    store.remember("lost", "SM" + "b" * 32, 30)
+    assert store.lookup("lost") == "SM" + "b" * 32
+    store.admit(ask("n1"), NOW)
+    store.remember(ask("n1").retry, "SM" + "c" * 32, 30)
+    assert _pending_since(store.lookup(ask("n1").retry)) == pytest.approx(NOW, abs=1e-6)
+
+
 def test_claims_are_taken_together_each_once(store: Store) -> None:
     """The event hook claims every event of a POST in one step: a key named twice, or claimed
     before, is False."""
@@ -880,6 +888,31 @@ def test_a_store_that_lost_its_records_learns_them_again_from_the_instance_that_
         server.stop()
     assert [answer["commands"][0]["value"][0]["transactionId"] for answer in answers] == [sid, sid]
     assert len(sent(sandbox)) == 2  # each request once
+
+
+@pytest.mark.e2e  # starts or uses a redis-server
+def test_a_retry_the_store_refuses_is_answered_by_the_instance_that_sent_and_then_by_every_instance(
+    make_client: AppFactory, sandbox: SandboxState, tmp_path: Any
+) -> None:
+    """The store came back empty, and meanwhile another code filled the number's limit: the store
+    refuses Okta's retry of the first code. The instance that sent it answers from its own record, and
+    writes the record the store did not hold, so the other instance answers the same, not an error."""
+    server = RedisServer(tmp_path)
+    settings = {"GUARD_STORAGE_URI": server.url, "GUARD_NEW_NUMBER_LIMIT": "1/10minutes"}
+    first, other = make_client(**settings), make_client(**settings)
+    number = range_numbers("FR", 1)[0]
+    request, later = code_request(number, SIGN_IN), code_request(number, SIGN_IN)  # two codes, one number
+    try:
+        server.stop()
+        sid = post_hook(first, request).get_json()["commands"][0]["value"][0]["transactionId"]  # fails open
+        server.start()  # empty
+        time.sleep(1.1)  # the instances' rest after the failure
+        assert status_of(post_hook(other, later)) == "SUCCESSFUL"  # the number's one code of the window
+        answers = [post_hook(client, request).get_json() for client in (first, other)]
+    finally:
+        server.stop()
+    assert [answer["commands"][0]["value"][0]["transactionId"] for answer in answers] == [sid, sid]
+    assert len(sent(sandbox)) == 2
 
 
 @pytest.mark.e2e  # starts or uses a redis-server
