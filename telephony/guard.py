@@ -367,8 +367,7 @@ class SpendGuard(Claims):
         waiting for it polls the record meanwhile). In memory that is written at once; on Redis, a round
         trip, once the answer has been sent: Okta does not wait for it. Returns the answer to give."""
         transaction_id = answer.log_fields.get("twilio_sid")
-        if passage.recent is not None and self._recent is not None:
-            self._recent.settle(passage.recent, transaction_id if isinstance(transaction_id, str) else UNSETTLED)
+        self._ended(passage, transaction_id if isinstance(transaction_id, str) else UNSETTLED)
         if passage.ask is None or passage.verdict is None or not isinstance(transaction_id, str):
             return answer
         retry = passage.ask.retry
@@ -391,8 +390,7 @@ class SpendGuard(Claims):
         sent (the hook may have used its budget by now); in memory, at once. Returns the answer to give."""
         self._settle(passage)
         unsettled = not certainly_not_sent(answer)
-        if passage.recent is not None and self._recent is not None:
-            self._recent.settle(passage.recent, UNSETTLED if unsettled else None)
+        self._ended(passage, UNSETTLED if unsettled else None)
         if self.store.remote:
             return answer.then(lambda: self._release(passage, unsettled=unsettled))
         self._release(passage, unsettled=unsettled)
@@ -401,9 +399,13 @@ class SpendGuard(Claims):
     def abandoned(self, passage: Passage) -> None:
         """A bug of ours ended the hook while the code may have reached Twilio (the catch-all answers)."""
         self._settle(passage)
-        if passage.recent is not None and self._recent is not None:
-            self._recent.settle(passage.recent, UNSETTLED)
+        self._ended(passage, UNSETTLED)
         self._release(passage, unsettled=True)
+
+    def _ended(self, passage: Passage, state: str | None) -> None:
+        """How this call's code ended, in the instance's own record (when it holds the request)."""
+        if passage.recent is not None and self._recent is not None:
+            self._recent.settle(passage.recent, state)
 
     def _release(self, passage: Passage, unsettled: bool) -> None:
         if passage.ask is None or passage.verdict is None:
