@@ -16,7 +16,7 @@ with paused_collector():  # everything built here lives as long as the process
     import functions_framework
 
     from telephony.app import App
-    from telephony.intake import plain_http
+    from telephony.intake import plain_http, server_refusals_in_okta_shape
     from telephony.logs import configure_logging
     from telephony.settings import load_settings
 
@@ -27,6 +27,7 @@ with paused_collector():  # everything built here lives as long as the process
     app.report_startup()
     if flask.has_app_context():  # loaded by functions-framework: every request reaches its route as HTTP
         flask.current_app.wsgi_app = plain_http(flask.current_app.wsgi_app)  # type: ignore[method-assign,assignment]
+        server_refusals_in_okta_shape()  # what the server refuses before any route runs, in Okta's shape too
 
 
 @functions_framework.http

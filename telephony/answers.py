@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     JWKS_UNAVAILABLE = "jwks_unavailable"
     INVALID_REQUEST = "invalid_request"
     BODY_TOO_SLOW = "body_too_slow"  # the hook's or event hook's body did not arrive within its deadline
+    REQUEST_UNREADABLE = "request_unreadable"  # refused by the server before any route ran: not HTTP it reads
     EXPIRED = "expired"
     NUMBER_REFUSED = "number_refused"
     NOT_CONFIGURED = "not_configured"
@@ -264,6 +265,26 @@ def invalid_request(route: str, error: ValidationError) -> Refused:
         causes,
         log_fields={"invalid_fields": fields},
     )
+
+
+# What a request the server could not read as HTTP got wrong, by the part it names.
+_UNREADABLE = {
+    "headers": "The headers could not be read as HTTP, or they are too large (a line too long, or too many).",
+    "Expect": "The Expect header asks for what the server does not do.",
+    "Transfer-Encoding": "The Transfer-Encoding is not one the server reads.",
+}
+
+
+def request_unreadable(status: HTTPStatus, part: str) -> Answer:
+    """A request the server could not read as HTTP (`part`: "headers", "request line"...), refused before
+    any route ran: the answer names no route, and nothing of what was sent."""
+    return refused(
+        status,
+        Outcome.REQUEST_UNREADABLE,
+        f"The request is invalid: {part}",
+        [cause(_UNREADABLE.get(part, f"The {part} could not be read as HTTP."), "REQUEST_UNREADABLE", part)],
+        log_fields={"invalid_fields": [part]},
+    ).answer
 
 
 def internal_error(route: str) -> Answer:

@@ -13,13 +13,15 @@ the connection closes). A route reads a body only through `read_body`, which hol
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import flask
 
-from telephony.answers import MAX_BODY_BYTES
+from telephony.answers import MAX_BODY_BYTES, internal_error, request_unreadable
 from telephony.deadlines import Call, read_deadline
 
 if TYPE_CHECKING:
@@ -43,6 +45,56 @@ def plain_http(wsgi_app: WSGIApplication) -> WSGIApplication:
         return wsgi_app(environ, start_response)
 
     return serve
+
+
+def server_refusals_in_okta_shape() -> None:
+    """gunicorn refuses a request it cannot read as HTTP itself, before any route runs (a header line over
+    its limit, a broken request line, Content-Length beside Transfer-Encoding), and answered each with an
+    HTML page quoting the offending line, and no log line of ours. It now answers JSON in Okta's shape,
+    naming only the part of the request, and the refusal is logged like any other. Where gunicorn does not
+    serve (another server, or none installed), there is nothing to replace."""
+    try:
+        from gunicorn import util
+    except ImportError:
+        return
+    if callable(getattr(util, "write_error", None)):
+        util.write_error = _server_refusal
+
+
+# What gunicorn's refusal was about, from the start of its message, for the statuses that say nothing more.
+_PARTS = (
+    (("invalid request line", "invalid method", "invalid http version", "request line"), "request line"),
+    (("invalid chunk",), "body"),
+    (("unable to comply",), "Expect"),
+    (("unsupported transfer coding",), "Transfer-Encoding"),
+    (("invalid http header", "obsolete line folding", "error parsing headers", "contradictory scheme"), "headers"),
+)
+_STATUS_PARTS = {431: "headers", 414: "request line", 417: "Expect", 501: "Transfer-Encoding"}
+_log = logging.getLogger("telephony_hook.http")
+
+
+def _server_refusal(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """gunicorn's `util.write_error`, in Okta's shape: its message may quote what was sent, so it is not."""
+    if status == HTTPStatus.INTERNAL_SERVER_ERROR:  # gunicorn failed to serve, not the caller: as a bug of ours
+        answer = internal_error("function")
+        _log.error("the server failed to serve a request", extra={"fields": {"http_status": status}})
+    else:
+        lowered = message.lower()
+        part = _STATUS_PARTS.get(status) or next(
+            (name for starts, name in _PARTS if lowered.startswith(starts)), "request"
+        )
+        try:
+            code = HTTPStatus(status)
+        except ValueError:
+            code = HTTPStatus.BAD_REQUEST
+        answer = request_unreadable(code, part)
+        fields = {**answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
+        _log.log(answer.outcome.severity, f"refused before any route: {part}", extra={"fields": fields})
+    body = answer.json().encode()
+    head = f"HTTP/1.1 {answer.status.value} {answer.status.phrase}\r\nConnection: close\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with contextlib.suppress(OSError):  # the caller has gone: there is no one left to tell
+        sock.sendall(head.encode("ascii") + body)
 
 
 def declared_too_large(request: flask.Request, limit: int = MAX_BODY_BYTES) -> bool:

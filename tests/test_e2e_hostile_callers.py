@@ -93,6 +93,59 @@ def test_threads_full_of_stalled_signed_receipts_do_not_delay_a_valid_hook(share
     assert set(answered) <= {408, 503} and 408 in answered and 503 in answered
 
 
+# Requests the server refuses before any route runs: each line of the head, and what the answer names.
+_SECRET_LINE = f"Authorization {HOOK_SECRET}"  # a header line without its colon, holding the hook's secret
+UNREADABLE_REQUESTS = {
+    "a header line over 8 KB": (f"X-Padding: {'a' * 9000}\r\nAuthorization: {HOOK_SECRET}", 431, "headers"),
+    "over 100 headers": ("\r\n".join(f"X-Header-{index}: {HOOK_SECRET}" for index in range(120)), 431, "headers"),
+    "a header line without its colon": (_SECRET_LINE, 400, "headers"),
+    "Content-Length and Transfer-Encoding": ("Content-Length: 5\r\nTransfer-Encoding: chunked", 400, "headers"),
+    "a negative Content-Length": ("Content-Length: -1", 400, "headers"),
+    "an unknown transfer coding": ("Transfer-Encoding: zip", 501, "Transfer-Encoding"),
+}
+UNREADABLE_PARTS = {
+    "headers": "The headers could not be read as HTTP, or they are too large (a line too long, or too many).",
+    "Transfer-Encoding": "The Transfer-Encoding is not one the server reads.",
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_REQUESTS))
+@pytest.mark.parametrize("path", ["/", "/okta/events"])
+def test_a_request_the_server_cannot_read_is_refused_in_oktas_shape(
+    case: str, path: str, shared_hook: HookStarter
+) -> None:
+    """gunicorn refuses these itself, before any route runs: it answered an HTML page quoting the line it
+    could not read (here the hook's secret), and wrote no line of ours. Now: JSON in Okta's shape naming the
+    part of the request, the connection closed, and a line with the outcome; the secret in neither."""
+    hook = shared_hook().from_now()
+    headers, status, part = UNREADABLE_REQUESTS[case]
+    head = f"POST {path} HTTP/1.1\r\nHost: hook\r\nContent-Type: application/json\r\n{headers}\r\n\r\n"
+    with socket.create_connection(hook.address, timeout=5) as connection:
+        connection.sendall(head.encode() + b"{}")
+        data = b""
+        while chunk := connection.recv(65536):  # the server closes the connection after its answer
+            data += chunk
+    answer_head, _, body = data.partition(b"\r\n\r\n")
+    assert answer_head.split(b"\r\n")[0].split()[1] == str(status).encode()
+    assert b"Content-Type: application/json" in answer_head.split(b"\r\n")
+    assert json.loads(body) == {
+        "error": {
+            "errorSummary": f"The request is invalid: {part}",
+            "errorCauses": [
+                {
+                    "errorSummary": UNREADABLE_PARTS[part],
+                    "reason": "REQUEST_UNREADABLE",
+                    "location": part,
+                }
+            ],
+        }
+    }
+    output = hook.output_with('"request_unreadable"')
+    line = next(entry for entry in lines(hook) if entry.get("outcome") == "request_unreadable")
+    assert (line["severity"], line["http_status"], line["invalid_fields"]) == ("WARNING", status, [part])
+    assert HOOK_SECRET not in output and HOOK_SECRET.encode() not in data
+
+
 @pytest.mark.parametrize("path", ["/", "/okta/events", "/twilio/status"])
 def test_a_request_asking_to_upgrade_to_a_websocket_is_served_as_http(path: str, shared_hook: HookStarter) -> None:
     """Upgrade: websocket made Flask refuse it (HTML 400) before any route ran: no line, and the server

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
+from http import HTTPStatus
+from typing import Any
+
 import flask
+import pytest
 
 from telephony.answers import MAX_BODY_BYTES, Refused, body_too_large
-from telephony.intake import finish, read_body
+from telephony.intake import _server_refusal, finish, read_body, server_refusals_in_okta_shape
 
 
 def route_app(read: bool) -> flask.Flask:
@@ -50,3 +57,57 @@ def test_a_body_over_the_cap_is_413_and_left_unread() -> None:
     response = route_app(read=True).test_client().post("/receipt", data=b"x" * (MAX_BODY_BYTES + 1))
     assert response.status_code == 413
     assert response.headers["Connection"] == "close"
+
+
+def refusal_written(status: int, reason: str, message: str) -> tuple[bytes, dict[str, Any]]:
+    """What `_server_refusal` (gunicorn's write_error) writes to the caller: the head, and the body's JSON."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        _server_refusal(ours, status, reason, message)
+        ours.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := theirs.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "part"),
+    [
+        (400, "Invalid Request Line 'Invalid HTTP request line: \\'GET /?x hook-secret\\''", "request line"),
+        (400, "Invalid Method 'Invalid HTTP method: \\'hook-secret\\''", "request line"),
+        (400, "Invalid chunk size: b'hook-secret'", "body"),
+        (417, "Unable to comply with expectation: 'hook-secret'", "Expect"),
+        (400, "Expected HTTP/2 connection preface, got b'hook-secret'", "request"),
+    ],
+)
+def test_the_servers_refusal_names_the_part_and_never_quotes_the_request(
+    status: int, message: str, part: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gunicorn's messages quote what it could not read; the answer and the line name only its part."""
+    head, body = refusal_written(status, "Bad Request", message)
+    assert head.split(b"\r\n")[0] == f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()
+    assert body["error"]["errorSummary"] == f"The request is invalid: {part}"
+    assert (body["error"]["errorCauses"][0]["location"], body["error"]["errorCauses"][0]["reason"]) == (
+        part,
+        "REQUEST_UNREADABLE",
+    )
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.fields["invalid_fields"] == [part]  # type: ignore[attr-defined]
+    assert "hook-secret" not in json.dumps(body) and "hook-secret" not in caplog.text
+
+
+def test_the_servers_own_failure_is_an_internal_error_in_oktas_shape(caplog: pytest.LogCaptureFixture) -> None:
+    head, body = refusal_written(500, "Internal Server Error", "")
+    assert head.split(b"\r\n")[:2] == [b"HTTP/1.1 500 Internal Server Error", b"Connection: close"]
+    assert body == {"error": {"errorSummary": "The function failed.", "errorCauses": []}}
+    assert [record.levelno for record in caplog.records] == [logging.ERROR]
+
+
+def test_gunicorn_writes_its_refusals_through_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn import util
+
+    monkeypatch.setattr(util, "write_error", util.write_error)  # put back after the test
+    server_refusals_in_okta_shape()
+    assert util.write_error is _server_refusal
