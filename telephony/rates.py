@@ -10,9 +10,12 @@ import re
 from typing import NamedTuple
 
 # The `limits` grammar: "N/unit", "N/M units", "N per M units", separated by ';' ',' or '|'.
-_ONE = re.compile(r"\s*([0-9]+)\s*(?:/|\s+per\s+)\s*([0-9]+)?\s*(second|minute|hour|day)s?\s*", re.IGNORECASE)
+_ONE = re.compile(
+    r"\s*([0-9]+)\s*(?:/|\s+per\s+)\s*([0-9]+)?\s*(second|minute|hour|day|month|year)s?\s*", re.IGNORECASE
+)
 _SEPARATORS = re.compile(r"[;,|]")
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_LONG_UNIT_SECONDS = {"month": 30 * 86400, "year": 365 * 86400}  # as `limits` counts them: read, then refused
 MAX_WINDOW_SECONDS = 7 * 86400  # every key expires: no window outlives a week
 
 
@@ -42,7 +45,7 @@ def parse_rates(text: str) -> tuple[Rate, ...]:
             # the value is not repeated: a misplaced secret must not be written back (configuration.md)
             raise ValueError("holds what is not a limit like '5/10minutes' (units: second, minute, hour, day)")
         amount, count, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()
-        seconds = count * _UNIT_SECONDS[unit]
+        seconds = count * (_UNIT_SECONDS | _LONG_UNIT_SECONDS)[unit]
         if amount < 1 or seconds < 1:
             raise ValueError(f"{part.strip()!r}: the amount and the window must be at least 1")
         if seconds > MAX_WINDOW_SECONDS:
