@@ -22,10 +22,9 @@ REDACTED = "[redacted]"
 
 # Python's level names are Cloud Logging's severities, except these.
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
-# Values only the function writes, from a fixed vocabulary: what alerts and queries key on.
-_OWN_FIELDS = frozenset(
-    {"severity", "logger", "outcome", "http_status", "logging.googleapis.com/trace", "logging.googleapis.com/spanId"}
-)
+# Values only the function writes, from a fixed vocabulary: what alerts and queries key on. (The trace
+# is not one of them: the caller picks it, and could make it the request's code.)
+_OWN_FIELDS = frozenset({"severity", "logger", "outcome", "http_status"})
 
 
 class _RequestScope(NamedTuple):

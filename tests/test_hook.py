@@ -436,6 +436,17 @@ def test_trace_is_qualified_with_the_project_when_known(
     assert line["logging.googleapis.com/spanId"] == "42"
 
 
+def test_a_trace_header_holding_the_code_is_scrubbed_like_any_other_value(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The caller picks the trace id: one spelled like the request's code is not written as it is."""
+    capsys.readouterr()
+    post_hook(client, okta_request(), **{"X-Cloud-Trace-Context": f"{OTP}/1;o=1"})
+    output = capsys.readouterr().out
+    assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
+    assert OTP not in output
+
+
 def test_provider_failures_log_the_twilio_code_at_error(
     make_client: AppFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
