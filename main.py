@@ -16,7 +16,7 @@ with paused_collector():  # everything built here lives as long as the process
     import functions_framework
 
     from telephony.app import App
-    from telephony.intake import plain_http, server_refusals_in_okta_shape
+    from telephony.intake import on_our_terms
     from telephony.logs import configure_logging
     from telephony.settings import load_settings
 
@@ -25,9 +25,8 @@ with paused_collector():  # everything built here lives as long as the process
     configure_logging(settings.secret_values())
     app = App(settings)
     app.report_startup()
-    if flask.has_app_context():  # loaded by functions-framework: every request reaches its route as HTTP
-        flask.current_app.wsgi_app = plain_http(flask.current_app.wsgi_app)  # type: ignore[method-assign,assignment]
-        server_refusals_in_okta_shape()  # what the server refuses before any route runs, in Okta's shape too
+    if flask.has_app_context():  # loaded by functions-framework: it and its server serve on our terms
+        flask.current_app.wsgi_app = on_our_terms(flask.current_app.wsgi_app)  # type: ignore[method-assign,assignment]
 
 
 @functions_framework.http

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import flask
 
@@ -33,12 +34,28 @@ _BODY_READ = "telephony.body_read"  # set in the request's environ once the body
 BODY_READ_SECONDS = 1.0
 
 
-def plain_http(wsgi_app: WSGIApplication) -> WSGIApplication:
-    """The framework's app, serving every request as plain HTTP. Asked to upgrade to a WebSocket, Flask
-    matches only WebSocket routes, and the framework's are HTTP: it answered an HTML 400 before any
-    route ran (no line, no `finish`), and the server then read the body with no deadline, so a few
-    dozen trickling uploads held every thread. The function speaks HTTP only, and a server may ignore
-    Upgrade (RFC 9110): the request goes to its route like any other."""
+def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
+    """The framework's app, and the server that runs it (gunicorn's thread worker, as functions-framework
+    starts it), on the function's terms: whatever a caller sends, the answer is JSON in Okta's shape, and
+    no caller holds a thread for longer than it takes to send a request at once.
+
+    - Every request is served as plain HTTP. Asked to upgrade to a WebSocket, Flask matched only
+      WebSocket routes, and the framework's are HTTP: it answered an HTML 400 before any route ran (no
+      line, no `finish`), and the server then read the body with no deadline. A server may ignore
+      Upgrade (RFC 9110): the request goes to its route like any other.
+    - gunicorn refuses a request it cannot read as HTTP itself, before any route runs (a header line over
+      its limit, a broken request line, Content-Length beside Transfer-Encoding). It answered an HTML page
+      quoting the offending line, and wrote no line of ours: it now answers in Okta's shape, naming only
+      the part of the request, and the refusal is logged like any other.
+    - functions-framework lifts gunicorn's limit on the request line, which gunicorn then reads in
+      quadratic time: one endless line held a thread at full CPU for minutes. The limit is gunicorn's
+      largest (MAX_REQUEST_LINE); longer is a 414.
+    - gunicorn reads a request's head with no deadline, once its first byte is in (and waits 5 s for that
+      byte): a few connections that stall mid-head held every thread. The head must now be in within
+      HEAD_READ_SECONDS of a thread taking the connection, or the connection is closed.
+    - A connection whose body a route left unread (`finish`) is closed after the answer: gunicorn would
+      read what it had buffered of that body as the next request, and answer that too."""
+    _adapt_gunicorn()
 
     def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ.pop("HTTP_UPGRADE", None)
@@ -47,18 +64,51 @@ def plain_http(wsgi_app: WSGIApplication) -> WSGIApplication:
     return serve
 
 
-def server_refusals_in_okta_shape() -> None:
-    """gunicorn refuses a request it cannot read as HTTP itself, before any route runs (a header line over
-    its limit, a broken request line, Content-Length beside Transfer-Encoding), and answered each with an
-    HTML page quoting the offending line, and no log line of ours. It now answers JSON in Okta's shape,
-    naming only the part of the request, and the refusal is logged like any other. Where gunicorn does not
-    serve (another server, or none installed), there is nothing to replace."""
+HEAD_READ_SECONDS = 1.0  # Okta sends a request whole; so does Cloud Run's front end
+MAX_REQUEST_LINE = 8190  # gunicorn's own largest limit: Okta posts to a short, fixed URL
+# What this thread serves: the head's deadline while it is read, then gunicorn's request.
+_serving = threading.local()
+
+
+def _adapt_gunicorn() -> None:
+    """gunicorn's error page, request line limit and head reading, as `on_our_terms` says; once per
+    process, and only where gunicorn serves (not Flask's own server, nor a system without it)."""
     try:
         from gunicorn import util
+        from gunicorn.workers.gthread import ThreadWorker
     except ImportError:
         return
-    if callable(getattr(util, "write_error", None)):
-        util.write_error = _server_refusal
+    if getattr(ThreadWorker.handle, "on_our_terms", False):
+        return
+    util.write_error = _server_refusal
+    handle, handle_request, init_process = ThreadWorker.handle, ThreadWorker.handle_request, ThreadWorker.init_process
+
+    def handle_in_time(worker: Any, connection: Any) -> Any:
+        with read_deadline(connection.sock, HEAD_READ_SECONDS) as deadline:
+            _serving.head = deadline
+            try:
+                return handle(worker, connection)
+            finally:
+                _serving.head = None
+
+    def handle_request_read(worker: Any, request: Any, connection: Any) -> Any:
+        head = getattr(_serving, "head", None)
+        if head is not None:  # the head is in: from here each route bounds what it reads
+            head.finish()
+        _serving.request = request  # `finish` closes the connection through it
+        try:
+            return handle_request(worker, request, connection)
+        finally:
+            _serving.request = None
+
+    def init_limited(worker: Any) -> None:
+        if worker.cfg.limit_request_line == 0:  # unlimited, as functions-framework sets it
+            worker.cfg.set("limit_request_line", MAX_REQUEST_LINE)
+        init_process(worker)
+
+    handle_in_time.on_our_terms = True  # type: ignore[attr-defined]
+    ThreadWorker.handle, ThreadWorker.handle_request = handle_in_time, handle_request_read
+    ThreadWorker.init_process = init_limited
 
 
 # What gunicorn's refusal was about, from the start of its message, for the statuses that say nothing more.
@@ -160,11 +210,14 @@ def finish(request: flask.Request, response: flask.Response) -> flask.Response:
     payload = response.get_data()
     response.response = iter([payload])  # streamed: functions-framework does not read the body then
     response.headers["Content-Length"] = str(len(payload))
-    response.headers["Connection"] = "close"  # for servers that honour it; gunicorn needs the shutdown
+    response.headers["Connection"] = "close"  # for servers that honour it; gunicorn is told below
     server_socket = request.environ.get("gunicorn.socket")
     if isinstance(server_socket, socket.socket):
         # The rest of the body is never read: gunicorn's drain and its linger on close see the end
         # of the stream at once, and close the connection instead of reading it.
         with contextlib.suppress(OSError):
             server_socket.shutdown(socket.SHUT_RD)
+    in_server = getattr(_serving, "request", None)
+    if in_server is not None:  # the answer says Connection: close, and what gunicorn buffered is never read
+        in_server.force_close()
     return response

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from telephony.answers import MAX_BODY_BYTES
+from telephony.intake import HEAD_READ_SECONDS, MAX_REQUEST_LINE
 from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
 from tests.helpers import HOOK_SECRET, okta_request
 from tests.standins import http_answer, stand_in
@@ -144,3 +145,58 @@ def test_a_stalled_body_with_a_token_lacking_the_scope_is_403_at_once(start: Hoo
         assert time.monotonic() - started < PROMPT
     assert answered == 403 and "error" in json.loads(body)
     assert closed
+
+
+# ------------------------------------------------------------ heads that stall, and endless request lines
+
+STALLED_HEADS = {
+    "nothing sent": b"",
+    "half a request line": b"POST / HTT",
+    "a head that never ends": b"POST / HTTP/1.1\r\nHost: hook\r\nAuthorization: %s\r\nX-A: b" % HOOK_SECRET.encode(),
+}
+
+
+@pytest.mark.parametrize("case", list(STALLED_HEADS))
+def test_connections_that_stall_their_head_release_their_threads(hook: RunningHook, case: str) -> None:
+    """gunicorn read a head with no deadline once its first byte was in (and waited 5 s for that byte):
+    as many stalled heads as threads kept valid hooks from being answered at all. Each is now closed
+    HEAD_READ_SECONDS after a thread takes it, and a valid hook is answered meanwhile."""
+    _, _, alone = hook.post(okta_request())
+    with ExitStack() as stack:
+        stalled = [stall(hook, STALLED_HEADS[case], stack) for _ in range(2 * THREADS)]
+        time.sleep(0.2)  # the first THREADS of them hold the worker's threads by now
+        status, answer, elapsed = hook.post(okta_request(), timeout=3 * HEAD_READ_SECONDS + 5)
+        for connection in stalled:
+            connection.settimeout(4 * HEAD_READ_SECONDS)
+            assert connection.recv(1) == b""  # closed without an answer: the caller sent no request
+    assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    # The second round of stalled heads gets the threads first: two head deadlines at most.
+    assert elapsed < 2 * HEAD_READ_SECONDS + max(10 * alone, 1.0)
+
+
+def test_a_request_line_longer_than_the_limit_is_refused_at_once(hook: RunningHook) -> None:
+    """functions-framework lifts gunicorn's limit on the request line, which gunicorn then read in quadratic
+    time: one endless line held a thread at full CPU for minutes. A line over the limit is a 414 now."""
+    hook = hook.from_now()
+    line = b"GET /?" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: hook\r\n\r\n"
+    with ExitStack() as stack:
+        started = time.monotonic()
+        status, body, closed = read_answer(stall(hook, line, stack))
+        assert time.monotonic() - started < PROMPT
+    assert (status, closed) == (414, True)
+    assert json.loads(body)["error"]["errorSummary"] == "The request is invalid: request line"
+    assert '"http_status": 414' in hook.output_with('"request_unreadable"')
+
+
+def test_a_refusal_with_a_broken_body_buffered_is_the_only_answer(hook: RunningHook) -> None:
+    """A refused request's body is never read, but gunicorn had buffered its start with the head, and read
+    it as the next request once the answer said keep-alive: a second, unasked answer (400) followed the
+    401. The refusal now says Connection: close, and is all the caller gets."""
+    request = b"POST / HTTP/1.1\r\nHost: hook\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    with socket.create_connection(hook.address, timeout=PROMPT) as connection:
+        connection.sendall(request)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 401 ")
+    assert b"\r\nConnection: close\r\n" in data.partition(b"\r\n\r\n")[0]

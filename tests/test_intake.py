@@ -12,7 +12,7 @@ import flask
 import pytest
 
 from telephony.answers import MAX_BODY_BYTES, Refused, body_too_large
-from telephony.intake import _server_refusal, finish, read_body, server_refusals_in_okta_shape
+from telephony.intake import _server_refusal, finish, on_our_terms, read_body
 
 
 def route_app(read: bool) -> flask.Flask:
@@ -105,9 +105,17 @@ def test_the_servers_own_failure_is_an_internal_error_in_oktas_shape(caplog: pyt
     assert [record.levelno for record in caplog.records] == [logging.ERROR]
 
 
-def test_gunicorn_writes_its_refusals_through_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gunicorn_is_adapted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from gunicorn import util
+    from gunicorn.workers.gthread import ThreadWorker
 
-    monkeypatch.setattr(util, "write_error", util.write_error)  # put back after the test
-    server_refusals_in_okta_shape()
+    for owner, name in (
+        (util, "write_error"),
+        *((ThreadWorker, name) for name in ("handle", "handle_request", "init_process")),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+    on_our_terms(flask.Flask(__name__).wsgi_app)
+    handle = ThreadWorker.handle
+    on_our_terms(flask.Flask(__name__).wsgi_app)  # a second app in the process: not wrapped twice
     assert util.write_error is _server_refusal
+    assert ThreadWorker.handle is handle and getattr(handle, "on_our_terms", False)
