@@ -50,9 +50,11 @@ def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
     - functions-framework lifts gunicorn's limit on the request line, which gunicorn then reads in
       quadratic time: one endless line held a thread at full CPU for minutes. The limit is gunicorn's
       largest (MAX_REQUEST_LINE); longer is a 414.
-    - gunicorn reads a request's head with no deadline, once its first byte is in (and waits 5 s for that
-      byte): a few connections that stall mid-head held every thread. The head must now be in within
-      HEAD_READ_SECONDS of a thread taking the connection, or the connection is closed.
+    - gunicorn reads a request's head with no deadline once its first byte is in, and a thread waits 5 s
+      for that byte: a few connections that stall, mid-head or before it, held every thread. A thread
+      now waits HEAD_READ_SECONDS for a new connection's first byte (then gunicorn's poller holds the
+      connection, without a thread, as gunicorn does after its own wait), and the head must be in
+      HEAD_READ_SECONDS after that, or the connection is closed.
     - A connection whose body a route left unread (`finish`) is closed after the answer: gunicorn would
       read what it had buffered of that body as the next request, and answer that too."""
     _adapt_gunicorn()
@@ -75,15 +77,19 @@ def _adapt_gunicorn() -> None:
     process, and only where gunicorn serves (not Flask's own server, nor a system without it)."""
     try:
         from gunicorn import util
+        from gunicorn.workers import gthread
         from gunicorn.workers.gthread import ThreadWorker
     except ImportError:
         return
     if getattr(ThreadWorker.handle, "on_our_terms", False):
         return
     util.write_error = _server_refusal
+    defer = getattr(gthread, "_DEFER", None)  # what tells the worker to hand a connection back to its poller
     handle, handle_request, init_process = ThreadWorker.handle, ThreadWorker.handle_request, ThreadWorker.init_process
 
     def handle_in_time(worker: Any, connection: Any) -> Any:
+        if not connection.initialized and not connection.wait_for_data(HEAD_READ_SECONDS) and defer is not None:
+            return defer  # no byte yet: gunicorn's poller holds the connection, no thread, until one comes
         with read_deadline(connection.sock, HEAD_READ_SECONDS) as deadline:
             _serving.head = deadline
             try:

@@ -200,3 +200,17 @@ def test_a_refusal_with_a_broken_body_buffered_is_the_only_answer(hook: RunningH
             data += chunk
     assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 401 ")
     assert b"\r\nConnection: close\r\n" in data.partition(b"\r\n\r\n")[0]
+
+
+def test_a_connection_whose_request_comes_after_a_pause_is_still_served(hook: RunningHook) -> None:
+    """A client (a proxy) may open a connection before it has a request: past the thread's wait for a
+    first byte, gunicorn's poller keeps the connection without a thread, and the request is served."""
+    body = json.dumps(okta_request()).encode()
+    request = b"POST / HTTP/1.1\r\nHost: hook\r\nAuthorization: %s\r\nContent-Type: application/json\r\n" % (
+        HOOK_SECRET.encode()
+    )
+    with socket.create_connection(hook.address, timeout=5) as connection:
+        time.sleep(1.5 * HEAD_READ_SECONDS)
+        connection.sendall(request + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        status, answer, _ = read_answer(connection)
+    assert status == 200 and json.loads(answer)["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
