@@ -287,6 +287,17 @@ def request_unreadable(status: HTTPStatus, part: str) -> Answer:
     ).answer
 
 
+def head_too_slow(seconds: float) -> Answer:
+    """A request whose head was still coming in when its deadline passed, refused before any route ran."""
+    return refused(
+        HTTPStatus.REQUEST_TIMEOUT,
+        Outcome.REQUEST_UNREADABLE,
+        "The request did not arrive in time.",
+        [cause(f"The request's head did not arrive within {seconds:g} s.", "REQUEST_TOO_SLOW", "request")],
+        log_fields={"invalid_fields": ["request"]},
+    ).answer
+
+
 def internal_error(route: str) -> Answer:
     """A bug of ours: still an answer in Okta's shape, naming the route."""
     return refused(HTTPStatus.INTERNAL_SERVER_ERROR, Outcome.INTERNAL_ERROR, f"The {route} failed.").answer

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import flask
 
-from telephony.answers import MAX_BODY_BYTES, internal_error, request_unreadable
+from telephony.answers import MAX_BODY_BYTES, Answer, head_too_slow, internal_error, request_unreadable
 from telephony.deadlines import Call, read_deadline
 
 if TYPE_CHECKING:
@@ -99,9 +99,10 @@ def _adapt_gunicorn() -> None:
 
     def handle_request_read(worker: Any, request: Any, connection: Any) -> Any:
         head = getattr(_serving, "head", None)
-        if head is not None:  # the head is in: from here each route bounds what it reads
-            head.finish()
-        _serving.request = request  # `finish` closes the connection through it
+        if head is not None and head.finish():  # in, but as its deadline shut the read side: the body is lost
+            _refuse_before_route(connection.sock, head_too_slow(HEAD_READ_SECONDS), "request")
+            return False
+        _serving.request = request  # the head is in (each route bounds what it reads); `finish` closes through it
         try:
             return handle_request(worker, request, connection)
         finally:
@@ -123,7 +124,16 @@ _PARTS = (
     (("invalid chunk",), "body"),
     (("unable to comply",), "Expect"),
     (("unsupported transfer coding",), "Transfer-Encoding"),
-    (("invalid http header", "obsolete line folding", "error parsing headers", "contradictory scheme"), "headers"),
+    (
+        (
+            "invalid http header",
+            "obsolete line folding",
+            "error parsing headers",
+            "contradictory scheme",
+            "configuration",
+        ),
+        "headers",
+    ),
 )
 _STATUS_PARTS = {431: "headers", 414: "request line", 417: "Expect", 501: "Transfer-Encoding"}
 _log = logging.getLogger("telephony_hook.http")
@@ -131,21 +141,29 @@ _log = logging.getLogger("telephony_hook.http")
 
 def _server_refusal(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """gunicorn's `util.write_error`, in Okta's shape: its message may quote what was sent, so it is not."""
-    if status == HTTPStatus.INTERNAL_SERVER_ERROR:  # gunicorn failed to serve, not the caller: as a bug of ours
-        answer = internal_error("function")
+    lowered = message.lower()
+    if status == HTTPStatus.INTERNAL_SERVER_ERROR and not lowered.startswith("configuration problem"):
+        # gunicorn failed to serve, not the caller: as a bug of ours
         _log.error("the server failed to serve a request", extra={"fields": {"http_status": status}})
-    else:
-        lowered = message.lower()
-        part = _STATUS_PARTS.get(status) or next(
-            (name for starts, name in _PARTS if lowered.startswith(starts)), "request"
-        )
-        try:
-            code = HTTPStatus(status)
-        except ValueError:
-            code = HTTPStatus.BAD_REQUEST
-        answer = request_unreadable(code, part)
-        fields = {**answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
-        _log.log(answer.outcome.severity, f"refused before any route: {part}", extra={"fields": fields})
+        _send_before_route(sock, internal_error("function"))
+        return
+    # A header that conflicts with the server's set-up (SCRIPT_NAME from a trusted forwarder) is the
+    # caller's doing too, whatever status gunicorn gives it.
+    part = _STATUS_PARTS.get(status) or next((name for starts, name in _PARTS if lowered.startswith(starts)), "request")
+    try:
+        code = HTTPStatus(status) if status < HTTPStatus.INTERNAL_SERVER_ERROR else HTTPStatus.BAD_REQUEST
+    except ValueError:
+        code = HTTPStatus.BAD_REQUEST
+    _refuse_before_route(sock, request_unreadable(code, part), part)
+
+
+def _refuse_before_route(sock: socket.socket, answer: Answer, part: str) -> None:
+    fields = {**answer.log_fields, "outcome": answer.outcome, "http_status": answer.status}
+    _log.log(answer.outcome.severity, f"refused before any route: {part}", extra={"fields": fields})
+    _send_before_route(sock, answer)
+
+
+def _send_before_route(sock: socket.socket, answer: Answer) -> None:
     body = answer.json().encode()
     head = f"HTTP/1.1 {answer.status.value} {answer.status.phrase}\r\nConnection: close\r\n"
     head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import Any
 
 import flask
 import pytest
 
+from telephony import intake
 from telephony.answers import MAX_BODY_BYTES, Refused, body_too_large
+from telephony.deadlines import read_deadline
 from telephony.intake import _server_refusal, finish, on_our_terms, read_body
 
 
@@ -119,3 +123,43 @@ def test_gunicorn_is_adapted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     on_our_terms(flask.Flask(__name__).wsgi_app)  # a second app in the process: not wrapped twice
     assert util.write_error is _server_refusal
     assert ThreadWorker.handle is handle and getattr(handle, "on_our_terms", False)
+
+
+def test_a_header_that_conflicts_with_the_servers_set_up_is_the_callers_400(caplog: pytest.LogCaptureFixture) -> None:
+    """gunicorn gives SCRIPT_NAME from a trusted forwarder a 500 of its own: the caller's doing, not ours."""
+    head, body = refusal_written(500, "Internal Server Error", "Configuration problem: SCRIPT_NAME /zzz")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 400 Bad Request"
+    assert body["error"]["errorSummary"] == "The request is invalid: headers"
+    assert [record.levelno for record in caplog.records] == [logging.WARNING]
+
+
+def test_a_head_whose_deadline_passed_as_it_came_in_is_a_408_not_a_route_on_a_shut_socket(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watchdog may shut the read side just after the head is parsed: the route would then read a
+    cut body and blame the caller's framing. The request is refused for its time, and the route never runs."""
+    from gunicorn import util
+    from gunicorn.workers.gthread import ThreadWorker
+
+    routed: list[object] = []
+    monkeypatch.setattr(util, "write_error", util.write_error)
+    monkeypatch.setattr(ThreadWorker, "handle", lambda worker, connection: None)  # not adapted yet
+    monkeypatch.setattr(ThreadWorker, "handle_request", lambda worker, request, connection: routed.append(request))
+    monkeypatch.setattr(ThreadWorker, "init_process", ThreadWorker.init_process)
+    on_our_terms(flask.Flask(__name__).wsgi_app)
+    ours, theirs = socket.socketpair()
+    with ours, theirs, read_deadline(ours, 0.0) as head:
+        while not head.expired:
+            time.sleep(0.01)
+        monkeypatch.setattr(intake._serving, "head", head, raising=False)
+        kept = ThreadWorker.handle_request(None, "request", SimpleNamespace(sock=ours))
+        ours.shutdown(socket.SHUT_WR)
+        answer = theirs.recv(65536)
+    assert kept is False and routed == []
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n")
+    assert (
+        json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["errorSummary"] == "The request did not arrive in time."
+    )
+    assert [(record.levelno, record.fields["outcome"]) for record in caplog.records] == [  # type: ignore[attr-defined]
+        (logging.WARNING, "request_unreadable")
+    ]
