@@ -22,8 +22,8 @@ REDACTED = "[redacted]"
 
 # Python's level names are Cloud Logging's severities, except these.
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "NOTSET": "DEFAULT"}
-# Values only the function writes, from a fixed vocabulary: what alerts and queries key on. (The trace
-# is not one of them: the caller picks it, and could make it the request's code.)
+# Values only the function writes, from a fixed vocabulary: what alerts and queries key on. (Not the
+# trace: the caller picks it, and could make it the request's code.)
 _OWN_FIELDS = frozenset({"severity", "logger", "outcome", "http_status"})
 
 
@@ -53,11 +53,19 @@ class CloudLoggingFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         scope = _scope.get()
-        if scope and scope.trace:
-            entry["logging.googleapis.com/trace"] = scope.trace
-            if scope.span_id:
-                entry["logging.googleapis.com/spanId"] = scope.span_id
         replacements = scope.replacements if scope else []
+        if scope and scope.trace:
+            # The caller picks these ids: one that holds a sensitive value anywhere (a code padded with
+            # zeros, which a whole-word scrub leaves) is not written at all.
+            for key, value in (
+                ("logging.googleapis.com/trace", scope.trace),
+                ("logging.googleapis.com/spanId", scope.span_id),
+            ):
+                if value:
+                    held = any(secret in value for secret in self._secrets) or any(
+                        sensitive in value for sensitive, _ in replacements
+                    )
+                    entry[key] = REDACTED if held else value
         line = json.dumps(entry, default=str, ensure_ascii=False)
         # Most lines hold nothing to scrub: one search of the finished line says so, then it is kept.
         if not any(_spelled_in(value, line) for value in self._secrets) and not any(

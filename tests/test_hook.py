@@ -436,15 +436,23 @@ def test_trace_is_qualified_with_the_project_when_known(
     assert line["logging.googleapis.com/spanId"] == "42"
 
 
-def test_a_trace_header_holding_the_code_is_scrubbed_like_any_other_value(
-    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Cloud-Trace-Context": f"{OTP}/1;o=1"},
+        {"X-Cloud-Trace-Context": f"0{OTP}/1;o=1"},  # padded: a whole-word scrub leaves it
+        {"traceparent": f"00-{OTP:0>32}-{OTP:0>16}-01"},
+    ],
+)
+def test_a_trace_header_holding_the_code_is_not_written(
+    header: dict[str, str], client: FlaskClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The caller picks the trace id: one spelled like the request's code is not written as it is."""
+    """The caller picks the trace and span ids: one that holds the request's code anywhere is not written."""
     capsys.readouterr()
-    post_hook(client, okta_request(), **{"X-Cloud-Trace-Context": f"{OTP}/1;o=1"})
+    post_hook(client, okta_request(), **header)
     output = capsys.readouterr().out
     assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
-    assert OTP not in output
+    assert OTP not in output  # nor in the span id: '1', or redacted where it held the code
 
 
 def test_provider_failures_log_the_twilio_code_at_error(
