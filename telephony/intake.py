@@ -147,8 +147,8 @@ def _server_refusal(sock: socket.socket, status: int, reason: str, message: str)
         _log.error("the server failed to serve a request", extra={"fields": {"http_status": status}})
         _send_before_route(sock, internal_error("function"))
         return
-    # A header that conflicts with the server's set-up (SCRIPT_NAME from a trusted forwarder) is the
-    # caller's doing too, whatever status gunicorn gives it.
+    # The caller's doing, whatever status gunicorn gives it (501 for a transfer coding it does not know,
+    # 500 for a SCRIPT_NAME header from a trusted forwarder): bad input is a 4xx.
     part = _STATUS_PARTS.get(status) or next((name for starts, name in _PARTS if lowered.startswith(starts)), "request")
     try:
         code = HTTPStatus(status) if status < HTTPStatus.INTERNAL_SERVER_ERROR else HTTPStatus.BAD_REQUEST

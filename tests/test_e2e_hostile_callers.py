@@ -101,7 +101,8 @@ UNREADABLE_REQUESTS = {
     "a header line without its colon": (_SECRET_LINE, 400, "headers"),
     "Content-Length and Transfer-Encoding": ("Content-Length: 5\r\nTransfer-Encoding: chunked", 400, "headers"),
     "a negative Content-Length": ("Content-Length: -1", 400, "headers"),
-    "an unknown transfer coding": ("Transfer-Encoding: zip", 501, "Transfer-Encoding"),
+    # gunicorn's 501 (RFC 9112's SHOULD): the caller's bad input, and bad input is never a 5xx here
+    "an unknown transfer coding": ("Transfer-Encoding: zip", 400, "Transfer-Encoding"),
 }
 UNREADABLE_PARTS = {
     "headers": "The headers could not be read as HTTP, or they are too large (a line too long, or too many).",
