@@ -1,4 +1,5 @@
-"""Request bodies on our terms: read at most the cap, and never after a refusal.
+"""Requests on our terms: bodies read at most to the cap and never after a refusal, and the server
+(gunicorn, as functions-framework runs it) adapted to the same terms (`on_our_terms`).
 
 The function's URL is public, so a refusal must cost nothing, however its caller sends the body.
 Left alone, the stack would read what we refuse: functions-framework's after-request hook reads
@@ -124,16 +125,8 @@ _PARTS = (
     (("invalid chunk",), "body"),
     (("unable to comply",), "Expect"),
     (("unsupported transfer coding",), "Transfer-Encoding"),
-    (
-        (
-            "invalid http header",
-            "obsolete line folding",
-            "error parsing headers",
-            "contradictory scheme",
-            "configuration",
-        ),
-        "headers",
-    ),
+    (("invalid http header", "obsolete line folding", "error parsing headers"), "headers"),
+    (("contradictory scheme", "configuration problem"), "headers"),
 )
 _STATUS_PARTS = {431: "headers", 414: "request line", 417: "Expect", 501: "Transfer-Encoding"}
 _log = logging.getLogger("telephony_hook.http")
