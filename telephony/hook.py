@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from telephony.delivery import TwilioDelivery, build_client
 from telephony.guard import Held, Passage, SpendGuard, unreachable_limits
 from telephony.intake import BODY_READ_SECONDS, declared_too_large, read_body
 from telephony.logs import REDACTED, mark_sensitive
-from telephony.phone import mask
+from telephony.phone import mask, national_digits
 from telephony.policy import DeliveryPolicy
 from telephony.settings import HOOK_BUDGET_SECONDS, Settings
 
@@ -123,15 +124,34 @@ class TelephonyHook:
         try:
             return parse_hook_request(body, self._default_country)
         except ValidationError as error:
+            _mark_as_sent(body)
             raise invalid_request(ROUTE, error) from None
 
     @staticmethod
     def _mark_number(e164: str) -> str:
-        """The number masked, and never written otherwise from here on, with or without its '+'."""
+        """The number masked, and never written otherwise from here on, with or without its '+' or its
+        country code."""
         masked = mask(e164)
         mark_sensitive(e164, masked)
         mark_sensitive(e164.removeprefix("+"), masked)
+        mark_sensitive(national_digits(e164), masked)  # '4155550123' is the number too
         return masked
+
+
+def _mark_as_sent(body: bytes) -> None:
+    """A refused request's code and number, as sent, are as sensitive as a valid one's: Okta sends the
+    same code through its own provider next, and the caller's trace header could spell it."""
+    try:
+        profile = json.loads(body)["data"]["messageProfile"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return
+    if not isinstance(profile, dict):
+        return
+    for name in ("otpCode", "phoneNumber"):
+        value = profile.get(name)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            mark_sensitive(str(value))
+            mark_sensitive(str(value).removeprefix("+"))
 
 
 def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:

@@ -77,6 +77,16 @@ class NumberFacts(NamedTuple):
     e164: str  # the number as libphonenumber read it: what the guard checked is what Twilio gets
 
 
+def national_digits(e164: str) -> str:
+    """'+14155550123' -> '4155550123': the number without its country calling code (ITU's codes are
+    prefix-free, so the one that starts it is the code), or '' when none does."""
+    digits = e164.removeprefix("+")
+    for size in (1, 2, 3):
+        if digits[:size].isdigit() and int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return digits[size:]
+    return ""
+
+
 def describe(e164: str) -> NumberFacts:
     """Look the number up in libphonenumber's metadata (offline, no network)."""
     try:

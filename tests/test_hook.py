@@ -455,6 +455,29 @@ def test_a_trace_header_holding_the_code_is_not_written(
     assert OTP not in output  # nor in the span id: '1', or redacted where it held the code
 
 
+def test_a_trace_header_holding_the_national_number_is_not_written(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    national = PHONE.removeprefix("+1")
+    post_hook(client, okta_request(), **{"X-Cloud-Trace-Context": f"{national}/1;o=1"})
+    output = capsys.readouterr().out
+    assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
+    assert national not in output
+
+
+def test_a_refused_requests_code_is_not_written_through_its_trace_header(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request refused for another field still carries Okta's code, which Okta sends itself next."""
+    capsys.readouterr()
+    response = post_hook(client, okta_request(deliveryChannel="FAX"), **{"X-Cloud-Trace-Context": f"{OTP}/1;o=1"})
+    output = capsys.readouterr().out
+    assert response.status_code == 400
+    assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
+    assert OTP not in output
+
+
 def test_provider_failures_log_the_twilio_code_at_error(
     make_client: AppFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from telephony.answers import Refused
 from telephony.delivery import VERIFY_LOCALES, TwilioDelivery, sms_text, verify_locale
-from telephony.phone import NumberFacts, PhonePolicy, describe, mask, read_number, to_e164
+from telephony.phone import NumberFacts, PhonePolicy, describe, mask, national_digits, read_number, to_e164
 from telephony.settings import SettingsError, load_settings
 from telephony.templates import code_position, holds_code
 from telephony.twilio_errors import TWILIO_ERRORS, transport_failure, twilio_failure
@@ -466,3 +466,11 @@ def test_a_dotenv_key_nothing_reads_is_named_with_the_likely_one() -> None:
     # a secret pasted on a line of its own ('Zx9-secret=' reads as a key): never repeated
     pasted = unknown_keys({"Zx9-pasted-secret-value": ""})
     assert pasted == ["a line whose name is not a variable's (not repeated here)"]
+
+
+@pytest.mark.parametrize(
+    ("e164", "national"),
+    [("+14155550123", "4155550123"), ("+390612345678", "0612345678"), ("+447911123456", "7911123456"), ("+", "")],
+)
+def test_national_digits_drop_the_country_calling_code(e164: str, national: str) -> None:
+    assert national_digits(e164) == national
