@@ -52,10 +52,10 @@ def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
       quadratic time: one endless line held a thread at full CPU for minutes. The limit is gunicorn's
       largest (MAX_REQUEST_LINE); longer is a 414.
     - gunicorn reads a request's head with no deadline once its first byte is in, and a thread waits 5 s
-      for that byte: a few connections that stall, mid-head or before it, held every thread. A thread
-      now waits HEAD_READ_SECONDS for a new connection's first byte (then gunicorn's poller holds the
-      connection, without a thread, as gunicorn does after its own wait), and the head must be in
-      HEAD_READ_SECONDS after that, or the connection is closed.
+      for that byte: a few connections that stall, mid-head or before it, held every thread. A new
+      connection with no byte in now goes at once to gunicorn's poller, which holds it without a thread
+      (as gunicorn does after its own wait, until its keep-alive timeout), and a head must be in
+      HEAD_READ_SECONDS after a thread starts reading it, or the connection is closed.
     - A connection whose body a route left unread (`finish`) is closed after the answer: gunicorn would
       read what it had buffered of that body as the next request, and answer that too."""
     _adapt_gunicorn()
@@ -89,7 +89,7 @@ def _adapt_gunicorn() -> None:
     handle, handle_request, init_process = ThreadWorker.handle, ThreadWorker.handle_request, ThreadWorker.init_process
 
     def handle_in_time(worker: Any, connection: Any) -> Any:
-        if not connection.initialized and not connection.wait_for_data(HEAD_READ_SECONDS) and defer is not None:
+        if not connection.initialized and defer is not None and not connection.wait_for_data(0.0):
             return defer  # no byte yet: gunicorn's poller holds the connection, no thread, until one comes
         with read_deadline(connection.sock, HEAD_READ_SECONDS) as deadline:
             _serving.head = deadline

@@ -214,3 +214,16 @@ def test_a_connection_whose_request_comes_after_a_pause_is_still_served(hook: Ru
         connection.sendall(request + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         status, answer, _ = read_answer(connection)
     assert status == 200 and json.loads(answer)["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+
+
+def test_connections_that_send_nothing_hold_no_thread(hook: RunningHook) -> None:
+    """Each new connection held a thread while it waited for a first byte (5 s, then 1 s): three times
+    THREADS silent connections put a valid hook seconds behind them. They wait in gunicorn's poller now."""
+    _, _, alone = hook.post(okta_request())
+    with ExitStack() as stack:
+        for _ in range(3 * THREADS):
+            stack.enter_context(socket.create_connection(hook.address, timeout=PROMPT))
+        time.sleep(0.1)
+        status, answer, elapsed = hook.post(okta_request())
+    assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert elapsed < max(10 * alone, HEAD_READ_SECONDS / 2)
