@@ -140,7 +140,8 @@ class TelephonyHook:
 
 def _mark_as_sent(body: bytes) -> None:
     """A refused request's code and number, as sent, are as sensitive as a valid one's: Okta sends the
-    same code through its own provider next, and the caller's trace header could spell it."""
+    same code through its own provider next, and the caller's trace header could spell it. Each is
+    marked as sent, and as its digits alone ('+1 (415) 555-0123': '14155550123', '4155550123')."""
     try:
         profile = json.loads(body)["data"]["messageProfile"]
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -149,21 +150,28 @@ def _mark_as_sent(body: bytes) -> None:
         return
     for name in ("otpCode", "phoneNumber"):
         value = profile.get(name)
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            mark_sensitive(str(value))
-            mark_sensitive(str(value).removeprefix("+"))
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            continue
+        text = str(value)
+        digits = "".join(char for char in text if char in "0123456789")
+        spellings = {text, text.removeprefix("+"), digits}
+        if name == "phoneNumber":
+            spellings.add(national_digits(f"+{digits}"))
+        for spelling in spellings:
+            mark_sensitive(spelling)
 
 
 def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
     """What the log line says about the request: never the code, a name, a login or a number.
     Free-text fields are clipped: they come from the caller, and a log line should stay a line."""
     profile = hook.data.message_profile
+    held = (profile.phone_number[-NUMBER_TAIL:], profile.otp_code)
     return {
-        "event_id": _free_text(hook.event_id, 64, profile.phone_number),
-        "request_type": _free_text(hook.request_type, 128, profile.phone_number),
+        "event_id": _free_text(hook.event_id, 64, held),
+        "request_type": _free_text(hook.request_type, 128, held),
         "request_type_known": hook.request_type in KNOWN_REQUEST_TYPES,
         "channel": profile.delivery_channel,
-        "locale": _free_text(profile.locale, 35, profile.phone_number),
+        "locale": _free_text(profile.locale, 35, held),
         "preview": hook.is_preview,
     }
 
@@ -171,10 +179,13 @@ def request_facts(hook: TelephonyHookRequest) -> dict[str, Any]:
 NUMBER_TAIL = 7  # a number's last digits that a field spelling it in any way would hold
 
 
-def _free_text(value: str | None, length: int, e164: str) -> str | None:
-    """A caller's field, clipped; redacted whole when its digits hold the number's (a spelling the scrub
-    of exact values would miss: '(415) 555-7391', '4155557391')."""
-    text = (value or "")[:length] or None
-    if text is not None and e164[-NUMBER_TAIL:] in "".join(char for char in text if char in "0123456789"):
+def _free_text(value: str | None, length: int, held: tuple[str, ...]) -> str | None:
+    """A caller's field, clipped; redacted whole when it holds the number's tail or the code anywhere, in
+    its digits alone too (spellings the scrub of whole values misses: '(415) 555-7391', '0000482913',
+    '48-29-13'), looked for before the clip cuts a spelling short."""
+    if not value:
+        return None
+    digits = "".join(char for char in value if char in "0123456789")
+    if any(secret and (secret in value or secret in digits) for secret in held):
         return REDACTED
-    return text
+    return value[:length]

@@ -391,6 +391,33 @@ def test_a_callers_field_spelling_the_number_is_not_written(
     assert "555-0123" not in output and "5550123" not in output
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"eventId": f"0000{OTP}"},  # padded: the whole-value scrub leaves it
+        {"eventId": "a" * 57 + PHONE[2:]},  # the clip would have cut the number short of its tail
+        {"requestType": f"{OTP[:2]}-{OTP[2:4]}-{OTP[4:]}"},
+        {"locale": f"x{OTP}"},
+    ],
+)
+def test_a_callers_field_holding_the_code_or_number_anywhere_is_not_written(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str], fields: dict[str, str]
+) -> None:
+    body = okta_request()
+    if "eventId" in fields:
+        body["eventId"] = fields["eventId"]
+    elif "requestType" in fields:
+        body["requestType"] = fields["requestType"]
+    else:
+        body["data"]["messageProfile"]["locale"] = fields["locale"]
+    capsys.readouterr()
+    post_hook(client, body)
+    output = capsys.readouterr().out
+    line = hook_log(output)
+    assert "[redacted]" in (line["event_id"], line["request_type"], line["locale"])
+    assert OTP not in output and PHONE[2:9] not in output
+
+
 def test_missing_twilio_configuration_is_explained(make_client: AppFactory, sandbox: SandboxState) -> None:
     response = post_hook(make_client(TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None), okta_request())
     assert response.status_code == 200
@@ -476,6 +503,26 @@ def test_a_refused_requests_code_is_not_written_through_its_trace_header(
     assert response.status_code == 400
     assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
     assert OTP not in output
+
+
+@pytest.mark.parametrize(
+    ("profile", "trace"),
+    [
+        ({"phoneNumber": "+1 (415) 555-0123"}, "14155550123"),
+        ({"phoneNumber": "+1 (415) 555-0123"}, "4155550123"),
+        ({"otpCode": f"{OTP[:2]}-{OTP[2:4]}-{OTP[4:]}"}, OTP),
+    ],
+)
+def test_a_refused_requests_code_or_number_in_another_spelling_is_not_written(
+    profile: dict[str, str], trace: str, client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    body = okta_request(deliveryChannel="FAX", **profile)
+    response = post_hook(client, body, **{"X-Cloud-Trace-Context": f"{trace}/1;o=1"})
+    output = capsys.readouterr().out
+    assert response.status_code == 400
+    assert hook_log(output)["logging.googleapis.com/trace"] == "[redacted]"
+    assert trace not in output
 
 
 def test_provider_failures_log_the_twilio_code_at_error(
