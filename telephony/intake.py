@@ -56,6 +56,12 @@ def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
       connection with no byte in now goes at once to gunicorn's poller, which holds it without a thread
       (as gunicorn does after its own wait, until its keep-alive timeout), and a head must be in
       HEAD_READ_SECONDS after a thread starts reading it, or the connection is closed.
+    - A stopping worker serves the connections it had queued: one whose head is not in whole is closed at
+      once (a request sent before the stop is), where each took a thread for the head's deadline, and a
+      few hundred stalled ones kept the worker past Cloud Run's 10 s after SIGTERM.
+    - gunicorn closes a connection on its main thread, lingering up to 2 s for the caller to close first:
+      a caller who kept its connections open after an answer held the thread that accepts every
+      connection. What waits is dropped at once instead (`_drop_waiting`).
     - A connection whose body a route left unread (`finish`) is closed after the answer: gunicorn would
       read what it had buffered of that body as the next request, and answer that too."""
     _adapt_gunicorn()
@@ -69,6 +75,7 @@ def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
 
 HEAD_READ_SECONDS = 1.0  # Okta sends a request whole; so does Cloud Run's front end
 MAX_REQUEST_LINE = 8190  # gunicorn's own largest limit: Okta posts to a short, fixed URL
+HEAD_PEEK_BYTES = 64 * 1024  # far more than a head of Okta's, Twilio's or a front end's
 # What this thread serves: the head's deadline while it is read, then gunicorn's request.
 _serving = threading.local()
 
@@ -91,6 +98,12 @@ def _adapt_gunicorn() -> None:
     def handle_in_time(worker: Any, connection: Any) -> Any:
         if not connection.initialized and defer is not None and not connection.wait_for_data(0.0):
             return defer  # no byte yet: gunicorn's poller holds the connection, no thread, until one comes
+        if not connection.initialized and not worker.alive and not _head_in(connection.sock):
+            # Stopping: a request sent before is in whole, and a stalled one is not waited for. Its read
+            # side is shut first: gunicorn's graceful close would linger 2 s on its main thread to drain it.
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RD)
+            return False
         with read_deadline(connection.sock, HEAD_READ_SECONDS) as deadline:
             _serving.head = deadline
             try:
@@ -114,9 +127,41 @@ def _adapt_gunicorn() -> None:
             worker.cfg.set("limit_request_line", MAX_REQUEST_LINE)
         init_process(worker)
 
+    close = gthread.TConn.close
+
+    def close_at_once(connection: Any, graceful: bool = False) -> None:
+        if graceful:  # what the caller sent is read and dropped, without waiting for more
+            _drop_waiting(connection.sock)
+        close(connection, graceful)
+
     handle_in_time.on_our_terms = True  # type: ignore[attr-defined]
     ThreadWorker.handle, ThreadWorker.handle_request = handle_in_time, handle_request_read
-    ThreadWorker.init_process = init_limited
+    ThreadWorker.init_process, gthread.TConn.close = init_limited, close_at_once
+
+
+def _drop_waiting(sock: socket.socket) -> None:
+    """Read what waits on the socket, without waiting, and shut its read side. gunicorn closes a
+    connection gracefully on its main thread, lingering up to 2 s to drain it (so the kernel's reset does
+    not cut the answer short): a caller who keeps the connection open and sends nothing held the main
+    thread, which accepts every connection, 2 s per connection (10 such requests: a valid hook 20 s late).
+    What was sent is dropped here instead; the answer has gone, and the close then sends FIN at once."""
+    with contextlib.suppress(OSError):
+        for _ in range(HEAD_PEEK_BYTES // 4096):
+            if not sock.recv(4096, socket.MSG_DONTWAIT):
+                break
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+
+
+def _head_in(sock: socket.socket) -> bool:
+    """Whether a whole request head waits on the socket, unread (or it ended: gunicorn closes it then)."""
+    try:
+        waiting = sock.recv(HEAD_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # gunicorn's read finds out
+    return not waiting or b"\r\n\r\n" in waiting
 
 
 # What gunicorn's refusal was about, from the start of its message, for the statuses that say nothing more.

@@ -8,6 +8,7 @@ rest, the connection closed, and no request may make the worker hold more than t
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -225,5 +226,45 @@ def test_connections_that_send_nothing_hold_no_thread(hook: RunningHook) -> None
             stack.enter_context(socket.create_connection(hook.address, timeout=PROMPT))
         time.sleep(0.1)
         status, answer, elapsed = hook.post(okta_request())
+    assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+    assert elapsed < max(10 * alone, HEAD_READ_SECONDS / 2)
+
+
+def test_a_stopping_worker_does_not_wait_for_stalled_heads(start: HookStarter) -> None:
+    """Connections queued when SIGTERM came each took a thread for the head's deadline: 12 x THREADS
+    of them kept the worker 12 s (Cloud Run kills it at 10 s). A stalled one is closed at once now."""
+    hook = start(THREADS=str(THREADS))
+    with ExitStack() as stack:
+        for _ in range(12 * THREADS):
+            stall(hook, b"P", stack)
+        time.sleep(0.2)
+        started = time.monotonic()
+        hook.process.send_signal(signal.SIGTERM)
+        hook.process.wait(timeout=30)
+        stopped = time.monotonic() - started
+    assert stopped < 4 * HEAD_READ_SECONDS
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",  # gunicorn's own refusal
+        b"GET / HTTP/1.0\r\n\r\n",  # a route's answer that closes (HTTP/1.0)
+        b"POST / HTTP/1.1\r\nHost: hook\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["unreadable", "http/1.0", "connection close"],
+)
+def test_callers_that_keep_their_connection_open_after_the_answer_do_not_hold_the_server(
+    hook: RunningHook, request_bytes: bytes
+) -> None:
+    """gunicorn closed each answered connection on its main thread, the one that accepts connections,
+    lingering 2 s for the caller to close first: ten callers that kept theirs open put a valid hook 20 s
+    behind them. What they sent is dropped at once now, and the connection closed."""
+    _, _, alone = hook.post(okta_request())
+    with ExitStack() as stack:
+        held = [stall(hook, request_bytes, stack) for _ in range(3 * THREADS)]
+        time.sleep(0.3)
+        status, answer, elapsed = hook.post(okta_request())
+        assert all(read_answer(connection)[2] for connection in held)  # answered, then closed
     assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
     assert elapsed < max(10 * alone, HEAD_READ_SECONDS / 2)
