@@ -125,13 +125,20 @@ def read_deadline(sock: socket.socket, seconds: float) -> Iterator[Call]:
     """The same watchdog for a caller's upload: when `seconds` pass, the read side of the caller's
     connection is shut, so a body read stalled on it ends at once (the answer can still be sent).
     The Call says whether the deadline passed (`expired`)."""
-    call = Call(time.monotonic() + seconds, how=socket.SHUT_RD)
-    call.sock = sock
-    _watchdog.watch(call)
+    call = socket_deadline(sock, seconds, socket.SHUT_RD)
     try:
         yield call
     finally:
         call.finish()
+
+
+def socket_deadline(sock: socket.socket, seconds: float, how: int) -> Call:
+    """The watchdog on a caller's connection: when `seconds` pass, `how` is shut (a read or a write
+    blocked on it ends at once), unless the returned Call is finished first."""
+    call = Call(time.monotonic() + seconds, how=how)
+    call.sock = sock
+    _watchdog.watch(call)
+    return call
 
 
 class _Lookup:

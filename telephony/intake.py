@@ -17,14 +17,14 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import flask
 
 from telephony.answers import MAX_BODY_BYTES, Answer, head_too_slow, internal_error, request_unreadable
-from telephony.deadlines import Call, read_deadline
+from telephony.deadlines import Call, read_deadline, socket_deadline
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -62,18 +62,44 @@ def on_our_terms(wsgi_app: WSGIApplication) -> WSGIApplication:
     - gunicorn closes a connection on its main thread, lingering up to 2 s for the caller to close first:
       a caller who kept its connections open after an answer held the thread that accepts every
       connection. What waits is dropped at once instead (`_drop_waiting`).
+    - An answer must be written within WRITE_SECONDS (`_Written`): a caller that stopped reading held a
+      thread in gunicorn's write for good.
     - A connection whose body a route left unread (`finish`) is closed after the answer: gunicorn would
       read what it had buffered of that body as the next request, and answer that too."""
     _adapt_gunicorn()
 
     def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ.pop("HTTP_UPGRADE", None)
-        return wsgi_app(environ, start_response)
+        answer = wsgi_app(environ, start_response)
+        server_socket = environ.get("gunicorn.socket")
+        if not isinstance(server_socket, socket.socket):
+            return answer
+        return _Written(answer, socket_deadline(server_socket, WRITE_SECONDS, socket.SHUT_RDWR))
 
     return serve
 
 
+class _Written:
+    """An answer the server writes within WRITE_SECONDS: gunicorn writes with no deadline, and a caller
+    that pipelines requests and never reads their answers filled the socket's buffers, leaving a thread
+    blocked in its write for good (as many such callers as threads: no hook answered, and a SIGTERM
+    that took gunicorn's 30 s). At the deadline the connection is shut both ways, and the write ends."""
+
+    def __init__(self, answer: Iterable[bytes], deadline: Call) -> None:
+        self._answer, self._deadline = answer, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._answer)
+
+    def close(self) -> None:
+        self._deadline.finish()
+        close = getattr(self._answer, "close", None)
+        if close is not None:
+            close()
+
+
 HEAD_READ_SECONDS = 1.0  # Okta sends a request whole; so does Cloud Run's front end
+WRITE_SECONDS = 2.0  # from the route's answer to its last byte written (and the work after it)
 MAX_REQUEST_LINE = 8190  # gunicorn's own largest limit: Okta posts to a short, fixed URL
 HEAD_PEEK_BYTES = 64 * 1024  # far more than a head of Okta's, Twilio's or a front end's
 # What this thread serves: the head's deadline while it is read, then gunicorn's request.

@@ -7,6 +7,7 @@ rest, the connection closed, and no request may make the worker hold more than t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from telephony.answers import MAX_BODY_BYTES
-from telephony.intake import HEAD_READ_SECONDS, MAX_REQUEST_LINE
+from telephony.intake import HEAD_READ_SECONDS, MAX_REQUEST_LINE, WRITE_SECONDS
 from tests.e2e_hooks import HookStarter, RunningHook, hook_starter
 from tests.helpers import HOOK_SECRET, okta_request
 from tests.standins import http_answer, stand_in
@@ -268,3 +269,30 @@ def test_callers_that_keep_their_connection_open_after_the_answer_do_not_hold_th
         assert all(read_answer(connection)[2] for connection in held)  # answered, then closed
     assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
     assert elapsed < max(10 * alone, HEAD_READ_SECONDS / 2)
+
+
+def test_callers_that_never_read_their_answers_do_not_hold_the_threads(start: HookStarter) -> None:
+    """gunicorn writes an answer with no deadline: callers that pipelined requests and never read the
+    answers filled their sockets' buffers (about 10 s here), and then held every thread in its write for
+    good (no hook answered; SIGTERM took gunicorn's 30 s). An answer has WRITE_SECONDS to be written."""
+    hook = start(THREADS=str(THREADS))
+    _, _, alone = hook.post(okta_request())
+
+    def never_read(connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # shut by the server: the test goes on
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: hook\r\n\r\n" * 60_000)
+
+    with ExitStack() as stack:
+        for _ in range(2 * THREADS):
+            connection = stack.enter_context(socket.socket())
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full after a few answers
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 100)
+            connection.connect(hook.address)
+            threading.Thread(target=never_read, args=(connection,), daemon=True).start()
+        took = []
+        for _ in range(15):
+            time.sleep(1)
+            status, answer, elapsed = hook.post(okta_request(), timeout=3 * WRITE_SECONDS + 10)
+            assert status == 200 and answer["commands"][0]["value"][0]["status"] == "SUCCESSFUL"
+            took.append(elapsed)
+    assert max(took) < WRITE_SECONDS + max(10 * alone, 1.0), took
