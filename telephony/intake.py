@@ -118,11 +118,13 @@ def _adapt_gunicorn() -> None:
     if getattr(ThreadWorker.handle, "on_our_terms", False):
         return
     util.write_error = _server_refusal
-    defer = getattr(gthread, "_DEFER", None)  # what tells the worker to hand a connection back to its poller
+    if not all(hasattr(gthread.TConn, name) for name in ("wait_for_data", "close")) or not hasattr(gthread, "_DEFER"):
+        return  # not the thread worker these adaptations were written for (requirements.txt pins it)
+    defer = gthread._DEFER  # what tells the worker to hand a connection back to its poller
     handle, handle_request, init_process = ThreadWorker.handle, ThreadWorker.handle_request, ThreadWorker.init_process
 
     def handle_in_time(worker: Any, connection: Any) -> Any:
-        if not connection.initialized and defer is not None and not connection.wait_for_data(0.0):
+        if not connection.initialized and not connection.wait_for_data(0.0):
             return defer  # no byte yet: gunicorn's poller holds the connection, no thread, until one comes
         if not connection.initialized and not worker.alive and not _head_in(connection.sock):
             # Stopping: a request sent before is in whole, and a stalled one is not waited for. Its read

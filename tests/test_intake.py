@@ -109,15 +109,24 @@ def test_the_servers_own_failure_is_an_internal_error_in_oktas_shape(caplog: pyt
     assert [record.levelno for record in caplog.records] == [logging.ERROR]
 
 
+def keep_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the adaptation replaces in gunicorn is put back after the test."""
+    from gunicorn import util
+    from gunicorn.workers import gthread
+
+    for owner, name in (
+        (util, "write_error"),
+        (gthread.TConn, "close"),
+        *((gthread.ThreadWorker, name) for name in ("handle", "handle_request", "init_process")),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+
+
 def test_gunicorn_is_adapted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from gunicorn import util
     from gunicorn.workers.gthread import ThreadWorker
 
-    for owner, name in (
-        (util, "write_error"),
-        *((ThreadWorker, name) for name in ("handle", "handle_request", "init_process")),
-    ):
-        monkeypatch.setattr(owner, name, getattr(owner, name))  # put back after the test
+    keep_gunicorn(monkeypatch)
     on_our_terms(flask.Flask(__name__).wsgi_app)
     handle = ThreadWorker.handle
     on_our_terms(flask.Flask(__name__).wsgi_app)  # a second app in the process: not wrapped twice
@@ -138,14 +147,12 @@ def test_a_head_whose_deadline_passed_as_it_came_in_is_a_408_not_a_route_on_a_sh
 ) -> None:
     """The watchdog may shut the read side just after the head is parsed: the route would then read a
     cut body and blame the caller's framing. The request is refused for its time, and the route never runs."""
-    from gunicorn import util
     from gunicorn.workers.gthread import ThreadWorker
 
     routed: list[object] = []
-    monkeypatch.setattr(util, "write_error", util.write_error)
+    keep_gunicorn(monkeypatch)
     monkeypatch.setattr(ThreadWorker, "handle", lambda worker, connection: None)  # not adapted yet
     monkeypatch.setattr(ThreadWorker, "handle_request", lambda worker, request, connection: routed.append(request))
-    monkeypatch.setattr(ThreadWorker, "init_process", ThreadWorker.init_process)
     on_our_terms(flask.Flask(__name__).wsgi_app)
     ours, theirs = socket.socketpair()
     with ours, theirs, read_deadline(ours, 0.0) as head:
