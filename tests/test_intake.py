@@ -16,7 +16,8 @@ import pytest
 from telephony import intake
 from telephony.answers import MAX_BODY_BYTES, Refused, body_too_large
 from telephony.deadlines import read_deadline
-from telephony.intake import _server_refusal, finish, on_our_terms, read_body
+from telephony.intake import WRITE_SECONDS, _server_refusal, finish, on_our_terms, read_body
+from telephony.store import STORE_DEADLINE_SECONDS
 
 
 def route_app(read: bool) -> flask.Flask:
@@ -170,3 +171,10 @@ def test_a_head_whose_deadline_passed_as_it_came_in_is_a_408_not_a_route_on_a_sh
     assert [(record.levelno, record.fields["outcome"]) for record in caplog.records] == [  # type: ignore[attr-defined]
         (logging.WARNING, "request_unreadable")
     ]
+
+
+def test_the_work_after_an_answer_fits_in_the_time_the_answer_has_to_be_written() -> None:
+    """The spend guard writes to its store after the answer, while the server is still writing it (at
+    most three calls, each under the store's deadline): past WRITE_SECONDS the connection is shut, and a
+    request a keep-alive client had already sent on it would be lost."""
+    assert 3 * STORE_DEADLINE_SECONDS < WRITE_SECONDS / 2
