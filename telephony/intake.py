@@ -107,8 +107,8 @@ _serving = threading.local()
 
 
 def _adapt_gunicorn() -> None:
-    """gunicorn's error page, request line limit and head reading, as `on_our_terms` says; once per
-    process, and only where gunicorn serves (not Flask's own server, nor a system without it)."""
+    """gunicorn's error page, request line limit, head reading, stop and close, as `on_our_terms` says;
+    once per process, and only where gunicorn serves (not Flask's own server, nor a system without it)."""
     try:
         from gunicorn import util
         from gunicorn.workers import gthread
@@ -127,11 +127,7 @@ def _adapt_gunicorn() -> None:
         if not connection.initialized and not connection.wait_for_data(0.0):
             return defer  # no byte yet: gunicorn's poller holds the connection, no thread, until one comes
         if not connection.initialized and not worker.alive and not _head_in(connection.sock):
-            # Stopping: a request sent before is in whole, and a stalled one is not waited for. Its read
-            # side is shut first: gunicorn's graceful close would linger 2 s on its main thread to drain it.
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RD)
-            return False
+            return False  # stopping: a request sent before is in whole, and a stalled one is not waited for
         with read_deadline(connection.sock, HEAD_READ_SECONDS) as deadline:
             _serving.head = deadline
             try:
