@@ -27,7 +27,7 @@ from telephony.delivery import TwilioDelivery, build_client
 from telephony.guard import Held, Passage, SpendGuard, unreachable_limits
 from telephony.intake import BODY_READ_SECONDS, declared_too_large, read_body
 from telephony.logs import REDACTED, mark_sensitive
-from telephony.phone import mask, national_digits
+from telephony.phone import mask, spellings
 from telephony.policy import DeliveryPolicy
 from telephony.settings import HOOK_BUDGET_SECONDS, Settings
 
@@ -132,9 +132,8 @@ class TelephonyHook:
         """The number masked, and never written otherwise from here on, with or without its '+' or its
         country code."""
         masked = mask(e164)
-        mark_sensitive(e164, masked)
-        mark_sensitive(e164.removeprefix("+"), masked)
-        mark_sensitive(national_digits(e164), masked)  # '4155550123' is the number too
+        for spelling in spellings(e164):  # '4155550123' is the number too
+            mark_sensitive(spelling, masked)
         return masked
 
 
@@ -153,11 +152,9 @@ def _mark_as_sent(body: bytes) -> None:
         if not isinstance(value, str | int) or isinstance(value, bool):
             continue
         text = str(value)
-        digits = "".join(char for char in text if char in "0123456789")
-        spellings = {text, text.removeprefix("+"), digits}
-        if name == "phoneNumber":
-            spellings.add(national_digits(f"+{digits}"))
-        for spelling in spellings:
+        # A code's digits are not read as a number: without a "country code" they would be a shorter run.
+        as_code = {text, text.removeprefix("+"), "".join(char for char in text if char in "0123456789")}
+        for spelling in spellings(text) if name == "phoneNumber" else as_code:
             mark_sensitive(spelling)
 
 

@@ -87,6 +87,14 @@ def national_digits(e164: str) -> str:
     return ""
 
 
+def spellings(number: str) -> set[str]:
+    """The ways a log line could spell `number`, as sent or as E.164: itself, without its '+', its
+    digits alone, and those without the country calling code ('+1 (415) 555-0123': '14155550123',
+    '4155550123')."""
+    digits = "".join(char for char in number if char in "0123456789")
+    return {number, number.removeprefix("+"), digits, national_digits(f"+{digits}")}
+
+
 def describe(e164: str) -> NumberFacts:
     """Look the number up in libphonenumber's metadata (offline, no network)."""
     try:
