@@ -183,6 +183,6 @@ def _free_text(value: str | None, length: int, held: tuple[str, ...]) -> str | N
     if not value:
         return None
     digits = "".join(char for char in value if char in "0123456789")
-    if any(secret and (secret in value or secret in digits) for secret in held):
+    if any(held_value and (held_value in value or held_value in digits) for held_value in held):
         return REDACTED
     return value[:length]
